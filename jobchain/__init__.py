@@ -1,0 +1,95 @@
+"""jobchain: parallel jobs and sequential chains, with retries, priority aging and a failed queue."""
+
+from jobchain.app import App, FailedQueue, Task
+from jobchain.backend import Backend
+from jobchain.canvas import Chain, Group, Signature, chain, group
+from jobchain.clock import Clock, ManualClock, SystemClock
+from jobchain.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ChainHaltedError,
+    ConfigurationError,
+    DuplicateSchemeError,
+    Fail,
+    InvalidJobError,
+    JobchainError,
+    JobFailedError,
+    JobTimeout,
+    NotReadyError,
+    PluginLoadError,
+    UnknownBackendError,
+    UnknownTaskError,
+    WaitTimeoutError,
+    WorkerLost,
+)
+from jobchain.handles import ChainHandle, JobHandle
+from jobchain.hookspecs import hookimpl
+from jobchain.model import (
+    ChainRecord,
+    ChainState,
+    Delivery,
+    ErrorInfo,
+    FailedEntry,
+    Job,
+    JobRecord,
+    JobState,
+    QueueStats,
+    StepState,
+    WorkerInfo,
+)
+from jobchain.plugins import Plugins
+from jobchain.registry import BackendRegistry
+from jobchain.retry import Retry
+from jobchain.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Backend",
+    "BackendError",
+    "BackendRegistry",
+    "BackendUnavailableError",
+    "Chain",
+    "ChainHaltedError",
+    "ChainHandle",
+    "ChainRecord",
+    "ChainState",
+    "Clock",
+    "ConfigurationError",
+    "Delivery",
+    "DuplicateSchemeError",
+    "ErrorInfo",
+    "Fail",
+    "FailedEntry",
+    "FailedQueue",
+    "Group",
+    "InvalidJobError",
+    "Job",
+    "JobFailedError",
+    "JobHandle",
+    "JobRecord",
+    "JobState",
+    "JobTimeout",
+    "JobchainError",
+    "ManualClock",
+    "NotReadyError",
+    "PluginLoadError",
+    "Plugins",
+    "QueueStats",
+    "Retry",
+    "Signature",
+    "StepState",
+    "SystemClock",
+    "Task",
+    "UnknownBackendError",
+    "UnknownTaskError",
+    "WaitTimeoutError",
+    "Worker",
+    "WorkerInfo",
+    "WorkerLost",
+    "__version__",
+    "chain",
+    "group",
+    "hookimpl",
+]

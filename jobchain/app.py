@@ -1,0 +1,471 @@
+"""The application: tasks, submission and the failed queue, over one backend."""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from jobchain.aging import DEFAULT_AGING_INTERVAL
+from jobchain.backend import Backend
+from jobchain.canvas import Chain, Group, Signature, chain
+from jobchain.clock import Clock, SystemClock
+from jobchain.errors import ConfigurationError, InvalidJobError, UnknownTaskError
+from jobchain.handles import ChainHandle, JobHandle
+from jobchain.ids import new_id
+from jobchain.model import (
+    ChainRecord,
+    FailedEntry,
+    Job,
+    QueueStats,
+    Step,
+    StepMember,
+    WorkerInfo,
+)
+from jobchain.payload import DEFAULT_MAX_PAYLOAD, check_payload
+from jobchain.plugins import Plugins, default_plugins
+from jobchain.retry import Retry
+from jobchain.workflow import first_jobs
+
+if TYPE_CHECKING:
+    from jobchain.worker import Worker
+
+__all__ = ["App", "FailedQueue", "Task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_PLACEHOLDER = object()
+
+
+def _check_number(name: str, value: Any, *, allow_none: bool = True, minimum: float = 0.0) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= minimum:
+        raise InvalidJobError(f"{name} must be a number of seconds > {minimum:g}, got {value!r}")
+
+
+class Task(Generic[P, R]):
+    """A function declared with ``@app.task``. Calling it runs the function here, now."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        queue: str,
+        priority: int,
+        retry: Retry | None,
+        timeout: float | None,
+        expires: float | None,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self._retry = retry
+        self.timeout = timeout
+        self.expires = expires
+        self._signature: inspect.Signature | None = None
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    @property
+    def retry(self) -> Retry:
+        """The task's retry policy, or the App's default when it declared none."""
+        return self._retry if self._retry is not None else self.app.retry
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """Bind arguments; in a chain, the previous result comes before them."""
+        return Signature(task=self, args=args, kwargs=kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """Bind arguments and ignore the previous step's result (an immutable step)."""
+        return Signature(task=self, args=args, kwargs=kwargs, immutable=True)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        """Enqueue one run of this task."""
+        handle: JobHandle = self.app.submit(self, *args, **kwargs)
+        return handle
+
+    def submit_many(self, calls: Iterable[Sequence[Any]]) -> list[JobHandle]:
+        """Enqueue one job per item of ``calls`` (each a sequence of positional arguments)."""
+        return self.app.submit_many(Signature(task=self, args=tuple(c)) for c in calls)
+
+    def check_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise :class:`InvalidJobError` if the function cannot take these arguments."""
+        if self._signature is None:
+            try:
+                self._signature = inspect.signature(self.fn)
+            except (TypeError, ValueError):  # builtins without a signature
+                return
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidJobError(f"task {self.name!r} cannot take these arguments: {exc}") from None
+
+    def __rshift__(self, other: Any) -> Chain:
+        return chain(self, other)
+
+    def __rrshift__(self, other: Any) -> Chain:
+        return chain(other, self)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue!r}>"
+
+
+class FailedQueue:
+    """The failed queue of an App: list, show, re-drive and purge."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def list(
+        self, *, task: str | None = None, queue: str | None = None, limit: int = 100
+    ) -> builtins.list[FailedEntry]:
+        """Failed entries, oldest first, optionally only one task's or one queue's."""
+        out: builtins.list[FailedEntry] = []
+        for entry in self._scan():
+            if (task is None or entry.job.task == task) and (queue is None or entry.job.queue == queue):
+                out.append(entry)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def _scan(self, page: int = 500) -> Iterable[FailedEntry]:
+        offset = 0
+        while True:
+            batch = self._app.backend.failed(limit=page, offset=offset)
+            yield from batch
+            if len(batch) < page:
+                return
+            offset += page
+
+    def show(self, job_id: str) -> FailedEntry | None:
+        return self._app.backend.get_failed(job_id)
+
+    def redrive(
+        self, job_ids: Sequence[str] = (), *, task: str | None = None, all: bool = False
+    ) -> builtins.list[str]:
+        """Re-drive jobs by id, every failed job of ``task``, or ``all``; returns the ids moved."""
+        if isinstance(job_ids, str):
+            job_ids = [job_ids]
+        ids = list(job_ids)
+        if all or task is not None:
+            ids += [e.job.id for e in self._scan() if all or e.job.task == task]
+        if not ids:
+            return []
+        return self._app.backend.redrive(list(dict.fromkeys(ids)))
+
+    def purge(self, job_ids: Sequence[str] | None = None) -> int:
+        """Delete entries (all of them when ``job_ids`` is None)."""
+        return self._app.backend.purge_failed(None if job_ids is None else list(job_ids))
+
+    def __len__(self) -> int:
+        return sum(s.failed for s in self._app.backend.stats())
+
+
+class App:
+    """Tasks and the backend they run on.
+
+    ``backend`` is a URL (``memory://``, ``redis-streams://host:6379/0`` …) or a
+    :class:`Backend`; when None it is read from ``JOBCHAIN_BACKEND`` and defaults
+    to ``memory://``. ``retry`` is the policy of tasks that declare none.
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend | None = None,
+        *,
+        retry: Retry | None = None,
+        aging_interval: float = DEFAULT_AGING_INTERVAL,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        default_queue: str = "default",
+        clock: Clock | None = None,
+        plugins: Plugins | None = None,
+    ) -> None:
+        if retry is not None and not isinstance(retry, Retry):
+            raise ConfigurationError(f"retry must be a jobchain.Retry, got {retry!r}")
+        _check_number("aging_interval", aging_interval, allow_none=False)
+        if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
+            raise ConfigurationError(f"max_payload must be a positive number of bytes, got {max_payload!r}")
+        self.retry = retry or Retry.never()
+        self.aging_interval = float(aging_interval)
+        self.max_payload = max_payload
+        self.default_queue = default_queue
+        self.clock: Clock = clock or SystemClock()
+        self._plugins = plugins
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self._backend_url = None if isinstance(backend, Backend) else backend
+        self._backend_lock = threading.Lock()
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.failed = FailedQueue(self)
+
+    # --- configuration ---------------------------------------------------------------
+
+    @property
+    def plugins(self) -> Plugins:
+        if self._plugins is None:
+            self._plugins = default_plugins()
+        return self._plugins
+
+    @property
+    def backend_url(self) -> str:
+        if self._backend is not None:
+            return self._backend.url
+        return self._backend_url or os.environ.get("JOBCHAIN_BACKEND") or "memory://"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, opened on first use."""
+        backend = self._backend
+        if backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    self._backend = self.plugins.open_backend(
+                        self.backend_url, clock=self.clock, aging_interval=self.aging_interval
+                    )
+                backend = self._backend
+        return backend
+
+    def use_backend(self, backend: str | Backend) -> None:
+        """Switch to another backend (before anything was submitted): the CLI's ``--backend``."""
+        with self._backend_lock:
+            if self._backend is not None and self._backend is not backend:
+                self._backend.close()
+            self._backend = backend if isinstance(backend, Backend) else None
+            self._backend_url = None if isinstance(backend, Backend) else backend
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        expires: float | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        expires: float | None = None,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Declare a task: ``@app.task`` or ``@app.task(queue="db", retry=Retry(attempts=5))``.
+
+        ``timeout`` bounds one run (seconds); ``expires`` drops a job not started
+        within that many seconds of being enqueued (it goes to the failed queue).
+        """
+        if retry is not None and not isinstance(retry, Retry):
+            raise ConfigurationError(f"retry must be a jobchain.Retry, got {retry!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigurationError(f"priority must be an int, got {priority!r}")
+        _check_number("timeout", timeout)
+        _check_number("expires", expires)
+
+        def declare(function: Callable[P, R]) -> Task[P, R]:
+            if not callable(function):
+                raise ConfigurationError(f"@app.task needs a function, got {function!r}")
+            task_name = name or getattr(function, "__name__", None)
+            if not task_name or task_name == "<lambda>":
+                raise ConfigurationError("give the task a name: @app.task(name=...)")
+            if task_name in self.tasks:
+                raise ConfigurationError(
+                    f"task name {task_name!r} is declared twice; give one of them @app.task(name=...)"
+                )
+            declared = Task(
+                self,
+                function,
+                name=task_name,
+                queue=queue or self.default_queue,
+                priority=priority,
+                retry=retry,
+                timeout=timeout,
+                expires=expires,
+            )
+            self.tasks[task_name] = declared
+            return declared
+
+        return declare(fn) if fn is not None else declare
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTaskError(name, list(self.tasks)) from None
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Every queue a declared task uses (the default one included)."""
+        return tuple(sorted({self.default_queue, *(t.queue for t in self.tasks.values())}))
+
+    # --- submission ------------------------------------------------------------------
+
+    def _resolve(self, target: Any) -> Signature | Chain | Group:
+        if isinstance(target, str):
+            return Signature(task=self.get_task(target))
+        if isinstance(target, Task):
+            if target.app is not self:
+                raise InvalidJobError(f"task {target.name!r} belongs to another App")
+            return Signature(task=target)
+        if isinstance(target, Signature | Chain | Group):
+            return target
+        raise InvalidJobError(
+            f"cannot submit {target!r} ({type(target).__name__}); expected a task, its name, "
+            "a signature, a chain or a group"
+        )
+
+    def submit(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        """Enqueue a task (by object or name), a signature, a chain or a group.
+
+        Returns a :class:`JobHandle` for a task or signature, a :class:`ChainHandle`
+        for a chain or group.
+        """
+        resolved = self._resolve(target)
+        now = self.clock.now()
+        if isinstance(resolved, Signature):
+            job = self._job(resolved, args, kwargs, now)
+            self.backend.enqueue([job])
+            return JobHandle(self, job.id)
+        if isinstance(resolved, Group):
+            resolved = Chain(steps=(resolved,), kind="group")
+        record, jobs = self._chain(resolved, args, kwargs, now)
+        self.backend.enqueue(jobs, [record])
+        return ChainHandle(self, record.id)
+
+    def submit_many(self, targets: Iterable[Any]) -> list[Any]:
+        """Enqueue many tasks or chains in one backend call; returns their handles in order."""
+        now = self.clock.now()
+        jobs: list[Job] = []
+        records: list[ChainRecord] = []
+        handles: list[Any] = []
+        for target in targets:
+            resolved = self._resolve(target)
+            if isinstance(resolved, Signature):
+                job = self._job(resolved, (), {}, now)
+                jobs.append(job)
+                handles.append(JobHandle(self, job.id))
+                continue
+            if isinstance(resolved, Group):
+                resolved = Chain(steps=(resolved,), kind="group")
+            record, first = self._chain(resolved, (), {}, now)
+            records.append(record)
+            jobs.extend(first)
+            handles.append(ChainHandle(self, record.id))
+        if jobs:
+            self.backend.enqueue(jobs, records)
+        return handles
+
+    def _job(self, sig: Signature, args: tuple[Any, ...], kwargs: Mapping[str, Any], now: float) -> Job:
+        task = sig.task
+        all_args = sig.args + tuple(args)
+        all_kwargs = {**sig.kwargs, **kwargs} if kwargs else dict(sig.kwargs)
+        check_payload(all_args, all_kwargs, limit=self.max_payload, what=f"task {task.name!r}")
+        task.check_call(all_args, all_kwargs)
+        return Job(
+            id=new_id(),
+            task=task.name,
+            args=all_args,
+            kwargs=all_kwargs,
+            queue=sig.queue or task.queue,
+            priority=sig.priority if sig.priority is not None else task.priority,
+            enqueued_at=now,
+            not_before=now + sig.delay if sig.delay else None,
+            expires_at=now + task.expires if task.expires is not None else None,
+        )
+
+    def _member(
+        self, sig: Signature, first: bool, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> StepMember:
+        task = sig.task
+        merged = {**sig.kwargs, **kwargs} if first and kwargs else dict(sig.kwargs)
+        check_payload(sig.args, merged, limit=self.max_payload, what=f"task {task.name!r}")
+        if first or sig.immutable:
+            task.check_call((sig.args if sig.immutable else tuple(args) + sig.args), merged)
+        else:
+            task.check_call((_PLACEHOLDER, *sig.args), merged)
+        return StepMember(
+            job_id=new_id(),
+            task=task.name,
+            args=sig.args,
+            kwargs=merged,
+            queue=sig.queue or task.queue,
+            priority=sig.priority if sig.priority is not None else task.priority,
+            immutable=sig.immutable,
+            expires=task.expires,
+        )
+
+    def _chain(
+        self, spec: Chain, args: tuple[Any, ...], kwargs: Mapping[str, Any], now: float
+    ) -> tuple[ChainRecord, list[Job]]:
+        for item in spec.steps:
+            for sig in item.members if isinstance(item, Group) else (item,):
+                if sig.task.app is not self:
+                    raise InvalidJobError(f"task {sig.task.name!r} belongs to another App")
+        check_payload(args, kwargs, limit=self.max_payload, what="chain")
+        steps = []
+        for index, item in enumerate(spec.steps):
+            first = index == 0
+            if isinstance(item, Group):
+                members = tuple(self._member(m, first, args, kwargs) for m in item.members)
+                steps.append(Step(kind="group", members=members))
+            else:
+                steps.append(Step(kind="task", members=(self._member(item, first, args, kwargs),)))
+        record = ChainRecord(id=new_id(), name=spec.name, kind=spec.kind, steps=tuple(steps), created_at=now)
+        return record, first_jobs(record, tuple(args), now)
+
+    # --- lookups ---------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobHandle:
+        """A handle for a job submitted earlier."""
+        return JobHandle(self, job_id)
+
+    def chain(self, chain_id: str) -> ChainHandle:
+        """A handle for a chain or group submitted earlier."""
+        return ChainHandle(self, chain_id)
+
+    def stats(self) -> list[QueueStats]:
+        return self.backend.stats()
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.backend.workers()
+
+    def stop_worker(self, name: str) -> bool:
+        """Ask a live worker to stop gracefully; False if no worker has that name."""
+        return self.backend.request_stop(name)
+
+    def worker(self, **options: Any) -> Worker:
+        """A :class:`jobchain.Worker` for this App (see its options)."""
+        from jobchain.worker import Worker
+
+        return Worker(self, **options)
+
+    def close(self) -> None:
+        with self._backend_lock:
+            if self._backend is not None:
+                self._backend.close()
+
+    def __repr__(self) -> str:
+        return f"<App backend={self.backend_url!r} tasks={len(self.tasks)}>"

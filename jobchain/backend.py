@@ -1,0 +1,140 @@
+"""The backend contract: what a third party implements to add a backend.
+
+A backend stores jobs, hands them to workers under leases and applies the
+transitions workers report, each atomically. Every operation is batched:
+one call serves many jobs, so a networked backend pays one round trip per
+batch. The chain logic itself lives in :mod:`jobchain.workflow` (pure
+functions); a backend calls it inside its transition.
+
+Register a backend with the ``jobchain_register_backends`` hook and prove it
+with the conformance suite in :mod:`jobchain.testing`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from jobchain.aging import DEFAULT_AGING_INTERVAL
+from jobchain.clock import Clock, SystemClock
+from jobchain.model import (
+    ChainRecord,
+    Delivery,
+    FailedEntry,
+    Job,
+    JobRecord,
+    Outcome,
+    QueueStats,
+    SettleResult,
+    WorkerInfo,
+)
+
+__all__ = ["Backend"]
+
+
+class Backend(abc.ABC):
+    """Storage and delivery of jobs. Subclasses implement every abstract method.
+
+    Rules every backend honours (the conformance suite checks them):
+
+    * :meth:`reserve` returns ready jobs with the highest effective priority
+      first (see :mod:`jobchain.aging`), FIFO among equals, each under a lease
+      that ends ``lease`` seconds later; a job whose lease ends without being
+      settled becomes ready again, and its ``delivery_count`` grows by one.
+    * :meth:`settle` applies each outcome entirely or not at all, and rejects
+      (``accepted=False``, nothing changed) an outcome whose delivery token is
+      no longer the job's current one.
+    * Jobs with ``not_before`` in the future wait in a delayed set until then.
+    """
+
+    #: The URL the backend was opened with, without its password.
+    url: str = ""
+
+    def __init__(self, *, clock: Clock | None = None, aging_interval: float = DEFAULT_AGING_INTERVAL) -> None:
+        if aging_interval <= 0:
+            raise ValueError(f"aging_interval must be > 0 seconds, got {aging_interval!r}")
+        self.clock: Clock = clock or SystemClock()
+        self.aging_interval = float(aging_interval)
+
+    def now(self) -> float:
+        """The backend's time, in seconds since the epoch (a server's clock where there is one)."""
+        return self.clock.now()
+
+    # --- jobs ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        """Store chain records and jobs, all or nothing. A job id that exists already is skipped."""
+
+    @abc.abstractmethod
+    def reserve(
+        self, queues: Sequence[str], *, limit: int, lease: float, worker: str, wait: float = 0.0
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` ready jobs from ``queues``; block up to ``wait`` seconds for one."""
+
+    @abc.abstractmethod
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        """Push the leases of deliveries ``lease`` seconds from now; False where no longer held."""
+
+    @abc.abstractmethod
+    def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        """Apply completions, retries, failures and releases, each atomically, in order."""
+
+    @abc.abstractmethod
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The record of one job, or None if the backend does not know it."""
+
+    @abc.abstractmethod
+    def get_chain(self, chain_id: str) -> ChainRecord | None:
+        """The record of one chain or group, or None."""
+
+    # --- failed queue ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def failed(self, *, limit: int = 100, offset: int = 0) -> list[FailedEntry]:
+        """Entries of the failed queue, oldest first."""
+
+    @abc.abstractmethod
+    def get_failed(self, job_id: str) -> FailedEntry | None:
+        """One entry of the failed queue, or None."""
+
+    @abc.abstractmethod
+    def redrive(self, job_ids: Sequence[str]) -> list[str]:
+        """Move failed jobs back to ready (attempt 1, chains resumed); return the ids moved."""
+
+    @abc.abstractmethod
+    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
+        """Delete the given entries (all when None) from the failed queue; return how many."""
+
+    # --- workers ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
+        """Register or refresh a worker for ``ttl`` seconds; True if it was asked to stop."""
+
+    @abc.abstractmethod
+    def remove_worker(self, name: str) -> None:
+        """Forget a worker (it stopped)."""
+
+    @abc.abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        """Workers whose last heartbeat is still within its ttl."""
+
+    @abc.abstractmethod
+    def request_stop(self, name: str) -> bool:
+        """Ask the live worker ``name`` to stop gracefully; False if there is no such worker."""
+
+    # --- inspection ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def stats(self) -> list[QueueStats]:
+        """Counts of ready, delayed, in-flight and failed jobs for every queue seen."""
+
+    def close(self) -> None:
+        """Release connections and threads. The default does nothing."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,188 @@
+"""Signatures, chains and groups: the DSL for composing tasks.
+
+``task.s(*args, **kwargs)`` binds arguments to a task (a *signature*);
+``task.si(...)`` does the same but ignores the previous step's result
+(immutable). ``chain(a, b, c)`` or ``a >> b >> c`` runs steps one after the
+other, each step's result becoming the next one's first argument;
+``group(a, b, c)`` runs its members in parallel and, inside a chain, feeds the
+list of their results (in order) to the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Union
+
+from attrs import evolve, field, frozen
+
+from jobchain.errors import InvalidJobError
+from jobchain.model import _json_tuple
+
+if TYPE_CHECKING:
+    from jobchain.app import Task
+    from jobchain.handles import ChainHandle, JobHandle
+
+__all__ = ["Chain", "Group", "Signature", "chain", "group"]
+
+Stepish = Union["Task[..., Any]", "Signature", "Group", "Chain"]
+
+
+def _as_signature(item: Any, where: str) -> Signature:
+    from jobchain.app import Task
+
+    if isinstance(item, Signature):
+        return item
+    if isinstance(item, Task):
+        return Signature(task=item)
+    raise InvalidJobError(
+        f"{where} is {item!r} ({type(item).__name__}); expected a task declared with @app.task, "
+        "a signature (task.s(...)) or a group"
+    )
+
+
+def _as_steps(items: tuple[Any, ...], what: str) -> tuple[Signature | Group, ...]:
+    steps: list[Signature | Group] = []
+    for index, item in enumerate(items, start=1):
+        if isinstance(item, Chain):
+            steps.extend(item.steps)
+        elif isinstance(item, Group):
+            steps.append(item)
+        else:
+            steps.append(_as_signature(item, f"{what} step {index}"))
+    return tuple(steps)
+
+
+@frozen(kw_only=True)
+class Signature:
+    """A task with bound arguments and options, ready to submit or to place in a chain."""
+
+    task: Task[..., Any]
+    args: tuple[Any, ...] = field(default=(), converter=_json_tuple)
+    kwargs: Mapping[str, Any] = field(factory=dict, hash=False)
+    immutable: bool = False
+    queue: str | None = None
+    priority: int | None = None
+    delay: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def set(
+        self, *, queue: str | None = None, priority: int | None = None, delay: float | None = None
+    ) -> Signature:
+        """The same signature with other options (queue, priority, delay in seconds)."""
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise InvalidJobError(f"priority must be an int, got {priority!r}")
+        if delay is not None and (not isinstance(delay, int | float) or delay < 0):
+            raise InvalidJobError(f"delay must be a number of seconds >= 0, got {delay!r}")
+        if queue is not None and (not isinstance(queue, str) or not queue):
+            raise InvalidJobError(f"queue must be a non-empty string, got {queue!r}")
+        return evolve(
+            self,
+            queue=queue if queue is not None else self.queue,
+            priority=priority if priority is not None else self.priority,
+            delay=delay if delay is not None else self.delay,
+        )
+
+    def submit(self, *args: Any, **kwargs: Any) -> JobHandle:
+        """Enqueue this task; extra arguments come after the bound ones."""
+        handle: JobHandle = self.task.app.submit(self, *args, **kwargs)
+        return handle
+
+    def __rshift__(self, other: Stepish) -> Chain:
+        return chain(self, other)
+
+    def __rrshift__(self, other: Stepish) -> Chain:
+        return chain(other, self)
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.task.name}.{'si' if self.immutable else 's'}({', '.join(parts)})"
+
+
+@frozen(kw_only=True)
+class Group:
+    """Tasks that run in parallel; in a chain, the next step gets their results as a list."""
+
+    members: tuple[Signature, ...]
+
+    @property
+    def app(self) -> Any:
+        return self.members[0].task.app
+
+    def submit(self, *args: Any, **kwargs: Any) -> ChainHandle:
+        """Run every member; each gets ``args``/``kwargs`` before its own bound arguments."""
+        return Chain(steps=(self,), kind="group").submit(*args, **kwargs)
+
+    def __rshift__(self, other: Stepish) -> Chain:
+        return chain(self, other)
+
+    def __rrshift__(self, other: Stepish) -> Chain:
+        return chain(other, self)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+@frozen(kw_only=True)
+class Chain:
+    """Steps that run one after the other, halting at the first permanent failure."""
+
+    steps: tuple[Signature | Group, ...]
+    name: str | None = None
+    kind: str = "chain"
+
+    @property
+    def app(self) -> Any:
+        first = self.steps[0]
+        return first.app if isinstance(first, Group) else first.task.app
+
+    def submit(self, *args: Any, **kwargs: Any) -> ChainHandle:
+        """Enqueue the first step with these arguments; returns a handle carrying the chain id."""
+        handle: ChainHandle = self.app.submit(self, *args, **kwargs)
+        return handle
+
+    def __rshift__(self, other: Stepish) -> Chain:
+        return chain(self, other, name=self.name)
+
+    def __rrshift__(self, other: Stepish) -> Chain:
+        return chain(other, self, name=self.name)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __repr__(self) -> str:
+        parts = []
+        for step in self.steps:
+            if isinstance(step, Group):
+                parts.append("group(" + ", ".join(m.task.name for m in step.members) + ")")
+            else:
+                parts.append(step.task.name)
+        label = f"{self.name}: " if self.name else ""
+        return f"<Chain {label}{' >> '.join(parts)}>"
+
+
+def chain(*steps: Stepish, name: str | None = None) -> Chain:
+    """Run ``steps`` in order: ``chain(download, parse, store, name="ingest")``."""
+    if not steps:
+        raise InvalidJobError("chain() needs at least one step")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise InvalidJobError(f"chain name must be a non-empty string, got {name!r}")
+    built = _as_steps(steps, "chain()")
+    apps = {id(s.app if isinstance(s, Group) else s.task.app) for s in built}
+    if len(apps) > 1:
+        raise InvalidJobError("chain() mixes tasks of different App instances")
+    return Chain(steps=built, name=name)
+
+
+def group(*members: Task[..., Any] | Signature) -> Group:
+    """Run ``members`` in parallel: ``group(resize.s(1), resize.s(2))``."""
+    if not members:
+        raise InvalidJobError("group() needs at least one member")
+    sigs = []
+    for index, item in enumerate(members, start=1):
+        if isinstance(item, Chain | Group):
+            raise InvalidJobError(f"group() member {index} is a {type(item).__name__}; nest tasks only")
+        sigs.append(_as_signature(item, f"group() member {index}"))
+    return Group(members=tuple(sigs))

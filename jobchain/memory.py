@@ -1,0 +1,388 @@
+"""The embedded ``memory://`` backend: thread-safe, in one process, the default.
+
+Ready jobs sit in one heap per queue keyed by the static aging key
+(:func:`jobchain.aging.order_key`), so aging is exact; a condition variable
+lets reservers block until work arrives. Every transition happens under one
+lock. ``memory://NAME`` returns the same instance for the same name within a
+process (handy for tests); plain ``memory://`` is a new, private store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from attrs import evolve
+
+from jobchain import workflow
+from jobchain.backend import Backend
+from jobchain.hookspecs import hookimpl
+from jobchain.model import (
+    ChainRecord,
+    ChainState,
+    Completed,
+    Delivery,
+    Failed,
+    FailedEntry,
+    Job,
+    JobRecord,
+    JobState,
+    Outcome,
+    QueueStats,
+    Released,
+    Retried,
+    SettleResult,
+    WorkerInfo,
+)
+from jobchain.registry import BackendRegistry
+
+__all__ = ["MemoryBackend"]
+
+logger = structlog.get_logger("jobchain.memory")
+
+_named: dict[str, MemoryBackend] = {}
+_named_lock = threading.Lock()
+
+
+class MemoryBackend(Backend):
+    """All state in dicts and heaps in this process."""
+
+    def __init__(self, url: str = "memory://", **options: Any) -> None:
+        super().__init__(**options)
+        self.url = url
+        self._cond = threading.Condition(threading.Lock())
+        self._seq = itertools.count()
+        self._tokens = itertools.count(1)
+        self._records: dict[str, JobRecord] = {}
+        self._ready: dict[str, list[tuple[float, int, Job]]] = {}
+        self._delayed: list[tuple[float, int, Job]] = []
+        self._inflight: dict[str, Delivery] = {}
+        self._leases: list[tuple[float, str, str]] = []
+        self._deliveries: dict[str, int] = {}
+        self._failed: dict[str, FailedEntry] = {}
+        self._chains: dict[str, ChainRecord] = {}
+        self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._stop_requests: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryBackend:
+        name = urlsplit(url).netloc
+        if not name:
+            return cls(url, **options)
+        with _named_lock:
+            backend = _named.get(name)
+            if backend is None:
+                backend = _named[name] = cls(url, **options)
+            return backend
+
+    # --- internals (lock held) ------------------------------------------------------
+
+    def _push_ready(self, job: Job) -> None:
+        key = job.enqueued_at / self.aging_interval - job.priority
+        heap = self._ready.get(job.queue)
+        if heap is None:
+            heap = self._ready[job.queue] = []
+        heapq.heappush(heap, (key, next(self._seq), job))
+
+    def _place(self, job: Job, now: float) -> None:
+        if job.not_before is not None and job.not_before > now:
+            heapq.heappush(self._delayed, (job.not_before, next(self._seq), job))
+            self._records[job.id] = JobRecord(job=job, state=JobState.DELAYED)
+        else:
+            self._push_ready(job)
+            self._records[job.id] = JobRecord(job=job, state=JobState.QUEUED)
+
+    def _promote(self, now: float) -> None:
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            job = heapq.heappop(delayed)[2]
+            self._push_ready(job)
+            record = self._records[job.id]
+            self._records[job.id] = evolve(record, state=JobState.QUEUED)
+        leases = self._leases
+        while leases and leases[0][0] <= now:
+            lease_until, token, job_id = heapq.heappop(leases)
+            delivery = self._inflight.get(job_id)
+            if delivery is None or delivery.token != token or delivery.lease_until != lease_until:
+                continue  # settled or extended since
+            del self._inflight[job_id]
+            self._push_ready(delivery.job)
+            self._records[job_id] = evolve(self._records[job_id], state=JobState.QUEUED)
+            logger.info("lease_expired", job_id=job_id, worker=delivery.worker)
+
+    def _take(self, queues: Sequence[str], limit: int, lease_until: float, worker: str) -> list[Delivery]:
+        out: list[Delivery] = []
+        heaps = [h for h in (self._ready.get(q) for q in queues) if h]
+        while heaps and len(out) < limit:
+            heap = min(heaps, key=lambda h: h[0][:2]) if len(heaps) > 1 else heaps[0]
+            job = heapq.heappop(heap)[2]
+            if not heap:
+                heaps.remove(heap)
+            count = self._deliveries.get(job.id, 0) + 1
+            self._deliveries[job.id] = count
+            delivery = Delivery(
+                job=job,
+                token=f"{next(self._tokens):x}",
+                lease_until=lease_until,
+                worker=worker,
+                delivery_count=count,
+            )
+            self._inflight[job.id] = delivery
+            heapq.heappush(self._leases, (lease_until, delivery.token, job.id))
+            record = self._records[job.id]
+            self._records[job.id] = JobRecord(
+                job=job, state=JobState.RUNNING, error=record.error, started_at=record.started_at
+            )
+            out.append(delivery)
+        return out
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        with self._cond:
+            now = self.clock.now()
+            for chain in chains:
+                self._chains.setdefault(chain.id, chain)
+            for job in jobs:
+                if job.id not in self._records:
+                    self._place(job, now)
+            self._cond.notify_all()
+
+    def reserve(
+        self, queues: Sequence[str], *, limit: int, lease: float, worker: str, wait: float = 0.0
+    ) -> list[Delivery]:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        deadline = time.monotonic() + wait
+        with self._cond:
+            while True:
+                now = self.clock.now()
+                self._promote(now)
+                taken = self._take(queues, limit, now + lease, worker)
+                remaining = deadline - time.monotonic()
+                if taken or remaining <= 0:
+                    return taken
+                # wake up for the next delayed job or lease expiry, at the latest
+                self._cond.wait(min(remaining, self._next_wakeup(now)))
+
+    def _next_wakeup(self, now: float) -> float:
+        soonest = 1.0
+        if self._delayed:
+            soonest = min(soonest, max(0.001, self._delayed[0][0] - now))
+        if self._leases:
+            soonest = min(soonest, max(0.001, self._leases[0][0] - now))
+        return soonest
+
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        out: list[bool] = []
+        with self._cond:
+            lease_until = self.clock.now() + lease
+            for delivery in deliveries:
+                current = self._inflight.get(delivery.job.id)
+                if current is None or current.token != delivery.token:
+                    out.append(False)
+                    continue
+                self._inflight[delivery.job.id] = evolve(current, lease_until=lease_until)
+                heapq.heappush(self._leases, (lease_until, current.token, delivery.job.id))
+                out.append(True)
+        return out
+
+    def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        results: list[SettleResult] = []
+        with self._cond:
+            now = self.clock.now()
+            woke = False
+            for outcome in outcomes:
+                delivery = outcome.delivery
+                job = delivery.job
+                current = self._inflight.get(job.id)
+                if current is None or current.token != delivery.token:
+                    logger.warning(
+                        "stale_settle_rejected",
+                        job_id=job.id,
+                        worker=delivery.worker,
+                        outcome=type(outcome).__name__,
+                    )
+                    results.append(SettleResult(accepted=False))
+                    continue
+                del self._inflight[job.id]
+                chain = None
+                if isinstance(outcome, Completed):
+                    chain = self._complete(outcome, now)
+                    woke = True
+                elif isinstance(outcome, Retried):
+                    retry = job.retried(not_before=now + outcome.delay)
+                    self._deliveries.pop(job.id, None)
+                    self._place(retry, now)
+                    self._records[job.id] = evolve(self._records[job.id], error=outcome.error)
+                    woke = True
+                elif isinstance(outcome, Failed):
+                    chain = self._fail(job, outcome, now)
+                elif isinstance(outcome, Released):
+                    self._deliveries[job.id] = max(0, self._deliveries.get(job.id, 1) - 1)
+                    self._push_ready(job)
+                    self._records[job.id] = evolve(self._records[job.id], state=JobState.QUEUED)
+                    woke = True
+                results.append(SettleResult(accepted=True, chain=chain))
+            if woke:
+                self._cond.notify_all()
+        return results
+
+    def _complete(self, outcome: Completed, now: float) -> ChainRecord | None:
+        job = outcome.delivery.job
+        self._deliveries.pop(job.id, None)
+        self._records[job.id] = JobRecord(
+            job=job,
+            state=JobState.SUCCEEDED,
+            result=outcome.result,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+        )
+        if job.chain is None:
+            return None
+        record = self._chains.get(job.chain.chain_id)
+        if record is None:
+            return None
+        updated, following = workflow.apply_completed(
+            record,
+            job.chain,
+            outcome.result,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+            now=now,
+        )
+        self._chains[record.id] = updated
+        for next_job in following:
+            if next_job.id not in self._records:
+                self._place(next_job, now)
+        if updated.state is ChainState.COMPLETED and record.state is not ChainState.COMPLETED:
+            return updated
+        return None
+
+    def _fail(self, job: Job, outcome: Failed, now: float) -> ChainRecord | None:
+        self._deliveries.pop(job.id, None)
+        previous = self._records[job.id]
+        self._records[job.id] = JobRecord(
+            job=job,
+            state=JobState.FAILED,
+            error=outcome.error,
+            started_at=previous.started_at,
+            finished_at=now,
+        )
+        self._failed[job.id] = FailedEntry(job=job, error=outcome.error, failed_at=now)
+        if job.chain is None:
+            return None
+        record = self._chains.get(job.chain.chain_id)
+        if record is None:
+            return None
+        updated = workflow.apply_failed(record, job.chain, outcome.error, now=now)
+        self._chains[record.id] = updated
+        if updated.state is ChainState.HALTED and record.state is not ChainState.HALTED:
+            return updated
+        return None
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._cond:
+            return self._records.get(job_id)
+
+    def get_chain(self, chain_id: str) -> ChainRecord | None:
+        with self._cond:
+            return self._chains.get(chain_id)
+
+    # --- failed queue ----------------------------------------------------------------
+
+    def failed(self, *, limit: int = 100, offset: int = 0) -> list[FailedEntry]:
+        with self._cond:
+            return list(itertools.islice(self._failed.values(), offset, offset + limit))
+
+    def get_failed(self, job_id: str) -> FailedEntry | None:
+        with self._cond:
+            return self._failed.get(job_id)
+
+    def redrive(self, job_ids: Sequence[str]) -> list[str]:
+        moved: list[str] = []
+        with self._cond:
+            now = self.clock.now()
+            for job_id in job_ids:
+                entry = self._failed.pop(job_id, None)
+                if entry is None:
+                    continue
+                job = evolve(entry.job, attempt=1, not_before=None, enqueued_at=now)
+                if job.expires_at is not None:
+                    job = evolve(job, expires_at=now + (entry.job.expires_at or now) - entry.job.enqueued_at)
+                self._deliveries.pop(job_id, None)
+                self._place(job, now)
+                if job.chain is not None and job.chain.chain_id in self._chains:
+                    chain = self._chains[job.chain.chain_id]
+                    self._chains[chain.id] = workflow.apply_redrive(chain, job.chain)
+                moved.append(job_id)
+            if moved:
+                self._cond.notify_all()
+        return moved
+
+    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
+        with self._cond:
+            if job_ids is None:
+                count = len(self._failed)
+                self._failed.clear()
+                return count
+            return sum(self._failed.pop(job_id, None) is not None for job_id in job_ids)
+
+    # --- workers ---------------------------------------------------------------------
+
+    def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
+        with self._cond:
+            self._workers[info.name] = (info, self.clock.now() + ttl)
+            return info.name in self._stop_requests
+
+    def remove_worker(self, name: str) -> None:
+        with self._cond:
+            self._workers.pop(name, None)
+            self._stop_requests.discard(name)
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._cond:
+            now = self.clock.now()
+            return sorted(
+                (info for info, until in self._workers.values() if until > now), key=lambda i: i.name
+            )
+
+    def request_stop(self, name: str) -> bool:
+        with self._cond:
+            entry = self._workers.get(name)
+            if entry is None or entry[1] <= self.clock.now():
+                return False
+            self._stop_requests.add(name)
+            return True
+
+    # --- inspection ------------------------------------------------------------------
+
+    def stats(self) -> list[QueueStats]:
+        with self._cond:
+            self._promote(self.clock.now())
+            counts: dict[str, dict[str, int]] = {}
+
+            def bump(queue: str, what: str) -> None:
+                counts.setdefault(queue, {"ready": 0, "delayed": 0, "in_flight": 0, "failed": 0})[what] += 1
+
+            for queue, heap in self._ready.items():
+                counts.setdefault(queue, {"ready": 0, "delayed": 0, "in_flight": 0, "failed": 0})
+                counts[queue]["ready"] += len(heap)
+            for _, _, job in self._delayed:
+                bump(job.queue, "delayed")
+            for delivery in self._inflight.values():
+                bump(delivery.job.queue, "in_flight")
+            for entry in self._failed.values():
+                bump(entry.job.queue, "failed")
+            return [QueueStats(queue=q, **c) for q, c in sorted(counts.items())]
+
+
+@hookimpl
+def jobchain_register_backends(registry: BackendRegistry) -> None:
+    registry.add("memory", MemoryBackend.from_url, summary="in-process, thread-safe; the embedded default")

@@ -1,0 +1,590 @@
+"""The worker: runs jobs from a backend on a pool of threads.
+
+Threads share a local buffer of deliveries. A thread that finds the buffer
+empty reserves the next batch for everyone (one backend call, blocking up to
+``poll`` seconds while the queues are empty); a thread that finishes a job
+adds its outcome to a pending list and, unless another thread is already
+doing it, settles everything pending in one backend call. So under load one
+call serves many jobs, and at light load nothing waits for a timer.
+
+A monitor thread extends the leases of everything the worker holds, refreshes
+its registration (and so learns of a remote stop request), enforces per-job
+timeouts and emits progress events.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from attrs import define, field
+
+from jobchain.errors import InvalidJobError, JobTimeout, UnknownTaskError, WorkerLost
+from jobchain.model import (
+    ChainRecord,
+    ChainState,
+    Completed,
+    Delivery,
+    ErrorInfo,
+    Failed,
+    Outcome,
+    Released,
+    Retried,
+    StepState,
+    WorkerInfo,
+)
+from jobchain.payload import find_non_json
+
+if TYPE_CHECKING:
+    from jobchain.app import App
+
+__all__ = ["SlotStats", "Worker"]
+
+logger = structlog.get_logger("jobchain.worker")
+
+_result_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+class JobExpired(Exception):  # noqa: N818 - recorded as the error type name
+    """The job was not started before its expiry time."""
+
+
+@define
+class SlotStats:
+    """What one worker thread did."""
+
+    name: str
+    jobs: int = 0
+    succeeded: int = 0
+    retries: int = 0
+    failures: int = 0
+    busy_seconds: float = 0.0
+
+
+@define
+class _Running:
+    delivery: Delivery
+    thread_id: int
+    deadline: float | None
+    timed_out: bool = False
+
+
+@define
+class _Counters:
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    started: float = field(factory=time.monotonic)
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(16):04x}"
+
+
+class Worker:
+    """Runs the App's tasks from its backend.
+
+    ``queues``: which queues to take jobs from (default: every queue a task uses).
+    ``concurrency``: threads. ``lease``: seconds a delivery is held before it is
+    given to another worker unless extended (the monitor extends every
+    ``lease / 3``). ``prefetch``: deliveries reserved per batch (default:
+    ``concurrency``). ``max_redeliveries``: lost leases tolerated per attempt
+    before the job is failed as ``WorkerLost`` (this does not use up retry
+    attempts). ``poll``: longest blocking wait of one reserve call.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 8,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        lease: float = 30.0,
+        prefetch: int | None = None,
+        max_redeliveries: int = 3,
+        poll: float = 1.0,
+        heartbeat_ttl: float | None = None,
+        progress_interval: float = 0.5,
+        slot_names: Sequence[str] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if lease <= 0:
+            raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
+        if prefetch is not None and prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch!r}")
+        if max_redeliveries < 0:
+            raise ValueError(f"max_redeliveries must be >= 0, got {max_redeliveries!r}")
+        self.app = app
+        self.backend = app.backend
+        self.queues = tuple(queues) if queues else app.queues
+        if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
+            raise ValueError(f"queues must be non-empty names, got {queues!r}")
+        self.concurrency = concurrency
+        self.name = name or _default_name()
+        self.labels = dict(labels or {})
+        self.lease = float(lease)
+        self.prefetch = prefetch or concurrency
+        self.max_redeliveries = max_redeliveries
+        self.poll = poll
+        self.heartbeat_ttl = heartbeat_ttl or max(10.0, self.lease)
+        self.progress_interval = progress_interval
+        self.rng = rng or random.Random()
+        names = list(slot_names or [f"worker-{i + 1}" for i in range(concurrency)])
+        if len(names) != concurrency:
+            raise ValueError("slot_names must name every thread")
+        self.slots = [SlotStats(name=n) for n in names]
+        self.expected: int | None = None
+        self.counters = _Counters()
+        self.plugins = app.plugins
+        self.log = logger.bind(worker=self.name)
+
+        self._cv = threading.Condition(threading.Lock())
+        self._buffer: deque[Delivery] = deque()
+        self._fetching = False
+        self._pending: list[Outcome] = []
+        self._flushing = False
+        self._held: dict[str, Delivery] = {}
+        self._running: dict[str, _Running] = {}
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._monitor: threading.Thread | None = None
+        self._started_at = 0.0
+        self._idle_threads = 0
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def start(self) -> Worker:
+        """Start the threads and return at once."""
+        if self._threads:
+            raise RuntimeError("worker already started")
+        self._started_at = self.app.clock.now()
+        self.counters = _Counters()
+        self._heartbeat()
+        self.plugins.emit(
+            "jobchain_worker_started", worker=self.name, queues=self.queues, concurrency=self.concurrency
+        )
+        self.log.info("worker_started", queues=list(self.queues), concurrency=self.concurrency)
+        for slot in self.slots:
+            thread = threading.Thread(
+                target=self._thread_main, args=(slot,), name=f"jobchain-{slot.name}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        self._monitor = threading.Thread(target=self._monitor_main, name="jobchain-monitor", daemon=True)
+        self._monitor.start()
+        return self
+
+    def run(self) -> None:
+        """Start and block until stopped (by :meth:`stop`, a remote request or Ctrl-C)."""
+        self.start()
+        try:
+            while not self._stopping.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            self.log.info("worker_interrupted")
+        finally:
+            self.stop()
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop; returns at once (safe from a signal handler)."""
+        self._stopping.set()
+        if self._cv.acquire(blocking=False):
+            try:
+                self._cv.notify_all()
+            finally:
+                self._cv.release()
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop gracefully: running jobs finish, unstarted ones are released.
+
+        Returns False if some job was still running after ``timeout``; its lease
+        then expires and another worker gets it, so nothing is lost.
+        """
+        self._stopping.set()
+        with self._cv:
+            self._cv.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        clean = True
+        for thread in self._threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+            clean = clean and not thread.is_alive()
+        with self._cv:
+            unstarted = list(self._buffer)
+            self._buffer.clear()
+        if unstarted:
+            self._pending_add([Released(delivery=d) for d in unstarted])
+        self._flush()
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+        if not self._stopped.is_set():
+            self._stopped.set()
+            try:
+                self.backend.remove_worker(self.name)
+            except Exception:
+                self.log.warning("worker_unregister_failed", exc_info=True)
+            processed = self.counters.done + self.counters.failed
+            self.plugins.emit("jobchain_worker_stopped", worker=self.name, processed=processed)
+            self.log.info("worker_stopped", processed=processed, released=len(unstarted), clean=clean)
+        return clean
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def expect(self, total: int) -> None:
+        """Tell the worker how many jobs to expect, for progress events with ``total``/``left``."""
+        self.expected = total
+
+    def held(self) -> int:
+        """Deliveries this worker holds: buffered, running or waiting to be settled."""
+        with self._cv:
+            return len(self._held)
+
+    def drain(self, timeout: float | None = None, *, interval: float = 0.01) -> bool:
+        """Wait until the worker's queues have nothing ready, delayed or in flight."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        queues = set(self.queues)
+        while True:
+            busy = self.held() or any(
+                s.ready or s.delayed or s.in_flight for s in self.backend.stats() if s.queue in queues
+            )
+            if not busy:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+
+    # --- the thread loop -------------------------------------------------------------
+
+    def _thread_main(self, slot: SlotStats) -> None:
+        while True:
+            delivery = self._next()
+            if delivery is None:
+                return
+            try:
+                outcome = self._execute(delivery, slot)
+            except BaseException as exc:  # a timeout that landed outside the task, or a bug here
+                outcome = self._failure_outcome(delivery, exc, slot, 0.0, retry_allowed=True)
+            self._pending_add([outcome])
+            self._flush()
+
+    def _next(self) -> Delivery | None:
+        backoff = 0.05
+        while True:
+            with self._cv:
+                while True:
+                    if self._stopping.is_set():
+                        return None
+                    if self._buffer:
+                        return self._buffer.popleft()
+                    if not self._fetching:
+                        self._fetching = True
+                        break
+                    self._cv.wait()
+            got: list[Delivery] = []
+            try:
+                got = self.backend.reserve(
+                    self.queues, limit=self.prefetch, lease=self.lease, worker=self.name, wait=self.poll
+                )
+                backoff = 0.05
+            except Exception as exc:
+                self.log.warning("reserve_failed", error=str(exc), retry_in=backoff)
+                self._stopping.wait(backoff * (0.5 + self.rng.random()))
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with self._cv:
+                    self._fetching = False
+                    for delivery in got:
+                        self._held[delivery.job.id] = delivery
+                    self._buffer.extend(got)
+                    self._cv.notify_all()
+
+    def _execute(self, delivery: Delivery, slot: SlotStats) -> Outcome:
+        job = delivery.job
+        app = self.app
+        now = app.clock.now()
+        slot.jobs += 1
+        if delivery.delivery_count > self.max_redeliveries + 1:
+            error = WorkerLost(
+                f"lease lost {delivery.delivery_count - 1} times (workers holding the job died or stalled); "
+                f"max_redeliveries is {self.max_redeliveries}"
+            )
+            return self._failure_outcome(delivery, error, slot, 0.0, retry_allowed=False)
+        if job.expires_at is not None and now > job.expires_at:
+            error_exp = JobExpired(f"job expired {now - job.expires_at:.3f}s before it could start")
+            return self._failure_outcome(delivery, error_exp, slot, 0.0, retry_allowed=False)
+        task = app.tasks.get(job.task)
+        if task is None:
+            unknown = UnknownTaskError(job.task, list(app.tasks))
+            return self._failure_outcome(delivery, unknown, slot, 0.0, retry_allowed=False)
+
+        plugins = self.plugins
+        plugins.emit("jobchain_job_started", job=job, worker=self.name, thread=slot.name)
+        timeout = task.timeout
+        running = _Running(
+            delivery=delivery,
+            thread_id=threading.get_ident(),
+            deadline=None if timeout is None else time.monotonic() + timeout,
+        )
+        with self._cv:
+            self._running[job.id] = running
+        started_at = now
+        t0 = time.perf_counter()
+        failure: BaseException | None = None
+        result: Any = None
+        try:
+            try:
+                result = task.fn(*job.args, **job.kwargs)
+            finally:
+                with self._cv:
+                    self._running.pop(job.id, None)
+                    if running.timed_out:
+                        _clear_in_thread(running.thread_id)
+        except BaseException as exc:
+            failure = exc
+        duration = time.perf_counter() - t0
+        if running.timed_out:
+            failure = JobTimeout(f"task {task.name!r} ran past its timeout of {timeout:g}s")
+        if failure is not None:
+            return self._failure_outcome(
+                delivery, failure, slot, duration, retry_allowed=True, retry=task.retry
+            )
+        try:
+            _result_encoder.encode(result)
+        except (TypeError, ValueError):
+            where = find_non_json(result, "result")
+            bad = InvalidJobError(f"task {task.name!r} returned a value JSON cannot carry: {where}")
+            return self._failure_outcome(delivery, bad, slot, duration, retry_allowed=False)
+        slot.busy_seconds += duration
+        slot.succeeded += 1
+        plugins.emit(
+            "jobchain_job_succeeded",
+            job=job,
+            result=result,
+            duration=duration,
+            worker=self.name,
+            thread=slot.name,
+        )
+        return Completed(delivery=delivery, result=result, started_at=started_at, finished_at=app.clock.now())
+
+    def _failure_outcome(
+        self,
+        delivery: Delivery,
+        exc: BaseException,
+        slot: SlotStats,
+        duration: float,
+        *,
+        retry_allowed: bool,
+        retry: Any = None,
+    ) -> Outcome:
+        job = delivery.job
+        now = self.app.clock.now()
+        error = ErrorInfo.from_exception(exc, attempt=job.attempt, at=now)
+        slot.busy_seconds += duration
+        if retry_allowed and retry is not None and retry.should_retry(exc, job.attempt):
+            delay = retry.delay(job.attempt, self.rng)
+            slot.retries += 1
+            self.plugins.emit(
+                "jobchain_job_retrying",
+                job=job,
+                error=error,
+                delay=delay,
+                duration=duration,
+                worker=self.name,
+                thread=slot.name,
+            )
+            return Retried(delivery=delivery, error=error, delay=delay)
+        slot.failures += 1
+        self.plugins.emit(
+            "jobchain_job_failed", job=job, error=error, duration=duration, worker=self.name, thread=slot.name
+        )
+        return Failed(delivery=delivery, error=error)
+
+    # --- settling --------------------------------------------------------------------
+
+    def _pending_add(self, outcomes: Iterable[Outcome]) -> None:
+        with self._cv:
+            self._pending.extend(outcomes)
+
+    def _flush(self) -> None:
+        """Settle everything pending unless another thread already is doing it."""
+        with self._cv:
+            if self._flushing:
+                return
+            self._flushing = True
+        try:
+            while True:
+                with self._cv:
+                    batch = self._pending
+                    if not batch:
+                        return
+                    self._pending = []
+                results = self._settle(batch)
+                self._after_settle(batch, results)
+        finally:
+            with self._cv:
+                self._flushing = False
+
+    def _settle(self, batch: list[Outcome]) -> list[Any]:
+        backoff = 0.05
+        while True:
+            try:
+                return self.backend.settle(batch)
+            except Exception as exc:
+                # keep the outcomes: nothing is acknowledged until the backend takes them
+                self.log.warning("settle_failed", error=str(exc), jobs=len(batch), retry_in=backoff)
+                time.sleep(backoff * (0.5 + self.rng.random()))
+                backoff = min(backoff * 2, 5.0)
+
+    def _after_settle(self, batch: list[Outcome], results: list[Any]) -> None:
+        counters = self.counters
+        chains: list[ChainRecord] = []
+        with self._cv:
+            for outcome, result in zip(batch, results, strict=True):
+                self._held.pop(outcome.delivery.job.id, None)
+                if not result.accepted:
+                    counters.rejected += 1
+                    continue
+                if isinstance(outcome, Completed):
+                    counters.done += 1
+                elif isinstance(outcome, Failed):
+                    counters.failed += 1
+                elif isinstance(outcome, Retried):
+                    counters.retried += 1
+                if result.chain is not None:
+                    chains.append(result.chain)
+                    if result.chain.state is ChainState.HALTED:
+                        counters.skipped += sum(
+                            1
+                            for s in result.chain.steps
+                            for m in s.members
+                            if m.state is StepState.NOT_EXECUTED
+                        )
+        for outcome, result in zip(batch, results, strict=True):
+            if not result.accepted:
+                self.log.warning(
+                    "stale_delivery_rejected", job_id=outcome.delivery.job.id, outcome=type(outcome).__name__
+                )
+        for record in chains:
+            hook = (
+                "jobchain_chain_completed"
+                if record.state is ChainState.COMPLETED
+                else "jobchain_chain_halted"
+            )
+            self.plugins.emit(hook, chain=record, worker=self.name)
+
+    # --- monitor ---------------------------------------------------------------------
+
+    def _heartbeat(self) -> bool:
+        info = WorkerInfo(
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            labels=self.labels,
+            concurrency=self.concurrency,
+            started_at=self._started_at,
+            heartbeat_at=self.app.clock.now(),
+            state="stopping" if self._stopping.is_set() else "running",
+        )
+        return self.backend.heartbeat(info, self.heartbeat_ttl)
+
+    def _monitor_main(self) -> None:
+        tick = min(0.1, self.lease / 10)
+        last_extend = last_beat = last_progress = time.monotonic()
+        extend_every = self.lease / 3
+        beat_every = min(self.heartbeat_ttl / 3, 2.0)
+        while not self._stopped.is_set():
+            if self._stopping.is_set() and not any(t.is_alive() for t in self._threads):
+                break
+            time.sleep(tick)
+            now = time.monotonic()
+            self._enforce_timeouts(now)
+            if now - last_extend >= extend_every:
+                last_extend = now
+                self._extend_leases()
+            if now - last_beat >= beat_every:
+                last_beat = now
+                try:
+                    if self._heartbeat() and not self._stopping.is_set():
+                        self.log.info("worker_stop_requested")
+                        self.request_stop()
+                except Exception as exc:
+                    self.log.warning("heartbeat_failed", error=str(exc))
+            if now - last_progress >= self.progress_interval:
+                last_progress = now
+                self.emit_progress()
+
+    def emit_progress(self) -> None:
+        """Emit a ``jobchain_progress`` event with the current counts."""
+        if not self.plugins.has_listeners("jobchain_progress"):
+            return
+        c = self.counters
+        elapsed = max(1e-9, time.monotonic() - c.started)
+        finished = c.done + c.failed
+        left = None if self.expected is None else max(0, self.expected - finished - c.skipped)
+        self.plugins.emit(
+            "jobchain_progress",
+            worker=self.name,
+            total=self.expected,
+            done=c.done,
+            failed=c.failed,
+            left=left,
+            rate=finished / elapsed,
+        )
+
+    def _extend_leases(self) -> None:
+        with self._cv:
+            held = list(self._held.values())
+        if not held:
+            return
+        try:
+            kept = self.backend.extend(held, self.lease)
+        except Exception as exc:
+            self.log.warning("extend_failed", error=str(exc), jobs=len(held))
+            return
+        lost = [d.job.id for d, ok in zip(held, kept, strict=True) if not ok]
+        if lost:
+            self.log.warning("leases_lost", job_ids=lost[:10], count=len(lost))
+
+    def _enforce_timeouts(self, now: float) -> None:
+        with self._cv:
+            for running in self._running.values():
+                if running.deadline is not None and not running.timed_out and now >= running.deadline:
+                    running.timed_out = True
+                    job = running.delivery.job
+                    self.log.warning("job_timeout", job_id=job.id, task=job.task)
+                    _raise_in_thread(running.thread_id, JobTimeout)
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` in another thread at its next Python instruction."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
+def _clear_in_thread(thread_id: int) -> None:
+    """Drop an exception :func:`_raise_in_thread` set that has not been raised yet."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)

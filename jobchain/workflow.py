@@ -1,0 +1,149 @@
+"""Chain and group transitions as pure functions of the chain record.
+
+Backends call these inside their atomic transition (a lock, a Redis
+transaction) so that every backend advances chains the same way:
+
+* :func:`first_jobs` builds the jobs of step 0 when a chain is submitted;
+* :func:`apply_completed` records a member's result and, once its whole step
+  has completed, returns the jobs of the next step (or completes the chain);
+* :func:`apply_failed` halts the chain: later steps become ``not_executed``;
+* :func:`apply_redrive` puts a failed member back to ``pending`` and the later
+  steps with it, so the chain resumes where it stopped.
+
+Every function is idempotent: applying the same event twice changes nothing
+the second time and enqueues nothing, which is what keeps a step from being
+enqueued twice.
+"""
+
+from __future__ import annotations
+
+from attrs import evolve
+
+from jobchain.model import (
+    ChainRecord,
+    ChainRef,
+    ChainState,
+    ErrorInfo,
+    Job,
+    Json,
+    Step,
+    StepMember,
+    StepState,
+)
+
+__all__ = ["apply_completed", "apply_failed", "apply_redrive", "first_jobs", "job_for_member"]
+
+
+def job_for_member(
+    record: ChainRecord, step: int, member: int, previous: tuple[Json, ...], now: float
+) -> Job:
+    """The job that runs ``member`` of ``step``; ``previous`` is prepended unless immutable."""
+    spec = record.steps[step].members[member]
+    args = spec.args if spec.immutable else previous + spec.args
+    return Job(
+        id=spec.job_id,
+        task=spec.task,
+        args=args,
+        kwargs=spec.kwargs,
+        queue=spec.queue,
+        priority=spec.priority,
+        enqueued_at=now,
+        expires_at=None if spec.expires is None else now + spec.expires,
+        chain=ChainRef(chain_id=record.id, step=step, member=member),
+    )
+
+
+def first_jobs(record: ChainRecord, args: tuple[Json, ...], now: float) -> list[Job]:
+    """Jobs of the first step; ``args`` are the submit arguments, given to each member."""
+    return [job_for_member(record, 0, m, args, now) for m in range(len(record.steps[0].members))]
+
+
+def _replace_member(record: ChainRecord, step: int, member: int, new: StepMember) -> ChainRecord:
+    old_step = record.steps[step]
+    members = list(old_step.members)
+    members[member] = new
+    steps = list(record.steps)
+    steps[step] = evolve(old_step, members=tuple(members))
+    return evolve(record, steps=tuple(steps))
+
+
+def _member(record: ChainRecord, ref: ChainRef) -> StepMember | None:
+    if ref.step >= len(record.steps):
+        return None
+    members = record.steps[ref.step].members
+    return members[ref.member] if ref.member < len(members) else None
+
+
+def apply_completed(
+    record: ChainRecord,
+    ref: ChainRef,
+    result: Json,
+    *,
+    started_at: float | None,
+    finished_at: float,
+    now: float,
+) -> tuple[ChainRecord, list[Job]]:
+    """Record a member's result; return the new record and the next step's jobs, if it is due."""
+    member = _member(record, ref)
+    if member is None or member.state in (StepState.COMPLETED, StepState.NOT_EXECUTED):
+        return record, []
+    record = _replace_member(
+        record,
+        ref.step,
+        ref.member,
+        evolve(
+            member,
+            state=StepState.COMPLETED,
+            result=result,
+            error=None,
+            started_at=started_at,
+            finished_at=finished_at,
+        ),
+    )
+    step = record.steps[ref.step]
+    if record.state is not ChainState.RUNNING or step.state is not StepState.COMPLETED:
+        return record, []
+    following = ref.step + 1
+    if following == len(record.steps):
+        return evolve(record, state=ChainState.COMPLETED, finished_at=now), []
+    previous = (step.result,)
+    jobs = [
+        job_for_member(record, following, m, previous, now)
+        for m in range(len(record.steps[following].members))
+    ]
+    return record, jobs
+
+
+def apply_failed(record: ChainRecord, ref: ChainRef, error: ErrorInfo, *, now: float) -> ChainRecord:
+    """Record a member's permanent failure and halt the chain."""
+    member = _member(record, ref)
+    if member is None or member.state is StepState.FAILED:
+        return record
+    record = _replace_member(
+        record, ref.step, ref.member, evolve(member, state=StepState.FAILED, error=error, finished_at=now)
+    )
+    steps = list(record.steps)
+    for index in range(ref.step + 1, len(steps)):
+        steps[index] = _set_all(steps[index], StepState.NOT_EXECUTED)
+    return evolve(record, steps=tuple(steps), state=ChainState.HALTED, finished_at=now)
+
+
+def apply_redrive(record: ChainRecord, ref: ChainRef) -> ChainRecord:
+    """Put a failed member back to pending and resume the chain from its step."""
+    member = _member(record, ref)
+    if member is None or member.state is not StepState.FAILED:
+        return record
+    record = _replace_member(
+        record, ref.step, ref.member, evolve(member, state=StepState.PENDING, error=None, finished_at=None)
+    )
+    if record.failed_step() is not None:
+        # another member of a group is still failed: the chain stays halted until it is re-driven too
+        return record
+    steps = list(record.steps)
+    for index in range(ref.step + 1, len(steps)):
+        steps[index] = _set_all(steps[index], StepState.PENDING)
+    return evolve(record, steps=tuple(steps), state=ChainState.RUNNING, finished_at=None)
+
+
+def _set_all(step: Step, state: StepState) -> Step:
+    return evolve(step, members=tuple(evolve(m, state=state) for m in step.members))
