@@ -46,7 +46,8 @@ __all__ = ["MemoryBackend"]
 
 logger = structlog.get_logger("jobchain.memory")
 
-_named: dict[str, MemoryBackend] = {}
+# keyed by class too, so a subclass's `scheme://NAME` never returns a plain memory backend
+_named: dict[tuple[type[MemoryBackend], str], MemoryBackend] = {}
 _named_lock = threading.Lock()
 
 
@@ -58,6 +59,9 @@ class MemoryBackend(Backend):
         self.url = url
         self._cond = threading.Condition(threading.Lock())
         self._seq = itertools.count()
+        # a job's FIFO position, taken when it is first made ready and kept while it is unfinished,
+        # so a released, redelivered or retried job is not put behind equal jobs submitted after it
+        self._fifo: dict[str, int] = {}
         self._tokens = itertools.count(1)
         self._records: dict[str, JobRecord] = {}
         self._ready: dict[str, list[tuple[float, int, Job]]] = {}
@@ -76,9 +80,9 @@ class MemoryBackend(Backend):
         if not name:
             return cls(url, **options)
         with _named_lock:
-            backend = _named.get(name)
+            backend = _named.get((cls, name))
             if backend is None:
-                backend = _named[name] = cls(url, **options)
+                backend = _named[cls, name] = cls(url, **options)
             return backend
 
     # --- internals (lock held) ------------------------------------------------------
@@ -88,7 +92,10 @@ class MemoryBackend(Backend):
         heap = self._ready.get(job.queue)
         if heap is None:
             heap = self._ready[job.queue] = []
-        heapq.heappush(heap, (key, next(self._seq), job))
+        seq = self._fifo.get(job.id)
+        if seq is None:
+            seq = self._fifo[job.id] = next(self._seq)
+        heapq.heappush(heap, (key, seq, job))
 
     def _place(self, job: Job, now: float) -> None:
         if job.not_before is not None and job.not_before > now:
@@ -237,6 +244,7 @@ class MemoryBackend(Backend):
     def _complete(self, outcome: Completed, now: float) -> ChainRecord | None:
         job = outcome.delivery.job
         self._deliveries.pop(job.id, None)
+        self._fifo.pop(job.id, None)
         self._records[job.id] = JobRecord(
             job=job,
             state=JobState.SUCCEEDED,
@@ -267,6 +275,7 @@ class MemoryBackend(Backend):
 
     def _fail(self, job: Job, outcome: Failed, now: float) -> ChainRecord | None:
         self._deliveries.pop(job.id, None)
+        self._fifo.pop(job.id, None)
         previous = self._records[job.id]
         self._records[job.id] = JobRecord(
             job=job,

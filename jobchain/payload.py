@@ -9,7 +9,7 @@ from typing import Any
 
 from jobchain.errors import InvalidJobError
 
-__all__ = ["DEFAULT_MAX_PAYLOAD", "check_payload", "find_non_json"]
+__all__ = ["DEFAULT_MAX_PAYLOAD", "check_payload", "find_non_json", "has_non_str_key"]
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
@@ -41,12 +41,30 @@ def find_non_json(value: Any, path: str) -> str | None:
     return f"{path}: {type(value).__name__}"
 
 
+def has_non_str_key(value: Any) -> bool:
+    """True if some dict inside ``value`` has a key that is not a str."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):  # json encodes no other mapping
+            for key in item:
+                if type(key) is not str:
+                    return True
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):  # the tuple form is faster than list | tuple
+            stack.extend(item)
+    return False
+
+
 def check_payload(
     args: Sequence[Any], kwargs: Mapping[str, Any], *, limit: int = DEFAULT_MAX_PAYLOAD, what: str = "job"
 ) -> int:
     """Check that arguments are JSON and within ``limit`` bytes; return their encoded size."""
     try:
         encoded = _encoder.encode([args, kwargs])
+        if has_non_str_key((args, kwargs)):
+            # json would turn {1: x} into {"1": x}: the task would see other keys on other backends
+            raise TypeError("keys must be str")
     except (TypeError, ValueError):
         found = find_non_json(list(args), "args") or find_non_json(dict(kwargs), "kwargs")
         raise InvalidJobError(

@@ -90,7 +90,11 @@ class Plugins:
                 continue
             try:
                 self.pm.register(ep.load(), name=ep.name)
+                # a misspelt or mistyped hook is this plugin's load failure, not everyone's
+                self.pm.check_pending()
             except Exception as exc:
+                if self.pm.has_plugin(ep.name):
+                    self.pm.unregister(name=ep.name)
                 error = PluginLoadError(ep.name, dist, f"{type(exc).__name__}: {exc}")
                 self.failures.append(error)
                 logger.warning("plugin_load_failed", entry_point=ep.name, distribution=dist, error=str(exc))
@@ -101,6 +105,13 @@ class Plugins:
     def register(self, plugin: Any, name: str | None = None, distribution: str = "local") -> str:
         """Register a plugin object directly (tests, applications); returns its name."""
         with self._lock:
+            if name is None:
+                # a readable name for logs ("hook_failed plugin=JobLogger"), not pluggy's id() default
+                base = getattr(plugin, "__name__", None) or type(plugin).__qualname__
+                name, n = base, 1
+                while self.pm.has_plugin(name):
+                    n += 1
+                    name = f"{base}-{n}"
             registered = self.pm.register(plugin, name=name)
             if registered is None:
                 raise ValueError(f"plugin {name or plugin!r} is already registered")

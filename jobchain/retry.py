@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from attrs import field, frozen
-from attrs import validators as v
 
 from jobchain.errors import Fail, InvalidJobError
 
@@ -35,8 +35,14 @@ def _check(instance: Retry, _attribute: object, _value: object) -> None:
         value = getattr(instance, name)
         if not isinstance(value, int | float) or value <= 0:
             raise _invalid(f"{name} must be a number of seconds > 0, got {value!r}")
+        if not math.isfinite(value):
+            raise _invalid(f"{name} must be a finite number of seconds, got {value!r}")
     if not isinstance(instance.factor, int | float) or instance.factor < 1:
         raise _invalid(f"factor must be >= 1, got {instance.factor!r}")
+    if not math.isfinite(instance.factor):
+        raise _invalid(f"factor must be finite, got {instance.factor!r}")
+    if not isinstance(instance.jitter, bool):
+        raise _invalid(f"jitter must be True or False, got {instance.jitter!r}")
 
 
 @frozen(kw_only=True)
@@ -54,7 +60,7 @@ class Retry:
     base: float = field(default=0.5)
     factor: float = field(default=2.0)
     cap: float = field(default=60.0)
-    jitter: bool = field(default=True, validator=[v.instance_of(bool), _check])
+    jitter: bool = field(default=True, validator=_check)
     non_retryable: tuple[type[BaseException], ...] = field(default=(), converter=_exception_types)
 
     @classmethod

@@ -42,7 +42,7 @@ from jobchain.model import (
     StepState,
     WorkerInfo,
 )
-from jobchain.payload import find_non_json
+from jobchain.payload import find_non_json, has_non_str_key
 
 if TYPE_CHECKING:
     from jobchain.app import App
@@ -288,8 +288,7 @@ class Worker:
                 outcome = self._execute(delivery, slot)
             except BaseException as exc:  # a timeout that landed outside the task, or a bug here
                 outcome = self._failure_outcome(delivery, exc, slot, 0.0, retry_allowed=True)
-            self._pending_add([outcome])
-            self._flush()
+            self._flush(outcome)
 
     def _next(self) -> Delivery | None:
         backoff = 0.05
@@ -344,13 +343,14 @@ class Worker:
         plugins = self.plugins
         plugins.emit("jobchain_job_started", job=job, worker=self.name, thread=slot.name)
         timeout = task.timeout
-        running = _Running(
-            delivery=delivery,
-            thread_id=threading.get_ident(),
-            deadline=None if timeout is None else time.monotonic() + timeout,
-        )
-        with self._cv:
-            self._running[job.id] = running
+        running: _Running | None = None
+        if timeout is not None:
+            # only the monitor's timeout check reads _running: a job without a timeout skips the lock
+            running = _Running(
+                delivery=delivery, thread_id=threading.get_ident(), deadline=time.monotonic() + timeout
+            )
+            with self._cv:
+                self._running[job.id] = running
         started_at = now
         t0 = time.perf_counter()
         failure: BaseException | None = None
@@ -359,14 +359,15 @@ class Worker:
             try:
                 result = task.fn(*job.args, **job.kwargs)
             finally:
-                with self._cv:
-                    self._running.pop(job.id, None)
-                    if running.timed_out:
-                        _clear_in_thread(running.thread_id)
+                if running is not None:
+                    with self._cv:
+                        self._running.pop(job.id, None)
+                        if running.timed_out:
+                            _clear_in_thread(running.thread_id)
         except BaseException as exc:
             failure = exc
         duration = time.perf_counter() - t0
-        if running.timed_out:
+        if running is not None and running.timed_out:
             failure = JobTimeout(f"task {task.name!r} ran past its timeout of {timeout:g}s")
         if failure is not None:
             return self._failure_outcome(
@@ -374,6 +375,8 @@ class Worker:
             )
         try:
             _result_encoder.encode(result)
+            if has_non_str_key(result):  # {1: x} would come back as {"1": x} from other backends
+                raise TypeError("keys must be str")
         except (TypeError, ValueError):
             where = find_non_json(result, "result")
             bad = InvalidJobError(f"task {task.name!r} returned a value JSON cannot carry: {where}")
@@ -429,24 +432,35 @@ class Worker:
         with self._cv:
             self._pending.extend(outcomes)
 
-    def _flush(self) -> None:
-        """Settle everything pending unless another thread already is doing it."""
+    def _flush(self, outcome: Outcome | None = None) -> None:
+        """Add ``outcome`` to the pending list, then settle everything pending unless another
+        thread already is doing it (that thread then settles ``outcome`` too).
+
+        The flusher finds the list empty and gives up the role in one step under the lock, so an
+        outcome added meanwhile is never left behind unsettled.
+        """
         with self._cv:
-            if self._flushing:
+            if outcome is not None:
+                self._pending.append(outcome)
+            if self._flushing or not self._pending:
                 return
             self._flushing = True
+            batch = self._pending
+            self._pending = []
         try:
             while True:
+                results = self._settle(batch)
+                self._after_settle(batch, results)
                 with self._cv:
                     batch = self._pending
                     if not batch:
+                        self._flushing = False
                         return
                     self._pending = []
-                results = self._settle(batch)
-                self._after_settle(batch, results)
-        finally:
+        except BaseException:
             with self._cv:
                 self._flushing = False
+            raise
 
     def _settle(self, batch: list[Outcome]) -> list[Any]:
         backoff = 0.05

@@ -1,0 +1,2 @@
+# jobchain's shared test fixtures (clock, make_job), for the conformance suite
+pytest_plugins = ["jobchain.testing"]

@@ -1,0 +1,87 @@
+"""The backend conformance suite: one mixin per rule of the Semantics, combined in BackendConformance.
+
+Run it against a backend by subclassing and overriding the ``backend`` fixture::
+
+    from jobchain.testing import BackendConformance
+
+    class TestMyBackend(BackendConformance):
+        @pytest.fixture
+        def backend(self, clock):
+            backend = MyBackend(clock=clock)
+            yield backend
+            backend.close()
+
+The class is not named ``Test*``, so pytest collects only subclasses. A
+backend that implements part of the contract can subclass single mixins.
+Time-dependent rules move the injected :class:`jobchain.ManualClock`.
+"""
+
+from __future__ import annotations
+
+from jobchain.testing.suite._base import ConformanceBase
+from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups
+from jobchain.testing.suite.failed import FailedQueue, Redrive
+from jobchain.testing.suite.jobs import (
+    BadPayloads,
+    BatchOperations,
+    DelayedJobs,
+    IdempotentEnqueue,
+    JobRecords,
+    QueueStatistics,
+    Retries,
+)
+from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
+from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
+from jobchain.testing.suite.workers import WorkerRegistry, WorkerRuns
+
+__all__ = [
+    "AtomicChainAdvance",
+    "BackendConformance",
+    "BadPayloads",
+    "BatchOperations",
+    "ChainHalting",
+    "ConformanceBase",
+    "DelayedJobs",
+    "FailedQueue",
+    "FifoOrdering",
+    "Groups",
+    "IdempotentEnqueue",
+    "JobRecords",
+    "LeaseExpiry",
+    "LeaseExtension",
+    "PriorityAging",
+    "PriorityOrdering",
+    "QueueStatistics",
+    "Redrive",
+    "Release",
+    "Retries",
+    "StaleSettlement",
+    "WorkerRegistry",
+    "WorkerRuns",
+]
+
+
+class BackendConformance(
+    PriorityOrdering,
+    FifoOrdering,
+    PriorityAging,
+    LeaseExpiry,
+    StaleSettlement,
+    LeaseExtension,
+    Release,
+    BatchOperations,
+    JobRecords,
+    IdempotentEnqueue,
+    DelayedJobs,
+    Retries,
+    AtomicChainAdvance,
+    ChainHalting,
+    Groups,
+    FailedQueue,
+    Redrive,
+    QueueStatistics,
+    BadPayloads,
+    WorkerRegistry,
+    WorkerRuns,
+):
+    """Every rule of the Semantics. Subclass it as ``Test<YourBackend>`` and override ``backend``."""

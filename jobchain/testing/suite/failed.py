@@ -1,0 +1,211 @@
+"""The failed queue: list oldest first, show, re-drive (resetting attempts, resuming chains), purge."""
+
+from __future__ import annotations
+
+from jobchain.app import App
+from jobchain.backend import Backend
+from jobchain.canvas import chain, group
+from jobchain.clock import ManualClock
+from jobchain.model import ChainState, Job, JobState, StepState
+from jobchain.testing.helpers import MakeJob, completed, failed, queue_stats, reserve, reserve_one, retried
+from jobchain.testing.suite._base import ConformanceBase
+from jobchain.testing.suite.chains import declare_tasks, get_chain
+
+__all__ = ["FailedQueue", "Redrive"]
+
+
+def fail_jobs(backend: Backend, clock: ManualClock, jobs: list[Job], *, spacing: float = 1.0) -> None:
+    """Enqueue ``jobs`` and fail them one by one, ``spacing`` seconds apart, in list order."""
+    backend.enqueue(jobs)
+    by_id = {d.job.id: d for d in reserve(backend, limit=len(jobs))}
+    for job in jobs:
+        clock.advance(spacing)
+        backend.settle([failed(by_id[job.id], f"{job.args} failed", clock=clock)])
+
+
+class FailedQueue(ConformanceBase):
+    """Permanently failed jobs wait in the failed queue with the error that put them there."""
+
+    def test_failed_job_enters_the_failed_queue(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A failure appends the job, its error (type, message, traceback, attempt) and the time."""
+        job = make_job(args=[1])
+        backend.enqueue([job])
+        delivery = reserve_one(backend)
+        clock.advance(2.0)
+        backend.settle([failed(delivery, "no route", clock=clock, error_type="ConnectionError")])
+        entry = backend.get_failed(job.id)
+        assert entry is not None
+        assert entry.job == job
+        assert (entry.error.type, entry.error.message, entry.error.attempt) == (
+            "ConnectionError",
+            "no route",
+            1,
+        )
+        assert entry.error.traceback is not None
+        assert "ConnectionError" in entry.error.traceback
+        assert entry.failed_at == clock.now()
+
+    def test_failed_queue_lists_oldest_first(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """``failed()`` lists entries in the order the jobs failed."""
+        jobs = [make_job(args=[i]) for i in range(5)]
+        fail_order = [jobs[3], jobs[0], jobs[4], jobs[1], jobs[2]]
+        fail_jobs(backend, clock, fail_order)
+        assert [e.job.id for e in backend.failed()] == [j.id for j in fail_order]
+
+    def test_failed_queue_pages_with_limit_and_offset(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """``limit`` and ``offset`` page through the failed queue, oldest first."""
+        jobs = [make_job(args=[i]) for i in range(7)]
+        fail_jobs(backend, clock, jobs)
+        pages = [backend.failed(limit=3, offset=offset) for offset in (0, 3, 6, 9)]
+        assert [[e.job.id for e in page] for page in pages] == [
+            [j.id for j in jobs[0:3]],
+            [j.id for j in jobs[3:6]],
+            [jobs[6].id],
+            [],
+        ]
+
+    def test_failed_entry_of_an_unknown_id_is_none(self, backend: Backend) -> None:
+        """``get_failed`` of a job that is not in the failed queue is None."""
+        assert backend.get_failed("no-such-job") is None
+
+    def test_failed_jobs_are_counted_per_queue(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """Stats count failed jobs in their own queue."""
+        fail_jobs(backend, clock, [make_job(), make_job()])
+        assert queue_stats(backend).failed == 2
+
+    def test_purge_some_removes_only_those(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """Purging some ids deletes those entries, counts them and keeps the rest."""
+        jobs = [make_job(args=[i]) for i in range(4)]
+        fail_jobs(backend, clock, jobs)
+        assert backend.purge_failed([jobs[1].id, jobs[3].id, "no-such-job"]) == 2
+        assert [e.job.id for e in backend.failed()] == [jobs[0].id, jobs[2].id]
+
+    def test_purge_all_empties_the_failed_queue(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """Purging with no ids deletes every entry and returns how many there were."""
+        fail_jobs(backend, clock, [make_job(args=[i]) for i in range(3)])
+        assert backend.purge_failed() == 3
+        assert backend.failed() == []
+        assert queue_stats(backend).failed == 0
+
+
+class Redrive(ConformanceBase):
+    """Re-driving moves failed jobs back to ready as attempt 1 and resumes their chains."""
+
+    def test_redrive_moves_a_job_back_to_ready(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A re-driven job leaves the failed queue and can be reserved again."""
+        job = make_job(args=["x"])
+        fail_jobs(backend, clock, [job])
+        assert backend.redrive([job.id]) == [job.id]
+        assert backend.get_failed(job.id) is None
+        again = reserve_one(backend).job
+        assert (again.id, again.task, again.args) == (job.id, job.task, job.args)
+
+    def test_redrive_of_several_returns_the_ids_moved(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """Re-driving several ids moves those in the failed queue, skips the others and says which moved."""
+        jobs = [make_job(args=[i]) for i in range(3)]
+        fail_jobs(backend, clock, jobs)
+        moved = backend.redrive([jobs[0].id, "no-such-job", jobs[2].id, jobs[0].id])
+        assert moved == [jobs[0].id, jobs[2].id]
+        assert [e.job.id for e in backend.failed()] == [jobs[1].id]
+        assert sorted(d.job.id for d in reserve(backend)) == sorted([jobs[0].id, jobs[2].id])
+
+    def test_redrive_resets_the_attempt(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A job that failed on its third attempt comes back as attempt 1."""
+        job = make_job()
+        backend.enqueue([job])
+        for _ in range(2):
+            backend.settle([retried(reserve_one(backend), 1.0, clock=clock)])
+            clock.advance(1.5)
+        last = reserve_one(backend)
+        assert last.job.attempt == 3
+        backend.settle([failed(last, clock=clock)])
+        backend.redrive([job.id])
+        redriven = reserve_one(backend)
+        assert (redriven.job.attempt, redriven.delivery_count) == (1, 1)
+
+    def test_redriven_job_gets_a_fresh_expiry_window(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A job that expired and was re-driven may run again: its expiry lies ahead once more."""
+        job = make_job(expires_at=clock.now() + 5.0)
+        backend.enqueue([job])
+        delivery = reserve_one(backend)
+        clock.advance(10.0)
+        backend.settle([failed(delivery, "expired", clock=clock, error_type="JobExpired")])
+        clock.advance(100.0)
+        backend.redrive([job.id])
+        expires_at = reserve_one(backend).job.expires_at
+        assert expires_at is not None
+        assert expires_at > clock.now()
+
+    def test_redriven_job_can_succeed(self, backend: Backend, clock: ManualClock, make_job: MakeJob) -> None:
+        """A re-driven job that then completes is recorded as succeeded."""
+        job = make_job()
+        fail_jobs(backend, clock, [job])
+        backend.redrive([job.id])
+        backend.settle([completed(reserve_one(backend), "fixed", clock=clock)])
+        record = backend.get_job(job.id)
+        assert record is not None
+        assert (record.state, record.result) == (JobState.SUCCEEDED, "fixed")
+
+    def test_job_failing_again_goes_to_the_back(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A re-driven job that fails again is listed after the jobs that failed meanwhile."""
+        first, second = make_job(args=[1]), make_job(args=[2])
+        fail_jobs(backend, clock, [first, second])
+        backend.redrive([first.id])
+        clock.advance(1.0)
+        backend.settle([failed(reserve_one(backend), clock=clock)])
+        assert [e.job.id for e in backend.failed()] == [second.id, first.id]
+
+    def test_redrive_resumes_a_halted_chain(self, app: App, backend: Backend, clock: ManualClock) -> None:
+        """Re-driving a chain's failed step runs it with its input and then the steps after it."""
+        fetch, parse, store = declare_tasks(app, "fetch", "parse", "store")
+        handle = chain(fetch, parse, store).submit("url")
+        backend.settle([completed(reserve_one(backend), "body", clock=clock)])
+        failing = reserve_one(backend)
+        backend.settle([failed(failing, clock=clock)])
+        assert backend.redrive([failing.job.id]) == [failing.job.id]
+        resumed = get_chain(backend, handle.id)
+        assert resumed.state is ChainState.RUNNING
+        assert [s.state for s in resumed.steps] == [StepState.COMPLETED, StepState.PENDING, StepState.PENDING]
+        again = reserve_one(backend)
+        assert (again.job.task, again.job.args, again.job.attempt) == ("parse", ("body",), 1)
+        backend.settle([completed(again, "doc", clock=clock)])
+        backend.settle([completed(reserve_one(backend), "stored", clock=clock)])
+        record = get_chain(backend, handle.id)
+        assert (record.state, record.result) == (ChainState.COMPLETED, "stored")
+        assert record.render() == "fetch (completed) -> parse (completed) -> store (completed)"
+
+    def test_redrive_of_a_group_member_resumes_the_fan_in(
+        self, app: App, backend: Backend, clock: ManualClock
+    ) -> None:
+        """Re-driving a failed group member lets the group finish and feed every result to the next step."""
+        resize, total = declare_tasks(app, "resize", "total")
+        handle = chain(group(resize.s(1), resize.s(2)), total).submit("img")
+        first, second = reserve(backend)
+        backend.settle([completed(first, "r1", clock=clock), failed(second, clock=clock)])
+        assert get_chain(backend, handle.id).state is ChainState.HALTED
+        backend.redrive([second.job.id])
+        backend.settle([completed(reserve_one(backend), "r2", clock=clock)])
+        following = reserve_one(backend).job
+        assert (following.task, following.args) == ("total", (["r1", "r2"],))

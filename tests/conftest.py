@@ -1,0 +1,59 @@
+"""Shared fixtures: a manual clock, an App on a private memory backend, workers that stop themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from jobchain import App, ManualClock, Plugins, Worker
+from jobchain.memory import MemoryBackend
+
+#: the conformance suite's shared fixtures (``clock``, ``make_job``); a fixture defined here wins
+pytest_plugins = ["jobchain.testing"]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when the test says so."""
+    return ManualClock()
+
+
+@pytest.fixture
+def plugins() -> Plugins:
+    """A plugin manager with no installed plugins: tests register what they need."""
+    return Plugins(entry_points=False)
+
+
+@pytest.fixture
+def app(plugins: Plugins) -> Iterator[App]:
+    """An App on its own memory backend, on the system clock."""
+    application = App(MemoryBackend(), plugins=plugins)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def manual_app(plugins: Plugins, clock: ManualClock) -> Iterator[App]:
+    """An App whose backend and submissions both use the manual clock."""
+    application = App(MemoryBackend(clock=clock), plugins=plugins, clock=clock)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[..., Worker]]:
+    """Start a fast-polling worker for an App; every worker started is stopped at teardown."""
+    started: list[Worker] = []
+
+    def start(application: App, **options: Any) -> Worker:
+        options.setdefault("concurrency", 2)
+        options.setdefault("poll", 0.02)
+        worker = application.worker(**options).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=5)

@@ -1,0 +1,248 @@
+"""Bad input at submit time: each gives a clear exception naming the problem, and stores nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+from typing import Any
+
+import pytest
+
+from jobchain import (
+    App,
+    ConfigurationError,
+    InvalidJobError,
+    JobchainError,
+    Plugins,
+    UnknownTaskError,
+    chain,
+)
+from jobchain.memory import MemoryBackend
+
+WHEN = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def tasks(app: App) -> App:
+    @app.task
+    def notify(user: str, options: dict[str, Any]) -> None:
+        return None
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task
+    def echo(*args: Any, **kwargs: Any) -> Any:
+        return args
+
+    return app
+
+
+def nothing_stored(app: App) -> bool:
+    return all(s.ready == 0 and s.delayed == 0 for s in app.stats())
+
+
+# --- arguments that are not JSON --------------------------------------------------------
+
+
+def test_non_json_argument_names_its_path(tasks: App) -> None:
+    """A datetime nested in an argument is reported by its exact path and type."""
+    with pytest.raises(InvalidJobError) as info:
+        tasks.submit("notify", "ann", {"when": WHEN})
+    assert "args[1]['when']: datetime" in str(info.value)
+    assert "task 'notify' arguments must be JSON-serialisable" in str(info.value)
+    assert nothing_stored(tasks)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "path"),
+    [
+        ((1, [2, {3.5}]), {}, "args[1][1]: set"),
+        ((), {"amount": decimal.Decimal("1.5")}, "kwargs['amount']: Decimal"),
+        ((), {"deep": {"a": [0, b"raw"]}}, "kwargs['deep']['a'][1]: bytes"),
+        ((float("nan"),), {}, "args[0]: nan (not finite)"),
+        (({1: "one"},), {}, "args[0]: key 1 of type int (keys must be str)"),
+        (({"ok": {(1, 2): "pair"}},), {}, "args[0]['ok']: key (1, 2) of type tuple (keys must be str)"),
+    ],
+)
+def test_non_json_values_are_reported_by_path(
+    tasks: App, args: tuple[Any, ...], kwargs: dict[str, Any], path: str
+) -> None:
+    """Sets, decimals, bytes, NaN and non-string keys are each named by path at submit."""
+    with pytest.raises(InvalidJobError) as info:
+        tasks.submit("echo", *args, **kwargs)
+    assert path in str(info.value)
+    assert nothing_stored(tasks)
+
+
+def test_non_json_argument_to_chain_names_its_path(tasks: App) -> None:
+    """A bad argument bound to a later chain step is reported with its path when the chain is built."""
+    echo = tasks.tasks["echo"]
+    with pytest.raises(InvalidJobError, match=r"args\[0\]\['when'\]: datetime"):
+        chain(echo, echo.s({"when": WHEN})).submit(1)
+    assert nothing_stored(tasks)
+
+
+# --- unknown tasks ------------------------------------------------------------------------
+
+
+def test_unknown_task_at_submit_lists_known_ones(tasks: App) -> None:
+    """Submitting a task name nobody declared names it and lists the declared tasks."""
+    with pytest.raises(UnknownTaskError) as info:
+        tasks.submit("nofity", "ann", {})
+    assert str(info.value) == "unknown task 'nofity'; known tasks: add, echo, notify"
+    assert (info.value.task, info.value.known) == ("nofity", ("add", "echo", "notify"))
+    assert isinstance(info.value, LookupError)
+
+
+def test_unknown_task_with_no_tasks_says_none(app: App) -> None:
+    """With no task declared the message says so instead of listing nothing."""
+    with pytest.raises(UnknownTaskError, match="known tasks: none"):
+        app.submit("anything")
+
+
+# --- size -------------------------------------------------------------------------------------
+
+
+def test_oversized_payload_is_rejected_with_sizes(plugins: Plugins) -> None:
+    """Arguments over max_payload bytes are refused with their size and the limit."""
+    app = App(MemoryBackend(), plugins=plugins, max_payload=1000)
+
+    @app.task
+    def store(blob: str) -> None:
+        return None
+
+    with pytest.raises(InvalidJobError, match=r"payload is 1\d\d\d bytes, over the limit of 1000 bytes"):
+        store.submit("x" * 1000)
+    assert nothing_stored(app)
+
+
+def test_payload_at_the_limit_is_accepted(plugins: Plugins) -> None:
+    """The limit is inclusive: arguments encoding to exactly max_payload bytes are accepted."""
+    blob = "é" * 100
+    size = len(json.dumps([[blob], {}], ensure_ascii=False, separators=(",", ":")).encode())
+    app = App(MemoryBackend(), plugins=plugins, max_payload=size)
+
+    @app.task
+    def store(blob: str) -> None:
+        return None
+
+    assert store.submit(blob).status() == "queued"
+    with pytest.raises(InvalidJobError, match="over the limit"):
+        store.submit(blob + "x")
+
+
+def test_default_payload_limit_is_one_mebibyte(app: App) -> None:
+    """By default a payload over 1 MiB is refused."""
+
+    @app.task
+    def store(blob: str) -> None:
+        return None
+
+    store.submit("x" * (1024 * 1024 - 100))
+    with pytest.raises(InvalidJobError, match="over the limit of 1048576 bytes"):
+        store.submit("x" * (1024 * 1024))
+
+
+# --- arity --------------------------------------------------------------------------------------
+
+
+def test_missing_argument_at_submit(tasks: App) -> None:
+    """Too few arguments for the function is refused at submit, naming the task and the argument."""
+    with pytest.raises(InvalidJobError, match=r"task 'add' cannot take these arguments: .*'b'"):
+        tasks.submit("add", 1)
+    assert nothing_stored(tasks)
+
+
+def test_unexpected_keyword_at_submit(tasks: App) -> None:
+    """An unknown keyword argument is refused at submit."""
+    with pytest.raises(InvalidJobError, match="unexpected keyword argument 'c'"):
+        tasks.tasks["add"].submit(1, 2, c=3)
+
+
+def test_chain_step_arity_counts_the_previous_result(tasks: App) -> None:
+    """A later step is checked with the previous result as its first argument."""
+    echo, add = tasks.tasks["echo"], tasks.tasks["add"]
+    chain(echo, add.s(1)).submit()
+    with pytest.raises(InvalidJobError, match="task 'add' cannot take these arguments"):
+        chain(echo, add.s(1, 2)).submit()
+    with pytest.raises(InvalidJobError, match="task 'add' cannot take these arguments"):
+        chain(echo, add).submit()
+
+
+def test_immutable_step_arity_ignores_the_previous_result(tasks: App) -> None:
+    """An immutable step is checked with its own arguments only."""
+    echo, add = tasks.tasks["echo"], tasks.tasks["add"]
+    chain(echo, add.si(1, 2)).submit()
+    with pytest.raises(InvalidJobError, match="task 'add' cannot take these arguments"):
+        chain(echo, add.si(1)).submit()
+
+
+def test_bad_item_in_submit_many_stores_nothing(tasks: App) -> None:
+    """If one item of submit_many is invalid, none of the items is enqueued."""
+    add = tasks.tasks["add"]
+    with pytest.raises(InvalidJobError):
+        tasks.submit_many([add.s(1, 2), add.s(3, 4), add.s(5)])
+    assert nothing_stored(tasks)
+
+
+# --- options --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"priority": "high"}, ConfigurationError, "priority must be an int, got 'high'"),
+        ({"priority": 1.5}, ConfigurationError, "priority must be an int, got 1.5"),
+        ({"retry": 3}, ConfigurationError, "retry must be a jobchain.Retry, got 3"),
+        ({"timeout": 0}, InvalidJobError, "timeout must be a number of seconds > 0, got 0"),
+        ({"timeout": "5"}, InvalidJobError, "timeout must be a number of seconds > 0, got '5'"),
+        ({"expires": -1}, InvalidJobError, "expires must be a number of seconds > 0, got -1"),
+    ],
+)
+def test_invalid_task_options(
+    app: App, options: dict[str, Any], error: type[JobchainError], message: str
+) -> None:
+    """@app.task with an invalid option names the option and the value."""
+    with pytest.raises(error) as info:
+        app.task(**options)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"priority": "1"}, "priority must be an int, got '1'"),
+        ({"priority": True}, "priority must be an int, got True"),
+        ({"delay": -1}, "delay must be a number of seconds >= 0, got -1"),
+        ({"queue": ""}, "queue must be a non-empty string, got ''"),
+    ],
+)
+def test_invalid_signature_options(tasks: App, options: dict[str, Any], message: str) -> None:
+    """.set() with an invalid queue, priority or delay names it."""
+    with pytest.raises(InvalidJobError) as info:
+        tasks.tasks["add"].s(1, 2).set(**options)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retry": "never"}, "retry must be a jobchain.Retry"),
+        ({"max_payload": 0}, "max_payload must be a positive number of bytes, got 0"),
+        ({"aging_interval": 0}, "aging_interval must be a number of seconds > 0, got 0"),
+    ],
+)
+def test_invalid_app_options(plugins: Plugins, options: dict[str, Any], message: str) -> None:
+    """App() with an invalid option names it."""
+    with pytest.raises(JobchainError) as info:
+        App(MemoryBackend(), plugins=plugins, **options)
+    assert message in str(info.value)
+
+
+def test_submitting_something_that_is_not_a_task(tasks: App) -> None:
+    """Submitting a plain function or value says what can be submitted."""
+    with pytest.raises(InvalidJobError, match=r"cannot submit 42 \(int\); expected a task"):
+        tasks.submit(42)

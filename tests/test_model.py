@@ -1,0 +1,244 @@
+"""The value objects: Job validation and wire format, chain records, ids."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobchain import ChainRecord, InvalidJobError, Job, StepState
+from jobchain.ids import id_time, new_id
+from jobchain.model import ChainRef, ChainState, ErrorInfo, Step, StepMember
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def make_job(**overrides: Any) -> Job:
+    fields: dict[str, Any] = {"id": "j1", "task": "t", "enqueued_at": 100.0}
+    fields.update(overrides)
+    return Job(**fields)
+
+
+jobs = st.builds(
+    Job,
+    id=st.text(min_size=1, max_size=30),
+    task=st.text(min_size=1, max_size=30),
+    args=st.lists(json_values, max_size=4),
+    kwargs=st.dictionaries(st.text(max_size=10), json_values, max_size=4),
+    queue=st.text(min_size=1, max_size=10),
+    priority=st.integers(-1000, 1000),
+    attempt=st.integers(1, 50),
+    enqueued_at=st.floats(0, 4e9),
+    not_before=st.none() | st.floats(0, 4e9),
+    expires_at=st.none() | st.floats(0, 4e9),
+    chain=st.none()
+    | st.builds(ChainRef, chain_id=st.text(min_size=1), step=st.integers(0, 20), member=st.integers(0, 20)),
+)
+
+
+# --- Job validation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"id": ""}, ValueError),
+        ({"task": ""}, ValueError),
+        ({"queue": ""}, ValueError),
+        ({"attempt": 0}, ValueError),
+        ({"priority": "high"}, TypeError),
+        ({"not_before": "soon"}, InvalidJobError),
+        ({"expires_at": "later"}, InvalidJobError),
+    ],
+)
+def test_job_rejects_invalid_fields(overrides: dict[str, Any], error: type[Exception]) -> None:
+    """A Job cannot be built with an empty id, task or queue, a zero attempt or a non-numeric time."""
+    with pytest.raises(error):
+        make_job(**overrides)
+
+
+def test_job_args_become_a_tuple() -> None:
+    """Positional arguments given as a list are stored as a tuple, so a Job stays immutable."""
+    assert make_job(args=[1, 2]).args == (1, 2)
+
+
+def test_retried_job_keeps_enqueued_at() -> None:
+    """The next attempt of a job keeps its enqueue time, so its aging still counts."""
+    job = make_job(attempt=2)
+    retried = job.retried(not_before=150.0)
+    assert (retried.attempt, retried.enqueued_at, retried.not_before) == (3, 100.0, 150.0)
+
+
+# --- wire format -----------------------------------------------------------------------
+
+
+@given(jobs)
+def test_job_wire_round_trip(job: Job) -> None:
+    """A job survives to_wire, JSON encoding and from_wire unchanged."""
+    raw = json.loads(json.dumps(job.to_wire()))
+    assert Job.from_wire(raw) == job
+
+
+def test_job_wire_omits_unset_optionals() -> None:
+    """The stored form leaves out not_before, expires_at and chain when they are unset."""
+    assert set(make_job().to_wire()) == {
+        "id",
+        "task",
+        "args",
+        "kwargs",
+        "queue",
+        "priority",
+        "attempt",
+        "enqueued_at",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        ([1, 2], "expected an object, got list"),
+        ("{}", "expected an object, got str"),
+        ({"task": "t", "enqueued_at": 1.0}, "KeyError: 'id'"),
+        ({"id": "j", "task": "t"}, "KeyError: 'enqueued_at'"),
+        ({"id": "j", "task": "t", "enqueued_at": "noon"}, "ValueError"),
+        ({"id": "j", "task": "t", "enqueued_at": 1.0, "args": "abc"}, "args must be a list"),
+        ({"id": "j", "task": "t", "enqueued_at": 1.0, "kwargs": [1]}, "kwargs an object"),
+        ({"id": "j", "task": "t", "enqueued_at": 1.0, "attempt": 0}, "attempt"),
+        ({"id": "j", "task": "t", "enqueued_at": 1.0, "chain": ["c", 1]}, "IndexError"),
+        ({"id": "", "task": "t", "enqueued_at": 1.0}, "id"),
+    ],
+)
+def test_from_wire_rejects_malformed_payloads(raw: Any, detail: str) -> None:
+    """A malformed stored job gives InvalidJobError saying what is wrong with it."""
+    with pytest.raises(InvalidJobError, match=r"^malformed job payload") as info:
+        Job.from_wire(raw)
+    assert detail in str(info.value)
+
+
+def test_error_info_from_exception_keeps_type_message_and_traceback() -> None:
+    """An ErrorInfo built from a raised exception records its type name, message and traceback."""
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        info = ErrorInfo.from_exception(exc, attempt=2, at=5.0)
+    assert (info.type, info.message, info.attempt, info.at) == ("KeyError", "'missing'", 2, 5.0)
+    assert info.traceback is not None
+    assert "test_error_info_from_exception" in info.traceback
+    assert ErrorInfo.from_wire(json.loads(json.dumps(info.to_wire()))) == info
+
+
+# --- chain records ---------------------------------------------------------------------
+
+
+def member(task: str, state: StepState) -> StepMember:
+    return StepMember(job_id=f"id-{task}", task=task, state=state)
+
+
+def record(*steps: Step, state: ChainState = ChainState.RUNNING) -> ChainRecord:
+    return ChainRecord(id="c1", steps=steps, created_at=0.0, state=state)
+
+
+def task_step(task: str, state: StepState) -> Step:
+    return Step(kind="task", members=[member(task, state)])
+
+
+def test_chain_record_renders_step_states() -> None:
+    """A halted chain renders as `A (completed) -> B (failed) -> C (not executed)`."""
+    halted = record(
+        task_step("A", StepState.COMPLETED),
+        task_step("B", StepState.FAILED),
+        task_step("C", StepState.NOT_EXECUTED),
+        state=ChainState.HALTED,
+    )
+    assert halted.render() == "A (completed) -> B (failed) -> C (not executed)"
+
+
+def test_chain_record_renders_group_steps() -> None:
+    """A group step renders as group(members) with the state of the step as a whole."""
+    group_step = Step(
+        kind="group", members=[member("x", StepState.COMPLETED), member("y", StepState.PENDING)]
+    )
+    chain = record(task_step("A", StepState.COMPLETED), group_step, task_step("C", StepState.PENDING))
+    assert chain.render() == "A (completed) -> group(x, y) (running) -> C (pending)"
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        ((StepState.COMPLETED, StepState.COMPLETED), StepState.COMPLETED),
+        ((StepState.COMPLETED, StepState.FAILED), StepState.FAILED),
+        ((StepState.PENDING, StepState.PENDING), StepState.PENDING),
+        ((StepState.RUNNING, StepState.PENDING), StepState.RUNNING),
+        ((StepState.NOT_EXECUTED, StepState.NOT_EXECUTED), StepState.NOT_EXECUTED),
+    ],
+)
+def test_group_step_state_summarises_members(states: tuple[StepState, ...], expected: StepState) -> None:
+    """A group step is failed if any member failed, completed only when all completed."""
+    step = Step(kind="group", members=[member(f"m{i}", s) for i, s in enumerate(states)])
+    assert step.state is expected
+
+
+def test_chain_record_result_is_last_step_result_once_completed() -> None:
+    """A chain's result is its last step's result, and None until the chain completed."""
+    done = StepMember(job_id="j", task="A", state=StepState.COMPLETED, result=42)
+    running = ChainRecord(id="c", steps=[Step(kind="task", members=[done])], created_at=0.0)
+    completed = ChainRecord(
+        id="c", steps=[Step(kind="task", members=[done])], created_at=0.0, state=ChainState.COMPLETED
+    )
+    assert (running.result, completed.result) == (None, 42)
+
+
+def test_chain_record_needs_a_step() -> None:
+    """A chain record without steps is rejected."""
+    with pytest.raises(ValueError):
+        ChainRecord(id="c", steps=[], created_at=0.0)
+
+
+# --- ids -------------------------------------------------------------------------------
+
+
+def test_ids_sort_in_creation_order() -> None:
+    """Ids made one after another, across milliseconds, sort in the order they were made."""
+    made = []
+    for _ in range(5):
+        made.extend(new_id() for _ in range(200))
+        time.sleep(0.002)
+    assert sorted(made) == made
+    assert len(set(made)) == len(made)
+
+
+def test_ids_carry_their_creation_time() -> None:
+    """id_time recovers the wall-clock time at which an id was made, to the millisecond."""
+    before = time.time()
+    made = new_id()
+    after = time.time()
+    assert before - 0.001 <= id_time(made) <= after
+
+
+def test_ids_are_unique_and_ordered_across_threads() -> None:
+    """Ids made concurrently by many threads never collide, and each thread's ids increase."""
+    per_thread: list[list[str]] = [[] for _ in range(8)]
+    barrier = threading.Barrier(len(per_thread))
+
+    def make(out: list[str]) -> None:
+        barrier.wait()
+        out.extend(new_id() for _ in range(5000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in per_thread]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [i for out in per_thread for i in out]
+    assert len(set(everything)) == len(everything)
+    assert all(out == sorted(out) for out in per_thread)

@@ -1,0 +1,618 @@
+"""The worker: retries, the failed queue, chains and groups, stopping, timeouts, leases, bad jobs, events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import structlog.testing
+
+from jobchain import (
+    App,
+    ChainHaltedError,
+    ChainRecord,
+    ErrorInfo,
+    Fail,
+    Job,
+    JobFailedError,
+    ManualClock,
+    Retry,
+    Worker,
+    chain,
+    group,
+    hookimpl,
+)
+from jobchain.ids import new_id
+from jobchain.model import Completed
+
+StartWorker = Callable[..., Worker]
+FAST_RETRY = {"base": 0.01, "factor": 1.0, "jitter": False}
+
+
+def eventually(check: Callable[[], bool], timeout: float = 2.0) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+class EventLog:
+    """Records every event hook as a tuple, in the order they fire."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    @hookimpl
+    def jobchain_worker_started(self, worker: str) -> None:
+        self.events.append(("worker_started", worker))
+
+    @hookimpl
+    def jobchain_worker_stopped(self, worker: str, processed: int) -> None:
+        self.events.append(("worker_stopped", worker, processed))
+
+    @hookimpl
+    def jobchain_job_started(self, job: Job) -> None:
+        self.events.append(("job_started", job.task, job.attempt))
+
+    @hookimpl
+    def jobchain_job_succeeded(self, job: Job, result: Any) -> None:
+        self.events.append(("job_succeeded", job.task, job.attempt, result))
+
+    @hookimpl
+    def jobchain_job_retrying(self, job: Job, error: ErrorInfo, delay: float) -> None:
+        self.events.append(("job_retrying", job.task, job.attempt, error.type, delay))
+
+    @hookimpl
+    def jobchain_job_failed(self, job: Job, error: ErrorInfo) -> None:
+        self.events.append(("job_failed", job.task, job.attempt, error.type))
+
+    @hookimpl
+    def jobchain_chain_completed(self, chain: ChainRecord) -> None:
+        self.events.append(("chain_completed", chain.render()))
+
+    @hookimpl
+    def jobchain_chain_halted(self, chain: ChainRecord) -> None:
+        self.events.append(("chain_halted", chain.render()))
+
+
+# --- retries and the failed queue ---------------------------------------------------------------
+
+
+def test_retries_then_success(app: App, start_worker: StartWorker) -> None:
+    """A job that fails twice and then succeeds returns its result on the third attempt."""
+    attempts: list[int] = []
+
+    @app.task(retry=Retry(attempts=3, **FAST_RETRY))
+    def flaky() -> str:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    handle = flaky.submit()
+    start_worker(app)
+    assert handle.wait(timeout=2) == "ok"
+    assert attempts == [1, 2, 3]
+    record = handle.record()
+    assert record is not None
+    assert record.job.attempt == 3
+    assert app.failed.list() == []
+
+
+def test_retry_waits_for_its_backoff_delay(app: App, start_worker: StartWorker) -> None:
+    """A retried job does not run again before its backoff delay has passed."""
+    runs: list[float] = []
+
+    @app.task(retry=Retry(attempts=2, base=0.25, jitter=False))
+    def flaky() -> None:
+        runs.append(time.time())
+        if len(runs) == 1:
+            raise ConnectionError("later")
+
+    handle = flaky.submit()
+    start_worker(app)
+    handle.wait(timeout=2)
+    assert runs[1] - runs[0] >= 0.24
+
+
+def test_exhausted_retries_go_to_failed_queue(app: App, start_worker: StartWorker) -> None:
+    """After its last attempt a failing job is in the failed queue with type, message and traceback."""
+
+    @app.task(retry=Retry(attempts=2, **FAST_RETRY))
+    def always_fails(n: int) -> None:
+        raise ValueError(f"bad value {n}")
+
+    handle = always_fails.submit(7)
+    start_worker(app)
+    with pytest.raises(JobFailedError, match="ValueError: bad value 7") as info:
+        handle.wait(timeout=2)
+    (entry,) = app.failed.list()
+    assert entry.job.id == handle.id
+    assert (entry.job.attempt, entry.job.args) == (2, (7,))
+    assert (entry.error.type, entry.error.message, entry.error.attempt) == ("ValueError", "bad value 7", 2)
+    assert entry.error.traceback is not None
+    assert "in always_fails" in entry.error.traceback
+    assert "ValueError: bad value 7" in entry.error.traceback
+    assert entry.failed_at > 0
+    assert info.value.error == entry.error
+    assert app.failed.show(handle.id) == entry
+
+
+def test_fail_skips_remaining_attempts(app: App, start_worker: StartWorker) -> None:
+    """A task raising jobchain.Fail goes to the failed queue at once despite attempts left."""
+    calls: list[int] = []
+
+    @app.task(retry=Retry(attempts=5, **FAST_RETRY))
+    def validate() -> None:
+        calls.append(1)
+        raise Fail("input is malformed")
+
+    handle = validate.submit()
+    start_worker(app)
+    with pytest.raises(JobFailedError):
+        handle.wait(timeout=2)
+    assert calls == [1]
+    entry = app.failed.show(handle.id)
+    assert entry is not None
+    assert (entry.error.type, entry.error.message, entry.job.attempt) == ("Fail", "input is malformed", 1)
+
+
+def test_non_retryable_exception_skips_remaining_attempts(app: App, start_worker: StartWorker) -> None:
+    """An exception listed as non-retryable is not retried; another one is."""
+    calls: list[str] = []
+
+    @app.task(retry=Retry(attempts=3, non_retryable=(KeyError,), **FAST_RETRY))
+    def lookup(kind: str) -> None:
+        calls.append(kind)
+        raise KeyError(kind) if kind == "key" else OSError(kind)
+
+    key, other = lookup.submit("key"), lookup.submit("os")
+    start_worker(app)
+    for handle in (key, other):
+        with pytest.raises(JobFailedError):
+            handle.wait(timeout=2)
+    assert sorted(calls) == ["key", "os", "os", "os"]
+
+
+# --- chains and groups --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def abc(app: App) -> dict[str, list[Any]]:
+    """Tasks A -> B -> C where B fails (Fail) while `fail_b` holds True; records every call."""
+    calls: dict[str, list[Any]] = {"A": [], "B": [], "C": [], "fail_b": [True]}
+
+    @app.task(name="A")
+    def a(x: int) -> int:
+        calls["A"].append(x)
+        return x + 1
+
+    @app.task(name="B")
+    def b(x: int) -> int:
+        calls["B"].append(x)
+        if calls["fail_b"][0]:
+            raise Fail("B is broken")
+        return x * 10
+
+    @app.task(name="C")
+    def c(x: int) -> int:
+        calls["C"].append(x)
+        return x + 5
+
+    return calls
+
+
+def test_chain_halts_and_later_steps_never_run(
+    app: App, abc: dict[str, list[Any]], start_worker: StartWorker
+) -> None:
+    """A step failing for good halts the chain; later steps are not_executed and never enqueued."""
+    submitted = chain(*(app.tasks[n] for n in "ABC")).submit(1)
+    start_worker(app)
+    with pytest.raises(ChainHaltedError, match="halted at step 2: Fail: B is broken"):
+        submitted.wait(timeout=2)
+    time.sleep(0.05)
+    assert (abc["A"], abc["B"], abc["C"]) == ([1], [2], [])
+    assert submitted.render() == "A (completed) -> B (failed) -> C (not executed)"
+    c_job = submitted.job_ids()[2][0]
+    assert app.backend.get_job(c_job) is None
+    (entry,) = app.failed.list()
+    assert entry.job.chain is not None
+    assert (entry.job.chain.chain_id, entry.job.chain.step) == (submitted.id, 1)
+
+
+def test_redrive_resumes_chain_where_it_stopped(
+    app: App, abc: dict[str, list[Any]], start_worker: StartWorker
+) -> None:
+    """Re-driving the failed step runs it and the rest of the chain, without re-running earlier steps."""
+    handle = chain(*(app.tasks[n] for n in "ABC")).submit(1)
+    start_worker(app)
+    with pytest.raises(ChainHaltedError):
+        handle.wait(timeout=2)
+    abc["fail_b"][0] = False
+    failed_b = handle.job_ids()[1][0]
+    assert app.failed.redrive([failed_b]) == [failed_b]
+    assert handle.wait(timeout=2) == 25
+    assert (abc["A"], abc["B"], abc["C"]) == ([1], [2, 2], [20])
+    assert handle.render() == "A (completed) -> B (completed) -> C (completed)"
+    assert app.failed.list() == []
+
+
+def test_group_fan_in_keeps_member_order(app: App, start_worker: StartWorker) -> None:
+    """The step after a group gets its members' results in member order, not finishing order."""
+    finished: list[str] = []
+
+    @app.task
+    def pause(label: str, seconds: float) -> str:
+        time.sleep(seconds)
+        finished.append(label)
+        return label
+
+    @app.task
+    def collect(results: list[str]) -> str:
+        return "+".join(results)
+
+    handle = chain(group(pause.s("a", 0.25), pause.s("b", 0.0), pause.s("c", 0.12)), collect).submit()
+    start_worker(app, concurrency=3)
+    assert handle.wait(timeout=2) == "a+b+c"
+    assert finished == ["b", "c", "a"]
+
+
+def test_group_member_failure_halts_chain(app: App, start_worker: StartWorker) -> None:
+    """One group member failing for good halts the chain; the step after the group never runs."""
+    collected: list[Any] = []
+
+    @app.task
+    def member(n: int) -> int:
+        if n == 2:
+            raise Fail("member 2 failed")
+        return n
+
+    @app.task
+    def collect(results: list[int]) -> None:
+        collected.append(results)
+
+    handle = chain(group(member.s(1), member.s(2), member.s(3)), collect).submit()
+    start_worker(app)
+    with pytest.raises(ChainHaltedError):
+        handle.wait(timeout=2)
+    time.sleep(0.05)
+    assert collected == []
+    assert handle.render() == "group(member, member, member) (failed) -> collect (not executed)"
+
+
+# --- stopping -----------------------------------------------------------------------------------
+
+
+def test_graceful_stop_finishes_running_and_releases_buffered(app: App, start_worker: StartWorker) -> None:
+    """stop() waits for the running job and gives unstarted buffered jobs back to the queue."""
+    started, gate = threading.Event(), threading.Event()
+
+    @app.task
+    def step(n: int) -> int:
+        if n == 0:
+            started.set()
+            gate.wait(2)
+        return n
+
+    handles = [step.submit(n) for n in range(3)]
+    worker = start_worker(app, concurrency=1, prefetch=3)
+    assert started.wait(1)
+    assert eventually(lambda: worker.held() == 3)
+    clean: list[bool] = []
+    stopper = threading.Thread(target=lambda: clean.append(worker.stop(timeout=5)))
+    stopper.start()
+    time.sleep(0.1)
+    assert stopper.is_alive(), "stop() returned while a job was still running"
+    gate.set()
+    stopper.join(2)
+    assert clean == [True]
+    assert handles[0].result() == 0
+    assert [h.status() for h in handles[1:]] == ["queued", "queued"]
+    # a release is not a lost lease: a worker tolerating none still runs the released jobs
+    start_worker(app, max_redeliveries=0)
+    assert [h.wait(timeout=2) for h in handles[1:]] == [1, 2]
+
+
+def test_remote_stop_by_name(app: App) -> None:
+    """app.stop_worker(name) makes a running worker stop and unregister itself."""
+    worker = app.worker(name="remote-1", concurrency=1, poll=0.02, heartbeat_ttl=1.0)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        assert eventually(lambda: [w.name for w in app.workers()] == ["remote-1"])
+        assert app.stop_worker("remote-1") is True
+        runner.join(2)
+        assert not runner.is_alive()
+        assert app.workers() == []
+        assert app.stop_worker("remote-1") is False
+    finally:
+        worker.stop(timeout=2)
+
+
+def test_worker_registers_itself_while_running(app: App, start_worker: StartWorker) -> None:
+    """A running worker is listed with its name, queues, labels and concurrency, and not after stop."""
+    worker = start_worker(app, name="reg-1", queues=["q1", "q2"], labels={"zone": "a"}, concurrency=3)
+    (info,) = app.workers()
+    assert (info.name, info.queues, dict(info.labels), info.concurrency) == (
+        "reg-1",
+        ("q1", "q2"),
+        {"zone": "a"},
+        3,
+    )
+    worker.stop()
+    assert app.workers() == []
+
+
+# --- timeouts and leases ------------------------------------------------------------------------
+
+
+def test_task_timeout_fails_job_with_job_timeout(app: App, start_worker: StartWorker) -> None:
+    """A task running past its timeout is interrupted and failed as JobTimeout."""
+
+    @app.task(timeout=0.2)
+    def slow() -> None:
+        for _ in range(300):
+            time.sleep(0.01)
+
+    handle = slow.submit()
+    t0 = time.monotonic()
+    start_worker(app)
+    with pytest.raises(JobFailedError, match="JobTimeout"):
+        handle.wait(timeout=3)
+    assert time.monotonic() - t0 < 1.5
+    entry = app.failed.show(handle.id)
+    assert entry is not None
+    assert (entry.error.type, entry.error.message) == (
+        "JobTimeout",
+        "task 'slow' ran past its timeout of 0.2s",
+    )
+
+
+def test_worker_thread_survives_a_timeout(app: App, start_worker: StartWorker) -> None:
+    """After a timeout the same worker thread goes on to run the next job."""
+
+    @app.task(timeout=0.1)
+    def slow() -> None:
+        for _ in range(300):
+            time.sleep(0.01)
+
+    @app.task
+    def quick() -> str:
+        return "done"
+
+    timed_out, after = slow.submit(), quick.submit()
+    start_worker(app, concurrency=1)
+    assert after.wait(timeout=3) == "done"
+    assert timed_out.status() == "failed"
+
+
+def test_heartbeat_extends_lease_of_long_job(app: App, start_worker: StartWorker) -> None:
+    """A job running longer than its lease is kept by its worker and not delivered again."""
+    calls: list[int] = []
+
+    @app.task
+    def long_job() -> str:
+        calls.append(1)
+        time.sleep(0.7)
+        return "kept"
+
+    handle = long_job.submit()
+    worker = start_worker(app, lease=0.3, concurrency=2)
+    assert handle.wait(timeout=3) == "kept"
+    assert calls == [1]
+    assert worker.counters.rejected == 0
+
+
+def test_completion_after_lost_lease_is_rejected(
+    manual_app: App, clock: ManualClock, start_worker: StartWorker
+) -> None:
+    """A worker whose lease expired cannot complete the job that another delivery now holds."""
+    started, gate = threading.Event(), threading.Event()
+
+    @manual_app.task
+    def stalled() -> str:
+        started.set()
+        gate.wait(2)
+        return "from the stale worker"
+
+    handle = stalled.submit()
+    worker = start_worker(manual_app, concurrency=1, lease=30.0)
+    assert started.wait(1)
+    clock.advance(31.0)  # the worker stalled past its lease
+    (redelivery,) = manual_app.backend.reserve(["default"], limit=1, lease=30.0, worker="other")
+    assert redelivery.delivery_count == 2
+    with structlog.testing.capture_logs() as logs:
+        gate.set()
+        assert eventually(lambda: worker.counters.rejected == 1)
+    assert handle.status() == "running"
+    assert ("stale_delivery_rejected", handle.id) in [(e["event"], e.get("job_id")) for e in logs]
+    now = clock.now()
+    (settled,) = manual_app.backend.settle(
+        [Completed(delivery=redelivery, result="from the new holder", started_at=now, finished_at=now)]
+    )
+    assert settled.accepted
+    assert handle.result() == "from the new holder"
+
+
+def test_lost_leases_do_not_use_up_attempts(
+    manual_app: App, clock: ManualClock, start_worker: StartWorker
+) -> None:
+    """A job redelivered after lost leases, within the cap, still runs as its first attempt."""
+
+    @manual_app.task(retry=Retry(attempts=2, **FAST_RETRY))
+    def work() -> int:
+        return 1
+
+    handle = work.submit()
+    for _ in range(2):  # two workers died holding it
+        assert manual_app.backend.reserve(["default"], limit=1, lease=5.0, worker="dead")
+        clock.advance(6.0)
+    start_worker(manual_app, max_redeliveries=2)
+    assert handle.wait(timeout=2) == 1
+    record = handle.record()
+    assert record is not None
+    assert record.job.attempt == 1
+
+
+def test_redelivery_cap_fails_job_as_worker_lost(
+    manual_app: App, clock: ManualClock, start_worker: StartWorker
+) -> None:
+    """A job whose lease was lost more than max_redeliveries times is failed as WorkerLost, unrun."""
+    calls: list[int] = []
+
+    @manual_app.task(retry=Retry(attempts=3, **FAST_RETRY))
+    def doomed() -> None:
+        calls.append(1)
+
+    handle = doomed.submit()
+    for _ in range(3):
+        assert manual_app.backend.reserve(["default"], limit=1, lease=5.0, worker="dead")
+        clock.advance(6.0)
+    start_worker(manual_app, max_redeliveries=2)
+    with pytest.raises(JobFailedError, match="WorkerLost"):
+        handle.wait(timeout=2)
+    assert calls == []
+    entry = manual_app.failed.show(handle.id)
+    assert entry is not None
+    assert (entry.error.type, entry.job.attempt) == ("WorkerLost", 1)
+    assert "lease lost 3 times" in entry.error.message
+
+
+# --- bad jobs -----------------------------------------------------------------------------------
+
+
+def test_unknown_task_in_stored_job_is_failed_and_worker_goes_on(app: App, start_worker: StartWorker) -> None:
+    """A stored job naming an unknown task goes to the failed queue, and the jobs after it still run."""
+
+    @app.task
+    def known(n: int) -> int:
+        return n
+
+    ghost = Job(id=new_id(), task="ghost", enqueued_at=app.clock.now())
+    app.backend.enqueue([ghost])
+    handles = [known.submit(n) for n in range(3)]
+    start_worker(app, concurrency=1)
+    assert [h.wait(timeout=2) for h in handles] == [0, 1, 2]
+    entry = app.failed.show(ghost.id)
+    assert entry is not None
+    assert (entry.error.type, entry.error.message) == (
+        "UnknownTaskError",
+        "unknown task 'ghost'; known tasks: known",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"when": dt.datetime(2024, 1, 1)}, "result['when']: datetime"),
+        ([1, {2, 3}], "result[1]: set"),
+        ({1: "one"}, "result: key 1 of type int (keys must be str)"),
+        (float("inf"), "result: inf (not finite)"),
+    ],
+)
+def test_result_that_is_not_json_fails_the_job(
+    app: App, start_worker: StartWorker, value: Any, where: str
+) -> None:
+    """A task returning a value JSON cannot carry fails, unretried, with the path of the bad value."""
+
+    @app.task(retry=Retry(attempts=3, **FAST_RETRY))
+    def produce() -> Any:
+        return value
+
+    handle = produce.submit()
+    start_worker(app)
+    with pytest.raises(JobFailedError):
+        handle.wait(timeout=2)
+    entry = app.failed.show(handle.id)
+    assert entry is not None
+    assert entry.error.type == "InvalidJobError"
+    assert entry.error.message == f"task 'produce' returned a value JSON cannot carry: {where}"
+    assert entry.job.attempt == 1
+
+
+def test_expired_job_is_failed_unrun(manual_app: App, clock: ManualClock, start_worker: StartWorker) -> None:
+    """A job not started within its task's expires= seconds goes to the failed queue without running."""
+    calls: list[int] = []
+
+    @manual_app.task(expires=10)
+    def perishable() -> None:
+        calls.append(1)
+
+    handle = perishable.submit()
+    clock.advance(11.0)
+    start_worker(manual_app)
+    with pytest.raises(JobFailedError, match="JobExpired"):
+        handle.wait(timeout=2)
+    assert calls == []
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def test_events_fire_in_order_for_a_retried_job(app: App, start_worker: StartWorker) -> None:
+    """Worker started, job started, retrying, started, succeeded and worker stopped fire in that order."""
+    log = EventLog()
+    app.plugins.register(log)
+    runs: list[int] = []
+
+    @app.task(retry=Retry(attempts=2, base=0.01, jitter=False))
+    def flaky() -> str:
+        runs.append(1)
+        if len(runs) == 1:
+            raise ConnectionError("once")
+        return "fine"
+
+    handle = flaky.submit()
+    worker = start_worker(app, name="ev-1", concurrency=1)
+    handle.wait(timeout=2)
+    worker.stop()
+    assert log.events == [
+        ("worker_started", "ev-1"),
+        ("job_started", "flaky", 1),
+        ("job_retrying", "flaky", 1, "ConnectionError", 0.01),
+        ("job_started", "flaky", 2),
+        ("job_succeeded", "flaky", 2, "fine"),
+        ("worker_stopped", "ev-1", 1),
+    ]
+
+
+def test_chain_events_follow_their_jobs(app: App, start_worker: StartWorker) -> None:
+    """chain_completed fires after the last step succeeded, chain_halted after a step failed."""
+    log = EventLog()
+    app.plugins.register(log)
+
+    @app.task
+    def inc(x: int) -> int:
+        return x + 1
+
+    @app.task
+    def refuse(x: int) -> None:
+        raise Fail("no")
+
+    good = (inc >> inc).submit(0)
+    worker = start_worker(app, concurrency=1)
+    good.wait(timeout=2)
+    bad = (inc >> refuse >> inc).submit(0)
+    with pytest.raises(ChainHaltedError):
+        bad.wait(timeout=2)
+    worker.stop()
+    job_and_chain = [e for e in log.events if not e[0].startswith("worker")]
+    assert job_and_chain == [
+        ("job_started", "inc", 1),
+        ("job_succeeded", "inc", 1, 1),
+        ("job_started", "inc", 1),
+        ("job_succeeded", "inc", 1, 2),
+        ("chain_completed", "inc (completed) -> inc (completed)"),
+        ("job_started", "inc", 1),
+        ("job_succeeded", "inc", 1, 1),
+        ("job_started", "refuse", 1),
+        ("job_failed", "refuse", 1, "Fail"),
+        ("chain_halted", "inc (completed) -> refuse (failed) -> inc (not executed)"),
+    ]

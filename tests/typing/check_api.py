@@ -1,0 +1,30 @@
+"""Type-checked by mypy (see [tool.mypy] files): the public API reads as intended to a type checker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobchain import App, ChainHandle, JobHandle, Retry, Task, chain, group
+
+app = App("memory://", retry=Retry(attempts=3, base=0.1))
+
+
+@app.task(queue="db", priority=2, retry=Retry(attempts=5), timeout=10.0)
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def double(x: int) -> int:
+    return 2 * x
+
+
+typed_task: Task[[int, int], int] = add
+direct: int = add(1, 2)
+job: JobHandle = add.submit(1, 2)
+status: str = job.status()
+handle: ChainHandle = chain(add.s(1, 2), double, name="sum").submit()
+fan: ChainHandle = group(double.s(1), double.s(2)).submit()
+pipeline = add.s(1, 2) >> double >> double
+rendered: str = pipeline.submit().render()
+result: Any = job.wait(timeout=1.0) if False else None
