@@ -141,7 +141,7 @@ class Plugins:
 
     def _build_registry(self) -> BackendRegistry:
         registry = BackendRegistry()
-        for impl in reversed(self.pm.hook.jobchain_register_backends.get_hookimpls()):
+        for impl in self.pm.hook.jobchain_register_backends.get_hookimpls():  # registration order
             dist = self.distributions.get(impl.plugin_name, "local")
             registry._set_distribution(dist)
             try:

@@ -158,7 +158,7 @@ def test_duplicate_scheme_names_both_distributions(fake_entry_points: Callable[.
         plugins.open_backend("sqs://queue")
     message = str(info.value)
     assert "backend scheme 'sqs' is registered twice" in message
-    assert {info.value.first, info.value.second} == {"jobchain-sqs", "jobchain-sqs-fork"}
+    assert (info.value.first, info.value.second) == ("jobchain-sqs", "jobchain-sqs-fork")
     assert f"by {info.value.first} and by {info.value.second}" in message
     assert isinstance(plugins.open_backend("memory://"), MemoryBackend)
 

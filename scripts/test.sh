@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command: install the development dependencies, then run the
+# test suite, ruff and mypy. Run it from anywhere: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+python -m pip install -e '.[dev]'
+
+# The Redis backends' tests need a real server; install Debian's when it is missing.
+if ! command -v redis-server >/dev/null 2>&1; then
+    as_root=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "redis-server is missing and installing it needs root (or sudo)" >&2
+            exit 1
+        fi
+        as_root=(sudo)
+    fi
+    ${as_root[@]+"${as_root[@]}"} apt-get update
+    ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends redis-server
+fi
+
+python -m pytest -q
+ruff check .
+mypy
