@@ -94,6 +94,11 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _int_not_bool(_inst: object, attribute: Any, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJobError(f"{attribute.name} must be an int, got {value!r}")
+
+
 def _opt_number(_inst: object, attribute: Any, value: float | None) -> None:
     if value is not None and not isinstance(value, int | float):
         raise InvalidJobError(f"{attribute.name} must be a number of seconds, not {value!r}")
@@ -154,7 +159,7 @@ class Job:
     args: tuple[Json, ...] = field(default=(), converter=_json_tuple)
     kwargs: Mapping[str, Json] = field(factory=dict, hash=False)
     queue: str = field(default="default", validator=v.min_len(1))
-    priority: int = field(default=0, validator=v.instance_of(int))
+    priority: int = field(default=0, validator=_int_not_bool)
     attempt: int = field(default=1, validator=v.ge(1))
     enqueued_at: float
     not_before: float | None = field(default=None, validator=_opt_number)
