@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 python -m pip install -e '.[dev]'
+# the Redis backends (redis-lists; redis-streams to come) and their test extras (fakeredis)
+python -m pip install -e './backends/redis[test]'
 
 # The Redis backends' tests need a real server; install Debian's when it is missing.
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -24,3 +26,4 @@ fi
 python -m pytest -q
 ruff check .
 mypy
+mypy --strict backends/redis/jobchain_redis

@@ -1,0 +1,104 @@
+"""Every Redis key jobchain's Redis backends use, built in this one module.
+
+All keys of one application share the hash tag ``{prefix}``, so every
+transaction (which may touch a job, its chain and the queue of the chain's
+next step) stays in one slot: the layout is valid for Redis Cluster as it is.
+Several applications share one Redis with different prefixes.
+
+=================================  ======  ==================================================
+key                                type    holds
+=================================  ======  ==================================================
+``{p}:queues``                     set     names of every queue seen
+``{p}:job:<id>``                   hash    ``job`` (wire JSON), ``state``, ``result``,
+                                           ``error``, ``started_at``, ``finished_at``,
+                                           ``token``, ``worker``, ``lease_until``,
+                                           ``deliveries``, ``queue``
+``{p}:bands:<queue>``              zset    band number -> band number: the non-empty bands
+``{p}:ready:<queue>:<band>``       list    ready job ids of one band, oldest at the head
+``{p}:delayed:<queue>``            zset    job id -> not_before
+``{p}:leases:<queue>``             zset    job id -> lease_until (jobs in flight)
+``{p}:signal:<queue>``             list    wake-ups for blocked reservers (trimmed)
+``{p}:proc:<worker>``              list    job ids a worker holds (the reliable-queue list)
+``{p}:chain:<id>``                 string  the chain record, JSON
+``{p}:failed``                     zset    job id -> failed_at (the failed queue)
+``{p}:failed:<queue>``             zset    job id -> failed_at, per queue (for counts)
+``{p}:workers``                    zset    worker name -> heartbeat expiry
+``{p}:worker:<name>``              string  the worker's registration, JSON
+``{p}:stop``                       set     names of workers asked to stop
+``{p}:bad``                        hash    job id -> raw stored bytes of a job that could not be read
+=================================  ======  ==================================================
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+__all__ = ["DEFAULT_PREFIX", "Keys"]
+
+DEFAULT_PREFIX = "jobchain"
+
+
+@frozen
+class Keys:
+    """Key names under one prefix; ``Keys("app").job("42") == "{app}:job:42"``."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.prefix + "}"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.tag}:queues"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.tag}:job:{job_id}"
+
+    def bands(self, queue: str) -> str:
+        return f"{self.tag}:bands:{queue}"
+
+    def ready(self, queue: str, band: int) -> str:
+        return f"{self.tag}:ready:{queue}:{band}"
+
+    def delayed(self, queue: str) -> str:
+        return f"{self.tag}:delayed:{queue}"
+
+    def leases(self, queue: str) -> str:
+        return f"{self.tag}:leases:{queue}"
+
+    def signal(self, queue: str) -> str:
+        return f"{self.tag}:signal:{queue}"
+
+    def processing(self, worker: str) -> str:
+        return f"{self.tag}:proc:{worker}"
+
+    def chain(self, chain_id: str) -> str:
+        return f"{self.tag}:chain:{chain_id}"
+
+    @property
+    def failed(self) -> str:
+        return f"{self.tag}:failed"
+
+    def failed_in(self, queue: str) -> str:
+        return f"{self.tag}:failed:{queue}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.tag}:workers"
+
+    def worker(self, name: str) -> str:
+        return f"{self.tag}:worker:{name}"
+
+    @property
+    def stop(self) -> str:
+        return f"{self.tag}:stop"
+
+    @property
+    def bad(self) -> str:
+        return f"{self.tag}:bad"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this prefix."""
+        return f"{self.tag}:*"

@@ -1,0 +1,19 @@
+"""The entry point of ``jobchain-redis``: registers the Redis backends' URL schemes."""
+
+from __future__ import annotations
+
+from jobchain import hookimpl
+from jobchain.registry import BackendRegistry
+from jobchain_redis.lists import ListsBackend
+
+__all__ = ["jobchain_register_backends"]
+
+
+@hookimpl
+def jobchain_register_backends(registry: BackendRegistry) -> None:
+    registry.add(
+        "redis-lists",
+        ListsBackend.from_url,
+        summary="Redis lists: reliable queue with per-worker processing lists, MULTI/EXEC transitions",
+    )
+    registry.add("rediss-lists", ListsBackend.from_url, summary="redis-lists over TLS")
