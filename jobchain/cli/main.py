@@ -1,35 +1,130 @@
-"""The root ``jobchain`` command group; subcommands live in sibling modules."""
+"""The root ``jobchain`` command: global options, error handling and the subcommands.
+
+Each subcommand lives in its own module; plugins add theirs through the
+``jobchain_add_commands`` hook. Every error a user can cause ends as one or two
+lines on stderr and a non-zero exit code: 1 for errors, 2 for bad usage,
+124 for a wait that timed out, 130 when interrupted.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
 from jobchain import __version__
-from jobchain.plugins import default_plugins
+from jobchain.cli.backends import backends
+from jobchain.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, CliError, CliState
+from jobchain.cli.failed import failed
+from jobchain.cli.logs import LEVELS, configure_logging, level_from_env
+from jobchain.cli.run import run
+from jobchain.cli.status import status
+from jobchain.cli.submit import submit
+from jobchain.cli.worker_cmd import worker
+from jobchain.cli.workers import workers
+from jobchain.errors import BackendUnavailableError, JobchainError
+
+__all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class JobchainGroup(click.Group):
+    """A group that turns jobchain's errors into ``error: ...`` lines instead of tracebacks."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order they were added: run first, not alphabetical
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BackendUnavailableError as exc:
+            raise CliError(str(exc), hint="is the server running, and is the URL right?") from None
+        except JobchainError as exc:
+            raise CliError(str(exc)) from None
+        except ConnectionError as exc:  # a backend plugin that let its client's error through
+            raise CliError(f"cannot reach the backend: {type(exc).__name__}: {exc}") from None
+
+
+@click.group(cls=JobchainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="jobchain")
-def cli() -> None:
-    """jobchain: parallel jobs and sequential chains over pluggable backends."""
+@click.option(
+    "--log-level",
+    type=click.Choice(list(LEVELS), case_sensitive=False),
+    help="Log level on stderr (default: warning; info for `worker`; or $JOBCHAIN_LOG_LEVEL).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    show_default=True,
+    help="Log lines for people (console) or machines (json); auto: console on a terminal.",
+)
+@click.option("--verbose", "-v", count=True, help="-v logs info (a line per retry and failure), -vv debug.")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None, log_format: str, verbose: int) -> None:
+    """jobchain: parallel jobs and sequential chains over pluggable backends.
+
+    Start with `jobchain run --workers 8 --iterations 1000`.
+    """
+    ctx.obj = CliState(
+        log_level=log_level.lower() if log_level else None, log_format=log_format, verbose=verbose
+    )
 
 
-@cli.command()
-def backends() -> None:
-    """List installed backend plugins, their schemes, and plugins that failed to load."""
-    plugins = default_plugins()
-    for spec in plugins.backends.specs():
-        click.echo(f"{spec.scheme + '://':<28} {spec.distribution:<18} {spec.summary}")
-    for failure in plugins.failures:
-        click.echo(f"failed: {failure.distribution} ({failure.entry_point}): {failure.reason}", err=True)
+for command in (run, worker, submit, status, failed, workers, backends):
+    cli.add_command(command)
 
 
-def main() -> None:
-    plugins = default_plugins()
+def _add_plugin_commands() -> None:
+    from jobchain.plugins import default_plugins
+
     try:
-        plugins.call_all("jobchain_add_commands", cli=cli)
+        default_plugins().call_all("jobchain_add_commands", cli=cli)
     except Exception as exc:  # a plugin's command failed to register: say so, keep the rest
-        click.echo(f"warning: a plugin failed to add its commands: {exc}", err=True)
-    sys.exit(cli.main(standalone_mode=True))
+        click.echo(f"warning: a plugin failed to add its commands: {type(exc).__name__}: {exc}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``jobchain`` console script."""
+    # plugins load before the options are parsed (they may add commands): keep their logs off stdout
+    configure_logging(level_from_env("warning"))
+    _add_plugin_commands()
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="jobchain", standalone_mode=False
+        )
+    except click.UsageError as exc:
+        _usage_error(exc)
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.Abort as exc:
+        interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+        click.echo("interrupted" if interrupted else "aborted", err=True)
+        code = EXIT_INTERRUPTED if interrupted else EXIT_ERROR
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        # the reader went away (`jobchain ... | head`): not an error worth a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_ERROR
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: click.UsageError) -> None:
+    """Two lines instead of click's four: what is wrong, and where to find help."""
+    message = exc.format_message()
+    click.echo(f"error: {message[:1].lower()}{message[1:]}", err=True)
+    ctx = exc.ctx
+    if ctx is not None:
+        click.echo(f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.", err=True)

@@ -1,0 +1,134 @@
+"""``jobchain submit``: enqueue a task, chain or group of a config; ``--wait`` for its result.
+
+Without ``--wait`` it prints the id alone, for scripts (``ID=$(jobchain submit ...)``).
+On ``memory://`` nothing outside this process could ever run the job, so it
+runs here, on a short-lived worker, and the command waits for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from jobchain.app import App
+from jobchain.cli.common import (
+    EXIT_TIMEOUT,
+    CliError,
+    backend_option,
+    config_option,
+    is_private_backend,
+    json_option,
+    open_app,
+    parse_args_json,
+    setup_logging,
+)
+from jobchain.cli.config import find_target
+from jobchain.cli.output import echo_json
+from jobchain.errors import JobFailedError, WaitTimeoutError
+from jobchain.handles import ChainHandle, JobHandle
+from jobchain.model import ChainRecord, JobRecord
+
+__all__ = ["submit"]
+
+
+@click.command()
+@config_option(required=True)
+@backend_option
+@click.argument("target")
+@click.argument("args_json", required=False, metavar="[ARGS_JSON]")
+@click.option("--wait", "-w", is_flag=True, help="Wait for the result and print it (or the error).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Give up waiting after SECONDS (exit code 124).",
+)
+@json_option
+@click.pass_context
+def submit(
+    ctx: click.Context,
+    config: str,
+    backend: str | None,
+    target: str,
+    args_json: str | None,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Enqueue TARGET (a task, chain or group of --config) and print its id.
+
+    ARGS_JSON: a JSON array (positional arguments), an object (keywords) or
+    one value, e.g. '["https://example.com"]' or '{"n": 3}'.
+    """
+    setup_logging(ctx)
+    args, kwargs = parse_args_json(args_json)
+    opened = open_app(config, backend)
+    assert opened.loaded is not None
+    app = opened.app
+    found = find_target(opened.loaded, target)
+    handle: JobHandle | ChainHandle = app.submit(found, *args, **kwargs)
+    kind = "chain" if isinstance(handle, ChainHandle) else "job"
+    if not wait and not is_private_backend(app):
+        if as_json:
+            echo_json({"id": handle.id, "kind": kind, "target": target, "state": handle.status()})
+        else:
+            click.echo(handle.id)
+        return
+    if is_private_backend(app):
+        click.echo(f"note: {app.backend_url} lives in this process, so the job runs here", err=True)
+        with app.worker(concurrency=4, poll=0.05, name=f"submit-{handle.id[-8:]}"):
+            _wait_and_show(app, handle, kind, target, timeout, as_json)
+    else:
+        _wait_and_show(app, handle, kind, target, timeout, as_json)
+
+
+def _wait_and_show(
+    app: App, handle: JobHandle | ChainHandle, kind: str, target: str, timeout: float | None, as_json: bool
+) -> None:
+    error: CliError | None = None
+    result: Any = None
+    try:
+        result = handle.wait(timeout)
+    except WaitTimeoutError as exc:
+        error = CliError(str(exc), exit_code=EXIT_TIMEOUT)
+    except JobFailedError as exc:
+        error = CliError(str(exc), hint=f"details: jobchain status {handle.id}")
+    record = handle.record()
+    if as_json:
+        echo_json(_as_json(handle, kind, target, record, result, error))
+    else:
+        click.echo(f"{kind} {handle.id} ({target}): {handle.status()}")
+        if isinstance(record, ChainRecord):
+            click.echo(record.render())
+        if error is None:
+            click.echo(f"result: {_dumps(result)}")
+    if error is not None:
+        raise error
+
+
+def _as_json(
+    handle: JobHandle | ChainHandle,
+    kind: str,
+    target: str,
+    record: JobRecord | ChainRecord | None,
+    result: Any,
+    error: CliError | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": handle.id,
+        "kind": kind,
+        "target": target,
+        "state": handle.status(),
+        "result": result if error is None else None,
+        "error": None if error is None else error.format_message(),
+    }
+    if isinstance(record, ChainRecord):
+        out["rendered"] = record.render()
+    return out
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)
