@@ -17,6 +17,8 @@ from attrs import validators as v
 from jobchain.errors import InvalidJobError
 
 __all__ = [
+    "UNREADABLE_TASK",
+    "WIRE_VERSION",
     "ChainRecord",
     "ChainRef",
     "ChainState",
@@ -42,6 +44,12 @@ __all__ = [
 
 #: A JSON-compatible value: None, bool, int, float, str, list or dict with str keys.
 Json: TypeAlias = Any
+
+#: The version of a job's stored form (``"v"`` in :meth:`Job.to_wire`); others are refused.
+WIRE_VERSION = 1
+
+#: The task name of the placeholder job a backend files in the failed queue for a job it could not read.
+UNREADABLE_TASK = "jobchain.unreadable"
 
 
 class JobState(enum.StrEnum):
@@ -172,6 +180,7 @@ class Job:
 
     def to_wire(self) -> dict[str, Json]:
         raw: dict[str, Json] = {
+            "v": WIRE_VERSION,
             "id": self.id,
             "task": self.task,
             "args": list(self.args),
@@ -194,6 +203,12 @@ class Job:
         """Build a job from its stored form; :class:`InvalidJobError` says what is malformed."""
         if not isinstance(raw, Mapping):
             raise InvalidJobError(f"malformed job payload: expected an object, got {type(raw).__name__}")
+        version = raw.get("v", 1)
+        if type(version) is not int or version != WIRE_VERSION:
+            raise InvalidJobError(
+                f"job payload version {version!r} is not known to this jobchain "
+                f"(it reads version {WIRE_VERSION})"
+            )
         try:
             chain = raw.get("chain")
             ref = ChainRef(chain_id=chain[0], step=chain[1], member=chain[2]) if chain else None
@@ -331,11 +346,18 @@ class ChainRecord:
 
 @frozen(kw_only=True)
 class FailedEntry:
-    """A job in the failed queue, with the error that put it there."""
+    """A job in the failed queue, with the error that put it there.
+
+    ``raw`` is set for a job the backend could not read (garbage bytes, a
+    payload of an unknown version, a record missing fields): it holds the
+    stored text as found, and ``job`` is a placeholder with the task name
+    :data:`UNREADABLE_TASK`. Such an entry cannot be re-driven.
+    """
 
     job: Job
     error: ErrorInfo
     failed_at: float
+    raw: str | None = None
 
 
 @frozen(kw_only=True)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 python -m pip install -e '.[dev]'
-# the Redis backends (redis-lists; redis-streams to come) and their test extras (fakeredis)
+# the Redis backends (redis-lists, redis-streams) and their test extras (fakeredis)
 python -m pip install -e './backends/redis[test]'
 
 # The Redis backends' tests need a real server; install Debian's when it is missing.

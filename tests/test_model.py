@@ -93,6 +93,7 @@ def test_job_wire_round_trip(job: Job) -> None:
 def test_job_wire_omits_unset_optionals() -> None:
     """The stored form leaves out not_before, expires_at and chain when they are unset."""
     assert set(make_job().to_wire()) == {
+        "v",
         "id",
         "task",
         "args",
@@ -124,6 +125,21 @@ def test_from_wire_rejects_malformed_payloads(raw: Any, detail: str) -> None:
     with pytest.raises(InvalidJobError, match=r"^malformed job payload") as info:
         Job.from_wire(raw)
     assert detail in str(info.value)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_from_wire_refuses_an_unknown_payload_version(version: Any) -> None:
+    """A stored job written by another version of the wire format is refused, naming the version."""
+    raw = {**make_job().to_wire(), "v": version}
+    with pytest.raises(InvalidJobError, match=rf"job payload version {version!r} is not known"):
+        Job.from_wire(raw)
+
+
+def test_from_wire_reads_a_payload_without_a_version_as_version_1() -> None:
+    """Payloads stored before the version field existed are still read."""
+    job = make_job()
+    raw = {k: v for k, v in job.to_wire().items() if k != "v"}
+    assert Job.from_wire(raw) == job
 
 
 def test_error_info_from_exception_keeps_type_message_and_traceback() -> None:

@@ -57,6 +57,7 @@ def _entry_json(entry: FailedEntry, *, traceback: bool = False) -> dict[str, Any
         "failed_at": entry.failed_at,
         "chain": None if job.chain is None else {"id": job.chain.chain_id, "step": job.chain.step + 1},
         "error": error,
+        "raw": entry.raw,
     }
 
 
@@ -146,6 +147,8 @@ def show(ctx: click.Context, id: str, backend: str | None, config: str | None, a
     ]
     if job.chain is not None:
         rows.append(("chain", f"{job.chain.chain_id} (step {job.chain.step + 1}; retry resumes it)"))
+    if entry.raw is not None:
+        rows.append(("stored", f"{entry.raw!r} (unreadable: cannot be retried)"))
     width = max(len(k) for k, _ in rows) + 2
     for key, value in rows:
         click.echo(f"{key:<{width}}{value}")

@@ -9,7 +9,7 @@ import pytest
 
 from jobchain.clock import ManualClock
 from jobchain.errors import BackendUnavailableError
-from jobchain.testing import completed, make_job, reserve, reserve_one
+from jobchain.testing import completed, make_job, reserve_one
 
 redis = pytest.importorskip("redis", reason="jobchain-redis is not installed (pip install -e backends/redis)")
 fakeredis = pytest.importorskip("fakeredis", reason="fakeredis is not installed")
@@ -57,17 +57,6 @@ def test_lost_lease_leaves_the_dead_workers_processing_list(
     again = reserve_one(backend, worker="alive")
     assert backend.client.lrange(backend.keys.processing("dead"), 0, -1) == []
     assert backend.client.lrange(backend.keys.processing("alive"), 0, -1) == [again.job.id]
-
-
-def test_garbage_payload_is_quarantined_with_its_bytes(backend: ListsBackend, clock: ManualClock) -> None:
-    """A job hash whose payload is not a job is taken out of circulation, its raw text kept under bad."""
-    job = make_job(clock)
-    good = make_job(clock)
-    backend.enqueue([job, good])
-    backend.client.hset(backend.keys.job(job.id), "job", "{not json")
-    assert [d.job.id for d in reserve(backend)] == [good.id]
-    assert "{not json" in backend.client.hget(backend.keys.bad, job.id)
-    assert reserve(backend) == []
 
 
 def test_url_options_reach_redis_py_and_prefix_stays_ours() -> None:
@@ -121,3 +110,18 @@ def test_redis_fixture_fails_instead_of_skipping_under_ci(
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception):
         _unavailable("no server")
+
+
+def test_worker_restarting_under_its_name_resumes_its_jobs_at_once(
+    backend: ListsBackend, clock: ManualClock
+) -> None:
+    """A new process with the old worker's name gets back its processing list without waiting out leases."""
+    jobs = [make_job(clock, args=[i]) for i in range(3)]
+    backend.enqueue(jobs)
+    held = [reserve_one(backend, worker="box-1", lease=300.0) for _ in range(2)]
+    new_life = ListsBackend(backend.client, prefix=backend.keys.prefix, clock=clock)
+    again = [reserve_one(new_life, worker="box-1", lease=300.0) for _ in range(2)]
+    assert [d.job.id for d in again] == [d.job.id for d in held], "resumed jobs keep their place"
+    assert all(d.delivery_count == 2 for d in again)
+    assert reserve_one(new_life, worker="box-1").job.id == jobs[2].id
+    assert [r.accepted for r in backend.settle([completed(d, clock=clock) for d in held])] == [False, False]

@@ -145,15 +145,27 @@ class Transaction:
         return self._pipe
 
 
-def transact(client: redis.Redis, body: Callable[[Transaction], R]) -> tuple[R, list[Any]]:
-    """Run ``body`` until its EXEC goes through; return its value and the EXEC results."""
+def transact(
+    client: redis.Redis, body: Callable[[Transaction], R], *, tolerate: tuple[str, ...] = ()
+) -> tuple[R, list[Any]]:
+    """Run ``body`` until its EXEC goes through; return its value and the EXEC results.
+
+    ``tolerate`` names error codes (``BUSYGROUP``) that a command inside the
+    MULTI may answer without failing the transaction: its slot in the results
+    holds the error instead.
+    """
     delay = 0.0005
     with client.pipeline(transaction=True) as pipe:
         while True:
             tx = Transaction(pipe, client)
             try:
                 value = body(tx)
-                results = list(pipe.execute()) if tx.started else []
+                if not tx.started:
+                    return value, []
+                results = list(pipe.execute(raise_on_error=not tolerate))
+                for result in results:
+                    if isinstance(result, redis.ResponseError) and not str(result).startswith(tolerate):
+                        raise result
                 return value, results
             except redis.WatchError:
                 time.sleep(delay)

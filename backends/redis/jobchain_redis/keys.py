@@ -12,20 +12,30 @@ key                                type    holds
 ``{p}:job:<id>``                   hash    ``job`` (wire JSON), ``state``, ``result``,
                                            ``error``, ``started_at``, ``finished_at``,
                                            ``token``, ``worker``, ``lease_until``,
-                                           ``deliveries``, ``queue``
-``{p}:bands:<queue>``              zset    band number -> band number: the non-empty bands
-``{p}:ready:<queue>:<band>``       list    ready job ids of one band, oldest at the head
+                                           ``deliveries``, ``queue``, ``raw`` (the stored
+                                           text of a job that could not be read, filed as
+                                           failed); redis-streams adds
+                                           ``stream``, ``entry``, ``band`` (where its entry is)
+``{p}:bands:<queue>``              zset    band number -> band number: the bands that exist
+                                           (redis-lists: the non-empty ones)
+``{p}:fresh:<queue>``              zset    redis-streams: the bands that may hold entries not
+                                           yet delivered to the consumer group
+``{p}:ready:<queue>:<band>``       list    redis-lists: ready job ids of one band, oldest at the head
 ``{p}:delayed:<queue>``            zset    job id -> not_before
-``{p}:leases:<queue>``             zset    job id -> lease_until (jobs in flight)
+``{p}:leases:<queue>``             zset    job id -> lease_until (jobs in flight); in
+                                           redis-streams a score <= now marks a pending
+                                           entry to claim again (0 after a release)
 ``{p}:signal:<queue>``             list    wake-ups for blocked reservers (trimmed)
 ``{p}:proc:<worker>``              list    job ids a worker holds (the reliable-queue list)
+``{p}:stream:<queue>:<band>``      stream  redis-streams: entries ``id=<job id>`` of one band, with
+                                           the consumer group ``jobchain``
+``{p}:wake:<queue>``               stream  redis-streams: wake-ups for blocked reservers (MAXLEN 16)
 ``{p}:chain:<id>``                 string  the chain record, JSON
 ``{p}:failed``                     zset    job id -> failed_at (the failed queue)
 ``{p}:failed:<queue>``             zset    job id -> failed_at, per queue (for counts)
 ``{p}:workers``                    zset    worker name -> heartbeat expiry
 ``{p}:worker:<name>``              string  the worker's registration, JSON
 ``{p}:stop``                       set     names of workers asked to stop
-``{p}:bad``                        hash    job id -> raw stored bytes of a job that could not be read
 =================================  ======  ==================================================
 """
 
@@ -58,6 +68,9 @@ class Keys:
     def bands(self, queue: str) -> str:
         return f"{self.tag}:bands:{queue}"
 
+    def fresh(self, queue: str) -> str:
+        return f"{self.tag}:fresh:{queue}"
+
     def ready(self, queue: str, band: int) -> str:
         return f"{self.tag}:ready:{queue}:{band}"
 
@@ -66,6 +79,12 @@ class Keys:
 
     def leases(self, queue: str) -> str:
         return f"{self.tag}:leases:{queue}"
+
+    def stream(self, queue: str, band: int) -> str:
+        return f"{self.tag}:stream:{queue}:{band}"
+
+    def wake(self, queue: str) -> str:
+        return f"{self.tag}:wake:{queue}"
 
     def signal(self, queue: str) -> str:
         return f"{self.tag}:signal:{queue}"
@@ -93,10 +112,6 @@ class Keys:
     @property
     def stop(self) -> str:
         return f"{self.tag}:stop"
-
-    @property
-    def bad(self) -> str:
-        return f"{self.tag}:bad"
 
     @property
     def pattern(self) -> str:

@@ -33,33 +33,19 @@ from typing import Any
 
 import redis
 import structlog
-from attrs import evolve
 
-from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL
-from jobchain.backend import Backend
 from jobchain.clock import Clock
 from jobchain.errors import InvalidJobError
 from jobchain.model import (
-    ChainRecord,
-    ChainState,
-    Completed,
     Delivery,
-    ErrorInfo,
-    Failed,
-    FailedEntry,
     Job,
-    JobRecord,
     JobState,
-    Outcome,
     QueueStats,
-    Released,
-    Retried,
-    SettleResult,
-    WorkerInfo,
 )
-from jobchain_redis.codec import chain_from_json, chain_to_json, dumps, loads
-from jobchain_redis.connection import Pipe, ServerClock, Transaction, boundary, parse_url, transact
+from jobchain_redis.codec import dumps, loads
+from jobchain_redis.common import RedisBackend, Writes
+from jobchain_redis.connection import Pipe, Transaction, boundary, parse_url
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["ListsBackend"]
@@ -92,8 +78,10 @@ class _Writes:
             pipe.ltrim(signal, -_SIGNALS, -1)
 
 
-class ListsBackend(Backend):
+class ListsBackend(RedisBackend):
     """Jobs in Redis lists and hashes; see the module docstring for the layout and transitions."""
+
+    settle_fields = ("worker",)
 
     def __init__(
         self,
@@ -106,15 +94,17 @@ class ListsBackend(Backend):
         aging_interval: float = DEFAULT_AGING_INTERVAL,
         owns_client: bool = False,
     ) -> None:
-        super().__init__(clock=clock or ServerClock(client), aging_interval=aging_interval)
+        super().__init__(
+            client,
+            prefix=prefix,
+            url=url,
+            clock=clock,
+            aging_interval=aging_interval,
+            owns_client=owns_client,
+        )
         if band_width <= 0:
             raise ValueError(f"band_width must be > 0 aging intervals, got {band_width!r}")
-        #: redis-py types its replies as sync/async unions; this client decodes to str, so it is used as Any
-        self.client: Any = client
-        self.keys = Keys(prefix)
         self.band_width = float(band_width)
-        self.url = url
-        self._owns_client = owns_client
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ListsBackend:
@@ -129,17 +119,6 @@ class ListsBackend(Backend):
             owns_client=True,
             **options,
         )
-
-    def close(self) -> None:
-        if self._owns_client:
-            self.client.close()
-
-    def delete_everything(self) -> int:
-        """Delete every key under this backend's prefix (tests, resets); return how many."""
-        names = list(self.client.scan_iter(match=self.keys.pattern, count=1000))
-        for start in range(0, len(names), 1000):
-            self.client.delete(*names[start : start + 1000])
-        return len(names)
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -156,7 +135,7 @@ class ListsBackend(Backend):
         writes.bands.setdefault(job.queue, {})[str(band)] = band
         writes.ready[job.queue] = writes.ready.get(job.queue, 0) + 1
 
-    def _place(self, pipe: Pipe, writes: _Writes, job: Job, now: float, *, front: bool) -> None:
+    def _place(self, pipe: Pipe, writes: Writes, job: Job, now: float, *, front: bool) -> None:
         """Store the job's payload and make it ready, or delayed until ``not_before``."""
         fields: dict[str, str] = {"job": dumps(job.to_wire()), "queue": job.queue}
         if job.not_before is not None and job.not_before > now:
@@ -164,36 +143,27 @@ class ListsBackend(Backend):
             pipe.sadd(self.keys.queues, job.queue)
             fields["state"] = JobState.DELAYED.value
         else:
+            assert isinstance(writes, _Writes)
             self._push_ready(pipe, writes, job, front=front)
             fields["state"] = JobState.QUEUED.value
         pipe.hset(self.keys.job(job.id), mapping=fields)
 
-    def _unlease(self, pipe: Pipe, job: Job, worker: str) -> None:
+    def _writes(self) -> _Writes:
+        return _Writes(self.keys)
+
+    def _release(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
+        assert isinstance(writes, _Writes)
+        self._push_ready(pipe, writes, job, front=True)
+
+    def _unlease(self, pipe: Pipe, job: Job, worker: str, row: dict[str, str | None], *, done: bool) -> None:
         pipe.zrem(self.keys.leases(job.queue), job.id)
         pipe.lrem(self.keys.processing(worker), 1, job.id)
         pipe.hdel(self.keys.job(job.id), "token", "worker", "lease_until")
 
+    def _held_by(self, queues: Sequence[str], worker: str) -> list[str]:
+        return list(dict.fromkeys(self.client.lrange(self.keys.processing(worker), 0, -1)))
+
     # --- jobs ------------------------------------------------------------------------
-
-    @boundary
-    def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
-        unique = list({job.id: job for job in reversed(jobs)}.values())[::-1]
-        job_keys = [self.keys.job(job.id) for job in unique]
-
-        def body(tx: Transaction) -> None:
-            tx.watch(*job_keys)
-            exists = tx.read(lambda r: [r.exists(k) for k in job_keys]) if job_keys else []
-            now = self.now()
-            pipe = tx.multi()
-            for chain in chains:
-                pipe.set(self.keys.chain(chain.id), chain_to_json(chain), nx=True)
-            writes = _Writes(self.keys)
-            for job, known in zip(unique, exists, strict=True):
-                if not known:
-                    self._place(pipe, writes, job, now, front=False)
-            writes.flush(pipe)
-
-        transact(self.client, body)
 
     @boundary
     def reserve(
@@ -201,6 +171,7 @@ class ListsBackend(Backend):
     ) -> list[Delivery]:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
+        self._resume_once(queues, worker)
         deadline = time.monotonic() + wait
         signals = [self.keys.signal(q) for q in queues]
         while True:
@@ -296,7 +267,7 @@ class ListsBackend(Backend):
             issued[:] = [secrets.token_hex(8) for _ in range(count)]
             return issued
 
-        (picked, empty), results = transact(self.client, body)
+        (picked, empty), results = self._transact(body)
         if empty:
             self._drop_empty_bands(empty)
         if not picked:
@@ -316,7 +287,7 @@ class ListsBackend(Backend):
                 Delivery(job=job, token=token, lease_until=lease_until, worker=worker, delivery_count=count)
             )
         if bad:
-            self._quarantine(bad, worker)
+            self._quarantine_all(bad, worker)
         return out
 
     def _drop_empty_bands(self, bands: Sequence[tuple[str, str]]) -> None:
@@ -329,17 +300,15 @@ class ListsBackend(Backend):
                 if tx.read(lambda r: r.llen(ready))[0] == 0:
                     tx.multi().zrem(self.keys.bands(queue), band)
 
-            transact(self.client, body)
+            self._transact(body)
 
-    def _quarantine(self, bad: Sequence[tuple[str, str, str | None, str]], worker: str) -> None:
-        """Take unreadable jobs out of circulation, keeping their raw bytes under ``{p}:bad``."""
+    def _quarantine_all(self, bad: Sequence[tuple[str, str, str | None, str]], worker: str) -> None:
+        """File unreadable jobs in the failed queue with their stored text (see ``_quarantine``)."""
+        now = self.now()
         pipe = self.client.pipeline(transaction=True)
         for queue, job_id, raw, reason in bad:
-            logger.warning("bad_job_quarantined", job_id=job_id, queue=queue, reason=reason)
-            pipe.zrem(self.keys.leases(queue), job_id)
             pipe.lrem(self.keys.processing(worker), 1, job_id)
-            pipe.hset(self.keys.bad, job_id, dumps({"raw": raw, "reason": reason, "queue": queue}))
-            pipe.delete(self.keys.job(job_id))
+            self._quarantine(pipe, queue, job_id, raw, reason, now)
         pipe.execute()
 
     def _promote(self, queues: Sequence[str], now: float) -> None:
@@ -360,15 +329,13 @@ class ListsBackend(Backend):
             pipe = tx.multi()
             writes = _Writes(self.keys)
             pipe.zrem(delayed, *due)
-            for job_id, raw in zip(due, raws, strict=True):
-                if raw is None:
-                    continue
-                job = Job.from_wire(loads(raw))
+            jobs = [Job.from_wire(loads(raw)) for raw in raws if raw is not None]
+            for job in sorted(jobs, key=lambda j: (self._band(j), j.id), reverse=True):
                 self._push_ready(pipe, writes, job, front=True)
-                pipe.hset(self.keys.job(job_id), "state", JobState.QUEUED.value)
+                pipe.hset(self.keys.job(job.id), "state", JobState.QUEUED.value)
             writes.flush(pipe)
 
-        transact(self.client, body)
+        self._transact(body)
 
     def _expire_leases(self, queue: str, now: float) -> None:
         leases = self.keys.leases(queue)
@@ -391,295 +358,20 @@ class ListsBackend(Backend):
             scores, fields = rows[: len(expired)], rows[len(expired) :]
             pipe = tx.multi()
             writes = _Writes(self.keys)
-            for job_id, score, (raw, worker) in zip(expired, scores, fields, strict=True):
+            back: list[tuple[Job, str]] = []
+            for score, (raw, worker) in zip(scores, fields, strict=True):
                 if score is None or score > now or raw is None:
                     continue  # settled or extended since
-                job = Job.from_wire(loads(raw))
-                self._unlease(pipe, job, worker or "")
+                back.append((Job.from_wire(loads(raw)), worker or ""))
+            # each goes to the head of its band: push the least urgent first so they keep their order
+            for job, worker in sorted(back, key=lambda jw: (self._band(jw[0]), jw[0].id), reverse=True):
+                self._unlease(pipe, job, worker, {}, done=False)
                 self._push_ready(pipe, writes, job, front=True)
-                pipe.hset(self.keys.job(job_id), "state", JobState.QUEUED.value)
-                logger.info("lease_expired", job_id=job_id, worker=worker)
+                pipe.hset(self.keys.job(job.id), "state", JobState.QUEUED.value)
+                logger.info("lease_expired", job_id=job.id, worker=worker)
             writes.flush(pipe)
 
-        transact(self.client, body)
-
-    @boundary
-    def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
-        job_keys = [self.keys.job(d.job.id) for d in deliveries]
-
-        def body(tx: Transaction) -> list[bool]:
-            tx.watch(*job_keys)
-            tokens = tx.read(lambda r: [r.hget(k, "token") for k in job_keys])
-            lease_until = self.now() + lease
-            held = [t is not None and t == d.token for d, t in zip(deliveries, tokens, strict=True)]
-            pipe = tx.multi()
-            for delivery, key, ok in zip(deliveries, job_keys, held, strict=True):
-                if ok:
-                    pipe.zadd(self.keys.leases(delivery.job.queue), {delivery.job.id: lease_until}, xx=True)
-                    pipe.hset(key, "lease_until", repr(lease_until))
-            return held
-
-        return transact(self.client, body)[0] if deliveries else []
-
-    # --- settle ----------------------------------------------------------------------
-
-    @boundary
-    def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
-        if not outcomes:
-            return []
-        job_ids = list(dict.fromkeys(o.delivery.job.id for o in outcomes))
-        chain_ids = list(
-            dict.fromkeys(o.delivery.job.chain.chain_id for o in outcomes if o.delivery.job.chain is not None)
-        )
-        watch = [self.keys.job(j) for j in job_ids] + [self.keys.chain(c) for c in chain_ids]
-
-        def body(tx: Transaction) -> list[SettleResult]:
-            tx.watch(*watch)
-            rows = tx.read(
-                lambda r: (
-                    [r.hmget(self.keys.job(j), "token", "deliveries", "started_at") for j in job_ids]
-                    + [r.get(self.keys.chain(c)) for c in chain_ids]
-                )
-            )
-            held = dict(zip(job_ids, rows[: len(job_ids)], strict=True))
-            chains = {
-                c: chain_from_json(raw)
-                for c, raw in zip(chain_ids, rows[len(job_ids) :], strict=True)
-                if raw is not None
-            }
-            before = dict(chains)
-            now = self.now()
-            pipe = tx.multi()
-            writes = _Writes(self.keys)
-            results: list[SettleResult] = []
-            for outcome in outcomes:
-                results.append(self._apply(pipe, writes, outcome, held, chains, now))
-            for chain_id, record in chains.items():
-                if record is not before[chain_id]:
-                    pipe.set(self.keys.chain(chain_id), chain_to_json(record))
-            writes.flush(pipe)
-            return results
-
-        return transact(self.client, body)[0]
-
-    def _apply(
-        self,
-        pipe: Pipe,
-        writes: _Writes,
-        outcome: Outcome,
-        held: dict[str, list[str | None]],
-        chains: dict[str, ChainRecord],
-        now: float,
-    ) -> SettleResult:
-        delivery = outcome.delivery
-        job = delivery.job
-        token, deliveries, _started = held[job.id]
-        if token is None or token != delivery.token:
-            logger.warning(
-                "stale_settle_rejected", job_id=job.id, worker=delivery.worker, outcome=type(outcome).__name__
-            )
-            return SettleResult(accepted=False)
-        held[job.id] = [None, deliveries, _started]  # a second outcome for this delivery is stale
-        key = self.keys.job(job.id)
-        self._unlease(pipe, job, delivery.worker)
-        record = chains.get(job.chain.chain_id) if job.chain is not None else None
-        if isinstance(outcome, Completed):
-            pipe.hset(
-                key,
-                mapping={
-                    "state": JobState.SUCCEEDED.value,
-                    "result": dumps(outcome.result),
-                    "started_at": repr(outcome.started_at),
-                    "finished_at": repr(outcome.finished_at),
-                },
-            )
-            pipe.hdel(key, "error", "deliveries")
-            if record is None or job.chain is None:
-                return SettleResult(accepted=True)
-            updated, following = workflow.apply_completed(
-                record,
-                job.chain,
-                outcome.result,
-                started_at=outcome.started_at,
-                finished_at=outcome.finished_at,
-                now=now,
-            )
-            chains[record.id] = updated
-            for next_job in following:
-                self._place(pipe, writes, next_job, now, front=False)
-            done = updated.state is ChainState.COMPLETED and record.state is not ChainState.COMPLETED
-            return SettleResult(accepted=True, chain=updated if done else None)
-        if isinstance(outcome, Retried):
-            retry = job.retried(not_before=now + outcome.delay)
-            self._place(pipe, writes, retry, now, front=True)
-            pipe.hset(key, mapping={"error": dumps(outcome.error.to_wire()), "deliveries": 0})
-            return SettleResult(accepted=True)
-        if isinstance(outcome, Failed):
-            pipe.hset(
-                key,
-                mapping={
-                    "state": JobState.FAILED.value,
-                    "error": dumps(outcome.error.to_wire()),
-                    "finished_at": repr(now),
-                },
-            )
-            pipe.hdel(key, "deliveries")
-            pipe.zadd(self.keys.failed, {job.id: now})
-            pipe.zadd(self.keys.failed_in(job.queue), {job.id: now})
-            if record is None or job.chain is None:
-                return SettleResult(accepted=True)
-            updated_record = workflow.apply_failed(record, job.chain, outcome.error, now=now)
-            chains[record.id] = updated_record
-            halted = updated_record.state is ChainState.HALTED and record.state is not ChainState.HALTED
-            return SettleResult(accepted=True, chain=updated_record if halted else None)
-        assert isinstance(outcome, Released)
-        self._push_ready(pipe, writes, job, front=True)
-        pipe.hset(
-            key, mapping={"state": JobState.QUEUED.value, "deliveries": max(0, int(deliveries or 1) - 1)}
-        )
-        return SettleResult(accepted=True)
-
-    # --- records ---------------------------------------------------------------------
-
-    @boundary
-    def get_job(self, job_id: str) -> JobRecord | None:
-        raw = self.client.hgetall(self.keys.job(job_id))
-        if not raw or "job" not in raw:
-            return None
-        return _record(raw)
-
-    @boundary
-    def get_chain(self, chain_id: str) -> ChainRecord | None:
-        raw = self.client.get(self.keys.chain(chain_id))
-        return None if raw is None else chain_from_json(raw)
-
-    # --- failed queue ----------------------------------------------------------------
-
-    def _entries(self, scored: Sequence[tuple[str, float]]) -> list[FailedEntry]:
-        pipe = self.client.pipeline(transaction=False)
-        for job_id, _ in scored:
-            pipe.hmget(self.keys.job(job_id), "job", "error")
-        out: list[FailedEntry] = []
-        for (_, failed_at), (raw, error) in zip(scored, pipe.execute(), strict=True):
-            if raw is None or error is None:
-                continue
-            job = Job.from_wire(loads(raw))
-            out.append(FailedEntry(job=job, error=ErrorInfo.from_wire(loads(error)), failed_at=failed_at))
-        return out
-
-    @boundary
-    def failed(self, *, limit: int = 100, offset: int = 0) -> list[FailedEntry]:
-        if limit <= 0:
-            return []
-        scored = self.client.zrange(self.keys.failed, offset, offset + limit - 1, withscores=True)
-        return self._entries(scored)
-
-    @boundary
-    def get_failed(self, job_id: str) -> FailedEntry | None:
-        score = self.client.zscore(self.keys.failed, job_id)
-        if score is None:
-            return None
-        entries = self._entries([(job_id, score)])
-        return entries[0] if entries else None
-
-    @boundary
-    def redrive(self, job_ids: Sequence[str]) -> list[str]:
-        ids = list(dict.fromkeys(job_ids))
-        if not ids:
-            return []
-        job_keys = [self.keys.job(j) for j in ids]
-
-        def body(tx: Transaction) -> list[str]:
-            tx.watch(self.keys.failed, *job_keys)
-            rows = tx.read(
-                lambda r: [r.zscore(self.keys.failed, j) for j in ids] + [r.hget(k, "job") for k in job_keys]
-            )
-            scores, raws = rows[: len(ids)], rows[len(ids) :]
-            jobs = {
-                j: Job.from_wire(loads(raw))
-                for j, score, raw in zip(ids, scores, raws, strict=True)
-                if score is not None and raw is not None
-            }
-            chain_ids = list(dict.fromkeys(j.chain.chain_id for j in jobs.values() if j.chain is not None))
-            tx.watch(*[self.keys.chain(c) for c in chain_ids])
-            stored = tx.read(lambda r: [r.get(self.keys.chain(c)) for c in chain_ids]) if chain_ids else []
-            chains = {c: chain_from_json(s) for c, s in zip(chain_ids, stored, strict=True) if s is not None}
-            now = self.now()
-            pipe = tx.multi()
-            writes = _Writes(self.keys)
-            moved: list[str] = []
-            for job_id, old in jobs.items():
-                job = evolve(old, attempt=1, not_before=None, enqueued_at=now)
-                if old.expires_at is not None:
-                    job = evolve(job, expires_at=now + old.expires_at - old.enqueued_at)
-                key = self.keys.job(job_id)
-                pipe.delete(key)
-                self._place(pipe, writes, job, now, front=False)
-                pipe.zrem(self.keys.failed, job_id)
-                pipe.zrem(self.keys.failed_in(job.queue), job_id)
-                if job.chain is not None and job.chain.chain_id in chains:
-                    record = chains[job.chain.chain_id]
-                    chains[record.id] = workflow.apply_redrive(record, job.chain)
-                moved.append(job_id)
-            for chain_id, record in chains.items():
-                pipe.set(self.keys.chain(chain_id), chain_to_json(record))
-            writes.flush(pipe)
-            return moved
-
-        return transact(self.client, body)[0]
-
-    @boundary
-    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
-        ids = self.client.zrange(self.keys.failed, 0, -1) if job_ids is None else list(dict.fromkeys(job_ids))
-        if not ids:
-            return 0
-        queues = self.client.pipeline(transaction=False)
-        for job_id in ids:
-            queues.hget(self.keys.job(job_id), "queue")
-        pipe = self.client.pipeline(transaction=True)
-        positions: list[int] = []
-        for job_id, queue in zip(ids, queues.execute(), strict=True):
-            positions.append(len(pipe.command_stack))
-            pipe.zrem(self.keys.failed, job_id)
-            if queue is not None:
-                pipe.zrem(self.keys.failed_in(queue), job_id)
-        results = pipe.execute()
-        return sum(int(results[i]) for i in positions)
-
-    # --- workers ---------------------------------------------------------------------
-
-    @boundary
-    def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.worker(info.name), dumps(info.to_wire()))
-        pipe.zadd(self.keys.workers, {info.name: self.now() + ttl})
-        pipe.sismember(self.keys.stop, info.name)
-        return bool(pipe.execute()[2])
-
-    @boundary
-    def remove_worker(self, name: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(self.keys.workers, name)
-        pipe.delete(self.keys.worker(name))
-        pipe.srem(self.keys.stop, name)
-        pipe.execute()
-
-    @boundary
-    def workers(self) -> list[WorkerInfo]:
-        names = self.client.zrangebyscore(self.keys.workers, f"({self.now()!r}", "+inf")
-        if not names:
-            return []
-        raws = self.client.mget([self.keys.worker(n) for n in names])
-        infos = [WorkerInfo.from_wire(loads(raw)) for raw in raws if raw is not None]
-        return sorted(infos, key=lambda i: i.name)
-
-    @boundary
-    def request_stop(self, name: str) -> bool:
-        until = self.client.zscore(self.keys.workers, name)
-        if until is None or until <= self.now():
-            return False
-        self.client.sadd(self.keys.stop, name)
-        return True
+        self._transact(body)
 
     # --- inspection ------------------------------------------------------------------
 
@@ -705,7 +397,7 @@ class ListsBackend(Backend):
                 pipe.zcard(self.keys.failed_in(q))
             return bands
 
-        bands, rows = transact(self.client, body)
+        bands, rows = self._transact(body)
         counts = iter(rows)
         out: list[QueueStats] = []
         for q, names in zip(queues, bands, strict=True):
@@ -713,20 +405,3 @@ class ListsBackend(Backend):
             delayed, in_flight, failed = next(counts), next(counts), next(counts)
             out.append(QueueStats(queue=q, ready=ready, delayed=delayed, in_flight=in_flight, failed=failed))
         return out
-
-
-def _float(raw: str | None) -> float | None:
-    return None if raw is None else float(raw)
-
-
-def _record(raw: dict[str, str]) -> JobRecord:
-    error = raw.get("error")
-    result = raw.get("result")
-    return JobRecord(
-        job=Job.from_wire(loads(raw["job"])),
-        state=JobState(raw.get("state", JobState.QUEUED.value)),
-        result=None if result is None else loads(result),
-        error=None if error is None else ErrorInfo.from_wire(loads(error)),
-        started_at=_float(raw.get("started_at")),
-        finished_at=_float(raw.get("finished_at")),
-    )

@@ -73,9 +73,13 @@ class FifoOrdering(ConformanceBase):
     def test_older_job_is_served_before_a_newer_one(
         self, backend: Backend, clock: ManualClock, make_job: MakeJob
     ) -> None:
-        """Of two equal-priority jobs, the one enqueued earlier wins even if it was stored later."""
+        """Of two equal-priority jobs, the one enqueued earlier wins even if it was stored later.
+
+        The two are further apart than the backend's declared aging precision
+        (``aging_tolerance`` aging intervals), and at least one second.
+        """
         old = make_job()
-        clock.advance(1.0)
+        clock.advance(max(1.0, 2 * self.aging_tolerance * backend.aging_interval))
         new = make_job()
         backend.enqueue([new])
         backend.enqueue([old])  # e.g. a retried job, or a client whose submit was slow to arrive

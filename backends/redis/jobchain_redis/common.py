@@ -1,0 +1,514 @@
+"""What both Redis backends share: job hashes, chain transitions, the failed queue, workers, records.
+
+:class:`RedisBackend` implements every operation whose data layout is the same
+for ``redis-lists`` and ``redis-streams`` (see :mod:`jobchain_redis.keys`):
+enqueue, settle and re-drive as WATCH/MULTI/EXEC transactions, the failed
+queue, the worker registry and the job and chain records. A subclass says how
+a job becomes ready (:meth:`RedisBackend._place`), how a settled delivery lets
+go of its lease (:meth:`RedisBackend._unlease`) and how a released job goes
+back (:meth:`RedisBackend._release`), and implements reserve, extend and stats.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import redis
+import structlog
+from attrs import evolve
+
+from jobchain import workflow
+from jobchain.aging import DEFAULT_AGING_INTERVAL
+from jobchain.backend import Backend
+from jobchain.clock import Clock
+from jobchain.model import (
+    UNREADABLE_TASK,
+    ChainRecord,
+    ChainState,
+    Completed,
+    Delivery,
+    ErrorInfo,
+    Failed,
+    FailedEntry,
+    Job,
+    JobRecord,
+    JobState,
+    Outcome,
+    Released,
+    Retried,
+    SettleResult,
+    WorkerInfo,
+)
+from jobchain_redis.codec import chain_from_json, chain_to_json, dumps, loads
+from jobchain_redis.connection import Pipe, ServerClock, Transaction, boundary, transact
+from jobchain_redis.keys import DEFAULT_PREFIX, Keys
+
+__all__ = ["RedisBackend", "Writes"]
+
+logger = structlog.get_logger("jobchain.redis")
+
+R = TypeVar("R")
+
+#: the job-hash fields settle reads under WATCH before the backend-specific ones
+_SETTLE_FIELDS = ("token", "deliveries")
+
+
+class Writes(Protocol):
+    """What one transaction made ready, written once at the end of its MULTI (indexes, wake-ups)."""
+
+    def flush(self, pipe: Pipe) -> None: ...
+
+
+class RedisBackend(Backend):
+    """The shared part of the Redis backends; subclasses add delivery (lists or streams)."""
+
+    #: job-hash fields a subclass needs in :meth:`_unlease` and :meth:`_release`, after token, deliveries
+    settle_fields: tuple[str, ...] = ()
+    #: error codes a command inside this backend's MULTI may answer without failing it
+    tolerate: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        url: str = "redis://",
+        clock: Clock | None = None,
+        aging_interval: float = DEFAULT_AGING_INTERVAL,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(clock=clock or ServerClock(client), aging_interval=aging_interval)
+        #: redis-py types its replies as sync/async unions; this client decodes to str, so it is used as Any
+        self.client: Any = client
+        self.keys = Keys(prefix)
+        self.url = url
+        self._owns_client = owns_client
+        self._resumed: set[str] = set()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def delete_everything(self) -> int:
+        """Delete every key under this backend's prefix (tests, resets); return how many."""
+        names = list(self.client.scan_iter(match=self.keys.pattern, count=1000))
+        for start in range(0, len(names), 1000):
+            self.client.delete(*names[start : start + 1000])
+        return len(names)
+
+    def _transact(self, body: Callable[[Transaction], R]) -> tuple[R, list[Any]]:
+        return transact(self.client, body, tolerate=self.tolerate)
+
+    # --- what a subclass provides ------------------------------------------------------
+
+    @abc.abstractmethod
+    def _writes(self) -> Writes:
+        """A fresh collector for one transaction."""
+
+    @abc.abstractmethod
+    def _place(self, pipe: Pipe, writes: Writes, job: Job, now: float, *, front: bool) -> None:
+        """Store the job's payload and make it ready (at the head of its band if ``front``) or delayed."""
+
+    @abc.abstractmethod
+    def _unlease(self, pipe: Pipe, job: Job, worker: str, row: dict[str, str | None], *, done: bool) -> None:
+        """Drop the delivery's lease; ``done`` when the job leaves its ready structure for good."""
+
+    @abc.abstractmethod
+    def _release(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
+        """Make a released job ready again at once, in its old place."""
+
+    @abc.abstractmethod
+    def _held_by(self, queues: Sequence[str], worker: str) -> list[str]:
+        """Ids of the jobs the Redis data says ``worker`` holds in ``queues`` (its processing list/PEL)."""
+
+    # --- resuming a restarted worker ---------------------------------------------------
+
+    def _resume_once(self, queues: Sequence[str], worker: str) -> None:
+        """On this backend's first reserve for ``worker``, take back what an earlier life of it held."""
+        if worker in self._resumed:
+            return
+        self._resumed.add(worker)
+        self._resume_own(queues, worker)
+
+    def _resume_own(self, queues: Sequence[str], worker: str) -> None:
+        """End at once the leases a worker of the same name held when it died, so they run again now.
+
+        A worker that restarts under its old name (a supervisor restarting a
+        process) would otherwise wait for those leases to run out. Only jobs
+        whose hash still names this worker are touched, under WATCH; their
+        delivery counts show the lost delivery.
+        """
+        ids = self._held_by(queues, worker)
+        if not ids:
+            return
+        job_keys = [self.keys.job(j) for j in ids]
+
+        def body(tx: Transaction) -> list[str]:
+            tx.watch(*job_keys)
+            rows = tx.read(lambda r: [r.hmget(k, "worker", "queue") for k in job_keys])
+            pipe = tx.multi()
+            resumed = []
+            for job_id, (holder, queue) in zip(ids, rows, strict=True):
+                if holder == worker and queue:
+                    pipe.zadd(self.keys.leases(queue), {job_id: 0}, xx=True)
+                    resumed.append(job_id)
+            return resumed
+
+        resumed = self._transact(body)[0]
+        if resumed:
+            logger.info("worker_resumed_its_jobs", worker=worker, jobs=len(resumed))
+
+    # --- jobs ------------------------------------------------------------------------
+
+    @boundary
+    def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        unique = list({job.id: job for job in reversed(jobs)}.values())[::-1]
+        job_keys = [self.keys.job(job.id) for job in unique]
+
+        def body(tx: Transaction) -> None:
+            tx.watch(*job_keys)
+            exists = tx.read(lambda r: [r.exists(k) for k in job_keys]) if job_keys else []
+            now = self.now()
+            pipe = tx.multi()
+            for chain in chains:
+                pipe.set(self.keys.chain(chain.id), chain_to_json(chain), nx=True)
+            writes = self._writes()
+            for job, known in zip(unique, exists, strict=True):
+                if not known:
+                    self._place(pipe, writes, job, now, front=False)
+            writes.flush(pipe)
+
+        self._transact(body)
+
+    @boundary
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        job_keys = [self.keys.job(d.job.id) for d in deliveries]
+
+        def body(tx: Transaction) -> list[bool]:
+            tx.watch(*job_keys)
+            tokens = tx.read(lambda r: [r.hget(k, "token") for k in job_keys])
+            lease_until = self.now() + lease
+            held = [t is not None and t == d.token for d, t in zip(deliveries, tokens, strict=True)]
+            pipe = tx.multi()
+            for delivery, key, ok in zip(deliveries, job_keys, held, strict=True):
+                if ok:
+                    pipe.zadd(self.keys.leases(delivery.job.queue), {delivery.job.id: lease_until}, xx=True)
+                    pipe.hset(key, "lease_until", repr(lease_until))
+            return held
+
+        return self._transact(body)[0] if deliveries else []
+
+    # --- settle ----------------------------------------------------------------------
+
+    @boundary
+    def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        if not outcomes:
+            return []
+        job_ids = list(dict.fromkeys(o.delivery.job.id for o in outcomes))
+        chain_ids = list(
+            dict.fromkeys(o.delivery.job.chain.chain_id for o in outcomes if o.delivery.job.chain is not None)
+        )
+        watch = [self.keys.job(j) for j in job_ids] + [self.keys.chain(c) for c in chain_ids]
+        fields = _SETTLE_FIELDS + self.settle_fields
+
+        def body(tx: Transaction) -> list[SettleResult]:
+            tx.watch(*watch)
+            rows = tx.read(
+                lambda r: (
+                    [r.hmget(self.keys.job(j), *fields) for j in job_ids]
+                    + [r.get(self.keys.chain(c)) for c in chain_ids]
+                )
+            )
+            held = {j: dict(zip(fields, row, strict=True)) for j, row in zip(job_ids, rows, strict=False)}
+            chains = {
+                c: chain_from_json(raw)
+                for c, raw in zip(chain_ids, rows[len(job_ids) :], strict=True)
+                if raw is not None
+            }
+            before = dict(chains)
+            now = self.now()
+            pipe = tx.multi()
+            writes = self._writes()
+            results = [self._apply(pipe, writes, outcome, held, chains, now) for outcome in outcomes]
+            for chain_id, record in chains.items():
+                if record is not before[chain_id]:
+                    pipe.set(self.keys.chain(chain_id), chain_to_json(record))
+            writes.flush(pipe)
+            return results
+
+        return self._transact(body)[0]
+
+    def _apply(
+        self,
+        pipe: Pipe,
+        writes: Writes,
+        outcome: Outcome,
+        held: dict[str, dict[str, str | None]],
+        chains: dict[str, ChainRecord],
+        now: float,
+    ) -> SettleResult:
+        delivery = outcome.delivery
+        job = delivery.job
+        row = held[job.id]
+        token = row["token"]
+        if token is None or token != delivery.token:
+            logger.warning(
+                "stale_settle_rejected", job_id=job.id, worker=delivery.worker, outcome=type(outcome).__name__
+            )
+            return SettleResult(accepted=False)
+        held[job.id] = {**row, "token": None}  # a second outcome for this delivery is stale
+        key = self.keys.job(job.id)
+        self._unlease(pipe, job, delivery.worker, row, done=not isinstance(outcome, Released))
+        record = chains.get(job.chain.chain_id) if job.chain is not None else None
+        if isinstance(outcome, Completed):
+            pipe.hset(
+                key,
+                mapping={
+                    "state": JobState.SUCCEEDED.value,
+                    "result": dumps(outcome.result),
+                    "started_at": repr(outcome.started_at),
+                    "finished_at": repr(outcome.finished_at),
+                },
+            )
+            pipe.hdel(key, "error", "deliveries")
+            if record is None or job.chain is None:
+                return SettleResult(accepted=True)
+            updated, following = workflow.apply_completed(
+                record,
+                job.chain,
+                outcome.result,
+                started_at=outcome.started_at,
+                finished_at=outcome.finished_at,
+                now=now,
+            )
+            chains[record.id] = updated
+            for next_job in following:
+                self._place(pipe, writes, next_job, now, front=False)
+            done = updated.state is ChainState.COMPLETED and record.state is not ChainState.COMPLETED
+            return SettleResult(accepted=True, chain=updated if done else None)
+        if isinstance(outcome, Retried):
+            retry = job.retried(not_before=now + outcome.delay)
+            self._place(pipe, writes, retry, now, front=True)
+            pipe.hset(key, mapping={"error": dumps(outcome.error.to_wire()), "deliveries": 0})
+            return SettleResult(accepted=True)
+        if isinstance(outcome, Failed):
+            pipe.hset(
+                key,
+                mapping={
+                    "state": JobState.FAILED.value,
+                    "error": dumps(outcome.error.to_wire()),
+                    "finished_at": repr(now),
+                },
+            )
+            pipe.hdel(key, "deliveries")
+            pipe.zadd(self.keys.failed, {job.id: now})
+            pipe.zadd(self.keys.failed_in(job.queue), {job.id: now})
+            if record is None or job.chain is None:
+                return SettleResult(accepted=True)
+            updated_record = workflow.apply_failed(record, job.chain, outcome.error, now=now)
+            chains[record.id] = updated_record
+            halted = updated_record.state is ChainState.HALTED and record.state is not ChainState.HALTED
+            return SettleResult(accepted=True, chain=updated_record if halted else None)
+        assert isinstance(outcome, Released)
+        self._release(pipe, writes, job, row)
+        pipe.hset(
+            key,
+            mapping={"state": JobState.QUEUED.value, "deliveries": max(0, int(row["deliveries"] or 1) - 1)},
+        )
+        return SettleResult(accepted=True)
+
+    # --- records ---------------------------------------------------------------------
+
+    @boundary
+    def get_job(self, job_id: str) -> JobRecord | None:
+        raw = self.client.hgetall(self.keys.job(job_id))
+        if not raw or "job" not in raw:
+            return None
+        return _record(raw)
+
+    @boundary
+    def get_chain(self, chain_id: str) -> ChainRecord | None:
+        raw = self.client.get(self.keys.chain(chain_id))
+        return None if raw is None else chain_from_json(raw)
+
+    def _quarantine(
+        self, pipe: Pipe, queue: str, job_id: str, raw: str | None, reason: str, now: float
+    ) -> None:
+        """Queue the writes that file an unreadable job in the failed queue, its stored text kept.
+
+        The job's hash keeps ``raw`` (what was found, or a note that nothing
+        was) and gets a placeholder ``job`` (task :data:`UNREADABLE_TASK`) and
+        an ``error`` saying why, so ``jobchain failed`` lists it like any other
+        failure; it is never delivered again.
+        """
+        logger.warning("unreadable_job_failed", job_id=job_id, queue=queue, reason=reason)
+        placeholder = Job(id=job_id, task=UNREADABLE_TASK, queue=queue, enqueued_at=now)
+        error = ErrorInfo(type="UnreadableJob", message=reason, attempt=1, at=now)
+        key = self.keys.job(job_id)
+        pipe.zrem(self.keys.leases(queue), job_id)
+        pipe.delete(key)
+        pipe.hset(
+            key,
+            mapping={
+                "job": dumps(placeholder.to_wire()),
+                "raw": "(nothing stored)" if raw is None else raw,
+                "queue": queue,
+                "state": JobState.FAILED.value,
+                "error": dumps(error.to_wire()),
+                "finished_at": repr(now),
+            },
+        )
+        pipe.zadd(self.keys.failed, {job_id: now})
+        pipe.zadd(self.keys.failed_in(queue), {job_id: now})
+        pipe.sadd(self.keys.queues, queue)
+
+    # --- failed queue ----------------------------------------------------------------
+
+    def _entries(self, scored: Sequence[tuple[str, float]]) -> list[FailedEntry]:
+        pipe = self.client.pipeline(transaction=False)
+        for job_id, _ in scored:
+            pipe.hmget(self.keys.job(job_id), "job", "error", "raw")
+        out: list[FailedEntry] = []
+        for (_, failed_at), (payload, error, raw) in zip(scored, pipe.execute(), strict=True):
+            if payload is None or error is None:
+                continue
+            job = Job.from_wire(loads(payload))
+            out.append(
+                FailedEntry(job=job, error=ErrorInfo.from_wire(loads(error)), failed_at=failed_at, raw=raw)
+            )
+        return out
+
+    @boundary
+    def failed(self, *, limit: int = 100, offset: int = 0) -> list[FailedEntry]:
+        if limit <= 0:
+            return []
+        scored = self.client.zrange(self.keys.failed, offset, offset + limit - 1, withscores=True)
+        return self._entries(scored)
+
+    @boundary
+    def get_failed(self, job_id: str) -> FailedEntry | None:
+        score = self.client.zscore(self.keys.failed, job_id)
+        if score is None:
+            return None
+        entries = self._entries([(job_id, score)])
+        return entries[0] if entries else None
+
+    @boundary
+    def redrive(self, job_ids: Sequence[str]) -> list[str]:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return []
+        job_keys = [self.keys.job(j) for j in ids]
+
+        def body(tx: Transaction) -> list[str]:
+            tx.watch(self.keys.failed, *job_keys)
+            rows = tx.read(
+                lambda r: (
+                    [r.zscore(self.keys.failed, j) for j in ids]
+                    + [r.hmget(k, "job", "raw") for k in job_keys]
+                )
+            )
+            scores, raws = rows[: len(ids)], rows[len(ids) :]
+            jobs = {
+                j: Job.from_wire(loads(payload))
+                for j, score, (payload, unreadable) in zip(ids, scores, raws, strict=True)
+                if score is not None and payload is not None and unreadable is None
+            }
+            chain_ids = list(dict.fromkeys(j.chain.chain_id for j in jobs.values() if j.chain is not None))
+            tx.watch(*[self.keys.chain(c) for c in chain_ids])
+            stored = tx.read(lambda r: [r.get(self.keys.chain(c)) for c in chain_ids]) if chain_ids else []
+            chains = {c: chain_from_json(s) for c, s in zip(chain_ids, stored, strict=True) if s is not None}
+            now = self.now()
+            pipe = tx.multi()
+            writes = self._writes()
+            moved: list[str] = []
+            for job_id, old in jobs.items():
+                job = evolve(old, attempt=1, not_before=None, enqueued_at=now)
+                if old.expires_at is not None:
+                    job = evolve(job, expires_at=now + old.expires_at - old.enqueued_at)
+                pipe.delete(self.keys.job(job_id))
+                self._place(pipe, writes, job, now, front=False)
+                pipe.zrem(self.keys.failed, job_id)
+                pipe.zrem(self.keys.failed_in(job.queue), job_id)
+                if job.chain is not None and job.chain.chain_id in chains:
+                    record = chains[job.chain.chain_id]
+                    chains[record.id] = workflow.apply_redrive(record, job.chain)
+                moved.append(job_id)
+            for chain_id, record in chains.items():
+                pipe.set(self.keys.chain(chain_id), chain_to_json(record))
+            writes.flush(pipe)
+            return moved
+
+        return self._transact(body)[0]
+
+    @boundary
+    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
+        ids = self.client.zrange(self.keys.failed, 0, -1) if job_ids is None else list(dict.fromkeys(job_ids))
+        if not ids:
+            return 0
+        queues = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            queues.hget(self.keys.job(job_id), "queue")
+        pipe = self.client.pipeline(transaction=True)
+        positions: list[int] = []
+        for job_id, queue in zip(ids, queues.execute(), strict=True):
+            positions.append(len(pipe.command_stack))
+            pipe.zrem(self.keys.failed, job_id)
+            if queue is not None:
+                pipe.zrem(self.keys.failed_in(queue), job_id)
+        results = pipe.execute()
+        return sum(int(results[i]) for i in positions)
+
+    # --- workers ---------------------------------------------------------------------
+
+    @boundary
+    def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.keys.worker(info.name), dumps(info.to_wire()))
+        pipe.zadd(self.keys.workers, {info.name: self.now() + ttl})
+        pipe.sismember(self.keys.stop, info.name)
+        return bool(pipe.execute()[2])
+
+    @boundary
+    def remove_worker(self, name: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self.keys.workers, name)
+        pipe.delete(self.keys.worker(name))
+        pipe.srem(self.keys.stop, name)
+        pipe.execute()
+
+    @boundary
+    def workers(self) -> list[WorkerInfo]:
+        names = self.client.zrangebyscore(self.keys.workers, f"({self.now()!r}", "+inf")
+        if not names:
+            return []
+        raws = self.client.mget([self.keys.worker(n) for n in names])
+        infos = [WorkerInfo.from_wire(loads(raw)) for raw in raws if raw is not None]
+        return sorted(infos, key=lambda i: i.name)
+
+    @boundary
+    def request_stop(self, name: str) -> bool:
+        until = self.client.zscore(self.keys.workers, name)
+        if until is None or until <= self.now():
+            return False
+        self.client.sadd(self.keys.stop, name)
+        return True
+
+
+def _float(raw: str | None) -> float | None:
+    return None if raw is None else float(raw)
+
+
+def _record(raw: dict[str, str]) -> JobRecord:
+    error = raw.get("error")
+    result = raw.get("result")
+    return JobRecord(
+        job=Job.from_wire(loads(raw["job"])),
+        state=JobState(raw.get("state", JobState.QUEUED.value)),
+        result=None if result is None else loads(result),
+        error=None if error is None else ErrorInfo.from_wire(loads(error)),
+        started_at=_float(raw.get("started_at")),
+        finished_at=_float(raw.get("finished_at")),
+    )

@@ -1,0 +1,551 @@
+"""The ``redis-streams://`` backend: a stream per queue and priority band, one consumer group, MULTI/EXEC.
+
+Layout (every key in :mod:`jobchain_redis.keys`). A ready job is an entry
+``id=<job id>`` in the stream of its queue and *band*: its static aging key
+``enqueued_at / aging_interval - priority`` cut into slices ``band_width``
+aging intervals wide (default 0.1, ``?band=``). Entries of one band are in
+arrival order, so aging is exact to within one band width. Two sorted sets per
+queue index the bands: ``bands`` every band stream that exists, ``fresh`` the
+ones that may still hold entries not yet delivered to the group. Every band
+stream has the consumer group ``jobchain``, created with ``XGROUP CREATE …
+MKSTREAM`` in the same MULTI as the first ``XADD`` (a ``BUSYGROUP`` answer is
+expected and tolerated).
+
+Reservation walks the most urgent fresh bands of the queues asked for, in
+order: entries to claim again in a band (see leases) come before its new
+entries; new entries are read with ``XREADGROUP … COUNT n STREAMS <band> >``
+and then leased in one MULTI/EXEC (token, lease end, entry id and delivery
+count in the job hash, lease end in ``{p}:leases:<queue>``). A read that comes
+back short retires the band from ``fresh`` under WATCH on its stream (an
+``XADD`` meanwhile keeps it). The wait is an ``XREAD BLOCK`` on the queues'
+wake-up streams, which every transaction that makes a job ready appends to
+(``MAXLEN 16``).
+
+Leases are a sorted set judged on the backend's clock (the server's ``TIME``),
+not the entries' idle time: a lease can be any length per delivery and is
+extended by a ZADD, and the same clock that tests inject decides expiry. An
+entry whose lease ran out, or which was released (score 0), stays pending in
+the group and is taken over with ``XCLAIM … JUSTID`` under WATCH on its job
+hash, so it keeps its place in the band. Every settlement is one
+WATCH/MULTI/EXEC (see :mod:`jobchain_redis.common`) that also ``XACK``s and
+``XDEL``s the entry, next to the next step's ``XADD``: settled entries leave
+the stream at once, and band streams left empty are deleted by the periodic
+sweep, so memory stays bounded by the jobs not yet settled.
+
+Crash windows: a reserver that dies between ``XREADGROUP`` and the lease write
+leaves a pending entry with no lease. Reservers sweep each band with
+``XAUTOCLAIM`` at most every ``orphan_idle`` seconds (default 30, entries idle
+that long on the server) and mark such entries for claiming again. A worker
+that restarts under its old name finds its pending entries with ``XPENDING``
+on its first reserve and takes them back at once. An entry or job that cannot
+be read is acknowledged, deleted and filed in the failed queue with its stored
+text. No Lua.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import structlog
+
+from jobchain.aging import DEFAULT_AGING_INTERVAL
+from jobchain.clock import Clock
+from jobchain.errors import InvalidJobError
+from jobchain.ids import new_id
+from jobchain.model import Delivery, Job, JobState, QueueStats
+from jobchain_redis.codec import dumps, loads
+from jobchain_redis.common import RedisBackend, Writes
+from jobchain_redis.connection import Pipe, Transaction, boundary, parse_url
+from jobchain_redis.keys import DEFAULT_PREFIX, Keys
+
+__all__ = ["GROUP", "StreamsBackend"]
+
+logger = structlog.get_logger("jobchain.redis.streams")
+
+#: the one consumer group of every band stream
+GROUP = "jobchain"
+#: how many wake-ups a queue's wake stream keeps
+_WAKES = 16
+#: how many due delayed jobs one pass promotes per queue
+_PROMOTE_BATCH = 200
+#: bands looked at beyond ``limit`` (bands whose entries are all in flight yield nothing)
+_EXTRA_BANDS = 8
+
+
+class _Writes:
+    """Bands a transaction added entries to (indexed, group created once) and queues to wake."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self.bands: dict[str, dict[str, int]] = {}
+
+    def flush(self, pipe: Pipe) -> None:
+        keys = self.keys
+        for queue, bands in self.bands.items():
+            pipe.zadd(keys.bands(queue), bands, nx=True)
+            pipe.zadd(keys.fresh(queue), bands, nx=True)
+            for band in bands.values():
+                pipe.xgroup_create(keys.stream(queue, band), GROUP, id="0", mkstream=True)
+        if self.bands:
+            pipe.sadd(keys.queues, *self.bands)
+        for queue in self.bands:
+            pipe.xadd(keys.wake(queue), {"n": "1"}, maxlen=_WAKES, approximate=False)
+
+
+def _entry_order(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class StreamsBackend(RedisBackend):
+    """Jobs in Redis streams and hashes; see the module docstring for the layout and transitions."""
+
+    settle_fields = ("stream", "entry")
+    tolerate = ("BUSYGROUP",)
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        band_width: float = 0.1,
+        orphan_idle: float = 30.0,
+        url: str = "redis-streams://",
+        clock: Clock | None = None,
+        aging_interval: float = DEFAULT_AGING_INTERVAL,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(
+            client,
+            prefix=prefix,
+            url=url,
+            clock=clock,
+            aging_interval=aging_interval,
+            owns_client=owns_client,
+        )
+        if band_width <= 0:
+            raise ValueError(f"band_width must be > 0 aging intervals, got {band_width!r}")
+        self.band_width = float(band_width)
+        self.orphan_idle = float(orphan_idle)
+        self._swept = time.monotonic()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> StreamsBackend:
+        parsed = parse_url(url)
+        client = redis.Redis.from_url(parsed.redis_url, decode_responses=True)
+        own = parsed.options
+        return cls(
+            client,
+            prefix=own.get("prefix", DEFAULT_PREFIX),
+            band_width=float(own.get("band", 0.1)),
+            url=parsed.public,
+            owns_client=True,
+            **options,
+        )
+
+    # --- placing ---------------------------------------------------------------------
+
+    def _band(self, job: Job) -> int:
+        return math.floor((job.enqueued_at / self.aging_interval - job.priority) / self.band_width)
+
+    def _writes(self) -> _Writes:
+        return _Writes(self.keys)
+
+    def _place(self, pipe: Pipe, writes: Writes, job: Job, now: float, *, front: bool) -> None:
+        """Store the payload and append the job to its band's stream, or to the delayed set.
+
+        ``front`` cannot be honoured by a stream: a job going back appends to its
+        band, which keeps its place to within one band width.
+        """
+        assert isinstance(writes, _Writes)
+        fields: dict[str, str] = {"job": dumps(job.to_wire()), "queue": job.queue}
+        if job.not_before is not None and job.not_before > now:
+            pipe.zadd(self.keys.delayed(job.queue), {job.id: job.not_before})
+            pipe.sadd(self.keys.queues, job.queue)
+            fields["state"] = JobState.DELAYED.value
+        else:
+            band = self._band(job)
+            pipe.xadd(self.keys.stream(job.queue, band), {"id": job.id})
+            writes.bands.setdefault(job.queue, {})[str(band)] = band
+            fields["state"] = JobState.QUEUED.value
+        pipe.hset(self.keys.job(job.id), mapping=fields)
+
+    def _unlease(self, pipe: Pipe, job: Job, worker: str, row: dict[str, str | None], *, done: bool) -> None:
+        key = self.keys.job(job.id)
+        pipe.zrem(self.keys.leases(job.queue), job.id)
+        pipe.hdel(key, "token", "worker", "lease_until")
+        stream, entry = row.get("stream"), row.get("entry")
+        if done and stream and entry:
+            pipe.xack(stream, GROUP, entry)
+            pipe.xdel(stream, entry)
+            pipe.hdel(key, "stream", "entry", "band")
+
+    def _release(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
+        # the entry stays pending in the group; a lease of 0 marks it for claiming at once
+        pipe.zadd(self.keys.leases(job.queue), {job.id: 0})
+
+    def _held_by(self, queues: Sequence[str], worker: str) -> list[str]:
+        """The jobs of the entries pending for consumer ``worker`` in every band of ``queues``."""
+        streams = [
+            self.keys.stream(q, int(b)) for q in queues for b in self.client.zrange(self.keys.bands(q), 0, -1)
+        ]
+        pending = self.client.pipeline(transaction=False)
+        for stream in streams:
+            pending.xpending_range(stream, GROUP, min="-", max="+", count=10_000, consumername=worker)
+        replies = pending.execute(raise_on_error=False)
+        reader = self.client.pipeline(transaction=False)
+        for stream, reply in zip(streams, replies, strict=True):
+            if isinstance(reply, Exception):
+                continue  # the band went away meanwhile
+            for item in reply:
+                reader.xrange(stream, min=item["message_id"], max=item["message_id"])
+        ids = [fields.get("id") for found in reader.execute() for _, fields in found]
+        return list(dict.fromkeys(j for j in ids if j))
+
+    # --- reserve ---------------------------------------------------------------------
+
+    @boundary
+    def reserve(
+        self, queues: Sequence[str], *, limit: int, lease: float, worker: str, wait: float = 0.0
+    ) -> list[Delivery]:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self._resume_once(queues, worker)
+        deadline = time.monotonic() + wait
+        while True:
+            taken, wakes = self._reserve_once(queues, limit, lease, worker)
+            remaining = deadline - time.monotonic()
+            if taken or remaining <= 0:
+                return taken
+            # wake at the next job made ready, or soon anyway for delayed jobs and lost leases
+            block = max(10, int(min(remaining, 0.5) * 1000))
+            self.client.xread(wakes, count=1, block=block)
+
+    def _reserve_once(
+        self, queues: Sequence[str], limit: int, lease: float, worker: str
+    ) -> tuple[list[Delivery], dict[str, str]]:
+        keys = self.keys
+        now = self.now()
+        if time.monotonic() - self._swept >= self.orphan_idle:
+            self._swept = time.monotonic()
+            self._sweep_orphans(queues, worker)
+
+        def read_index() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for q in queues:
+                pipe.zrangebyscore(keys.delayed(q), "-inf", now, start=0, num=1)
+                pipe.zrangebyscore(keys.leases(q), "-inf", now, start=0, num=limit)
+                pipe.zrange(keys.fresh(q), 0, limit + _EXTRA_BANDS - 1, withscores=True)
+                pipe.xrevrange(keys.wake(q), count=1)
+            return list(pipe.execute())
+
+        found = read_index()
+        due = [q for q, hit in zip(queues, found[0::4], strict=True) if hit]
+        for q in due:
+            self._promote_delayed(q, now)
+        if due:
+            found = read_index()
+        wakes = {
+            keys.wake(q): (last[0][0] if last else "0-0") for q, last in zip(queues, found[3::4], strict=True)
+        }
+        # (band, 0 = claim again / 1 = new entries, entry order, queue, job id or "", stream, entry)
+        plan: list[tuple[int, int, tuple[int, int], str, str, str, str]] = []
+        expired = [(q, j) for q, ids in zip(queues, found[1::4], strict=True) for j in ids]
+        if expired:
+            pipe = self.client.pipeline(transaction=False)
+            for _, job_id in expired:
+                pipe.hmget(keys.job(job_id), "stream", "entry", "band")
+            for (q, job_id), (stream, entry, band) in zip(expired, pipe.execute(), strict=True):
+                if stream and entry and band is not None:
+                    plan.append((int(band), 0, _entry_order(entry), q, job_id, stream, entry))
+        for q, index in zip(queues, found[2::4], strict=True):
+            for name, _score in index:
+                band = int(name)
+                plan.append((band, 1, (0, 0), q, "", keys.stream(q, band), ""))
+        plan.sort()
+        taken: list[Delivery] = []
+        claims: list[tuple[str, str, str, str]] = []
+        for band, kind, _, q, job_id, stream, entry in plan:
+            if len(taken) + len(claims) >= limit:
+                break
+            if kind == 0:
+                claims.append((q, job_id, stream, entry))
+                continue
+            if claims:
+                taken += self._claim(claims, now, now + lease, worker)
+                claims = []
+            taken += self._read_new(q, band, limit - len(taken), now + lease, worker)
+        if claims:
+            taken += self._claim(claims, now, now + lease, worker)
+        return taken, wakes
+
+    def _lease_writes(
+        self, pipe: Pipe, queue: str, job_id: str, token: str, lease_until: float, worker: str
+    ) -> None:
+        key = self.keys.job(job_id)
+        pipe.hset(
+            key,
+            mapping={
+                "state": JobState.RUNNING.value,
+                "token": token,
+                "worker": worker,
+                "lease_until": repr(lease_until),
+            },
+        )
+        pipe.hincrby(key, "deliveries", 1)
+        pipe.zadd(self.keys.leases(queue), {job_id: lease_until})
+        pipe.hget(key, "job")
+
+    def _read_new(self, queue: str, band: int, count: int, lease_until: float, worker: str) -> list[Delivery]:
+        """``XREADGROUP`` up to ``count`` new entries of one band, then lease them in one MULTI/EXEC."""
+        stream = self.keys.stream(queue, band)
+        try:
+            reply = self.client.xreadgroup(GROUP, worker, {stream: ">"}, count=count)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            reply = []  # the band was emptied and deleted meanwhile
+        entries: list[tuple[str, dict[str, str]]] = reply[0][1] if reply else []
+        if len(entries) < count:
+            self._retire_band(queue, band)
+        if not entries:
+            return []
+        pipe = self.client.pipeline(transaction=True)
+        leased: list[tuple[str, str, int]] = []
+        for entry, fields in entries:
+            job_id = fields.get("id")
+            if not job_id:
+                self._discard_entry(pipe, queue, stream, entry, dumps(fields), "stream entry has no job id")
+                continue
+            start = len(pipe.command_stack)
+            pipe.hset(self.keys.job(job_id), mapping={"stream": stream, "entry": entry, "band": band})
+            token = secrets.token_hex(8)
+            self._lease_writes(pipe, queue, job_id, token, lease_until, worker)
+            leased.append((job_id, token, start))
+        results = pipe.execute()
+        return self._collect(
+            [
+                (queue, job_id, token, results[start + 2], results[start + 4])
+                for job_id, token, start in leased
+            ],
+            lease_until,
+            worker,
+        )
+
+    def _claim(
+        self, claims: Sequence[tuple[str, str, str, str]], now: float, lease_until: float, worker: str
+    ) -> list[Delivery]:
+        """Take over pending entries whose lease ran out (or was released), under WATCH on their jobs."""
+        job_keys = [self.keys.job(job_id) for _, job_id, _, _ in claims]
+
+        def body(tx: Transaction) -> list[tuple[str, str, str, str, int]]:
+            tx.watch(*job_keys)
+            rows = tx.read(
+                lambda r: (
+                    [r.zscore(self.keys.leases(q), job_id) for q, job_id, _, _ in claims]
+                    + [r.hget(k, "entry") for k in job_keys]
+                )
+            )
+            scores, entries = rows[: len(claims)], rows[len(claims) :]
+            pipe = tx.multi()
+            picked: list[tuple[str, str, str, str, int]] = []
+            for (q, job_id, stream, entry), score, current in zip(claims, scores, entries, strict=True):
+                if score is None or score > now or current != entry:
+                    continue  # settled, extended or claimed since
+                token = secrets.token_hex(8)
+                start = len(pipe.command_stack)
+                pipe.xclaim(stream, GROUP, worker, 0, [entry], justid=True)
+                self._lease_writes(pipe, q, job_id, token, lease_until, worker)
+                picked.append((q, job_id, entry, token, start))
+            return picked
+
+        picked, results = self._transact(body)
+        return self._collect(
+            [
+                (q, job_id, token, results[start + 2], results[start + 4])
+                for q, job_id, _, token, start in picked
+            ],
+            lease_until,
+            worker,
+        )
+
+    def _collect(
+        self, rows: Sequence[tuple[str, str, str, Any, str | None]], lease_until: float, worker: str
+    ) -> list[Delivery]:
+        """Deliveries from (queue, job id, token, delivery count, payload); bad jobs are quarantined."""
+        out: list[Delivery] = []
+        bad: list[tuple[str, str, str | None, str]] = []
+        for queue, job_id, token, count, raw in rows:
+            try:
+                if raw is None:
+                    raise InvalidJobError("the job's hash has no payload")
+                job = Job.from_wire(loads(raw))
+            except (InvalidJobError, ValueError, TypeError, KeyError) as exc:
+                bad.append((queue, job_id, raw, str(exc)))
+                continue
+            out.append(
+                Delivery(
+                    job=job, token=token, lease_until=lease_until, worker=worker, delivery_count=int(count)
+                )
+            )
+        if bad:
+            self._quarantine_jobs(bad)
+        return out
+
+    def _quarantine_jobs(self, bad: Sequence[tuple[str, str, str | None, str]]) -> None:
+        """Ack and delete the entries of unreadable jobs; file them in the failed queue, text kept."""
+        rows = self.client.pipeline(transaction=False)
+        for _, job_id, _, _ in bad:
+            rows.hmget(self.keys.job(job_id), "stream", "entry")
+        now = self.now()
+        pipe = self.client.pipeline(transaction=True)
+        for (queue, job_id, raw, reason), (stream, entry) in zip(bad, rows.execute(), strict=True):
+            if stream and entry:
+                pipe.xack(stream, GROUP, entry)
+                pipe.xdel(stream, entry)
+            self._quarantine(pipe, queue, job_id, raw, reason, now)
+        pipe.execute()
+
+    def _discard_entry(self, pipe: Pipe, queue: str, stream: str, entry: str, raw: str, reason: str) -> None:
+        """Ack and delete a stream entry that names no job; file it in the failed queue under a new id."""
+        pipe.xack(stream, GROUP, entry)
+        pipe.xdel(stream, entry)
+        self._quarantine(pipe, queue, new_id(), raw, f"{reason} (entry {entry} of {stream})", self.now())
+
+    def _retire_band(self, queue: str, band: int) -> None:
+        """Take a band whose entries were all delivered out of the fresh index; delete it if empty.
+
+        Under WATCH on the stream: an ``XADD`` meanwhile aborts the EXEC, and an
+        entry added before the WATCH shows as a last entry newer than the
+        group's last delivered one, so a band with new entries is never retired.
+        """
+        stream = self.keys.stream(queue, band)
+
+        def body(tx: Transaction) -> None:
+            tx.watch(stream)
+            try:
+                last, groups, length = tx.read(
+                    lambda r: [r.xrevrange(stream, count=1), r.xinfo_groups(stream), r.xlen(stream)]
+                )
+            except redis.ResponseError:  # no such key: the band is gone altogether
+                last, groups, length = [], [], 0
+            delivered = next((g["last-delivered-id"] for g in groups if g["name"] == GROUP), "0-0")
+            if last and _entry_order(last[0][0]) > _entry_order(delivered):
+                return
+            pipe = tx.multi()
+            pipe.zrem(self.keys.fresh(queue), str(band))
+            if length == 0:
+                pipe.delete(stream)
+                pipe.zrem(self.keys.bands(queue), str(band))
+
+        self._transact(body)
+
+    def _drop_empty_bands(self, queue: str) -> None:
+        """Delete the band streams of ``queue`` that were retired and have no entries left."""
+        bands = self.client.zrange(self.keys.bands(queue), 0, -1)
+        fresh = set(self.client.zrange(self.keys.fresh(queue), 0, -1))
+        for name in bands:
+            if name in fresh:
+                continue
+            stream = self.keys.stream(queue, int(name))
+
+            def body(tx: Transaction, stream: str = stream, name: str = name) -> None:
+                tx.watch(stream, self.keys.fresh(queue))
+                length, score = tx.read(lambda r: [r.xlen(stream), r.zscore(self.keys.fresh(queue), name)])
+                if length == 0 and score is None:
+                    pipe = tx.multi()
+                    pipe.delete(stream)
+                    pipe.zrem(self.keys.bands(queue), name)
+
+            self._transact(body)
+
+    def _promote_delayed(self, queue: str, now: float) -> None:
+        """Move due delayed jobs to their bands: ZREM and XADD in one MULTI/EXEC under WATCH."""
+        delayed = self.keys.delayed(queue)
+
+        def body(tx: Transaction) -> None:
+            tx.watch(delayed)
+            [due] = tx.read(lambda r: r.zrangebyscore(delayed, "-inf", now, start=0, num=_PROMOTE_BATCH))
+            if not due:
+                return
+            raws = tx.read(lambda r: [r.hget(self.keys.job(j), "job") for j in due])
+            pipe = tx.multi()
+            writes = self._writes()
+            pipe.zrem(delayed, *due)
+            for raw in raws:
+                if raw is not None:
+                    self._place(pipe, writes, Job.from_wire(loads(raw)), now, front=True)
+            writes.flush(pipe)
+
+        self._transact(body)
+
+    def _sweep_orphans(self, queues: Sequence[str], worker: str) -> None:
+        """Mark pending entries that no lease covers (their reserver died before leasing) for claiming."""
+        idle_ms = int(self.orphan_idle * 1000)
+        for queue in queues:
+            for name in self.client.zrange(self.keys.bands(queue), 0, -1):
+                stream = self.keys.stream(queue, int(name))
+                try:
+                    reply = self.client.xautoclaim(stream, GROUP, worker, idle_ms, "0-0", count=100)
+                except redis.ResponseError:
+                    continue
+                entries = reply[1] if reply and isinstance(reply[1], list) else []
+                for entry, fields in entries:
+                    self._adopt(queue, int(name), stream, entry, fields or {})
+            self._drop_empty_bands(queue)
+
+    def _adopt(self, queue: str, band: int, stream: str, entry: str, fields: dict[str, str]) -> None:
+        job_id = fields.get("id")
+        if not job_id:
+            pipe = self.client.pipeline(transaction=True)
+            self._discard_entry(pipe, queue, stream, entry, dumps(fields), "stream entry has no job id")
+            pipe.execute()
+            return
+        key = self.keys.job(job_id)
+
+        def body(tx: Transaction) -> None:
+            tx.watch(key)
+            [current] = tx.read(lambda r: r.hget(key, "entry"))
+            if current == entry:
+                return  # leased, or already marked
+            logger.info("orphan_entry_adopted", job_id=job_id, stream=stream, entry=entry)
+            pipe = tx.multi()
+            pipe.hset(key, mapping={"stream": stream, "entry": entry, "band": band})
+            pipe.zadd(self.keys.leases(queue), {job_id: 0})
+
+        self._transact(body)
+
+    # --- inspection ------------------------------------------------------------------
+
+    @boundary
+    def stats(self) -> list[QueueStats]:
+        queues = sorted(self.client.smembers(self.keys.queues))
+        if not queues:
+            return []
+        now = self.now()
+        for q in queues:
+            self._promote_delayed(q, now)
+        reader = self.client.pipeline(transaction=False)
+        for q in queues:
+            reader.zrange(self.keys.bands(q), 0, -1)
+        bands: list[list[str]] = reader.execute()
+        pipe = self.client.pipeline(transaction=True)
+        for q, names in zip(queues, bands, strict=True):
+            for band in names:
+                pipe.xlen(self.keys.stream(q, int(band)))
+            pipe.zcard(self.keys.delayed(q))
+            pipe.zcount(self.keys.leases(q), f"({now!r}", "+inf")
+            pipe.zcard(self.keys.failed_in(q))
+        counts = iter(pipe.execute())
+        out: list[QueueStats] = []
+        for q, names in zip(queues, bands, strict=True):
+            entries = sum(next(counts) for _ in names)
+            delayed, in_flight, failed = next(counts), next(counts), next(counts)
+            ready = max(0, entries - in_flight)
+            out.append(QueueStats(queue=q, ready=ready, delayed=delayed, in_flight=in_flight, failed=failed))
+        return out
