@@ -347,12 +347,12 @@ class App:
         now = self.clock.now()
         if isinstance(resolved, Signature):
             job = self._job(resolved, args, kwargs, now)
-            self.backend.enqueue([job])
+            self.backend.enqueue_new([job])
             return JobHandle(self, job.id)
         if isinstance(resolved, Group):
             resolved = Chain(steps=(resolved,), kind="group")
         record, jobs = self._chain(resolved, args, kwargs, now)
-        self.backend.enqueue(jobs, [record])
+        self.backend.enqueue_new(jobs, [record])
         return ChainHandle(self, record.id)
 
     def submit_many(self, targets: Iterable[Any]) -> list[Any]:
@@ -375,7 +375,7 @@ class App:
             jobs.extend(first)
             handles.append(ChainHandle(self, record.id))
         if jobs:
-            self.backend.enqueue(jobs, records)
+            self.backend.enqueue_new(jobs, records)
         return handles
 
     def _job(self, sig: Signature, args: tuple[Any, ...], kwargs: Mapping[str, Any], now: float) -> Job:

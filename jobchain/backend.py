@@ -66,6 +66,17 @@ class Backend(abc.ABC):
     def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
         """Store chain records and jobs, all or nothing. A job id that exists already is skipped."""
 
+    def enqueue_new(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        """Store jobs and chains whose ids were generated just now and never stored, all or nothing.
+
+        :class:`~jobchain.App` calls this for what it submits under fresh ids,
+        so a backend may skip the existence check :meth:`enqueue` makes (one
+        round trip less per submit on a networked backend). A submit retried
+        after an ambiguous error must go through :meth:`enqueue`, which skips
+        ids that exist. The default calls :meth:`enqueue`.
+        """
+        self.enqueue(jobs, chains)
+
     @abc.abstractmethod
     def reserve(
         self, queues: Sequence[str], *, limit: int, lease: float, worker: str, wait: float = 0.0

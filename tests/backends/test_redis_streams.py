@@ -103,6 +103,24 @@ def test_emptied_bands_are_deleted_so_memory_stays_bounded(client: redis.Redis, 
         backend.delete_everything()
 
 
+def test_band_recreated_without_its_group_is_still_served(client: redis.Redis, clock: ManualClock) -> None:
+    """A band stream deleted when empty and recreated by an XADD that skipped XGROUP CREATE still works."""
+    backend = _open(client, clock, f"s{uuid.uuid4().hex[:10]}", orphan_idle=0.0)
+    try:
+        first = make_job(clock)
+        backend.enqueue_new([first])
+        backend.settle([completed(reserve_one(backend), clock=clock)])
+        reserve(backend)  # the sweep deletes the emptied band
+        assert _streams(backend) == []
+        second = make_job(clock)  # same band; this backend remembers creating its group
+        backend.enqueue_new([second])
+        [stream] = _streams(backend)
+        assert backend.client.xinfo_groups(stream) == []
+        assert reserve_one(backend).job.id == second.id
+    finally:
+        backend.delete_everything()
+
+
 def test_lost_lease_is_claimed_by_another_consumer_in_place(
     backend: StreamsBackend, clock: ManualClock
 ) -> None:

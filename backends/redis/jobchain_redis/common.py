@@ -170,17 +170,30 @@ class RedisBackend(Backend):
         def body(tx: Transaction) -> None:
             tx.watch(*job_keys)
             exists = tx.read(lambda r: [r.exists(k) for k in job_keys]) if job_keys else []
-            now = self.now()
-            pipe = tx.multi()
-            for chain in chains:
-                pipe.set(self.keys.chain(chain.id), chain_to_json(chain), nx=True)
-            writes = self._writes()
-            for job, known in zip(unique, exists, strict=True):
-                if not known:
-                    self._place(pipe, writes, job, now, front=False)
-            writes.flush(pipe)
+            new = [job for job, known in zip(unique, exists, strict=True) if not known]
+            self._store(tx.multi(), new, chains)
 
         self._transact(body)
+
+    @boundary
+    def enqueue_new(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        """One MULTI/EXEC and no WATCH: the ids are fresh, so there is nothing to check (one round trip)."""
+        unique = list({job.id: job for job in reversed(jobs)}.values())[::-1]
+        pipe = self.client.pipeline(transaction=True)
+        self._store(pipe, unique, chains)
+        results = pipe.execute(raise_on_error=not self.tolerate)
+        for result in results:
+            if isinstance(result, redis.ResponseError) and not str(result).startswith(self.tolerate):
+                raise result
+
+    def _store(self, pipe: Pipe, jobs: Sequence[Job], chains: Sequence[ChainRecord]) -> None:
+        now = self.now()
+        for chain in chains:
+            pipe.set(self.keys.chain(chain.id), chain_to_json(chain), nx=True)
+        writes = self._writes()
+        for job in jobs:
+            self._place(pipe, writes, job, now, front=False)
+        writes.flush(pipe)
 
     @boundary
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:

@@ -78,10 +78,18 @@ _EXTRA_BANDS = 8
 
 
 class _Writes:
-    """Bands a transaction added entries to (indexed, group created once) and queues to wake."""
+    """Bands a transaction added entries to (indexed, group created once) and queues to wake.
 
-    def __init__(self, keys: Keys) -> None:
+    ``grouped`` is the backend's memory of the band streams it created the
+    group of; their ``XGROUP CREATE`` is left out. It is only an optimisation:
+    a band stream deleted (emptied) and recreated by a later ``XADD`` has no
+    group, and the reserver that meets ``NOGROUP`` creates it (from id 0, so
+    no entry is missed).
+    """
+
+    def __init__(self, keys: Keys, grouped: set[str]) -> None:
         self.keys = keys
+        self.grouped = grouped
         self.bands: dict[str, dict[str, int]] = {}
 
     def flush(self, pipe: Pipe) -> None:
@@ -90,7 +98,12 @@ class _Writes:
             pipe.zadd(keys.bands(queue), bands, nx=True)
             pipe.zadd(keys.fresh(queue), bands, nx=True)
             for band in bands.values():
-                pipe.xgroup_create(keys.stream(queue, band), GROUP, id="0", mkstream=True)
+                stream = keys.stream(queue, band)
+                if stream not in self.grouped:
+                    pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                    if len(self.grouped) > 10_000:
+                        self.grouped.clear()
+                    self.grouped.add(stream)
         if self.bands:
             pipe.sadd(keys.queues, *self.bands)
         for queue in self.bands:
@@ -133,6 +146,7 @@ class StreamsBackend(RedisBackend):
         self.band_width = float(band_width)
         self.orphan_idle = float(orphan_idle)
         self._swept = time.monotonic()
+        self._grouped: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> StreamsBackend:
@@ -154,7 +168,7 @@ class StreamsBackend(RedisBackend):
         return math.floor((job.enqueued_at / self.aging_interval - job.priority) / self.band_width)
 
     def _writes(self) -> _Writes:
-        return _Writes(self.keys)
+        return _Writes(self.keys, self._grouped)
 
     def _place(self, pipe: Pipe, writes: Writes, job: Job, now: float, *, front: bool) -> None:
         """Store the payload and append the job to its band's stream, or to the delayed set.
@@ -309,7 +323,7 @@ class StreamsBackend(RedisBackend):
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            reply = []  # the band was emptied and deleted meanwhile
+            reply = self._read_after_nogroup(stream, worker, count)
         entries: list[tuple[str, dict[str, str]]] = reply[0][1] if reply else []
         if len(entries) < count:
             self._retire_band(queue, band)
@@ -336,6 +350,18 @@ class StreamsBackend(RedisBackend):
             lease_until,
             worker,
         )
+
+    def _read_after_nogroup(self, stream: str, worker: str, count: int) -> Any:
+        """The band stream has no group: it was deleted and recreated by an XADD, or is gone."""
+        if not self.client.exists(stream):
+            return []
+        try:
+            self.client.xgroup_create(stream, GROUP, id="0")
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._grouped.add(stream)
+        return self.client.xreadgroup(GROUP, worker, {stream: ">"}, count=count)
 
     def _claim(
         self, claims: Sequence[tuple[str, str, str, str]], now: float, lease_until: float, worker: str

@@ -163,6 +163,25 @@ class IdempotentEnqueue(ConformanceBase):
 class BatchOperations(ConformanceBase):
     """One call serves many jobs: enqueue, reserve up to a limit, settle many outcomes."""
 
+    def test_enqueue_new_stores_jobs_and_chains_like_enqueue(
+        self, app: App, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """The fresh-id path App.submit uses stores a batch, a delayed job and a chain record."""
+
+        @app.task
+        def head(x: int) -> int:
+            return x
+
+        handle = chain(head, head).submit(1)  # App.submit goes through enqueue_new
+        assert backend.get_chain(handle.id) is not None
+        jobs = [make_job(args=[i]) for i in range(5)]
+        later = make_job(not_before=clock.now() + 30)
+        backend.enqueue_new([*jobs, later])
+        assert (queue_stats(backend).ready, queue_stats(backend).delayed) == (6, 1)
+        served = [d.job.id for d in reserve(backend, limit=10)]
+        assert served[1:] == [j.id for j in jobs]
+        assert backend.get_job(later.id) is not None
+
     def test_enqueue_stores_a_whole_batch(self, backend: Backend, make_job: MakeJob) -> None:
         """Every job of one enqueue call is stored."""
         backend.enqueue([make_job(args=[i]) for i in range(50)])
