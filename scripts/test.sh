@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 python -m pip install -e '.[dev]'
-# the Redis backends (redis-lists, redis-streams) and their test extras (fakeredis)
-python -m pip install -e './backends/redis[test]'
+# the Redis backends (redis-lists, redis-streams), their test extras (fakeredis) and hiredis,
+# the C reply parser and command packer redis-py uses when it is installed (benchmarks use it)
+python -m pip install -e './backends/redis[test,hiredis]'
 
 # The Redis backends' tests need a real server; install Debian's when it is missing.
 if ! command -v redis-server >/dev/null 2>&1; then

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import redis
 import structlog
@@ -55,10 +55,24 @@ R = TypeVar("R")
 _SETTLE_FIELDS = ("token", "deliveries")
 
 
-class Writes(Protocol):
-    """What one transaction made ready, written once at the end of its MULTI (indexes, wake-ups)."""
+class Writes:
+    """Writes of one transaction that many jobs share, queued once at the end of its MULTI.
 
-    def flush(self, pipe: Pipe) -> None: ...
+    The base collects the jobs whose leases end (one ``ZREM`` per queue);
+    subclasses add band indexes, wake-ups and acknowledgements. Nothing
+    queued before :meth:`flush` in the same MULTI may depend on these.
+    """
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self.unleased: dict[str, list[str]] = {}
+
+    def unlease(self, queue: str, job_id: str) -> None:
+        self.unleased.setdefault(queue, []).append(job_id)
+
+    def flush(self, pipe: Pipe) -> None:
+        for queue, ids in self.unleased.items():
+            pipe.zrem(self.keys.leases(queue), *ids)
 
 
 class RedisBackend(Backend):
@@ -112,8 +126,13 @@ class RedisBackend(Backend):
         """Store the job's payload and make it ready (at the head of its band if ``front``) or delayed."""
 
     @abc.abstractmethod
-    def _unlease(self, pipe: Pipe, job: Job, worker: str, row: dict[str, str | None], *, done: bool) -> None:
-        """Drop the delivery's lease; ``done`` when the job leaves its ready structure for good."""
+    def _unlease(
+        self, pipe: Pipe, writes: Writes, job: Job, worker: str, row: dict[str, str | None], *, done: bool
+    ) -> list[str]:
+        """Drop the delivery's lease; ``done`` when the job leaves its ready structure for good.
+
+        Returns the job-hash fields to delete (the caller deletes them with its own in one HDEL).
+        """
 
     @abc.abstractmethod
     def _release(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
@@ -273,7 +292,7 @@ class RedisBackend(Backend):
             return SettleResult(accepted=False)
         held[job.id] = {**row, "token": None}  # a second outcome for this delivery is stale
         key = self.keys.job(job.id)
-        self._unlease(pipe, job, delivery.worker, row, done=not isinstance(outcome, Released))
+        drop = self._unlease(pipe, writes, job, delivery.worker, row, done=not isinstance(outcome, Released))
         record = chains.get(job.chain.chain_id) if job.chain is not None else None
         if isinstance(outcome, Completed):
             pipe.hset(
@@ -285,7 +304,7 @@ class RedisBackend(Backend):
                     "finished_at": repr(outcome.finished_at),
                 },
             )
-            pipe.hdel(key, "error", "deliveries")
+            pipe.hdel(key, "error", "deliveries", *drop)
             if record is None or job.chain is None:
                 return SettleResult(accepted=True)
             updated, following = workflow.apply_completed(
@@ -303,6 +322,7 @@ class RedisBackend(Backend):
             return SettleResult(accepted=True, chain=updated if done else None)
         if isinstance(outcome, Retried):
             retry = job.retried(not_before=now + outcome.delay)
+            pipe.hdel(key, *drop)
             self._place(pipe, writes, retry, now, front=True)
             pipe.hset(key, mapping={"error": dumps(outcome.error.to_wire()), "deliveries": 0})
             return SettleResult(accepted=True)
@@ -315,7 +335,7 @@ class RedisBackend(Backend):
                     "finished_at": repr(now),
                 },
             )
-            pipe.hdel(key, "deliveries")
+            pipe.hdel(key, "deliveries", *drop)
             pipe.zadd(self.keys.failed, {job.id: now})
             pipe.zadd(self.keys.failed_in(job.queue), {job.id: now})
             if record is None or job.chain is None:
@@ -325,6 +345,7 @@ class RedisBackend(Backend):
             halted = updated_record.state is ChainState.HALTED and record.state is not ChainState.HALTED
             return SettleResult(accepted=True, chain=updated_record if halted else None)
         assert isinstance(outcome, Released)
+        pipe.hdel(key, *drop)
         self._release(pipe, writes, job, row)
         pipe.hset(
             key,

@@ -58,15 +58,16 @@ _SIGNALS = 64
 _PROMOTE_BATCH = 200
 
 
-class _Writes:
+class _Writes(Writes):
     """Collects what a transaction made ready, to add band index entries and wake-ups once."""
 
     def __init__(self, keys: Keys) -> None:
-        self.keys = keys
+        super().__init__(keys)
         self.bands: dict[str, dict[str, float]] = {}
         self.ready: dict[str, int] = {}
 
     def flush(self, pipe: Pipe) -> None:
+        super().flush(pipe)
         keys = self.keys
         for queue, bands in self.bands.items():
             pipe.zadd(keys.bands(queue), bands)
@@ -155,10 +156,12 @@ class ListsBackend(RedisBackend):
         assert isinstance(writes, _Writes)
         self._push_ready(pipe, writes, job, front=True)
 
-    def _unlease(self, pipe: Pipe, job: Job, worker: str, row: dict[str, str | None], *, done: bool) -> None:
-        pipe.zrem(self.keys.leases(job.queue), job.id)
+    def _unlease(
+        self, pipe: Pipe, writes: Writes, job: Job, worker: str, row: dict[str, str | None], *, done: bool
+    ) -> list[str]:
+        writes.unlease(job.queue, job.id)
         pipe.lrem(self.keys.processing(worker), 1, job.id)
-        pipe.hdel(self.keys.job(job.id), "token", "worker", "lease_until")
+        return ["token", "worker", "lease_until"]
 
     def _held_by(self, queues: Sequence[str], worker: str) -> list[str]:
         return list(dict.fromkeys(self.client.lrange(self.keys.processing(worker), 0, -1)))
@@ -229,43 +232,48 @@ class ListsBackend(RedisBackend):
         processing = keys.processing(worker)
         ready_keys = [keys.ready(q, int(band)) for _, q, band in candidates]
 
-        def body(tx: Transaction) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+        def body(tx: Transaction) -> tuple[list[tuple[str, str, str, str, int]], list[tuple[str, str]]]:
             tx.watch(*ready_keys)
             heads = tx.read(lambda r: [r.lrange(k, 0, limit - 1) for k in ready_keys])
-            picked: list[tuple[str, str, str]] = []
+            taking: list[tuple[str, str, list[str]]] = []
             empty: list[tuple[str, str]] = []
+            count = 0
             for (_, queue, band), key, ids in zip(candidates, ready_keys, heads, strict=True):
                 if not ids:
                     empty.append((queue, band))
                     continue
-                picked.extend((queue, key, job_id) for job_id in ids[: limit - len(picked)])
-                if len(picked) >= limit:
+                taking.append((queue, key, ids[: limit - count]))
+                count += len(taking[-1][2])
+                if count >= limit:
                     break
-            if not picked:
-                return picked, empty
+            if not taking:
+                return [], empty
             pipe = tx.multi()
-            for (queue, key, job_id), token in zip(picked, tokens(len(picked)), strict=True):
-                job_key = keys.job(job_id)
-                pipe.lmove(key, processing, "LEFT", "RIGHT")
-                pipe.hset(
-                    job_key,
-                    mapping={
-                        "state": JobState.RUNNING.value,
-                        "token": token,
-                        "worker": worker,
-                        "lease_until": repr(lease_until),
-                    },
-                )
-                pipe.hincrby(job_key, "deliveries", 1)
-                pipe.zadd(keys.leases(queue), {job_id: lease_until})
-                pipe.hget(job_key, "job")
+            picked: list[tuple[str, str, str, str, int]] = []
+            leases: dict[str, dict[str, float]] = {}
+            for queue, key, ids in taking:
+                # the heads read under WATCH are the heads now: cut them off and append them to processing
+                pipe.ltrim(key, len(ids), -1)
+                pipe.rpush(processing, *ids)
+                for job_id in ids:
+                    token = secrets.token_hex(8)
+                    job_key = keys.job(job_id)
+                    pipe.hset(
+                        job_key,
+                        mapping={
+                            "state": JobState.RUNNING.value,
+                            "token": token,
+                            "worker": worker,
+                            "lease_until": repr(lease_until),
+                        },
+                    )
+                    picked.append((queue, key, job_id, token, len(pipe.command_stack)))
+                    pipe.hincrby(job_key, "deliveries", 1)
+                    pipe.hget(job_key, "job")
+                    leases.setdefault(queue, {})[job_id] = lease_until
+            for queue, mapping in leases.items():
+                pipe.zadd(keys.leases(queue), mapping)
             return picked, empty
-
-        issued: list[str] = []
-
-        def tokens(count: int) -> list[str]:
-            issued[:] = [secrets.token_hex(8) for _ in range(count)]
-            return issued
 
         (picked, empty), results = self._transact(body)
         if empty:
@@ -274,8 +282,8 @@ class ListsBackend(RedisBackend):
             return None if empty else []
         out: list[Delivery] = []
         bad: list[tuple[str, str, str | None, str]] = []
-        for index, ((queue, _, job_id), token) in enumerate(zip(picked, issued, strict=True)):
-            count, raw = results[5 * index + 2], results[5 * index + 4]
+        for queue, _, job_id, token, at in picked:
+            count, raw = results[at], results[at + 1]
             try:
                 if raw is None:
                     raise InvalidJobError("the job's hash has no payload")
@@ -365,7 +373,7 @@ class ListsBackend(RedisBackend):
                 back.append((Job.from_wire(loads(raw)), worker or ""))
             # each goes to the head of its band: push the least urgent first so they keep their order
             for job, worker in sorted(back, key=lambda jw: (self._band(jw[0]), jw[0].id), reverse=True):
-                self._unlease(pipe, job, worker, {}, done=False)
+                pipe.hdel(self.keys.job(job.id), *self._unlease(pipe, writes, job, worker, {}, done=False))
                 self._push_ready(pipe, writes, job, front=True)
                 pipe.hset(self.keys.job(job.id), "state", JobState.QUEUED.value)
                 logger.info("lease_expired", job_id=job.id, worker=worker)

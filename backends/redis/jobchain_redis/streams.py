@@ -77,7 +77,7 @@ _PROMOTE_BATCH = 200
 _EXTRA_BANDS = 8
 
 
-class _Writes:
+class _Writes(Writes):
     """Bands a transaction added entries to (indexed, group created once) and queues to wake.
 
     ``grouped`` is the backend's memory of the band streams it created the
@@ -88,12 +88,20 @@ class _Writes:
     """
 
     def __init__(self, keys: Keys, grouped: set[str]) -> None:
-        self.keys = keys
+        super().__init__(keys)
         self.grouped = grouped
         self.bands: dict[str, dict[str, int]] = {}
+        self.acks: dict[str, list[str]] = {}
+
+    def ack(self, stream: str, entry: str) -> None:
+        self.acks.setdefault(stream, []).append(entry)
 
     def flush(self, pipe: Pipe) -> None:
+        super().flush(pipe)
         keys = self.keys
+        for stream, entries in self.acks.items():
+            pipe.xack(stream, GROUP, *entries)
+            pipe.xdel(stream, *entries)
         for queue, bands in self.bands.items():
             pipe.zadd(keys.bands(queue), bands, nx=True)
             pipe.zadd(keys.fresh(queue), bands, nx=True)
@@ -189,15 +197,17 @@ class StreamsBackend(RedisBackend):
             fields["state"] = JobState.QUEUED.value
         pipe.hset(self.keys.job(job.id), mapping=fields)
 
-    def _unlease(self, pipe: Pipe, job: Job, worker: str, row: dict[str, str | None], *, done: bool) -> None:
-        key = self.keys.job(job.id)
-        pipe.zrem(self.keys.leases(job.queue), job.id)
-        pipe.hdel(key, "token", "worker", "lease_until")
+    def _unlease(
+        self, pipe: Pipe, writes: Writes, job: Job, worker: str, row: dict[str, str | None], *, done: bool
+    ) -> list[str]:
+        assert isinstance(writes, _Writes)
+        if not done:
+            return ["token", "worker", "lease_until"]  # the release marks the entry with lease 0
+        writes.unlease(job.queue, job.id)
         stream, entry = row.get("stream"), row.get("entry")
-        if done and stream and entry:
-            pipe.xack(stream, GROUP, entry)
-            pipe.xdel(stream, entry)
-            pipe.hdel(key, "stream", "entry", "band")
+        if stream and entry:
+            writes.ack(stream, entry)
+        return ["token", "worker", "lease_until", "stream", "entry", "band"]
 
     def _release(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
         # the entry stays pending in the group; a lease of 0 marks it for claiming at once
@@ -299,21 +309,45 @@ class StreamsBackend(RedisBackend):
         return taken, wakes
 
     def _lease_writes(
-        self, pipe: Pipe, queue: str, job_id: str, token: str, lease_until: float, worker: str
-    ) -> None:
+        self,
+        pipe: Pipe,
+        leases: dict[str, dict[str, float]],
+        queue: str,
+        job_id: str,
+        token: str,
+        lease_until: float,
+        worker: str,
+        where: dict[str, str | int] | None = None,
+    ) -> int:
+        """Queue the lease of one job (HSET, HINCRBY, HGET); return where HINCRBY's reply will be.
+
+        ``where`` (the entry just read with ``>``) marks a first delivery of
+        this entry: its count is 1 (a retry's new entry starts a new count), so
+        it is set in the HSET and the HINCRBY is left out; -1 is returned and
+        the caller knows the count. The lease-set entries are collected in
+        ``leases`` for one ZADD per queue.
+        """
         key = self.keys.job(job_id)
-        pipe.hset(
-            key,
-            mapping={
-                "state": JobState.RUNNING.value,
-                "token": token,
-                "worker": worker,
-                "lease_until": repr(lease_until),
-            },
-        )
-        pipe.hincrby(key, "deliveries", 1)
-        pipe.zadd(self.keys.leases(queue), {job_id: lease_until})
+        fields: dict[str, str | int] = {
+            "state": JobState.RUNNING.value,
+            "token": token,
+            "worker": worker,
+            "lease_until": repr(lease_until),
+        }
+        if where:
+            fields.update(where)
+            fields["deliveries"] = 1
+        pipe.hset(key, mapping=fields)
+        at = -1 if where else len(pipe.command_stack)
+        if not where:
+            pipe.hincrby(key, "deliveries", 1)
         pipe.hget(key, "job")
+        leases.setdefault(queue, {})[job_id] = lease_until
+        return at
+
+    def _zadd_leases(self, pipe: Pipe, leases: dict[str, dict[str, float]]) -> None:
+        for queue, mapping in leases.items():
+            pipe.zadd(self.keys.leases(queue), mapping)
 
     def _read_new(self, queue: str, band: int, count: int, lease_until: float, worker: str) -> list[Delivery]:
         """``XREADGROUP`` up to ``count`` new entries of one band, then lease them in one MULTI/EXEC."""
@@ -331,22 +365,20 @@ class StreamsBackend(RedisBackend):
             return []
         pipe = self.client.pipeline(transaction=True)
         leased: list[tuple[str, str, int]] = []
+        leases: dict[str, dict[str, float]] = {}
         for entry, fields in entries:
             job_id = fields.get("id")
             if not job_id:
                 self._discard_entry(pipe, queue, stream, entry, dumps(fields), "stream entry has no job id")
                 continue
-            start = len(pipe.command_stack)
-            pipe.hset(self.keys.job(job_id), mapping={"stream": stream, "entry": entry, "band": band})
             token = secrets.token_hex(8)
-            self._lease_writes(pipe, queue, job_id, token, lease_until, worker)
-            leased.append((job_id, token, start))
+            where: dict[str, str | int] = {"stream": stream, "entry": entry, "band": band}
+            self._lease_writes(pipe, leases, queue, job_id, token, lease_until, worker, where)
+            leased.append((job_id, token, len(pipe.command_stack) - 1))
+        self._zadd_leases(pipe, leases)
         results = pipe.execute()
         return self._collect(
-            [
-                (queue, job_id, token, results[start + 2], results[start + 4])
-                for job_id, token, start in leased
-            ],
+            [(queue, job_id, token, 1, results[at]) for job_id, token, at in leased],
             lease_until,
             worker,
         )
@@ -380,22 +412,20 @@ class StreamsBackend(RedisBackend):
             scores, entries = rows[: len(claims)], rows[len(claims) :]
             pipe = tx.multi()
             picked: list[tuple[str, str, str, str, int]] = []
+            leases: dict[str, dict[str, float]] = {}
             for (q, job_id, stream, entry), score, current in zip(claims, scores, entries, strict=True):
                 if score is None or score > now or current != entry:
                     continue  # settled, extended or claimed since
                 token = secrets.token_hex(8)
-                start = len(pipe.command_stack)
                 pipe.xclaim(stream, GROUP, worker, 0, [entry], justid=True)
-                self._lease_writes(pipe, q, job_id, token, lease_until, worker)
-                picked.append((q, job_id, entry, token, start))
+                at = self._lease_writes(pipe, leases, q, job_id, token, lease_until, worker)
+                picked.append((q, job_id, entry, token, at))
+            self._zadd_leases(pipe, leases)
             return picked
 
         picked, results = self._transact(body)
         return self._collect(
-            [
-                (q, job_id, token, results[start + 2], results[start + 4])
-                for q, job_id, _, token, start in picked
-            ],
+            [(q, job_id, token, results[at], results[at + 1]) for q, job_id, _, token, at in picked],
             lease_until,
             worker,
         )
