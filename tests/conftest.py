@@ -10,8 +10,9 @@ import pytest
 from jobchain import App, ManualClock, Plugins, Worker
 from jobchain.memory import MemoryBackend
 
-#: the conformance suite's shared fixtures (``clock``, ``make_job``); a fixture defined here wins
-pytest_plugins = ["jobchain.testing"]
+#: the conformance suite's shared fixtures (``clock``, ``make_job``); a fixture defined here wins;
+#: the Redis server fixtures of tests/backends and tests/cli (tests/redis_fixtures.py)
+pytest_plugins = ["jobchain.testing", "redis_fixtures"]
 
 
 @pytest.fixture

@@ -24,11 +24,13 @@ __all__ = [
     "CliError",
     "Opened",
     "backend_option",
+    "check_shareable",
     "config_option",
     "is_private_backend",
     "json_option",
     "open_app",
     "parse_args_json",
+    "processes_option",
     "split_args",
 ]
 
@@ -121,6 +123,27 @@ def is_private_backend(app: App) -> bool:
         return scheme_of(app.backend_url) == "memory"
     except Exception:
         return False
+
+
+def processes_option(what: str) -> Callable[[F], F]:
+    return click.option(
+        "--processes",
+        "-p",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help=f"Worker processes, {what}; needs a backend they can share (not memory://).",
+    )
+
+
+def check_shareable(app: App, processes: int) -> None:
+    """``--processes`` above 1 on a backend that lives in one process is a usage error (exit code 2)."""
+    if processes > 1 and is_private_backend(app):
+        raise click.UsageError(
+            f"--processes {processes}: the memory backend ({app.backend_url}) lives inside one process "
+            "and cannot be shared between processes; use a Redis backend, e.g. "
+            "--backend redis-lists://localhost:6379/0 or redis-streams://localhost:6379/0"
+        )
 
 
 def private_backend_note(app: App) -> str | None:

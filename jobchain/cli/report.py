@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import click
 from attrs import define, field
@@ -22,9 +22,31 @@ from jobchain.app import App
 from jobchain.cli.output import Column, console, fmt_seconds, is_tty, print_table, state_style
 from jobchain.handles import ChainHandle, JobHandle
 from jobchain.model import ChainRecord, ChainState, JobRecord, JobState
-from jobchain.worker import Worker
+from jobchain.worker import SlotStats
 
-__all__ = ["RunReport", "WorkerRow", "build_report", "percentile", "render_report"]
+__all__ = ["RunReport", "RunStats", "WorkerRow", "build_report", "percentile", "render_report"]
+
+
+class _Counts(Protocol):
+    @property
+    def done(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def retried(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+
+
+class RunStats(Protocol):
+    """What the report reads of the workers: a :class:`jobchain.Worker`, or the sum of several processes."""
+
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def counters(self) -> _Counts: ...
+    @property
+    def slots(self) -> Sequence[SlotStats]: ...
 
 
 @define
@@ -70,6 +92,7 @@ class RunReport:
     chain_latency_ms: dict[str, float | None] | None = None
     ideal_seconds: float | None = None
     example_chains: list[ChainRecord] = field(factory=list)
+    processes: int = 1
 
     @property
     def jobs_finished(self) -> int:
@@ -104,6 +127,7 @@ class RunReport:
         return {
             "backend": self.backend,
             "workers": self.workers,
+            "processes": self.processes,
             "iterations": self.iterations,
             "workload": self.workload,
             "target": self.target,
@@ -175,7 +199,7 @@ def _examples(records: list[ChainRecord], count: int) -> list[ChainRecord]:
 def build_report(
     *,
     app: App,
-    worker: Worker,
+    worker: RunStats,
     handles: Sequence[JobHandle | ChainHandle],
     wall: float,
     iterations: int,
@@ -186,6 +210,7 @@ def build_report(
     examples: int = 5,
     ideal_seconds: float | None = None,
     settings: dict[str, Any] | None = None,
+    processes: int = 1,
 ) -> RunReport:
     backend = app.backend
     latencies: list[float] = []
@@ -246,6 +271,7 @@ def build_report(
         settings=dict(settings or {}),
         ideal_seconds=ideal_seconds,
         example_chains=_examples(records, examples),
+        processes=processes,
     )
 
 
@@ -286,7 +312,10 @@ def render_report(report: RunReport, *, quiet: bool = False) -> None:
         click.echo(summary_line(report))
         return
     rich = is_tty()
-    title = f"jobchain run: {report.workload} · {report.workers} workers · {report.backend}"
+    workers = f"{report.workers} workers"
+    if report.processes > 1:
+        workers += f" in {report.processes} processes"
+    title = f"jobchain run: {report.workload} · {workers} · {report.backend}"
     if report.interrupted:
         title += " · INTERRUPTED"
     rows = []

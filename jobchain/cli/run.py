@@ -8,56 +8,48 @@ ends when every job it submitted has reached a final state (succeeded,
 failed, or not executed behind a halted chain step). Ctrl-C (or SIGTERM)
 stops it gracefully: running jobs finish, the rest is released, and the
 report shows what was done.
+
+With ``--processes P`` (a shared backend only) the ``--workers`` threads are
+split over P worker processes (:mod:`jobchain.cli.processes`); this process
+submits, waits for them all to be ready, starts them at once, follows their
+counts and sums up their reports.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import click
-from attrs import define
 
-from jobchain.app import App
 from jobchain.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_TIMEOUT,
     CliError,
+    CliState,
     backend_option,
+    check_shareable,
     config_option,
     json_option,
     log_jobs,
     open_app,
     parse_args_json,
+    processes_option,
     setup_logging,
 )
 from jobchain.cli.config import ConfigError, find_target
+from jobchain.cli.execution import execute_pool, execute_worker
 from jobchain.cli.output import console, echo_json, is_tty
+from jobchain.cli.processes import ChildSpec, ReferenceSpec, split_threads
 from jobchain.cli.progress import ProgressDisplay
 from jobchain.cli.report import build_report, render_report
-from jobchain.cli.workload import Workload, build_reference, config_workload, workload_queues
-from jobchain.handles import ChainHandle, JobHandle
+from jobchain.cli.workload import build_reference, config_workload, workload_queues
 from jobchain.worker import Worker
 
 __all__ = ["run"]
 
 _REFERENCE_ONLY = ("seed", "chain_length", "fail_rate", "attempts")
-
-Handle = JobHandle | ChainHandle
-
-
-@define
-class Execution:
-    worker: Worker
-    handles: list[Handle]
-    wall: float
-    interrupted: bool
-    timed_out: bool
 
 
 @click.command()
@@ -67,8 +59,9 @@ class Execution:
     type=click.IntRange(min=1),
     default=8,
     show_default=True,
-    help="Worker threads running jobs.",
+    help="Worker threads running jobs (in all: split over --processes).",
 )
+@processes_option("sharing the --workers threads (W/P each)")
 @click.option(
     "--iterations",
     "-n",
@@ -130,6 +123,7 @@ class Execution:
 def run(
     ctx: click.Context,
     workers: int,
+    processes: int,
     iterations: int,
     seed: int,
     chain_length: int,
@@ -144,7 +138,7 @@ def run(
     examples: int,
     timeout: float | None,
 ) -> None:
-    """Run a workload on WORKERS threads in this process and report on it.
+    """Run a workload on WORKERS threads (here, or split over --processes) and report on it.
 
     With no --config: the reference workload, ITERATIONS jobs that each sleep
     a seeded random 10-60 ms (chains of --chain-length steps, failures
@@ -167,9 +161,13 @@ def run(
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             verb = "applies" if len(given) == 1 else "apply"
             raise click.UsageError(f"{flags} {verb} to the reference workload, not to --config targets")
+    if workers < processes:
+        raise click.UsageError(f"--workers {workers} threads cannot be split over --processes {processes}")
 
-    opened = open_app(config, backend)
+    opened = open_app(config, backend, connect=False)
     app = opened.app
+    check_shareable(app, processes)
+    _ = app.backend  # unknown scheme, unreachable server: fail now, with the URL in the message
     log_jobs(app, level)
     settings: dict[str, Any]
     if opened.loaded is None:
@@ -197,23 +195,54 @@ def run(
         ideal = None
 
     queues = workload_queues(app, workload.targets)
-    worker = Worker(
-        app,
-        queues=queues,
-        concurrency=workers,
-        slot_names=[f"worker-{i + 1}" for i in range(workers)],
-        name=f"run-{socket.gethostname()}-{os.getpid()}",
-        poll=0.1,
-        progress_interval=0.2,
-    )
     display = _display(workload.jobs_total, as_json=as_json, quiet=quiet)
-    if display is not None:
-        app.plugins.register(display, name="jobchain-cli-progress")
-    try:
-        execution = _execute(app, worker, workload, display, timeout)
-    finally:
+    if processes > 1:
+        reference = None
+        if opened.loaded is None:
+            reference = ReferenceSpec(
+                iterations=iterations,
+                chain_length=chain_length,
+                fail_rate=fail_rate,
+                attempts=attempts,
+                seed=seed,
+            )
+        fmt = (ctx.find_object(CliState) or CliState()).log_format
+        base = f"run-{socket.gethostname()}-{os.getpid()}"
+        specs = [
+            ChildSpec(
+                index=i,
+                name=f"{base}-{i}",
+                config=config,
+                backend=backend,
+                log_level=level,
+                log_format=fmt,
+                queues=queues,
+                concurrency=threads,
+                poll=0.1,
+                slot_names=tuple(f"p{i}-worker-{t}" for t in range(1, threads + 1)),
+                reference=reference,
+                run_mode=True,
+            )
+            for i, threads in enumerate(split_threads(workers, processes), start=1)
+        ]
+        execution = execute_pool(app, specs, workload, display, timeout, workers)
+    else:
+        worker = Worker(
+            app,
+            queues=queues,
+            concurrency=workers,
+            slot_names=[f"worker-{i + 1}" for i in range(workers)],
+            name=f"run-{socket.gethostname()}-{os.getpid()}",
+            poll=0.1,
+            progress_interval=0.2,
+        )
         if display is not None:
-            app.plugins.unregister(display)
+            app.plugins.register(display, name="jobchain-cli-progress")
+        try:
+            execution = execute_worker(app, worker, workload, display, timeout)
+        finally:
+            if display is not None:
+                app.plugins.unregister(display)
 
     report = build_report(
         app=app,
@@ -228,12 +257,15 @@ def run(
         examples=examples,
         ideal_seconds=ideal,
         settings=settings,
+        processes=processes,
     )
     if as_json:
         echo_json(report.to_json())
     else:
         render_report(report, quiet=quiet)
     app.close()
+    if execution.failure is not None:
+        raise CliError(f"{execution.failure}; the run was stopped")
     if execution.timed_out:
         raise CliError(f"the run did not finish within {timeout:g}s", exit_code=EXIT_TIMEOUT)
     if execution.interrupted:
@@ -247,113 +279,3 @@ def _display(total: int, *, as_json: bool, quiet: bool) -> ProgressDisplay | Non
     if as_json or not is_tty():
         return ProgressDisplay(total, mode="plain")
     return ProgressDisplay(total, mode="live", console=console())
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Let SIGTERM stop the run the way Ctrl-C does."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _execute(
-    app: App, worker: Worker, workload: Workload, display: ProgressDisplay | None, timeout: float | None
-) -> Execution:
-    handles: list[Handle] = []
-    interrupted = timed_out = False
-    wall = 0.0
-    with _sigterm_interrupts():
-        handles = app.submit_many(workload.targets)
-        worker.expect(workload.jobs_total)
-        if display is not None:
-            display.start()
-        try:
-            t0 = time.perf_counter()
-            try:
-                worker.start()
-                finished_at = _wait(worker, handles, workload.jobs_total, timeout)
-                timed_out = interrupted = finished_at is None
-                wall = (finished_at or time.perf_counter()) - t0
-            except KeyboardInterrupt:
-                interrupted = True
-            if timed_out:
-                click.echo("time is up (--timeout): stopping", err=True)
-            _stop(worker, interrupted and not timed_out)
-            if interrupted:  # the jobs that were running finished during stop(): count their time
-                wall = time.perf_counter() - t0
-        finally:
-            if display is not None:
-                c = worker.counters
-                left = max(0, workload.jobs_total - c.done - c.failed - c.skipped)
-                rate = (c.done + c.failed) / wall if wall > 0 else 0.0
-                display.update(done=c.done, failed=c.failed, left=left, rate=rate)
-                display.stop()
-    return Execution(worker=worker, handles=handles, wall=wall, interrupted=interrupted, timed_out=timed_out)
-
-
-def _stop(worker: Worker, interrupted: bool) -> None:
-    if interrupted:
-        click.echo("stopping: running jobs finish, the rest is released (Ctrl-C again to quit now)", err=True)
-    try:
-        worker.stop(timeout=30)
-    except KeyboardInterrupt:
-        click.echo("interrupted again: quitting without waiting for running jobs", err=True)
-        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-
-
-def _wait(worker: Worker, handles: Sequence[Handle], total: int, timeout: float | None) -> float | None:
-    """Block until every submitted job reached a final state; return when, or None on ``timeout``.
-
-    The worker's counters say when that happened (not-executed chain steps
-    count as final) and the submitted records confirm it. Should the counts
-    get there early (someone else's jobs in a shared queue were counted) the
-    records decide; should they never get there, a worker with nothing to do
-    and nothing held ends the wait too.
-    """
-    counters = worker.counters
-    deadline = None if timeout is None else time.monotonic() + timeout
-    next_check = time.monotonic() + 0.25
-    idle_checks = 0
-    reached = False
-    while True:
-        if not reached and counters.done + counters.failed + counters.skipped >= total:
-            finished_at = time.perf_counter()
-            if _all_final(worker, handles):
-                return finished_at
-            reached = True
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            return None
-        if now >= next_check:
-            next_check = now + 0.25
-            if reached and _all_final(worker, handles):
-                return time.perf_counter()
-            idle_checks = idle_checks + 1 if worker.drain(timeout=0) else 0
-            if idle_checks >= 2:
-                return time.perf_counter()
-        time.sleep(0.002)
-
-
-def _all_final(worker: Worker, handles: Sequence[Handle]) -> bool:
-    backend = worker.backend
-    for handle in handles:
-        if isinstance(handle, JobHandle):
-            record = backend.get_job(handle.id)
-            if record is None or not record.state.finished:
-                return False
-        else:
-            chain = backend.get_chain(handle.id)
-            if chain is None or not chain.finished:
-                return False
-    return True

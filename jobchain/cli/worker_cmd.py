@@ -5,11 +5,19 @@ seconds), the ones it holds but has not started go back to the queue. A
 second signal quits at once; leases then expire and other workers take the
 jobs over, so nothing is lost either way. ``jobchain workers stop NAME`` asks
 the same thing through the backend.
+
+With ``--processes N`` this process supervises N worker processes (see
+:mod:`jobchain.cli.processes`), each with ``--concurrency`` threads and named
+``NAME-1`` ... ``NAME-N``: it passes a stop on to them, stops the others when
+one dies and exits non-zero, and sums up what they did.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +27,18 @@ import click
 
 from jobchain.cli.common import (
     EXIT_INTERRUPTED,
+    CliError,
+    CliState,
     backend_option,
+    check_shareable,
     config_option,
     is_private_backend,
     log_jobs,
     open_app,
+    processes_option,
     setup_logging,
 )
+from jobchain.cli.processes import ChildSpec, Pool
 from jobchain.worker import Worker
 
 __all__ = ["worker"]
@@ -61,8 +74,9 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     type=click.IntRange(min=1),
     default=8,
     show_default=True,
-    help="Threads running jobs.",
+    help="Threads running jobs (in each process, with --processes).",
 )
+@processes_option("each with --concurrency threads, named NAME-1 ... NAME-P")
 @click.option("--name", "-n", help="Worker name, unique among live workers (default: host-pid-random).")
 @click.option(
     "--lease",
@@ -86,6 +100,7 @@ def worker(
     queues: str | None,
     labels: tuple[str, ...],
     concurrency: int,
+    processes: int,
     name: str | None,
     lease: float,
     grace: float,
@@ -93,8 +108,39 @@ def worker(
     """Run the tasks of --config from the backend until stopped (SIGTERM, Ctrl-C, `workers stop`)."""
     level = setup_logging(ctx, "info")
     label_map = _labels(labels)
-    opened = open_app(config, backend)
+    opened = open_app(config, backend, connect=False)
     app = opened.app
+    check_shareable(app, processes)
+    _ = app.backend  # unknown scheme, unreachable server: fail now, with the URL in the message
+    if processes > 1:
+        queue_list = tuple(_csv(queues) or app.queues)
+        url = app.backend_url
+        app.close()  # the processes open their own
+        base = name or _default_base()
+        fmt = (ctx.find_object(CliState) or CliState()).log_format
+        specs = [
+            ChildSpec(
+                index=i,
+                name=f"{base}-{i}",
+                config=config,
+                backend=backend,
+                log_level=level,
+                log_format=fmt,
+                queues=queue_list,
+                concurrency=concurrency,
+                labels=label_map,
+                lease=lease,
+                grace=grace,
+            )
+            for i in range(1, processes + 1)
+        ]
+        click.echo(
+            f"worker {base}: {processes} processes x {concurrency} threads · queues {', '.join(queue_list)}"
+            f" · {url} (Ctrl-C to stop)",
+            err=True,
+        )
+        _supervise(base, specs)
+        return
     log_jobs(app, level)
     consumer = Worker(
         app,
@@ -130,6 +176,68 @@ def worker(
         err=True,
     )
     app.close()
+
+
+def _default_base() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(16):04x}"
+
+
+def _supervise(base: str, specs: list[ChildSpec]) -> None:
+    """Run the worker processes until they stop; exit non-zero if one failed.
+
+    The signal handler only counts; the loop passes the signals on: the first
+    as a graceful stop request, the next ones as SIGTERM (quit now).
+    """
+    pool = Pool(specs)
+    signals = 0
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal signals
+        signals += 1
+        what = signal.Signals(signum).name
+        if signals == 1:
+            click.echo(
+                f"received {what}: the worker processes finish their running jobs (again to quit now)",
+                err=True,
+            )
+        else:
+            click.echo(
+                "quitting now: jobs still running go back to the queue when their leases expire", err=True
+            )
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failure: str | None = None
+    passed_on = 0
+    try:
+        pool.start()
+        while pool.alive():
+            time.sleep(0.05)
+            while passed_on < signals:
+                passed_on += 1
+                if passed_on == 1:
+                    pool.request_stop()
+                else:
+                    pool.signal_all(signal.SIGTERM)
+            if failure is None and (failure := pool.failure()) is not None and signals < 2:
+                click.echo(f"stopping the other worker processes: {failure}", err=True)
+                pool.request_stop()
+        pool.join()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        pool.close()
+    totals = pool.totals()
+    unclean = "" if pool.clean() else "; some jobs were still running (their leases expire)"
+    click.echo(
+        f"worker {base} stopped: {len(specs)} processes, {totals.done} succeeded, {totals.failed} failed, "
+        f"{totals.retried} retried{unclean}",
+        err=True,
+    )
+    if signals >= 2:
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
+    failure = failure or pool.failure()
+    if failure is not None:
+        raise CliError(f"{failure}; the other worker processes were stopped")
 
 
 def _stop(consumer: Worker, grace: float) -> bool:

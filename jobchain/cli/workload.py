@@ -5,10 +5,13 @@ The reference workload is seeded sleeps, optionally chained and failing.
 Every random choice is drawn up front from ``--seed``, so a run is
 reproducible however the threads interleave: each step's sleep (10-60 ms)
 and how many of its runs fail. With ``--fail-rate F`` each step fails with
-probability F; a failing step fails on its first ``n`` runs, ``n`` drawn
+probability F; a failing step fails on its first ``n`` attempts, ``n`` drawn
 uniformly from 1 to ``--attempts``. When ``n`` is every attempt the step fails
 for good: its chain halts and the job lands in the failed queue; otherwise a
 retry recovers it. Steps that do not fail touch nothing but ``time.sleep``.
+A step learns its attempt from the job itself (see :class:`_Attempts`), not
+from a counter in this process, so the same seed injects the same failures
+whichever process (``jobchain run --processes``) runs each attempt.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from attrs import define, evolve, field
 from jobchain.app import App, Task
 from jobchain.canvas import Chain, Group, Signature, chain
 from jobchain.cli.config import Target, describe_target, target_jobs
+from jobchain.hookspecs import hookimpl
+from jobchain.model import Job
 from jobchain.retry import Retry
 
 __all__ = ["InjectedFailure", "Workload", "build_reference", "config_workload", "workload_queues"]
@@ -51,27 +56,33 @@ class Workload:
     task_names: list[str] = field(factory=list)
 
 
-class _RunCounter:
-    """Runs per step key, for the steps that are to fail (nobody else touches it)."""
+class _Attempts:
+    """The attempt of the job each worker thread is running, from the ``jobchain_job_started`` event.
+
+    The worker emits the event on the thread that is about to run the job, so a
+    thread-local keeps it for the task function to read.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs: dict[str, int] = {}
+        self._local = threading.local()
 
-    def bump(self, key: str) -> int:
-        with self._lock:
-            count = self._runs[key] = self._runs.get(key, 0) + 1
-            return count
+    @hookimpl
+    def jobchain_job_started(self, job: Job) -> None:
+        self._local.attempt = job.attempt
+
+    def current(self) -> int:
+        attempt: int = getattr(self._local, "attempt", 1)
+        return attempt
 
 
-def _step_function(counter: _RunCounter) -> Any:
+def _step_function(attempts: _Attempts) -> Any:
     def step(*previous: float, seconds: float, fails: int = 0, key: str = "") -> float:
-        """Sleep ``seconds``; fail on the first ``fails`` runs; return the chain's total sleep so far."""
+        """Sleep ``seconds``; fail on the first ``fails`` attempts; return the chain's total sleep so far."""
         time.sleep(seconds)
         if fails:
-            run = counter.bump(key)
-            if run <= fails:
-                raise InjectedFailure(f"injected failure on run {run} of step {key} (--fail-rate)")
+            attempt = attempts.current()
+            if attempt <= fails:
+                raise InjectedFailure(f"injected failure on attempt {attempt} of step {key} (--fail-rate)")
         return round((previous[0] if previous else 0.0) + seconds, 6)
 
     return step
@@ -88,10 +99,12 @@ def build_reference(
 ) -> Workload:
     """Declare the reference tasks on ``app`` and plan ``iterations`` jobs or chains."""
     retry = Retry(attempts=attempts, base=0.05, factor=2.0, cap=1.0) if attempts > 1 else Retry.never()
-    counter = _RunCounter()
+    tracker = _Attempts()
+    if fail_rate > 0:
+        app.plugins.register(tracker, name="jobchain-run-attempts")
     names = ["sleep"] if chain_length == 1 else [f"step{i + 1}" for i in range(chain_length)]
     tasks: list[Task[Any, Any]] = [
-        app.task(name=name, retry=retry, queue=QUEUE)(_step_function(counter)) for name in names
+        app.task(name=name, retry=retry, queue=QUEUE)(_step_function(tracker)) for name in names
     ]
     sleeps = sleep_durations(iterations * chain_length, seed)
     fail_rng = random.Random(f"{seed}/fail-rate")

@@ -1,7 +1,10 @@
-"""Redis fixtures: fakeredis always, and a real redis-server started on a free loopback port.
+"""Redis fixtures shared by every test directory: a real redis-server on a free loopback port.
 
-The server fixture skips when redis-server cannot be started, except with
-``CI=true``, where it fails the run: CI must never silently skip Redis.
+Loaded through ``pytest_plugins`` in tests/conftest.py, so tests/backends and
+tests/cli share one server per session (each test keeps to a key prefix of
+its own). The server fixture skips when redis-server cannot be started,
+except with ``CI=true``, where it fails the run: CI must never silently skip
+Redis.
 """
 
 from __future__ import annotations
