@@ -119,27 +119,57 @@ def boundary(method: Callable[P, R]) -> Callable[P, R]:
 class Transaction:
     """One attempt of an optimistic transaction: WATCH keys, read, then queue writes after MULTI.
 
-    Reads go through a separate non-transactional pipeline, one round trip per
-    batch: WATCH is about writes, so a read on another connection after WATCH
-    sees the state the transaction is checked against.
+    ``watch`` only notes the keys: the next :meth:`read` sends ``WATCH`` and
+    the reads in one packet on the transaction's own connection, so a
+    transition costs two round trips (WATCH + reads, MULTI … EXEC), not three.
+    Replies are parsed by redis-py's response callbacks, as its own commands'.
     """
 
     def __init__(self, pipe: Pipe, client: redis.Redis) -> None:
         self._pipe = pipe
         self._client: Any = client
+        self._watch: list[str] = []
         self.started = False
 
     def watch(self, *keys: str) -> None:
-        if keys:
-            self._pipe.watch(*keys)
+        self._watch.extend(keys)
 
     def read(self, queue_reads: Callable[[Pipe], object]) -> list[Any]:
-        reader = self._client.pipeline(transaction=False)
-        queue_reads(reader)
-        return list(reader.execute())
+        recorder = self._client.pipeline(transaction=False)
+        queue_reads(recorder)
+        reads: list[tuple[tuple[Any, ...], dict[str, Any]]] = list(recorder.command_stack)
+        watch, self._watch = self._watch, []
+        commands = ([("WATCH", *watch)] if watch else []) + [args for args, _ in reads]
+        if not commands:
+            return []
+        pipe = self._pipe
+        conn = pipe.connection
+        if conn is None:
+            conn = pipe.connection = pipe.connection_pool.get_connection()
+        replies: list[Any] = []
+        error: redis.ResponseError | None = None
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            if watch:
+                pipe.parse_response(conn, "WATCH")
+            for args, options in reads:
+                try:
+                    replies.append(self._client.parse_response(conn, args[0], **dict(options)))
+                except redis.ResponseError as exc:  # read every reply, so the connection (and WATCH) stay
+                    error = error or exc
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the connection cannot be reused
+            raise
+        if error is not None:
+            raise error
+        return replies
 
     def multi(self) -> Pipe:
         if not self.started:
+            if self._watch:
+                self._pipe.watch(*self._watch)
+                self._watch = []
             self._pipe.multi()
             self.started = True
         return self._pipe
