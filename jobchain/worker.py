@@ -10,6 +10,12 @@ call serves many jobs, and at light load nothing waits for a timer.
 A monitor thread extends the leases of everything the worker holds, refreshes
 its registration (and so learns of a remote stop request), enforces per-job
 timeouts and emits progress events.
+
+A backend call that raises never ends a thread: reservation and settlement
+retry after a capped exponential backoff with jitter (:class:`Backoff`),
+outcomes wait in the pending list until the backend takes them, and the
+monitor's calls are retried on its next rounds. :class:`Outage` logs each
+outage once, when it starts and when it ends.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -39,9 +45,11 @@ from jobchain.model import (
     Outcome,
     Released,
     Retried,
+    SettleResult,
     StepState,
     WorkerInfo,
 )
+from jobchain.outage import Backoff, Outage
 from jobchain.payload import find_non_json, has_non_str_key
 
 if TYPE_CHECKING:
@@ -102,6 +110,9 @@ class Worker:
     ``concurrency``). ``max_redeliveries``: lost leases tolerated per attempt
     before the job is failed as ``WorkerLost`` (this does not use up retry
     attempts). ``poll``: longest blocking wait of one reserve call.
+    ``reconnect_base``, ``reconnect_cap``: a backend call that fails is retried
+    after an exponential backoff from ``reconnect_base`` seconds, capped at
+    ``reconnect_cap`` seconds, with jitter; the worker never gives up.
     """
 
     def __init__(
@@ -120,6 +131,8 @@ class Worker:
         progress_interval: float = 0.5,
         slot_names: Sequence[str] | None = None,
         rng: random.Random | None = None,
+        reconnect_base: float = 0.05,
+        reconnect_cap: float = 5.0,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -152,12 +165,22 @@ class Worker:
         self.counters = _Counters()
         self.plugins = app.plugins
         self.log = logger.bind(worker=self.name)
+        self.reconnect_base = reconnect_base
+        self.reconnect_cap = reconnect_cap
+        # one backoff per role: only the fetching thread reserves, only the flushing one settles
+        self._reserve_backoff = Backoff(base=reconnect_base, cap=reconnect_cap, rng=self.rng)
+        self._settle_backoff = Backoff(base=reconnect_base, cap=reconnect_cap, rng=self.rng)
+        self.outage = Outage(self.log)
 
         self._cv = threading.Condition(threading.Lock())
         self._buffer: deque[Delivery] = deque()
         self._fetching = False
         self._pending: list[Outcome] = []
         self._flushing = False
+        self._settling: list[Outcome] = []
+        # set once stop() ran out of time: a settle that fails from then on is given up
+        self._abandon = threading.Event()
+        self._finished = False
         self._held: dict[str, Delivery] = {}
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
@@ -175,7 +198,10 @@ class Worker:
             raise RuntimeError("worker already started")
         self._started_at = self.app.clock.now()
         self.counters = _Counters()
-        self._heartbeat()
+        try:
+            self._heartbeat()
+        except Exception as exc:  # the monitor registers the worker once the backend answers
+            self.outage.failed("heartbeat", exc)
         self.plugins.emit(
             "jobchain_worker_started", worker=self.name, queues=self.queues, concurrency=self.concurrency
         )
@@ -211,38 +237,61 @@ class Worker:
                 self._cv.release()
 
     def stop(self, timeout: float | None = 30.0) -> bool:
-        """Stop gracefully: running jobs finish, unstarted ones are released.
+        """Stop gracefully: running jobs finish, unstarted ones are released, outcomes are settled.
 
-        Returns False if some job was still running after ``timeout``; its lease
-        then expires and another worker gets it, so nothing is lost.
+        Returns True when everything the worker held was settled within ``timeout``.
+        Otherwise (a job still running, or the backend down until the end) it
+        returns False after ``timeout`` seconds and logs the ids of the jobs it
+        left (``jobs_left_for_lease_expiry``): their leases expire and another
+        worker gets them, so nothing is lost.
         """
         self._stopping.set()
+        self.outage.kick()  # a reserver backing off notices the stop now
         with self._cv:
             self._cv.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         clean = True
         for thread in self._threads:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(left)
+            thread.join(_left(deadline))
             clean = clean and not thread.is_alive()
         with self._cv:
             unstarted = list(self._buffer)
             self._buffer.clear()
         if unstarted:
             self._pending_add([Released(delivery=d) for d in unstarted])
-        self._flush()
+        # on a thread of its own, so that one backend call that blocks cannot hold stop() past its timeout
+        _bounded(self._flush_until, deadline, args=(deadline,), name="jobchain-stop-settle")
+        self._abandon.set()  # a thread still settling gives up now or at its next failure
+        self.outage.kick()
+        with self._cv:
+            if self._finished:
+                return clean and not self._held
+            self._finished = True
+            left = sorted(self._held)
+        self._stopped.set()
         if self._monitor is not None:
-            self._monitor.join(timeout=5)
-        if not self._stopped.is_set():
-            self._stopped.set()
-            try:
-                self.backend.remove_worker(self.name)
-            except Exception:
-                self.log.warning("worker_unregister_failed", exc_info=True)
-            processed = self.counters.done + self.counters.failed
-            self.plugins.emit("jobchain_worker_stopped", worker=self.name, processed=processed)
-            self.log.info("worker_stopped", processed=processed, released=len(unstarted), clean=clean)
-        return clean
+            self._monitor.join(5.0 if deadline is None else min(5.0, max(0.1, _left(deadline) or 0.0)))
+        if left:
+            self.log.warning("jobs_left_for_lease_expiry", job_ids=left, count=len(left))
+        # the registration expires after heartbeat_ttl anyway: no retries, and no waiting on a dead backend
+        if self.outage.active:
+            self.log.warning("worker_unregister_skipped", reason="backend unavailable")
+        else:
+            until = None if deadline is None else max(deadline, time.monotonic() + 0.5)
+            if not _bounded(self._unregister, until, name="jobchain-stop-unregister"):
+                self.log.warning("worker_unregister_skipped", reason="backend did not answer in time")
+        processed = self.counters.done + self.counters.failed
+        self.plugins.emit("jobchain_worker_stopped", worker=self.name, processed=processed)
+        self.log.info(
+            "worker_stopped", processed=processed, released=len(unstarted), clean=clean, unsettled=len(left)
+        )
+        return clean and not left
+
+    def _unregister(self) -> None:
+        try:
+            self.backend.remove_worker(self.name)
+        except Exception as exc:
+            self.log.warning("worker_unregister_failed", error=str(exc), error_type=type(exc).__name__)
 
     def __enter__(self) -> Worker:
         return self.start()
@@ -268,9 +317,16 @@ class Worker:
         deadline = None if timeout is None else time.monotonic() + timeout
         queues = set(self.queues)
         while True:
-            busy = self.held() or any(
-                s.ready or s.delayed or s.in_flight for s in self.backend.stats() if s.queue in queues
-            )
+            busy = bool(self.held())
+            if not busy:
+                try:
+                    stats = self.backend.stats()
+                except Exception as exc:  # cannot tell while the backend is down: keep waiting
+                    self.outage.failed("stats", exc)
+                    busy = True
+                else:
+                    self.outage.succeeded("stats")
+                    busy = any(s.ready or s.delayed or s.in_flight for s in stats if s.queue in queues)
             if not busy:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
@@ -288,10 +344,13 @@ class Worker:
                 outcome = self._execute(delivery, slot)
             except BaseException as exc:  # a timeout that landed outside the task, or a bug here
                 outcome = self._failure_outcome(delivery, exc, slot, 0.0, retry_allowed=True)
-            self._flush(outcome)
+            try:
+                self._flush(outcome)
+            except Exception:  # a bug (a backend answering the wrong number of results, say)
+                self.log.error("settle_crashed", job_id=delivery.job.id, exc_info=True)
 
     def _next(self) -> Delivery | None:
-        backoff = 0.05
+        backoff = self._reserve_backoff
         while True:
             with self._cv:
                 while True:
@@ -308,11 +367,13 @@ class Worker:
                 got = self.backend.reserve(
                     self.queues, limit=self.prefetch, lease=self.lease, worker=self.name, wait=self.poll
                 )
-                backoff = 0.05
             except Exception as exc:
-                self.log.warning("reserve_failed", error=str(exc), retry_in=backoff)
-                self._stopping.wait(backoff * (0.5 + self.rng.random()))
-                backoff = min(backoff * 2, 5.0)
+                self.outage.failed("reserve", exc)
+                if not self._stopping.is_set():  # still the fetcher: the other threads wait
+                    self.outage.pause(backoff.next())
+            else:
+                backoff.reset()
+                self.outage.succeeded("reserve")
             finally:
                 with self._cv:
                     self._fetching = False
@@ -432,46 +493,81 @@ class Worker:
         with self._cv:
             self._pending.extend(outcomes)
 
-    def _flush(self, outcome: Outcome | None = None) -> None:
+    def _flush(self, outcome: Outcome | None = None, deadline: float | None = None) -> bool:
         """Add ``outcome`` to the pending list, then settle everything pending unless another
         thread already is doing it (that thread then settles ``outcome`` too).
 
         The flusher finds the list empty and gives up the role in one step under the lock, so an
-        outcome added meanwhile is never left behind unsettled.
+        outcome added meanwhile is never left behind unsettled. While the backend is down the
+        flusher retries; it gives up only at ``deadline`` or once :meth:`stop` ran out of time,
+        and then puts the batch back at the head of the pending list. Returns False then.
         """
         with self._cv:
             if outcome is not None:
                 self._pending.append(outcome)
             if self._flushing or not self._pending:
-                return
+                return True
             self._flushing = True
-            batch = self._pending
+            batch = self._settling = self._pending
             self._pending = []
         try:
             while True:
-                results = self._settle(batch)
+                results = self._settle(batch, deadline)
+                if results is None:
+                    with self._cv:
+                        self._pending[:0] = batch
+                        self._settling = []
+                        self._flushing = False
+                        self._cv.notify_all()
+                    return False
                 self._after_settle(batch, results)
                 with self._cv:
-                    batch = self._pending
+                    batch = self._settling = self._pending
                     if not batch:
                         self._flushing = False
-                        return
+                        self._cv.notify_all()
+                        return True
                     self._pending = []
         except BaseException:
             with self._cv:
+                self._settling = []
                 self._flushing = False
+                self._cv.notify_all()
             raise
 
-    def _settle(self, batch: list[Outcome]) -> list[Any]:
-        backoff = 0.05
+    def _flush_until(self, deadline: float | None) -> None:
+        """Settle everything pending by ``deadline``, waiting for a thread that is settling now."""
+        while True:
+            with self._cv:
+                while self._flushing:
+                    left = _left(deadline)
+                    if left == 0.0:
+                        return
+                    self._cv.wait(left)
+                if not self._pending:
+                    return
+            if not self._flush(deadline=deadline):
+                return
+
+    def _settle(self, batch: list[Outcome], deadline: float | None = None) -> list[SettleResult] | None:
+        """Settle ``batch``, retrying while the backend fails; None if given up (see :meth:`_flush`)."""
+        backoff = self._settle_backoff
         while True:
             try:
-                return self.backend.settle(batch)
+                results = self.backend.settle(batch)
             except Exception as exc:
                 # keep the outcomes: nothing is acknowledged until the backend takes them
-                self.log.warning("settle_failed", error=str(exc), jobs=len(batch), retry_in=backoff)
-                time.sleep(backoff * (0.5 + self.rng.random()))
-                backoff = min(backoff * 2, 5.0)
+                self.outage.failed("settle", exc)
+                delay = backoff.next()
+                if deadline is not None:
+                    delay = min(delay, deadline - time.monotonic())
+                if self._abandon.is_set() or delay <= 0:
+                    return None
+                self.outage.pause(delay)
+                continue
+            backoff.reset()
+            self.outage.succeeded("settle")
+            return results
 
     def _after_settle(self, batch: list[Outcome], results: list[Any]) -> None:
         counters = self.counters
@@ -526,31 +622,48 @@ class Worker:
         )
         return self.backend.heartbeat(info, self.heartbeat_ttl)
 
+    def _beat(self) -> bool:
+        """Refresh the registration and see if a stop was requested; False if the backend failed."""
+        try:
+            asked = self._heartbeat()
+        except Exception as exc:
+            self.outage.failed("heartbeat", exc)
+            return False
+        self.outage.succeeded("heartbeat")
+        if asked and not self._stopping.is_set():
+            self.log.info("worker_stop_requested")
+            self.request_stop()
+        return True
+
     def _monitor_main(self) -> None:
         tick = min(0.1, self.lease / 10)
-        last_extend = last_beat = last_progress = time.monotonic()
         extend_every = self.lease / 3
         beat_every = min(self.heartbeat_ttl / 3, 2.0)
+        # after a failure the next try comes sooner than the regular interval, so leases and the
+        # registration are fresh again soon after the backend returns
+        retry = Backoff(base=self.reconnect_base, cap=self.reconnect_cap, rng=self.rng)
+        now = time.monotonic()
+        next_extend, next_beat, last_progress = now + extend_every, now + beat_every, now
         while not self._stopped.is_set():
             if self._stopping.is_set() and not any(t.is_alive() for t in self._threads):
                 break
             time.sleep(tick)
             now = time.monotonic()
-            self._enforce_timeouts(now)
-            if now - last_extend >= extend_every:
-                last_extend = now
-                self._extend_leases()
-            if now - last_beat >= beat_every:
-                last_beat = now
-                try:
-                    if self._heartbeat() and not self._stopping.is_set():
-                        self.log.info("worker_stop_requested")
-                        self.request_stop()
-                except Exception as exc:
-                    self.log.warning("heartbeat_failed", error=str(exc))
-            if now - last_progress >= self.progress_interval:
-                last_progress = now
-                self.emit_progress()
+            try:
+                self._enforce_timeouts(now)
+                if now >= next_extend:
+                    ok = self._extend_leases()
+                    next_extend = time.monotonic() + (extend_every if ok else min(extend_every, retry.next()))
+                if now >= next_beat:
+                    ok = self._beat()
+                    next_beat = time.monotonic() + (beat_every if ok else min(beat_every, retry.next()))
+                    if ok:
+                        retry.reset()
+                if now - last_progress >= self.progress_interval:
+                    last_progress = now
+                    self.emit_progress()
+            except Exception:  # a bug here must not end lease extension for good
+                self.log.error("monitor_failed", exc_info=True)
 
     def emit_progress(self) -> None:
         """Emit a ``jobchain_progress`` event with the current counts."""
@@ -570,19 +683,30 @@ class Worker:
             rate=finished / elapsed,
         )
 
-    def _extend_leases(self) -> None:
+    def _extend_leases(self) -> bool:
+        """Extend the lease of everything held; False if the backend failed (retried soon)."""
         with self._cv:
             held = list(self._held.values())
         if not held:
-            return
+            return True
         try:
             kept = self.backend.extend(held, self.lease)
         except Exception as exc:
-            self.log.warning("extend_failed", error=str(exc), jobs=len(held))
-            return
-        lost = [d.job.id for d, ok in zip(held, kept, strict=True) if not ok]
+            self.outage.failed("extend", exc)
+            return False
+        self.outage.succeeded("extend")
+        with self._cv:
+            # a delivery settled meanwhile (or whose settlement is under way, perhaps applied already
+            # with its reply lost) has no lease to extend: that is not a lost lease
+            settling = {o.delivery.job.id for o in self._settling}
+            lost = [
+                d.job.id
+                for d, ok in zip(held, kept, strict=True)
+                if not ok and self._held.get(d.job.id) is d and d.job.id not in settling
+            ]
         if lost:
             self.log.warning("leases_lost", job_ids=lost[:10], count=len(lost))
+        return True
 
     def _enforce_timeouts(self, now: float) -> None:
         with self._cv:
@@ -592,6 +716,21 @@ class Worker:
                     job = running.delivery.job
                     self.log.warning("job_timeout", job_id=job.id, task=job.task)
                     _raise_in_thread(running.thread_id, JobTimeout)
+
+
+def _bounded(
+    fn: Callable[..., object], deadline: float | None, *, args: tuple[Any, ...] = (), name: str
+) -> bool:
+    """Run ``fn(*args)`` on a daemon thread until ``deadline``; False if it had not returned by then."""
+    thread = threading.Thread(target=fn, args=args, name=name, daemon=True)
+    thread.start()
+    thread.join(_left(deadline))
+    return not thread.is_alive()
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (never negative), or None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
