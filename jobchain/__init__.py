@@ -2,10 +2,12 @@
 
 from jobchain.app import App, FailedQueue, Task
 from jobchain.backend import Backend
+from jobchain.buffer import SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, chain, group
 from jobchain.clock import Clock, ManualClock, SystemClock
 from jobchain.errors import (
     BackendError,
+    BackendFullError,
     BackendUnavailableError,
     ChainHaltedError,
     ConfigurationError,
@@ -17,6 +19,8 @@ from jobchain.errors import (
     JobTimeout,
     NotReadyError,
     PluginLoadError,
+    SubmitBufferFullError,
+    SubmitsNotStoredError,
     UnknownBackendError,
     UnknownTaskError,
     WaitTimeoutError,
@@ -48,6 +52,7 @@ __all__ = [
     "App",
     "Backend",
     "BackendError",
+    "BackendFullError",
     "BackendRegistry",
     "BackendUnavailableError",
     "Chain",
@@ -80,6 +85,9 @@ __all__ = [
     "Retry",
     "Signature",
     "StepState",
+    "SubmitBuffer",
+    "SubmitBufferFullError",
+    "SubmitsNotStoredError",
     "SystemClock",
     "Task",
     "UnknownBackendError",

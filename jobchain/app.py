@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
+from jobchain.buffer import PendingSubmit, SubmitBuffer, SubmitQueue
 from jobchain.canvas import Chain, Group, Signature, chain
 from jobchain.clock import Clock, SystemClock
 from jobchain.errors import ConfigurationError, InvalidJobError, UnknownTaskError
@@ -179,6 +180,13 @@ class App:
     ``backend`` is a URL (``memory://``, ``redis-streams://host:6379/0`` …) or a
     :class:`Backend`; when None it is read from ``JOBCHAIN_BACKEND`` and defaults
     to ``memory://``. ``retry`` is the policy of tasks that declare none.
+
+    ``buffer`` bounds the submit buffer: while the backend cannot be reached,
+    ``submit`` keeps accepting work into it (handles say ``buffered``) and a
+    background thread stores it, in submit order, when the backend returns
+    (see :mod:`jobchain.buffer`). ``buffer=None`` turns it off, so ``submit``
+    raises :class:`~jobchain.BackendUnavailableError` instead. Call
+    :meth:`close` before exiting, so that what is buffered is stored or reported.
     """
 
     def __init__(
@@ -191,7 +199,10 @@ class App:
         default_queue: str = "default",
         clock: Clock | None = None,
         plugins: Plugins | None = None,
+        buffer: SubmitBuffer | None = SubmitBuffer(),  # noqa: B008 - frozen, so sharing it is safe
     ) -> None:
+        if buffer is not None and not isinstance(buffer, SubmitBuffer):
+            raise ConfigurationError(f"buffer must be a jobchain.SubmitBuffer or None, got {buffer!r}")
         if retry is not None and not isinstance(retry, Retry):
             raise ConfigurationError(f"retry must be a jobchain.Retry, got {retry!r}")
         _check_number("aging_interval", aging_interval, allow_none=False)
@@ -208,6 +219,10 @@ class App:
         self._backend_lock = threading.Lock()
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.failed = FailedQueue(self)
+        #: the submit buffer (None when turned off): ``len(app.buffer)`` jobs wait in it
+        self.buffer: SubmitQueue | None = (
+            None if buffer is None else SubmitQueue(buffer, lambda: self.backend, lambda: self.backend_url)
+        )
 
     # --- configuration ---------------------------------------------------------------
 
@@ -341,42 +356,48 @@ class App:
         """Enqueue a task (by object or name), a signature, a chain or a group.
 
         Returns a :class:`JobHandle` for a task or signature, a :class:`ChainHandle`
-        for a chain or group.
+        for a chain or group. While the backend cannot be reached the submit is
+        buffered (the handle says ``buffered``; see :meth:`JobHandle.wait_stored`);
+        :class:`~jobchain.errors.SubmitBufferFullError` when the buffer is full.
         """
         resolved = self._resolve(target)
         now = self.clock.now()
         if isinstance(resolved, Signature):
             job = self._job(resolved, args, kwargs, now)
-            self.backend.enqueue_new([job])
-            return JobHandle(self, job.id)
+            return JobHandle(self, job.id, self._store([job], ()))
         if isinstance(resolved, Group):
             resolved = Chain(steps=(resolved,), kind="group")
         record, jobs = self._chain(resolved, args, kwargs, now)
-        self.backend.enqueue_new(jobs, [record])
-        return ChainHandle(self, record.id)
+        return ChainHandle(self, record.id, self._store(jobs, [record]))
+
+    def _store(self, jobs: Sequence[Job], chains: Sequence[ChainRecord]) -> PendingSubmit | None:
+        """Store a submit's fresh jobs and chains, or buffer them while the backend is away."""
+        if self.buffer is None:
+            self.backend.enqueue_new(jobs, chains)
+            return None
+        return self.buffer.submit(jobs, chains)
 
     def submit_many(self, targets: Iterable[Any]) -> list[Any]:
         """Enqueue many tasks or chains in one backend call; returns their handles in order."""
         now = self.clock.now()
         jobs: list[Job] = []
         records: list[ChainRecord] = []
-        handles: list[Any] = []
+        made: list[tuple[type[JobHandle] | type[ChainHandle], str]] = []
         for target in targets:
             resolved = self._resolve(target)
             if isinstance(resolved, Signature):
                 job = self._job(resolved, (), {}, now)
                 jobs.append(job)
-                handles.append(JobHandle(self, job.id))
+                made.append((JobHandle, job.id))
                 continue
             if isinstance(resolved, Group):
                 resolved = Chain(steps=(resolved,), kind="group")
             record, first = self._chain(resolved, (), {}, now)
             records.append(record)
             jobs.extend(first)
-            handles.append(ChainHandle(self, record.id))
-        if jobs:
-            self.backend.enqueue_new(jobs, records)
-        return handles
+            made.append((ChainHandle, record.id))
+        pending = self._store(jobs, records) if jobs else None
+        return [kind(self, made_id, pending) for kind, made_id in made]
 
     def _job(self, sig: Signature, args: tuple[Any, ...], kwargs: Mapping[str, Any], now: float) -> Job:
         task = sig.task
@@ -462,10 +483,20 @@ class App:
 
         return Worker(self, **options)
 
-    def close(self) -> None:
-        with self._backend_lock:
-            if self._backend is not None:
-                self._backend.close()
+    def close(self, timeout: float = 10.0) -> None:
+        """Store what the submit buffer holds (waiting up to ``timeout`` seconds), then close the backend.
+
+        Raises :class:`~jobchain.errors.SubmitsNotStoredError`, naming the job
+        ids, if buffered submits could not be stored in time; the backend is
+        closed all the same.
+        """
+        try:
+            if self.buffer is not None:
+                self.buffer.close(timeout)
+        finally:
+            with self._backend_lock:
+                if self._backend is not None:
+                    self._backend.close()
 
     def __repr__(self) -> str:
         return f"<App backend={self.backend_url!r} tasks={len(self.tasks)}>"

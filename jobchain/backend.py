@@ -91,6 +91,20 @@ class Backend(abc.ABC):
     def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
         """Apply completions, retries, failures and releases, each atomically, in order."""
 
+    def settle_and_take(
+        self, outcomes: Sequence[Outcome], *, worker: str, queues: Sequence[str], lease: float, limit: int
+    ) -> tuple[list[SettleResult], list[Delivery]]:
+        """Settle, and lease to ``worker`` up to ``limit`` of the jobs the outcomes make ready.
+
+        A chain's next step can then start on the worker that finished the step
+        before it, without a wake-up and a reservation. A backend takes a job
+        only from ``queues`` and only where :meth:`reserve` would have served it
+        next (nothing ready in its queue is as urgent), under a lease of
+        ``lease`` seconds, as one atomic step with the settlement. The default
+        settles and takes nothing; the worker reserves the next steps as usual.
+        """
+        return self.settle(outcomes), []
+
     @abc.abstractmethod
     def get_job(self, job_id: str) -> JobRecord | None:
         """The record of one job, or None if the backend does not know it."""

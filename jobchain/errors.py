@@ -10,7 +10,10 @@ The tree::
     ├── InvalidJobError(ValueError)              non-JSON args, oversized payload, bad options
     │   └── UnknownTaskError(LookupError)        .task .known
     ├── BackendError
-    │   └── BackendUnavailableError(ConnectionError)  .url (password removed)
+    │   ├── BackendUnavailableError(ConnectionError)  .url (password removed)
+    │   │   └── SubmitBufferFullError            .max_jobs .max_bytes .held_jobs .held_bytes
+    │   ├── BackendFullError                     .url: out of memory, nothing written
+    │   └── SubmitsNotStoredError                .job_ids .chain_ids .jobs .chains
     ├── JobFailedError                           .job_id .error
     │   └── ChainHaltedError                     .chain_id .step
     ├── NotReadyError                            .job_id .state
@@ -30,10 +33,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from jobchain.model import ErrorInfo
+    from jobchain.model import ChainRecord, ErrorInfo, Job
 
 __all__ = [
     "BackendError",
+    "BackendFullError",
     "BackendUnavailableError",
     "ChainHaltedError",
     "ConfigurationError",
@@ -45,6 +49,8 @@ __all__ = [
     "JobchainError",
     "NotReadyError",
     "PluginLoadError",
+    "SubmitBufferFullError",
+    "SubmitsNotStoredError",
     "UnknownBackendError",
     "UnknownTaskError",
     "WaitTimeoutError",
@@ -122,6 +128,83 @@ class BackendUnavailableError(BackendError, ConnectionError):
         self.url = url
         self.reason = reason
         super().__init__(f"cannot reach backend {url}: {reason}")
+
+
+def _size(n: int) -> str:
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    if n >= 1 << 10:
+        return f"{n / (1 << 10):.1f} KiB"
+    return f"{n} B"
+
+
+class SubmitBufferFullError(BackendUnavailableError):
+    """A submit could not be stored and the client's submit buffer has no room for it.
+
+    Raised instead of buffering, never instead of storing: the submit was not
+    accepted, nothing of it is kept. ``needed_*`` is what this submit needed,
+    ``held_*`` what the buffer holds, ``max_*`` its limits.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        needed_jobs: int,
+        needed_bytes: int,
+        held_jobs: int,
+        held_bytes: int,
+        max_jobs: int,
+        max_bytes: int,
+    ) -> None:
+        self.needed_jobs = needed_jobs
+        self.needed_bytes = needed_bytes
+        self.held_jobs = held_jobs
+        self.held_bytes = held_bytes
+        self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
+        super().__init__(
+            url,
+            f"the submit buffer is full: it holds {held_jobs} of max_jobs={max_jobs} jobs and "
+            f"{_size(held_bytes)} of max_bytes={max_bytes} ({_size(max_bytes)}) while it waits for the "
+            "backend; "
+            f"this submit ({needed_jobs} job{'s' if needed_jobs != 1 else ''}, {_size(needed_bytes)}) "
+            "was not accepted. "
+            "Retry once the backend is back, or raise the limits: App(buffer=SubmitBuffer(...))",
+        )
+
+
+class BackendFullError(BackendError):
+    """The backend refused a write because it is out of memory (or space); nothing was written."""
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        super().__init__(message)
+
+
+class SubmitsNotStoredError(BackendError):
+    """Buffered submits could not be stored before a deadline (``App.close(timeout)``) or were refused.
+
+    ``jobs`` and ``chains`` are what was not stored: handing them to
+    ``Backend.enqueue`` later is safe, it skips ids stored meanwhile (a flush
+    under way at the deadline may have gone through).
+    """
+
+    def __init__(
+        self, jobs: Sequence[Job], chains: Sequence[ChainRecord], reason: str, *, shown: int = 20
+    ) -> None:
+        self.jobs = tuple(jobs)
+        self.chains = tuple(chains)
+        self.job_ids = tuple(job.id for job in self.jobs)
+        self.chain_ids = tuple(chain.id for chain in self.chains)
+        self.reason = reason
+        listed = ", ".join(self.job_ids[:shown])
+        more = f" and {len(self.job_ids) - shown} more (all in .job_ids)" if len(self.job_ids) > shown else ""
+        of_chains = f"; chains {', '.join(self.chain_ids[:shown])}" if self.chain_ids else ""
+        super().__init__(
+            f"{len(self.job_ids)} buffered job{'s were' if len(self.job_ids) != 1 else ' was'} "
+            f"not stored ({reason}): {listed}{more}{of_chains}"
+        )
 
 
 class JobFailedError(JobchainError):

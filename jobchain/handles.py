@@ -12,6 +12,7 @@ from jobchain.model import ChainRecord, ChainState, JobRecord, JobState, StepSta
 
 if TYPE_CHECKING:
     from jobchain.app import App
+    from jobchain.buffer import PendingSubmit
 
 __all__ = ["ChainHandle", "JobHandle"]
 
@@ -33,24 +34,82 @@ def _poll(check: Any, timeout: float | None) -> bool:
         pause = min(pause * 1.5, 0.05)
 
 
-class JobHandle:
-    """A submitted job: ``.id``, ``.status()``, ``.wait(timeout)``, ``.result()``."""
+class _Submitted:
+    """What job and chain handles share: whether the submit is stored yet, or waits in the buffer."""
 
-    def __init__(self, app: App, job_id: str) -> None:
+    def __init__(self, app: App, submitted_id: str, pending: PendingSubmit | None = None) -> None:
         self.app = app
-        self.id = job_id
+        self.id = submitted_id
+        self._pending = pending
+
+    @property
+    def buffered(self) -> bool:
+        """True while the submit waits in the App's submit buffer for the backend (not stored yet)."""
+        return self._pending is not None and self._pending.state == JobState.BUFFERED.value
+
+    def _unstored_state(self) -> str | None:
+        """``buffered`` or ``not_stored`` while the backend does not have the submit; None once it does."""
+        if self._pending is None:
+            return None
+        state = self._pending.state
+        if state == "stored":
+            self._pending = None  # from now on the backend knows
+            return None
+        return state
+
+    def wait_stored(self, timeout: float | None = None) -> None:
+        """Block until the backend has stored the submit (at once if it was never buffered).
+
+        Raises :class:`WaitTimeoutError` after ``timeout`` seconds, and the reason
+        (:class:`~jobchain.errors.SubmitsNotStoredError`) if the submit was given up.
+        """
+        pending = self._pending
+        if pending is None:
+            return
+        if not pending.wait(timeout):
+            raise WaitTimeoutError(self.id, timeout or 0.0, pending.state)
+        if pending.error is not None and not pending.stored:
+            raise pending.error
+
+    def _wait_stored_until(self, deadline: float | None) -> None:
+        if self._pending is not None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.wait_stored(left)
+
+
+class JobHandle(_Submitted):
+    """A submitted job: ``.id``, ``.status()``, ``.wait(timeout)``, ``.result()``.
+
+    A job submitted while the backend was unreachable waits in the App's submit
+    buffer: ``status()`` says ``buffered`` until it is stored, and
+    :meth:`wait_stored` waits for that.
+    """
+
+    def __init__(self, app: App, job_id: str, pending: PendingSubmit | None = None) -> None:
+        super().__init__(app, job_id, pending)
 
     def record(self) -> JobRecord | None:
-        """Everything the backend knows about the job, or None."""
+        """Everything the backend knows about the job, or None (None while it is buffered)."""
+        if self._unstored_state() is not None:
+            return None
         return self.app.backend.get_job(self.id)
 
     def status(self) -> str:
-        """``queued``, ``delayed``, ``running``, ``succeeded``, ``failed`` or ``unknown``."""
+        """``buffered``, ``queued``, ``delayed``, ``running``, ``succeeded``, ``failed`` or ``unknown``.
+
+        ``not_stored`` if it was buffered and then given up (see :meth:`wait_stored`).
+        """
+        unstored = self._unstored_state()
+        if unstored is not None:
+            return unstored
         record = self.record()
         return "unknown" if record is None else record.state.value
 
     def result(self) -> Any:
         """The job's return value; raises if it failed or has not finished."""
+        unstored = self._unstored_state()
+        if unstored is not None:
+            raise NotReadyError(self.id, unstored)
         record = self.record()
         if record is None:
             raise NotReadyError(self.id, "unknown")
@@ -62,12 +121,15 @@ class JobHandle:
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the job finishes and return its result (raises :class:`JobFailedError`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wait_stored_until(deadline)
 
         def finished() -> bool:
             record = self.record()
             return record is not None and record.state.finished
 
-        if not _poll(finished, timeout):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not _poll(finished, left):
             raise WaitTimeoutError(self.id, timeout or 0.0, self.status())
         return self.result()
 
@@ -75,15 +137,20 @@ class JobHandle:
         return f"<JobHandle {self.id}>"
 
 
-class ChainHandle:
-    """A submitted chain or group; ``.id`` is the chain's id."""
+class ChainHandle(_Submitted):
+    """A submitted chain or group; ``.id`` is the chain's id.
 
-    def __init__(self, app: App, chain_id: str) -> None:
-        self.app = app
-        self.id = chain_id
+    Like a job's handle, it says ``buffered`` while the chain waits in the
+    App's submit buffer; :meth:`wait_stored` waits until it is stored.
+    """
+
+    def __init__(self, app: App, chain_id: str, pending: PendingSubmit | None = None) -> None:
+        super().__init__(app, chain_id, pending)
 
     def record(self) -> ChainRecord | None:
-        """The chain record, with steps whose job is in flight shown as ``running``."""
+        """The chain record, with steps whose job is in flight shown as ``running`` (None while buffered)."""
+        if self._unstored_state() is not None:
+            return None
         record = self.app.backend.get_chain(self.id)
         if record is None or record.finished:
             return record
@@ -102,12 +169,18 @@ class ChainHandle:
         return evolve(record, steps=tuple(steps))
 
     def status(self) -> str:
-        """``running``, ``completed``, ``halted`` or ``unknown``."""
+        """``buffered``, ``running``, ``completed``, ``halted`` or ``unknown`` (or ``not_stored``)."""
+        unstored = self._unstored_state()
+        if unstored is not None:
+            return unstored
         record = self.app.backend.get_chain(self.id)
         return "unknown" if record is None else record.state.value
 
     def result(self) -> Any:
         """The last step's result (a list for a group); raises if halted or not finished."""
+        unstored = self._unstored_state()
+        if unstored is not None:
+            raise NotReadyError(self.id, unstored)
         record = self.app.backend.get_chain(self.id)
         if record is None:
             raise NotReadyError(self.id, "unknown")
@@ -123,12 +196,15 @@ class ChainHandle:
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the chain completes or halts; return its result or raise ChainHaltedError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wait_stored_until(deadline)
 
         def finished() -> bool:
             record = self.app.backend.get_chain(self.id)
             return record is not None and record.finished
 
-        if not _poll(finished, timeout):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not _poll(finished, left):
             raise WaitTimeoutError(self.id, timeout or 0.0, self.status())
         return self.result()
 
@@ -138,8 +214,12 @@ class ChainHandle:
         return "unknown chain" if record is None else record.render()
 
     def job_ids(self) -> list[list[str]]:
-        """The job ids of every step (one per member of a group step)."""
-        record = self.app.backend.get_chain(self.id)
+        """The job ids of every step (one per member of a group step), known while buffered too."""
+        pending = self._pending
+        if pending is not None and pending.state != "stored":
+            record = next((c for c in pending.chains if c.id == self.id), None)
+        else:
+            record = self.app.backend.get_chain(self.id)
         if record is None:
             return []
         return [[m.job_id for m in step.members] for step in record.steps]

@@ -53,8 +53,13 @@ UNREADABLE_TASK = "jobchain.unreadable"
 
 
 class JobState(enum.StrEnum):
-    """Where a job is in its life."""
+    """Where a job is in its life.
 
+    ``BUFFERED`` is never stored: a handle reports it while its job waits in the
+    client's submit buffer for an unreachable backend (see :mod:`jobchain.buffer`).
+    """
+
+    BUFFERED = "buffered"
     QUEUED = "queued"
     DELAYED = "delayed"
     RUNNING = "running"

@@ -172,7 +172,14 @@ class Worker:
         self._settle_backoff = Backoff(base=reconnect_base, cap=reconnect_cap, rng=self.rng)
         self.outage = Outage(self.log)
 
-        self._cv = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)
+        #: wakes the settler thread (same lock as ``_cv``: it guards the pending outcomes too)
+        self._settle_cv = threading.Condition(lock)
+        #: wakes the fetcher thread when the buffer of reserved jobs runs dry
+        self._fetch_cv = threading.Condition(lock)
+        self._settler: threading.Thread | None = None
+        self._fetcher: threading.Thread | None = None
         self._buffer: deque[Delivery] = deque()
         self._fetching = False
         self._pending: list[Outcome] = []
@@ -212,6 +219,10 @@ class Worker:
             )
             self._threads.append(thread)
             thread.start()
+        self._settler = threading.Thread(target=self._settler_main, name="jobchain-settler", daemon=True)
+        self._settler.start()
+        self._fetcher = threading.Thread(target=self._fetcher_main, name="jobchain-fetcher", daemon=True)
+        self._fetcher.start()
         self._monitor = threading.Thread(target=self._monitor_main, name="jobchain-monitor", daemon=True)
         self._monitor.start()
         return self
@@ -251,9 +262,13 @@ class Worker:
             self._cv.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         clean = True
+        with self._cv:
+            self._fetch_cv.notify_all()
         for thread in self._threads:
             thread.join(_left(deadline))
             clean = clean and not thread.is_alive()
+        if self._fetcher is not None:  # a reserve in flight adds to the buffer: wait for it first
+            self._fetcher.join(_left(deadline))
         with self._cv:
             unstarted = list(self._buffer)
             self._buffer.clear()
@@ -269,6 +284,8 @@ class Worker:
             self._finished = True
             left = sorted(self._held)
         self._stopped.set()
+        with self._cv:
+            self._settle_cv.notify_all()
         if self._monitor is not None:
             self._monitor.join(5.0 if deadline is None else min(5.0, max(0.1, _left(deadline) or 0.0)))
         if left:
@@ -344,24 +361,48 @@ class Worker:
                 outcome = self._execute(delivery, slot)
             except BaseException as exc:  # a timeout that landed outside the task, or a bug here
                 outcome = self._failure_outcome(delivery, exc, slot, 0.0, retry_allowed=True)
+            # the settler thread reports it (batched with the others' outcomes); this thread goes on
+            with self._cv:
+                self._pending.append(outcome)
+                self._settle_cv.notify()
+
+    def _settler_main(self) -> None:
+        """Settle the threads' outcomes in batches, off their path from one job to the next."""
+        while True:
+            with self._cv:
+                while not self._pending or self._flushing:
+                    if self._stopped.is_set() or self._abandon.is_set():
+                        return
+                    self._settle_cv.wait(0.2)
             try:
-                self._flush(outcome)
+                self._flush()
             except Exception:  # a bug (a backend answering the wrong number of results, say)
-                self.log.error("settle_crashed", job_id=delivery.job.id, exc_info=True)
+                self.log.error("settle_crashed", exc_info=True)
 
     def _next(self) -> Delivery | None:
+        """The next reserved job for a thread; the fetcher refills the buffer when it runs dry."""
+        with self._cv:
+            while True:
+                if self._stopping.is_set():
+                    return None
+                if self._buffer:
+                    delivery = self._buffer.popleft()
+                    if not self._buffer:
+                        self._fetch_cv.notify()  # reserve the next batch while this one runs
+                    return delivery
+                self._fetch_cv.notify()
+                self._cv.wait()
+
+    def _fetcher_main(self) -> None:
+        """Reserve a batch whenever the buffer is empty, off the threads' path from job to job."""
         backoff = self._reserve_backoff
         while True:
             with self._cv:
-                while True:
-                    if self._stopping.is_set():
-                        return None
-                    if self._buffer:
-                        return self._buffer.popleft()
-                    if not self._fetching:
-                        self._fetching = True
-                        break
-                    self._cv.wait()
+                while self._buffer and not self._stopping.is_set():
+                    self._fetch_cv.wait(0.2)
+                if self._stopping.is_set():
+                    return
+                self._fetching = True
             got: list[Delivery] = []
             try:
                 got = self.backend.reserve(
@@ -369,7 +410,7 @@ class Worker:
                 )
             except Exception as exc:
                 self.outage.failed("reserve", exc)
-                if not self._stopping.is_set():  # still the fetcher: the other threads wait
+                if not self._stopping.is_set():
                     self.outage.pause(backoff.next())
             else:
                 backoff.reset()
@@ -554,7 +595,7 @@ class Worker:
         backoff = self._settle_backoff
         while True:
             try:
-                results = self.backend.settle(batch)
+                results, taken = self._settle_and_take(batch)
             except Exception as exc:
                 # keep the outcomes: nothing is acknowledged until the backend takes them
                 self.outage.failed("settle", exc)
@@ -567,7 +608,26 @@ class Worker:
                 continue
             backoff.reset()
             self.outage.succeeded("settle")
+            if taken:
+                with self._cv:
+                    for delivery in taken:
+                        self._held[delivery.job.id] = delivery
+                    if self._stopping.is_set():  # stop() has emptied the buffer already: give them back
+                        self._pending.extend(Released(delivery=d) for d in taken)
+                    else:
+                        self._buffer.extendleft(reversed(taken))
+                        self._cv.notify(len(taken))
             return results
+
+    def _settle_and_take(self, batch: list[Outcome]) -> tuple[list[SettleResult], list[Delivery]]:
+        """Settle; when threads are free and a chain moves on, take its next steps in the same step."""
+        with self._cv:
+            free = self.concurrency - len(self._running) - len(self._buffer)
+        if free < 1 or self._stopping.is_set() or not any(o.delivery.job.chain for o in batch):
+            return self.backend.settle(batch), []
+        return self.backend.settle_and_take(
+            batch, worker=self.name, queues=self.queues, lease=self.lease, limit=free
+        )
 
     def _after_settle(self, batch: list[Outcome], results: list[Any]) -> None:
         counters = self.counters

@@ -26,10 +26,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from jobchain import App, hookimpl
-from jobchain.model import Job, Outcome, SettleResult
+from jobchain.model import Delivery, Job, Outcome, SettleResult
 
 QUEUE = "crash"
 
@@ -64,13 +65,24 @@ class Recorder:
             return
         self.wrapped = True
         backend = self.app.backend
-        settle = backend.settle
+        settle, settle_and_take = backend.settle, backend.settle_and_take
 
         def recorded_settle(outcomes: Sequence[Outcome]) -> list[SettleResult]:
+            return record(outcomes, lambda: (settle(outcomes), []))[0]
+
+        def recorded_settle_and_take(
+            outcomes: Sequence[Outcome], **options: Any
+        ) -> tuple[list[SettleResult], list[Delivery]]:
+            # the Redis backends settle without going through settle() here (a hand-off takes the next step)
+            return record(outcomes, lambda: settle_and_take(outcomes, **options))
+
+        def record(
+            outcomes: Sequence[Outcome], call: Callable[[], tuple[list[SettleResult], list[Delivery]]]
+        ) -> tuple[list[SettleResult], list[Delivery]]:
             before = time.monotonic()
             for outcome in outcomes:
                 self.write("P", outcome.delivery.job.id, type(outcome).__name__, self.pid, repr(before))
-            results = settle(outcomes)
+            results, taken = call()
             after = time.monotonic()
             for outcome, result in zip(outcomes, results, strict=True):
                 self.write(
@@ -82,9 +94,10 @@ class Recorder:
                     repr(before),
                     repr(after),
                 )
-            return results
+            return results, taken
 
         backend.settle = recorded_settle  # type: ignore[method-assign]
+        backend.settle_and_take = recorded_settle_and_take  # type: ignore[method-assign]
 
 
 def make_app(backend: str | None = None) -> App:

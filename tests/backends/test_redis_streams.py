@@ -199,10 +199,11 @@ def test_delayed_retry_is_promoted_into_its_old_band(backend: StreamsBackend, cl
 
 def test_from_url_reads_prefix_band_and_orphan_idle(redis_server_url: str) -> None:
     """prefix, band (aging intervals) and the server connection come from the URL."""
-    url = redis_server_url.replace("redis://", "redis-streams://") + "?prefix=app7&band=0.5&socket_timeout=3"
-    backend = StreamsBackend.from_url(url)
+    options = "?prefix=app7&band=0.5&socket_timeout=3&result_ttl=60"
+    backend = StreamsBackend.from_url(redis_server_url.replace("redis://", "redis-streams://") + options)
     try:
         assert backend.keys.prefix == "app7"
+        assert backend.result_ttl == 60.0
         assert backend.band_width == 0.5
         assert backend.client.connection_pool.connection_kwargs["socket_timeout"] == 3.0
         assert backend.url.startswith("redis-streams://127.0.0.1:")
@@ -213,3 +214,24 @@ def test_from_url_reads_prefix_band_and_orphan_idle(redis_server_url: str) -> No
 def test_band_width_must_be_positive(client: redis.Redis) -> None:
     with pytest.raises(ValueError, match="band_width"):
         StreamsBackend(client, band_width=0)
+
+
+def test_extending_a_lease_keeps_the_entry_fresh_for_the_orphan_sweep(
+    client: redis.Redis, clock: ManualClock
+) -> None:
+    """A long job's lease extension resets its entry's idle time, so XAUTOCLAIM never takes it."""
+    backend = _open(client, clock, f"s{uuid.uuid4().hex[:10]}", orphan_idle=0.15)
+    try:
+        backend.enqueue([make_job(clock)])
+        delivery = reserve_one(backend, worker="long-runner")
+        [stream] = _streams(backend)
+        time.sleep(0.2)
+        assert backend.extend([delivery], 30.0) == [True]
+        [info] = client.xpending_range(stream, GROUP, "-", "+", 10)
+        assert info["consumer"] == "long-runner"
+        assert info["time_since_delivered"] < 150
+        reserve(backend, worker="sweeper")  # the sweep runs: the entry is not idle, nothing moves
+        [info] = client.xpending_range(stream, GROUP, "-", "+", 10)
+        assert info["consumer"] == "long-runner"
+    finally:
+        backend.delete_everything()

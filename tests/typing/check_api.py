@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobchain import App, ChainHandle, JobHandle, Retry, Task, chain, group
+from jobchain import App, ChainHandle, JobHandle, Retry, SubmitBuffer, Task, chain, group
 
 app = App("memory://", retry=Retry(attempts=3, base=0.1))
 
@@ -28,3 +28,10 @@ fan: ChainHandle = group(double.s(1), double.s(2)).submit()
 pipeline = add.s(1, 2) >> double >> double
 rendered: str = pipeline.submit().render()
 result: Any = job.wait(timeout=1.0) if False else None
+
+buffered_app = App(buffer=SubmitBuffer(max_jobs=50_000, max_bytes=64 * 1024 * 1024))
+unbuffered_app = App(buffer=None)
+waiting: bool = job.buffered
+stored: None = job.wait_stored(timeout=5.0) if False else None
+held: int = len(buffered_app.buffer) if buffered_app.buffer is not None else 0
+closed: None = buffered_app.close(timeout=10.0) if False else None

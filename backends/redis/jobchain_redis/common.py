@@ -12,6 +12,7 @@ back (:meth:`RedisBackend._release`), and implements reserve, extend and stats.
 from __future__ import annotations
 
 import abc
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.clock import Clock
+from jobchain.errors import ConfigurationError
 from jobchain.model import (
     UNREADABLE_TASK,
     ChainRecord,
@@ -44,8 +46,25 @@ from jobchain.model import (
 from jobchain_redis.codec import chain_from_json, chain_to_json, dumps, loads
 from jobchain_redis.connection import Pipe, ServerClock, Transaction, boundary, transact
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
+from jobchain_redis.safety import EvictionCheck, refuse_oom
 
-__all__ = ["RedisBackend", "Writes"]
+__all__ = ["DEFAULT_RESULT_TTL", "RedisBackend", "Writes", "result_ttl_option"]
+
+#: how long the record of a succeeded job or a completed chain is kept: one day
+DEFAULT_RESULT_TTL = 86_400.0
+
+
+def result_ttl_option(options: dict[str, str]) -> float | None:
+    """The URL option ``result_ttl``: seconds, or ``none`` to keep results forever."""
+    raw = options.get("result_ttl")
+    if raw is None:
+        return DEFAULT_RESULT_TTL
+    if raw.strip().lower() in ("none", "forever"):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"result_ttl={raw!r}: expected seconds or 'none'") from None
 
 logger = structlog.get_logger("jobchain.redis")
 
@@ -66,13 +85,50 @@ class Writes:
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
         self.unleased: dict[str, list[str]] = {}
+        self.leased: dict[str, dict[str, float]] = {}
 
     def unlease(self, queue: str, job_id: str) -> None:
         self.unleased.setdefault(queue, []).append(job_id)
 
+    def lease(self, queue: str, job_id: str, until: float) -> None:
+        self.leased.setdefault(queue, {})[job_id] = until
+
     def flush(self, pipe: Pipe) -> None:
         for queue, ids in self.unleased.items():
             pipe.zrem(self.keys.leases(queue), *ids)
+        for queue, mapping in self.leased.items():
+            pipe.zadd(self.keys.leases(queue), mapping)
+            pipe.sadd(self.keys.queues, queue)
+
+
+class _Take:
+    """What a settling worker may take: next steps of its queues, up to ``limit``, none overtaking."""
+
+    def __init__(self, worker: str, queues: frozenset[str], lease: float, limit: int) -> None:
+        self.worker = worker
+        self.queues = queues
+        self.lease = lease
+        self.limit = limit
+        self.taken: list[Delivery] = []
+        self._top: dict[str, float | None] = {}
+
+    def start(self, urgent: dict[str, tuple[list[tuple[str, float]], list[str]]], now: float) -> None:
+        """Note each queue's most urgent ready band (None: nothing ready) from the reads under WATCH.
+
+        A queue with a lease run out (a job waiting to be delivered again) takes nothing.
+        """
+        self.taken = []
+        self._top = {
+            q: (bands[0][1] if bands else None) for q, (bands, expired) in urgent.items() if not expired
+        }
+
+    def wants(self, job: Job, band: int, now: float) -> bool:
+        if len(self.taken) >= self.limit or job.queue not in self._top:
+            return False
+        if job.not_before is not None and job.not_before > now:
+            return False
+        top = self._top[job.queue]
+        return top is None or top > band  # a ready job in this band or a more urgent one goes first
 
 
 class RedisBackend(Backend):
@@ -92,12 +148,20 @@ class RedisBackend(Backend):
         clock: Clock | None = None,
         aging_interval: float = DEFAULT_AGING_INTERVAL,
         owns_client: bool = False,
+        result_ttl: float | None = DEFAULT_RESULT_TTL,
+        eviction: str = "warn",
     ) -> None:
         super().__init__(clock=clock or ServerClock(client), aging_interval=aging_interval)
+        if result_ttl is not None and result_ttl <= 0:
+            raise ValueError(f"result_ttl must be > 0 seconds or None (keep forever), got {result_ttl!r}")
+        #: seconds a succeeded job's record and a completed chain's record are kept (None: forever)
+        self.result_ttl = result_ttl
         #: redis-py types its replies as sync/async unions; this client decodes to str, so it is used as Any
         self.client: Any = client
         self.keys = Keys(prefix)
         self.url = url
+        #: ``maxmemory-policy`` checked before the first submit or reservation (see jobchain_redis.safety)
+        self.eviction = EvictionCheck(eviction, url, prefix)
         self._owns_client = owns_client
         self._resumed: set[str] = set()
 
@@ -116,6 +180,10 @@ class RedisBackend(Backend):
         return transact(self.client, body, tolerate=self.tolerate)
 
     # --- what a subclass provides ------------------------------------------------------
+
+    @abc.abstractmethod
+    def _band(self, job: Job) -> int:
+        """The band a ready job belongs in (its static aging key cut into slices)."""
 
     @abc.abstractmethod
     def _writes(self) -> Writes:
@@ -141,6 +209,9 @@ class RedisBackend(Backend):
     @abc.abstractmethod
     def _held_by(self, queues: Sequence[str], worker: str) -> list[str]:
         """Ids of the jobs the Redis data says ``worker`` holds in ``queues`` (its processing list/PEL)."""
+
+    def _refresh(self, pipe: Pipe, delivery: Delivery, row: dict[str, str | None]) -> None:
+        """Extra writes when a lease is extended (redis-streams: keep the entry's idle time fresh)."""
 
     # --- resuming a restarted worker ---------------------------------------------------
 
@@ -182,7 +253,9 @@ class RedisBackend(Backend):
     # --- jobs ------------------------------------------------------------------------
 
     @boundary
+    @refuse_oom
     def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        self.eviction.ensure(self.client)
         unique = list({job.id: job for job in reversed(jobs)}.values())[::-1]
         job_keys = [self.keys.job(job.id) for job in unique]
 
@@ -195,8 +268,10 @@ class RedisBackend(Backend):
         self._transact(body)
 
     @boundary
+    @refuse_oom
     def enqueue_new(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
         """One MULTI/EXEC and no WATCH: the ids are fresh, so there is nothing to check (one round trip)."""
+        self.eviction.ensure(self.client)
         unique = list({job.id: job for job in reversed(jobs)}.values())[::-1]
         pipe = self.client.pipeline(transaction=True)
         self._store(pipe, unique, chains)
@@ -218,16 +293,19 @@ class RedisBackend(Backend):
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
         job_keys = [self.keys.job(d.job.id) for d in deliveries]
 
+        fields = ("token", *self.settle_fields)
+
         def body(tx: Transaction) -> list[bool]:
             tx.watch(*job_keys)
-            tokens = tx.read(lambda r: [r.hget(k, "token") for k in job_keys])
+            rows = tx.read(lambda r: [r.hmget(k, *fields) for k in job_keys])
             lease_until = self.now() + lease
-            held = [t is not None and t == d.token for d, t in zip(deliveries, tokens, strict=True)]
+            held = [row[0] is not None and row[0] == d.token for d, row in zip(deliveries, rows, strict=True)]
             pipe = tx.multi()
-            for delivery, key, ok in zip(deliveries, job_keys, held, strict=True):
+            for delivery, key, ok, row in zip(deliveries, job_keys, held, rows, strict=True):
                 if ok:
                     pipe.zadd(self.keys.leases(delivery.job.queue), {delivery.job.id: lease_until}, xx=True)
                     pipe.hset(key, "lease_until", repr(lease_until))
+                    self._refresh(pipe, delivery, dict(zip(fields, row, strict=True)))
             return held
 
         return self._transact(body)[0] if deliveries else []
@@ -235,42 +313,109 @@ class RedisBackend(Backend):
     # --- settle ----------------------------------------------------------------------
 
     @boundary
+    @refuse_oom
     def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        return self._settle(outcomes, None)[0]
+
+    @boundary
+    @refuse_oom
+    def settle_and_take(
+        self, outcomes: Sequence[Outcome], *, worker: str, queues: Sequence[str], lease: float, limit: int
+    ) -> tuple[list[SettleResult], list[Delivery]]:
+        """Settle, and lease to ``worker`` the next steps these outcomes make ready, in one transaction.
+
+        A next step is taken only when nothing in its queue is as urgent (no
+        ready job in its band or a more urgent one, no lease run out), so the
+        order of service is the one :meth:`reserve` would give. The worker runs
+        it at once: no wake-up, no reserve (see :meth:`Backend.settle_and_take`).
+        """
+        if limit < 1 or not queues:
+            return self._settle(outcomes, None)
+        return self._settle(outcomes, _Take(worker, frozenset(queues), lease, limit))
+
+    def _settle(
+        self, outcomes: Sequence[Outcome], take: _Take | None
+    ) -> tuple[list[SettleResult], list[Delivery]]:
         if not outcomes:
-            return []
+            return [], []
         job_ids = list(dict.fromkeys(o.delivery.job.id for o in outcomes))
         chain_ids = list(
             dict.fromkeys(o.delivery.job.chain.chain_id for o in outcomes if o.delivery.job.chain is not None)
         )
         watch = [self.keys.job(j) for j in job_ids] + [self.keys.chain(c) for c in chain_ids]
         fields = _SETTLE_FIELDS + self.settle_fields
+        take_queues = sorted(take.queues) if take is not None and chain_ids else []
 
-        def body(tx: Transaction) -> list[SettleResult]:
+        def body(tx: Transaction) -> tuple[list[SettleResult], list[Delivery]]:
             tx.watch(*watch)
-            rows = tx.read(
-                lambda r: (
-                    [r.hmget(self.keys.job(j), *fields) for j in job_ids]
-                    + [r.get(self.keys.chain(c)) for c in chain_ids]
-                )
-            )
+            now = self.now()
+
+            def reads(r: Pipe) -> None:
+                for j in job_ids:
+                    r.hmget(self.keys.job(j), *fields)
+                for c in chain_ids:
+                    r.get(self.keys.chain(c))
+                for q in take_queues:
+                    self._most_urgent(r, q, now)
+
+            rows = tx.read(reads)
+            urgent = rows[len(job_ids) + len(chain_ids) :]
             held = {j: dict(zip(fields, row, strict=True)) for j, row in zip(job_ids, rows, strict=False)}
+            n = len(job_ids) + len(chain_ids)
             chains = {
                 c: chain_from_json(raw)
-                for c, raw in zip(chain_ids, rows[len(job_ids) :], strict=True)
+                for c, raw in zip(chain_ids, rows[len(job_ids) : n], strict=True)
                 if raw is not None
             }
             before = dict(chains)
-            now = self.now()
             pipe = tx.multi()
             writes = self._writes()
-            results = [self._apply(pipe, writes, outcome, held, chains, now) for outcome in outcomes]
+            if take is not None:
+                take.start(
+                    {q: (urgent[2 * i], urgent[2 * i + 1]) for i, q in enumerate(take_queues)}, now
+                )
+            results = [self._apply(pipe, writes, outcome, held, chains, now, take) for outcome in outcomes]
             for chain_id, record in chains.items():
                 if record is not before[chain_id]:
                     pipe.set(self.keys.chain(chain_id), chain_to_json(record))
+                    if record.state is ChainState.COMPLETED:
+                        self._expire(pipe, self.keys.chain(chain_id))
             writes.flush(pipe)
-            return results
+            return results, list(take.taken) if take is not None else []
 
         return self._transact(body)[0]
+
+    def _most_urgent(self, r: Pipe, queue: str, now: float) -> None:
+        """Queue the reads that say what is ready in ``queue``: its most urgent band, a lease run out."""
+        r.zrange(self._ready_index(queue), 0, 0, withscores=True)
+        r.zrangebyscore(self.keys.leases(queue), "-inf", now, start=0, num=1)
+
+    def _ready_index(self, queue: str) -> str:
+        """The sorted set of ``queue``'s bands that may hold ready jobs, scored by band number."""
+        return self.keys.bands(queue)
+
+    def _place_leased(self, pipe: Pipe, writes: Writes, job: Job, take: _Take, now: float) -> Delivery:
+        """Store a next step already leased to the taking worker (it never enters the ready structure)."""
+        token = secrets.token_hex(8)
+        until = now + take.lease
+        pipe.hset(
+            self.keys.job(job.id),
+            mapping={
+                "job": dumps(job.to_wire()),
+                "queue": job.queue,
+                "state": JobState.RUNNING.value,
+                "token": token,
+                "worker": take.worker,
+                "lease_until": repr(until),
+                "deliveries": 1,
+            },
+        )
+        writes.lease(job.queue, job.id, until)
+        self._hold(pipe, job, take.worker)
+        return Delivery(job=job, token=token, lease_until=until, worker=take.worker, delivery_count=1)
+
+    def _hold(self, pipe: Pipe, job: Job, worker: str) -> None:
+        """Backend-specific writes for a job leased without a reservation (lists: the processing list)."""
 
     def _apply(
         self,
@@ -280,6 +425,7 @@ class RedisBackend(Backend):
         held: dict[str, dict[str, str | None]],
         chains: dict[str, ChainRecord],
         now: float,
+        take: _Take | None = None,
     ) -> SettleResult:
         delivery = outcome.delivery
         job = delivery.job
@@ -305,6 +451,7 @@ class RedisBackend(Backend):
                 },
             )
             pipe.hdel(key, "error", "deliveries", *drop)
+            self._expire(pipe, key)
             if record is None or job.chain is None:
                 return SettleResult(accepted=True)
             updated, following = workflow.apply_completed(
@@ -317,7 +464,10 @@ class RedisBackend(Backend):
             )
             chains[record.id] = updated
             for next_job in following:
-                self._place(pipe, writes, next_job, now, front=False)
+                if take is not None and take.wants(next_job, self._band(next_job), now):
+                    take.taken.append(self._place_leased(pipe, writes, next_job, take, now))
+                else:
+                    self._place(pipe, writes, next_job, now, front=False)
             done = updated.state is ChainState.COMPLETED and record.state is not ChainState.COMPLETED
             return SettleResult(accepted=True, chain=updated if done else None)
         if isinstance(outcome, Retried):
@@ -352,6 +502,11 @@ class RedisBackend(Backend):
             mapping={"state": JobState.QUEUED.value, "deliveries": max(0, int(row["deliveries"] or 1) - 1)},
         )
         return SettleResult(accepted=True)
+
+    def _expire(self, pipe: Pipe, key: str) -> None:
+        """Let a finished record go after ``result_ttl`` (bounded memory; failed jobs stay until purged)."""
+        if self.result_ttl is not None:
+            pipe.pexpire(key, int(self.result_ttl * 1000))
 
     # --- records ---------------------------------------------------------------------
 
@@ -430,6 +585,7 @@ class RedisBackend(Backend):
         return entries[0] if entries else None
 
     @boundary
+    @refuse_oom
     def redrive(self, job_ids: Sequence[str]) -> list[str]:
         ids = list(dict.fromkeys(job_ids))
         if not ids:
@@ -482,18 +638,29 @@ class RedisBackend(Backend):
         ids = self.client.zrange(self.keys.failed, 0, -1) if job_ids is None else list(dict.fromkeys(job_ids))
         if not ids:
             return 0
-        queues = self.client.pipeline(transaction=False)
-        for job_id in ids:
-            queues.hget(self.keys.job(job_id), "queue")
-        pipe = self.client.pipeline(transaction=True)
-        positions: list[int] = []
-        for job_id, queue in zip(ids, queues.execute(), strict=True):
-            positions.append(len(pipe.command_stack))
-            pipe.zrem(self.keys.failed, job_id)
-            if queue is not None:
-                pipe.zrem(self.keys.failed_in(queue), job_id)
-        results = pipe.execute()
-        return sum(int(results[i]) for i in positions)
+        job_keys = [self.keys.job(j) for j in ids]
+
+        def body(tx: Transaction) -> int:
+            # WATCH: a job re-driven meanwhile has a live hash that must not be deleted
+            tx.watch(self.keys.failed, *job_keys)
+            rows = tx.read(
+                lambda r: (
+                    [r.zscore(self.keys.failed, j) for j in ids] + [r.hget(k, "queue") for k in job_keys]
+                )
+            )
+            scores, queues = rows[: len(ids)], rows[len(ids) :]
+            gone = [(j, q) for j, score, q in zip(ids, scores, queues, strict=True) if score is not None]
+            if not gone:
+                return 0
+            pipe = tx.multi()
+            pipe.zrem(self.keys.failed, *[j for j, _ in gone])
+            for job_id, queue in gone:
+                if queue is not None:
+                    pipe.zrem(self.keys.failed_in(queue), job_id)
+                pipe.delete(self.keys.job(job_id))
+            return len(gone)
+
+        return self._transact(body)[0]
 
     # --- workers ---------------------------------------------------------------------
 

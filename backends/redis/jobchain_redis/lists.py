@@ -44,8 +44,8 @@ from jobchain.model import (
     QueueStats,
 )
 from jobchain_redis.codec import dumps, loads
-from jobchain_redis.common import RedisBackend, Writes
-from jobchain_redis.connection import Pipe, Transaction, boundary, parse_url
+from jobchain_redis.common import DEFAULT_RESULT_TTL, RedisBackend, Writes, result_ttl_option
+from jobchain_redis.connection import Pipe, Transaction, boundary, connect, parse_url
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["ListsBackend"]
@@ -94,6 +94,8 @@ class ListsBackend(RedisBackend):
         clock: Clock | None = None,
         aging_interval: float = DEFAULT_AGING_INTERVAL,
         owns_client: bool = False,
+        eviction: str = "warn",
+        result_ttl: float | None = DEFAULT_RESULT_TTL,
     ) -> None:
         super().__init__(
             client,
@@ -102,6 +104,8 @@ class ListsBackend(RedisBackend):
             clock=clock,
             aging_interval=aging_interval,
             owns_client=owns_client,
+            eviction=eviction,
+            result_ttl=result_ttl,
         )
         if band_width <= 0:
             raise ValueError(f"band_width must be > 0 aging intervals, got {band_width!r}")
@@ -110,7 +114,7 @@ class ListsBackend(RedisBackend):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ListsBackend:
         parsed = parse_url(url)
-        client = redis.Redis.from_url(parsed.redis_url, decode_responses=True)
+        client = connect(parsed)
         own = parsed.options
         return cls(
             client,
@@ -118,6 +122,8 @@ class ListsBackend(RedisBackend):
             band_width=float(own.get("band", 0.01)),
             url=parsed.public,
             owns_client=True,
+            eviction=own.get("eviction", "warn"),
+            result_ttl=result_ttl_option(own),
             **options,
         )
 
@@ -163,6 +169,9 @@ class ListsBackend(RedisBackend):
         pipe.lrem(self.keys.processing(worker), 1, job.id)
         return ["token", "worker", "lease_until"]
 
+    def _hold(self, pipe: Pipe, job: Job, worker: str) -> None:
+        pipe.rpush(self.keys.processing(worker), job.id)
+
     def _held_by(self, queues: Sequence[str], worker: str) -> list[str]:
         return list(dict.fromkeys(self.client.lrange(self.keys.processing(worker), 0, -1)))
 
@@ -174,6 +183,7 @@ class ListsBackend(RedisBackend):
     ) -> list[Delivery]:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
+        self.eviction.ensure(self.client)
         self._resume_once(queues, worker)
         deadline = time.monotonic() + wait
         signals = [self.keys.signal(q) for q in queues]
@@ -236,6 +246,8 @@ class ListsBackend(RedisBackend):
             tx.watch(*ready_keys)
             heads = tx.read(lambda r: [r.lrange(k, 0, limit - 1) for k in ready_keys])
             taking: list[tuple[str, str, list[str]]] = []
+            taking_bands: list[str] = []
+            heads_of = dict(zip(ready_keys, heads, strict=True))
             empty: list[tuple[str, str]] = []
             count = 0
             for (_, queue, band), key, ids in zip(candidates, ready_keys, heads, strict=True):
@@ -243,6 +255,7 @@ class ListsBackend(RedisBackend):
                     empty.append((queue, band))
                     continue
                 taking.append((queue, key, ids[: limit - count]))
+                taking_bands.append(band)
                 count += len(taking[-1][2])
                 if count >= limit:
                     break
@@ -251,10 +264,12 @@ class ListsBackend(RedisBackend):
             pipe = tx.multi()
             picked: list[tuple[str, str, str, str, int]] = []
             leases: dict[str, dict[str, float]] = {}
-            for queue, key, ids in taking:
+            for (queue, key, ids), band in zip(taking, taking_bands, strict=True):
                 # the heads read under WATCH are the heads now: cut them off and append them to processing
                 pipe.ltrim(key, len(ids), -1)
                 pipe.rpush(processing, *ids)
+                if len(ids) == len(heads_of[key]) < limit:  # the whole list: the band is empty now
+                    pipe.zrem(keys.bands(queue), band)
                 for job_id in ids:
                     token = secrets.token_hex(8)
                     job_key = keys.job(job_id)

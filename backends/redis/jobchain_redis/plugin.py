@@ -24,3 +24,18 @@ def jobchain_register_backends(registry: BackendRegistry) -> None:
         summary="Redis streams: a stream per queue and band, one consumer group, MULTI/EXEC transitions",
     )
     registry.add("rediss-streams", StreamsBackend.from_url, summary="redis-streams over TLS")
+    # Sentinel: host:26379,host2:26379/SERVICE/DB; the master is found through the Sentinels
+    registry.add(
+        "redis-lists+sentinel",
+        ListsBackend.from_url,
+        summary="redis-lists on the master a Sentinel group names; follows failovers",
+    )
+    registry.add("rediss-lists+sentinel", ListsBackend.from_url, summary="redis-lists+sentinel over TLS")
+    registry.add(
+        "redis-streams+sentinel",
+        StreamsBackend.from_url,
+        summary="redis-streams on the master a Sentinel group names; follows failovers",
+    )
+    registry.add(
+        "rediss-streams+sentinel", StreamsBackend.from_url, summary="redis-streams+sentinel over TLS"
+    )

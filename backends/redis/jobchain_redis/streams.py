@@ -59,8 +59,8 @@ from jobchain.errors import InvalidJobError
 from jobchain.ids import new_id
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis.codec import dumps, loads
-from jobchain_redis.common import RedisBackend, Writes
-from jobchain_redis.connection import Pipe, Transaction, boundary, parse_url
+from jobchain_redis.common import DEFAULT_RESULT_TTL, RedisBackend, Writes, result_ttl_option
+from jobchain_redis.connection import Pipe, Transaction, boundary, connect, parse_url
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["GROUP", "StreamsBackend"]
@@ -92,6 +92,8 @@ class _Writes(Writes):
         self.grouped = grouped
         self.bands: dict[str, dict[str, int]] = {}
         self.acks: dict[str, list[str]] = {}
+        #: deliveries already made of a job that gets a new entry (a lapsed hand-off), kept in the entry
+        self.carry: dict[str, int] = {}
 
     def ack(self, stream: str, entry: str) -> None:
         self.acks.setdefault(stream, []).append(entry)
@@ -140,6 +142,8 @@ class StreamsBackend(RedisBackend):
         clock: Clock | None = None,
         aging_interval: float = DEFAULT_AGING_INTERVAL,
         owns_client: bool = False,
+        eviction: str = "warn",
+        result_ttl: float | None = DEFAULT_RESULT_TTL,
     ) -> None:
         super().__init__(
             client,
@@ -148,6 +152,8 @@ class StreamsBackend(RedisBackend):
             clock=clock,
             aging_interval=aging_interval,
             owns_client=owns_client,
+            eviction=eviction,
+            result_ttl=result_ttl,
         )
         if band_width <= 0:
             raise ValueError(f"band_width must be > 0 aging intervals, got {band_width!r}")
@@ -159,7 +165,7 @@ class StreamsBackend(RedisBackend):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> StreamsBackend:
         parsed = parse_url(url)
-        client = redis.Redis.from_url(parsed.redis_url, decode_responses=True)
+        client = connect(parsed)
         own = parsed.options
         return cls(
             client,
@@ -167,6 +173,8 @@ class StreamsBackend(RedisBackend):
             band_width=float(own.get("band", 0.1)),
             url=parsed.public,
             owns_client=True,
+            eviction=own.get("eviction", "warn"),
+            result_ttl=result_ttl_option(own),
             **options,
         )
 
@@ -192,7 +200,10 @@ class StreamsBackend(RedisBackend):
             fields["state"] = JobState.DELAYED.value
         else:
             band = self._band(job)
-            pipe.xadd(self.keys.stream(job.queue, band), {"id": job.id})
+            entry = {"id": job.id}
+            if writes.carry.get(job.id):
+                entry["d"] = str(writes.carry[job.id])
+            pipe.xadd(self.keys.stream(job.queue, band), entry)
             writes.bands.setdefault(job.queue, {})[str(band)] = band
             fields["state"] = JobState.QUEUED.value
         pipe.hset(self.keys.job(job.id), mapping=fields)
@@ -208,6 +219,13 @@ class StreamsBackend(RedisBackend):
         if stream and entry:
             writes.ack(stream, entry)
         return ["token", "worker", "lease_until", "stream", "entry", "band"]
+
+    def _refresh(self, pipe: Pipe, delivery: Delivery, row: dict[str, str | None]) -> None:
+        # XCLAIM to its holder resets the entry's idle time: the orphan sweep (XAUTOCLAIM of entries
+        # idle past orphan_idle) never takes the entry of a long job whose lease is kept fresh
+        stream, entry = row.get("stream"), row.get("entry")
+        if stream and entry:
+            pipe.xclaim(stream, GROUP, delivery.worker, 0, [entry], justid=True)
 
     def _release(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
         # the entry stays pending in the group; a lease of 0 marks it for claiming at once
@@ -239,6 +257,7 @@ class StreamsBackend(RedisBackend):
     ) -> list[Delivery]:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
+        self.eviction.ensure(self.client)
         self._resume_once(queues, worker)
         deadline = time.monotonic() + wait
         while True:
@@ -251,7 +270,7 @@ class StreamsBackend(RedisBackend):
             self.client.xread(wakes, count=1, block=block)
 
     def _reserve_once(
-        self, queues: Sequence[str], limit: int, lease: float, worker: str
+        self, queues: Sequence[str], limit: int, lease: float, worker: str, *, again: bool = True
     ) -> tuple[list[Delivery], dict[str, str]]:
         keys = self.keys
         now = self.now()
@@ -284,9 +303,15 @@ class StreamsBackend(RedisBackend):
             pipe = self.client.pipeline(transaction=False)
             for _, job_id in expired:
                 pipe.hmget(keys.job(job_id), "stream", "entry", "band")
+            unentried: list[tuple[str, str]] = []
             for (q, job_id), (stream, entry, band) in zip(expired, pipe.execute(), strict=True):
                 if stream and entry and band is not None:
                     plan.append((int(band), 0, _entry_order(entry), q, job_id, stream, entry))
+                else:
+                    unentried.append((q, job_id))
+            if unentried and again:  # handed-off steps with no entry get one now; read the index again
+                self._requeue_unentried(unentried, now)
+                return self._reserve_once(queues, limit, lease, worker, again=False)
         for q, index in zip(queues, found[2::4], strict=True):
             for name, _score in index:
                 band = int(name)
@@ -318,6 +343,7 @@ class StreamsBackend(RedisBackend):
         lease_until: float,
         worker: str,
         where: dict[str, str | int] | None = None,
+        count: int = 1,
     ) -> int:
         """Queue the lease of one job (HSET, HINCRBY, HGET); return where HINCRBY's reply will be.
 
@@ -336,7 +362,7 @@ class StreamsBackend(RedisBackend):
         }
         if where:
             fields.update(where)
-            fields["deliveries"] = 1
+            fields["deliveries"] = count
         pipe.hset(key, mapping=fields)
         at = -1 if where else len(pipe.command_stack)
         if not where:
@@ -364,7 +390,7 @@ class StreamsBackend(RedisBackend):
         if not entries:
             return []
         pipe = self.client.pipeline(transaction=True)
-        leased: list[tuple[str, str, int]] = []
+        leased: list[tuple[str, str, int, int]] = []
         leases: dict[str, dict[str, float]] = {}
         for entry, fields in entries:
             job_id = fields.get("id")
@@ -373,15 +399,46 @@ class StreamsBackend(RedisBackend):
                 continue
             token = secrets.token_hex(8)
             where: dict[str, str | int] = {"stream": stream, "entry": entry, "band": band}
-            self._lease_writes(pipe, leases, queue, job_id, token, lease_until, worker, where)
-            leased.append((job_id, token, len(pipe.command_stack) - 1))
+            count = 1 + int(fields.get("d") or 0)
+            self._lease_writes(pipe, leases, queue, job_id, token, lease_until, worker, where, count)
+            leased.append((job_id, token, count, len(pipe.command_stack) - 1))
         self._zadd_leases(pipe, leases)
         results = pipe.execute()
         return self._collect(
-            [(queue, job_id, token, 1, results[at]) for job_id, token, at in leased],
+            [(queue, job_id, token, count, results[at]) for job_id, token, count, at in leased],
             lease_until,
             worker,
         )
+
+    def _requeue_unentried(self, jobs: Sequence[tuple[str, str]], now: float) -> None:
+        """Give a stream entry to jobs leased by a hand-off (no entry) whose lease ran out or was released."""
+        job_keys = [self.keys.job(job_id) for _, job_id in jobs]
+
+        def body(tx: Transaction) -> None:
+            tx.watch(*job_keys)
+            rows = tx.read(
+                lambda r: (
+                    [r.zscore(self.keys.leases(q), job_id) for q, job_id in jobs]
+                    + [r.hmget(k, "job", "entry", "deliveries") for k in job_keys]
+                )
+            )
+            scores, fields = rows[: len(jobs)], rows[len(jobs) :]
+            pipe = tx.multi()
+            writes = self._writes()
+            for (q, job_id), score, (raw, entry, count) in zip(jobs, scores, fields, strict=True):
+                if score is None or score > now or entry or raw is None:
+                    continue  # settled, extended or requeued since
+                writes.unlease(q, job_id)
+                writes.carry[job_id] = int(count or 0)
+                pipe.hdel(self.keys.job(job_id), "token", "worker", "lease_until")
+                self._place(pipe, writes, Job.from_wire(loads(raw)), now, front=True)
+                logger.info("lease_expired", job_id=job_id)
+            writes.flush(pipe)
+
+        self._transact(body)
+
+    def _ready_index(self, queue: str) -> str:
+        return self.keys.fresh(queue)
 
     def _read_after_nogroup(self, stream: str, worker: str, count: int) -> Any:
         """The band stream has no group: it was deleted and recreated by an XADD, or is gone."""
@@ -590,18 +647,27 @@ class StreamsBackend(RedisBackend):
         for q in queues:
             reader.zrange(self.keys.bands(q), 0, -1)
         bands: list[list[str]] = reader.execute()
+        # ready: entries not yet delivered to the group, plus leases run out (jobs to deliver again);
+        # a hand-off leases a job with no entry, so in-flight jobs are counted from the leases alone
         pipe = self.client.pipeline(transaction=True)
         for q, names in zip(queues, bands, strict=True):
             for band in names:
                 pipe.xlen(self.keys.stream(q, int(band)))
+                pipe.xpending(self.keys.stream(q, int(band)), GROUP)
             pipe.zcard(self.keys.delayed(q))
             pipe.zcount(self.keys.leases(q), f"({now!r}", "+inf")
+            pipe.zcount(self.keys.leases(q), "-inf", repr(now))
             pipe.zcard(self.keys.failed_in(q))
-        counts = iter(pipe.execute())
+        counts = iter(pipe.execute(raise_on_error=False))
         out: list[QueueStats] = []
         for q, names in zip(queues, bands, strict=True):
-            entries = sum(next(counts) for _ in names)
-            delayed, in_flight, failed = next(counts), next(counts), next(counts)
-            ready = max(0, entries - in_flight)
+            undelivered = 0
+            for _ in names:
+                length, pending = next(counts), next(counts)
+                if isinstance(length, int):
+                    # a band recreated without its group (NOGROUP) has delivered nothing yet
+                    undelivered += length - (pending["pending"] if isinstance(pending, dict) else 0)
+            delayed, in_flight, lapsed, failed = next(counts), next(counts), next(counts), next(counts)
+            ready = max(0, undelivered) + lapsed
             out.append(QueueStats(queue=q, ready=ready, delayed=delayed, in_flight=in_flight, failed=failed))
         return out

@@ -19,7 +19,7 @@ Time-dependent rules move the injected :class:`jobchain.ManualClock`.
 from __future__ import annotations
 
 from jobchain.testing.suite._base import ConformanceBase
-from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups
+from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups, NextStepHandOff
 from jobchain.testing.suite.failed import FailedQueue, Redrive
 from jobchain.testing.suite.jobs import (
     BadPayloads,
@@ -49,6 +49,7 @@ __all__ = [
     "JobRecords",
     "LeaseExpiry",
     "LeaseExtension",
+    "NextStepHandOff",
     "PriorityAging",
     "PriorityOrdering",
     "QueueStatistics",
@@ -77,6 +78,7 @@ class BackendConformance(
     AtomicChainAdvance,
     ChainHalting,
     Groups,
+    NextStepHandOff,
     FailedQueue,
     Redrive,
     QueueStatistics,

@@ -9,10 +9,18 @@ from jobchain.backend import Backend
 from jobchain.canvas import chain, group
 from jobchain.clock import ManualClock
 from jobchain.model import ChainRecord, ChainRef, ChainState, Completed, JobState, StepState
-from jobchain.testing.helpers import completed, failed, queue_stats, reserve, reserve_one, retried
+from jobchain.testing.helpers import (
+    completed,
+    failed,
+    queue_stats,
+    released,
+    reserve,
+    reserve_one,
+    retried,
+)
 from jobchain.testing.suite._base import ConformanceBase
 
-__all__ = ["AtomicChainAdvance", "ChainHalting", "Groups", "declare_tasks", "get_chain"]
+__all__ = ["AtomicChainAdvance", "ChainHalting", "Groups", "NextStepHandOff", "declare_tasks", "get_chain"]
 
 
 def _anything(*args: Any, **kwargs: Any) -> Any:
@@ -255,3 +263,86 @@ class Groups(ConformanceBase):
             backend.settle([completed(delivery, delivery.job.args[0] * 10, clock=clock)])
         record = get_chain(backend, handle.id)
         assert (record.kind, record.state, record.result) == ("group", ChainState.COMPLETED, [10, 20, 30])
+
+
+class NextStepHandOff(ConformanceBase):
+    """``settle_and_take``: a backend may lease a chain's next step to the worker that finished the step.
+
+    These tests hold for a backend that takes nothing (the default): whatever
+    is not taken must be reservable, and whatever is taken must be held.
+    """
+
+    def _take(self, backend: Backend, delivery: Any, clock: ManualClock, **kwargs: Any) -> list[Any]:
+        options = {"worker": "w-1", "queues": ["default"], "lease": 30.0, "limit": 4, **kwargs}
+        results, taken = backend.settle_and_take([completed(delivery, "body", clock=clock)], **options)
+        assert [r.accepted for r in results] == [True]
+        return taken
+
+    def test_next_step_is_taken_or_ready_never_both(
+        self, app: App, backend: Backend, clock: ManualClock
+    ) -> None:
+        """The next step is either leased to the settling worker (settle accepts it) or ready to reserve."""
+        fetch, parse = declare_tasks(app, "fetch", "parse")
+        handle = chain(fetch, parse).submit("url")
+        taken = self._take(backend, reserve_one(backend, worker="w-1"), clock)
+        ready = reserve(backend, worker="w-2")
+        assert len(taken) + len(ready) == 1
+        [step] = taken or ready
+        assert (step.job.task, step.job.args) == ("parse", ("body",))
+        if taken:
+            assert step.worker == "w-1"
+            assert queue_stats(backend).in_flight == 1
+        [result] = backend.settle([completed(step, "done", clock=clock)])
+        assert result.accepted
+        assert result.chain is not None
+        assert get_chain(backend, handle.id).state is ChainState.COMPLETED
+
+    def test_a_ready_job_of_the_queue_is_not_overtaken(
+        self, app: App, backend: Backend, clock: ManualClock
+    ) -> None:
+        """With an older job of equal priority ready in the queue, the next step is not taken."""
+        fetch, parse, other = declare_tasks(app, "fetch", "parse", "other")
+        chain(fetch, parse).submit("url")
+        head = reserve_one(backend, worker="w-1")
+        waiting = other.submit()
+        clock.advance(1.0)
+        assert self._take(backend, head, clock) == []
+        assert reserve_one(backend, worker="w-2").job.id == waiting.id
+
+    def test_nothing_is_taken_from_other_queues_or_beyond_the_limit(
+        self, app: App, backend: Backend, clock: ManualClock
+    ) -> None:
+        """Only steps of the worker's queues, and no more than ``limit``."""
+        fetch, parse = declare_tasks(app, "fetch", "parse")
+        chain(fetch, parse).submit("url")
+        assert self._take(backend, reserve_one(backend), clock, queues=["elsewhere"]) == []
+        assert len(reserve(backend)) == 1
+        chain(fetch, group(parse, parse, parse)).submit("url")
+        assert len(self._take(backend, reserve_one(backend), clock, limit=2)) <= 2
+
+    def test_a_taken_step_whose_lease_runs_out_is_delivered_again(
+        self, app: App, backend: Backend, clock: ManualClock
+    ) -> None:
+        """A worker that dies holding a taken step loses nothing: the lease ends, another worker gets it."""
+        fetch, parse = declare_tasks(app, "fetch", "parse")
+        chain(fetch, parse).submit("url")
+        taken = self._take(backend, reserve_one(backend, worker="w-1"), clock, lease=5.0)
+        clock.advance(6.0)
+        [again] = reserve(backend, worker="w-2")
+        assert again.job.task == "parse"
+        assert again.delivery_count == (2 if taken else 1)
+        stale = backend.settle([completed(d, clock=clock) for d in taken])
+        assert [r.accepted for r in stale] == [False] * len(taken)
+        assert backend.settle([completed(again, clock=clock)])[0].accepted
+
+    def test_a_released_taken_step_is_ready_again(
+        self, app: App, backend: Backend, clock: ManualClock
+    ) -> None:
+        """Giving back a taken step (a worker stopping) makes it ready at once."""
+        fetch, parse = declare_tasks(app, "fetch", "parse")
+        chain(fetch, parse).submit("url")
+        taken = self._take(backend, reserve_one(backend, worker="w-1"), clock)
+        if taken:
+            backend.settle([released(taken[0])])
+        [again] = reserve(backend, worker="w-2")
+        assert again.job.task == "parse"

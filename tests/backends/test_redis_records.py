@@ -1,0 +1,102 @@
+"""How long the Redis backends keep records: results expire, failures stay until purged."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from jobchain import App
+from jobchain.canvas import chain
+from jobchain.clock import ManualClock
+from jobchain.testing import completed, failed, make_job, reserve_one
+
+redis = pytest.importorskip("redis", reason="jobchain-redis is not installed (pip install -e backends/redis)")
+fakeredis = pytest.importorskip("fakeredis", reason="fakeredis is not installed")
+
+from jobchain_redis.common import DEFAULT_RESULT_TTL, RedisBackend  # noqa: E402
+from jobchain_redis.lists import ListsBackend  # noqa: E402
+from jobchain_redis.streams import StreamsBackend  # noqa: E402
+
+
+@pytest.fixture(params=[ListsBackend, StreamsBackend], ids=["lists", "streams"])
+def kind(request: pytest.FixtureRequest) -> type[RedisBackend]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def backend(kind: type[RedisBackend], clock: ManualClock) -> Iterator[RedisBackend]:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    made = kind(client, prefix=f"r{uuid.uuid4().hex[:8]}", clock=clock)
+    yield made
+    made.delete_everything()
+
+
+def _ttl(backend: RedisBackend, key: str) -> float:
+    return int(backend.client.pttl(key)) / 1000
+
+
+def test_a_succeeded_jobs_record_expires_after_result_ttl(backend: RedisBackend, clock: ManualClock) -> None:
+    """The result is kept for result_ttl (a day by default), then Redis lets it go: memory stays bounded."""
+    job = make_job(clock)
+    backend.enqueue([job])
+    backend.settle([completed(reserve_one(backend), 7, clock=clock)])
+    assert DEFAULT_RESULT_TTL - 5 < _ttl(backend, backend.keys.job(job.id)) <= DEFAULT_RESULT_TTL
+    assert backend.get_job(job.id).result == 7  # type: ignore[union-attr]
+
+
+def test_a_failed_jobs_record_stays_until_purged(backend: RedisBackend, clock: ManualClock) -> None:
+    """The failed queue needs the record: no TTL; purging deletes it."""
+    job = make_job(clock)
+    backend.enqueue([job])
+    backend.settle([failed(reserve_one(backend), clock=clock)])
+    key = backend.keys.job(job.id)
+    assert backend.client.pttl(key) == -1
+    assert backend.purge_failed([job.id]) == 1
+    assert not backend.client.exists(key)
+    assert backend.get_job(job.id) is None
+
+
+def test_purge_leaves_jobs_outside_the_failed_queue_alone(backend: RedisBackend, clock: ManualClock) -> None:
+    """Purging an id that is not (or no longer) in the failed queue deletes nothing."""
+    job = make_job(clock)
+    backend.enqueue([job])
+    backend.settle([failed(reserve_one(backend), clock=clock)])
+    assert backend.redrive([job.id]) == [job.id]
+    assert backend.purge_failed([job.id]) == 0
+    assert reserve_one(backend).job.id == job.id
+
+
+def test_a_completed_chains_record_expires_and_a_halted_one_stays(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    """A finished chain's record goes with its results; a halted one is kept for re-driving."""
+    app = App(backend=backend)
+
+    @app.task
+    def step(x: int) -> int:
+        return x
+
+    good = chain(step, step).submit(1)
+    for _ in range(2):
+        backend.settle([completed(reserve_one(backend), 1, clock=clock)])
+    assert 0 < _ttl(backend, backend.keys.chain(good.id)) <= DEFAULT_RESULT_TTL
+    bad = chain(step, step).submit(2)
+    backend.settle([failed(reserve_one(backend), clock=clock)])
+    assert backend.client.pttl(backend.keys.chain(bad.id)) == -1
+
+
+def test_result_ttl_none_keeps_records(kind: type[RedisBackend], clock: ManualClock) -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    backend = kind(client, prefix=f"r{uuid.uuid4().hex[:8]}", clock=clock, result_ttl=None)
+    job = make_job(clock)
+    backend.enqueue([job])
+    backend.settle([completed(reserve_one(backend), clock=clock)])
+    assert backend.client.pttl(backend.keys.job(job.id)) == -1
+
+
+def test_result_ttl_must_be_positive(kind: type[RedisBackend]) -> None:
+    with pytest.raises(ValueError, match="result_ttl"):
+        kind(fakeredis.FakeRedis(decode_responses=True), result_ttl=0)
+
