@@ -8,6 +8,8 @@ python -m pip install -e '.[dev]'
 # the Redis backends (redis-lists, redis-streams), their test extras (fakeredis) and hiredis,
 # the C reply parser and command packer redis-py uses when it is installed (benchmarks use it)
 python -m pip install -e './backends/redis[test,hiredis]'
+# the HTTP gateway plugin (jobchain-http) and its test extras (schemathesis)
+python -m pip install -e './plugins/http[test]'
 
 # The Redis backends' tests need a real server; install Debian's when it is missing.
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -28,3 +30,4 @@ python -m pytest -q
 ruff check .
 mypy
 mypy --strict backends/redis/jobchain_redis
+mypy --strict plugins/http/jobchain_http

@@ -1,0 +1,350 @@
+"""The ``http://`` and ``https://`` backends: a jobchain backend that talks to a gateway.
+
+``HttpBackend.from_url("http://:TOKEN@host:8080?delivery=stream&prefetch=64")``.
+The token comes from the URL (as password or user name), the ``token=``
+option, or ``JOBCHAIN_HTTP_TOKEN``. One :class:`httpx.Client` keeps its
+connections alive and is shared by every thread of a worker.
+
+Blocking reservations (``wait > 0``, which is how workers reserve) use
+*streamed delivery* by default: a reader thread holds one ``/v1/stream``
+response open and buffers what it sends; the gateway never has more than
+``prefetch`` deliveries out on it unsettled, and every settle gives credit
+back. ``delivery=poll`` (or a gateway without streams) uses long polling on
+``/v1/reserve`` instead. A non-blocking reservation is always one request.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+
+import httpx
+import structlog
+
+from jobchain.aging import DEFAULT_AGING_INTERVAL
+from jobchain.backend import Backend
+from jobchain.clock import Clock
+from jobchain.errors import BackendError, BackendUnavailableError, InvalidJobError, UnknownTaskError
+from jobchain.model import (
+    ChainRecord,
+    Delivery,
+    FailedEntry,
+    Job,
+    JobRecord,
+    Outcome,
+    QueueStats,
+    SettleResult,
+    WorkerInfo,
+)
+from jobchain_http.reader import StreamReader
+from jobchain_http.wire import (
+    chain_from_wire,
+    chain_to_wire,
+    delivery_from_wire,
+    dumps,
+    failed_from_wire,
+    outcome_to_wire,
+    record_from_wire,
+    settle_result_from_wire,
+    stats_from_wire,
+    worker_from_wire,
+)
+
+__all__ = ["TOKEN_ENV", "HttpBackend"]
+
+logger = structlog.get_logger("jobchain_http.client")
+
+TOKEN_ENV = "JOBCHAIN_HTTP_TOKEN"
+#: the longest wait one long-poll request asks for; longer waits are several requests
+POLL_CHUNK = 20.0
+BATCH = 1000
+
+
+def _ref(d: Delivery) -> dict[str, Any]:
+    return {
+        "job_id": d.job.id,
+        "token": d.token,
+        "worker": d.worker,
+        "lease_until": d.lease_until,
+        "delivery_count": d.delivery_count,
+    }
+
+
+def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class HttpBackend(Backend):
+    """A backend served by a jobchain gateway (``jobchain http serve``)."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8080",
+        *,
+        client: httpx.Client | None = None,
+        token: str | None = None,
+        delivery: str = "stream",
+        prefetch: int | None = None,
+        timeout: float = 30.0,
+        clock: Clock | None = None,
+        aging_interval: float = DEFAULT_AGING_INTERVAL,
+    ) -> None:
+        super().__init__(clock=clock, aging_interval=aging_interval)
+        if delivery not in ("stream", "poll"):
+            raise ValueError(f"delivery must be 'stream' or 'poll', got {delivery!r}")
+        if prefetch is not None and prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch!r}")
+        parts = urlsplit(url)
+        secret = parts.password or parts.username
+        netloc = parts.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        if parts.port:
+            netloc += f":{parts.port}"
+        base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        self.url = base
+        self.token = secret or token or os.environ.get(TOKEN_ENV) or None
+        self.delivery = delivery
+        self.prefetch = prefetch
+        self.timeout = timeout
+        self._owns_client = client is None
+        headers = {"accept": "application/json"}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        if client is None:
+            client = httpx.Client(
+                base_url=base,
+                timeout=httpx.Timeout(timeout, connect=10.0),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            )
+        self._client = client
+        self._headers = headers
+        self._prefix = parts.path.rstrip("/") if client is not None and not self._owns_client else ""
+        self._readers: dict[tuple[tuple[str, ...], float, str], StreamReader] = {}
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> HttpBackend:
+        """``http[s]://[:TOKEN@]host:port[/prefix][?delivery=stream|poll&prefetch=N&timeout=S]``."""
+        parts = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"delivery", "prefetch", "timeout", "token"}
+        if unknown:
+            raise ValueError(f"unknown option(s) in backend URL: {', '.join(sorted(unknown))}")
+        if "delivery" in query:
+            options.setdefault("delivery", query["delivery"])
+        if "prefetch" in query:
+            options.setdefault("prefetch", int(query["prefetch"]))
+        if "timeout" in query:
+            options.setdefault("timeout", float(query["timeout"]))
+        if "token" in query:
+            options.setdefault("token", query["token"])
+        return cls(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), **options)
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _path(self, path: str) -> str:
+        return self._prefix + path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Any = None,
+        timeout: float | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """One request to the gateway; its JSON answer, None for a 404 when ``missing_ok``."""
+        headers = dict(self._headers)
+        content = None
+        if body is not None:
+            content = dumps(body)
+            headers["content-type"] = "application/json"
+        try:
+            response = self._client.request(
+                method,
+                self._path(path),
+                content=content,
+                params=params,
+                headers=headers,
+                timeout=self.timeout if timeout is None else timeout,
+            )
+        except httpx.TransportError as exc:
+            raise BackendUnavailableError(self.url, f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code == 404 and missing_ok:
+            return None
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response.json()
+
+    def _error(self, response: httpx.Response) -> Exception:
+        status = response.status_code
+        try:
+            error = response.json()["error"]
+            message, code, path = str(error["message"]), str(error.get("code", "")), error.get("path")
+        except Exception:
+            message, code, path = response.text[:200] or response.reason_phrase, "", None
+        where = f" (at {path})" if path else ""
+        if status == 401:
+            return BackendError(f"the gateway at {self.url} refused the token: {message} (set {TOKEN_ENV})")
+        if code in ("unknown_task", "unknown_target"):
+            name = message.split("'")[1] if message.count("'") >= 2 else message
+            return UnknownTaskError(name, [])
+        if status in (403, 404, 413, 422):
+            return InvalidJobError(f"the gateway at {self.url} refused it: {message}{where}")
+        if status in (502, 503, 504):
+            return BackendUnavailableError(self.url, f"HTTP {status}: {message}")
+        return BackendError(f"the gateway at {self.url} answered {status}: {message}{where}")
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return float(self.request("GET", "/v1/time")["now"])
+
+    def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        if not jobs and not chains:
+            return
+        body = {"jobs": [j.to_wire() for j in jobs], "chains": [chain_to_wire(c) for c in chains]}
+        self.request("POST", "/v1/enqueue", body=body)
+
+    def reserve(
+        self, queues: Sequence[str], *, limit: int, lease: float, worker: str, wait: float = 0.0
+    ) -> list[Delivery]:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        if wait > 0 and self.delivery == "stream":
+            reader = self._reader(tuple(queues), lease, worker, limit)
+            if reader is not None:
+                return reader.take(limit, wait)
+        return self._poll(queues, limit=limit, lease=lease, worker=worker, wait=wait)
+
+    def _poll(
+        self, queues: Sequence[str], *, limit: int, lease: float, worker: str, wait: float
+    ) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        while True:
+            chunk = max(0.0, min(POLL_CHUNK, deadline - time.monotonic()))
+            params = [("queue", q) for q in queues] + [
+                ("limit", str(min(limit, BATCH))),
+                ("lease", repr(float(lease))),
+                ("worker", worker),
+                ("wait", repr(round(chunk, 3))),
+            ]
+            answer = self.request("POST", "/v1/reserve", params=params, timeout=chunk + self.timeout)
+            got = [delivery_from_wire(raw) for raw in answer["deliveries"]]
+            if got or time.monotonic() >= deadline:
+                return got
+
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        out: list[bool] = []
+        for part in _chunks(deliveries):
+            answer = self.request(
+                "POST", "/v1/extend", body={"deliveries": [_ref(d) for d in part], "lease": lease}
+            )
+            out.extend(bool(v) for v in answer["extended"])
+        return out
+
+    def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        out: list[SettleResult] = []
+        for part in _chunks(outcomes):
+            answer = self.request("POST", "/v1/settle", body={"outcomes": [outcome_to_wire(o) for o in part]})
+            out.extend(settle_result_from_wire(r) for r in answer["results"])
+        return out
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        raw = self.request("GET", f"/v1/jobs/{quote(job_id, safe='')}", missing_ok=True)
+        return None if raw is None else record_from_wire(raw)
+
+    def get_chain(self, chain_id: str) -> ChainRecord | None:
+        raw = self.request("GET", f"/v1/chains/{quote(chain_id, safe='')}", missing_ok=True)
+        return None if raw is None else chain_from_wire(raw)
+
+    # --- failed queue --------------------------------------------------------------------
+
+    def failed(self, *, limit: int = 100, offset: int = 0) -> list[FailedEntry]:
+        out: list[FailedEntry] = []
+        while len(out) < limit:
+            page = min(BATCH, limit - len(out))
+            raw = self.request("GET", "/v1/failed", params={"limit": page, "offset": offset + len(out)})
+            entries = [failed_from_wire(e) for e in raw["entries"]]
+            out.extend(entries)
+            if len(entries) < page:
+                break
+        return out
+
+    def get_failed(self, job_id: str) -> FailedEntry | None:
+        raw = self.request("GET", f"/v1/failed/{quote(job_id, safe='')}", missing_ok=True)
+        return None if raw is None else failed_from_wire(raw)
+
+    def redrive(self, job_ids: Sequence[str]) -> list[str]:
+        return [
+            str(i) for i in self.request("POST", "/v1/failed/redrive", body={"ids": list(job_ids)})["moved"]
+        ]
+
+    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
+        body = {"ids": None if job_ids is None else list(job_ids)}
+        return int(self.request("POST", "/v1/failed/purge", body=body)["purged"])
+
+    # --- workers -------------------------------------------------------------------------
+
+    def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
+        body = {"info": info.to_wire(), "ttl": ttl}
+        return bool(self.request("PUT", f"/v1/workers/{quote(info.name, safe='')}", body=body)["stop"])
+
+    def remove_worker(self, name: str) -> None:
+        self._stop_readers(lambda key: key[2] == name)
+        self.request("DELETE", f"/v1/workers/{quote(name, safe='')}")
+
+    def workers(self) -> list[WorkerInfo]:
+        return [worker_from_wire(w) for w in self.request("GET", "/v1/workers")["workers"]]
+
+    def request_stop(self, name: str) -> bool:
+        return bool(self.request("POST", f"/v1/workers/{quote(name, safe='')}/stop")["stopped"])
+
+    def stats(self) -> list[QueueStats]:
+        return [stats_from_wire(s) for s in self.request("GET", "/v1/stats")["queues"]]
+
+    # --- streams -------------------------------------------------------------------------
+
+    def _reader(self, queues: tuple[str, ...], lease: float, worker: str, limit: int) -> StreamReader | None:
+        key = (queues, lease, worker)
+        with self._readers_lock:
+            if self._closed:
+                raise BackendError(f"the backend for {self.url} is closed")
+            reader = self._readers.get(key)
+            if reader is None:
+                # a worker reserves with one set of queues; another set replaces its stream
+                stale = [k for k in self._readers if k[2] == worker]
+                for k in stale:
+                    self._readers.pop(k).stop()
+                # twice what a worker takes at once: the next batch is on its way while one runs
+                reader = StreamReader(self, queues, lease, worker, self.prefetch or 2 * limit)
+                self._readers[key] = reader
+                reader.start()
+        if reader.unsupported:
+            logger.warning("stream_unsupported", url=self.url, fallback="long polling")
+            self.delivery = "poll"
+            return None
+        return reader
+
+    def _stop_readers(self, which: Any) -> None:
+        with self._readers_lock:
+            keys = [k for k in self._readers if which(k)]
+            readers = [self._readers.pop(k) for k in keys]
+        for reader in readers:
+            reader.stop()
+
+    def close(self) -> None:
+        self._stop_readers(lambda key: True)
+        with self._readers_lock:
+            self._closed = True
+        if self._owns_client:
+            self._client.close()

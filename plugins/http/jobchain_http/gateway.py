@@ -1,0 +1,464 @@
+"""The gateway: a Starlette application in front of any jobchain backend.
+
+:func:`create_app` builds it from a :class:`GatewayConfig`. Endpoints (all
+JSON, all under ``/v1`` but the OpenAPI document) are listed in
+``openapi.json`` and explained in docs/http.md. Blocking backend calls run in
+worker threads (see :class:`jobchain_http.streams.Hub`); the event loop only
+parses, checks and answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from attrs import define, field
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from jobchain.backend import Backend
+from jobchain.errors import BackendUnavailableError, InvalidJobError, JobchainError
+from jobchain.model import Delivery, Job, Released
+from jobchain_http import openapi
+from jobchain_http.catalog import Catalog, parse_submissions
+from jobchain_http.guard import Guard, HttpError, error_body
+from jobchain_http.streams import DeliveryStream, Hub
+from jobchain_http.wire import (
+    WireError,
+    arr,
+    chain_from_wire,
+    chain_to_wire,
+    delivery_to_wire,
+    dumps,
+    failed_to_wire,
+    integer,
+    job_from_wire,
+    number,
+    obj,
+    outcome_from_wire,
+    record_to_wire,
+    settle_result_to_wire,
+    stats_to_wire,
+    text,
+    worker_from_wire,
+)
+
+__all__ = ["Gateway", "GatewayApp", "GatewayConfig", "create_app"]
+
+logger = structlog.get_logger("jobchain_http.gateway")
+
+MAX_BATCH = 1000
+
+
+@define(kw_only=True)
+class GatewayConfig:
+    """How a gateway behaves. Bounds are what a request may ask for; beyond them it gets 400."""
+
+    backend: Backend
+    catalog: Catalog | None = None
+    token: str | None = None
+    max_body: int = 1024 * 1024
+    max_wait: float = 30.0
+    max_limit: int = MAX_BATCH
+    max_lease: float = 86400.0
+    max_prefetch: int = MAX_BATCH
+    ping_interval: float = 5.0
+    hub: Hub | None = field(default=None)
+
+
+class JSONBody(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+# --- request helpers ----------------------------------------------------------------------
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise HttpError(422, "invalid", "expected a JSON body", path="$")
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(raw, parse_constant=no_constants)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HttpError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HttpError(400, "bad_json", "the body is nested too deeply") from None
+
+
+def q_number(
+    request: Request, name: str, default: float, low: float, high: float, *, open_low: bool = False
+) -> float:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HttpError(400, "bad_query", f"query parameter {name!r} must be a number", path=name) from None
+    if not (low < value if open_low else low <= value) or value > high or value != value:
+        bound = f"({low:g}, {high:g}]" if open_low else f"[{low:g}, {high:g}]"
+        raise HttpError(
+            400, "bad_query", f"query parameter {name!r} must be in {bound}, got {raw}", path=name
+        )
+    return value
+
+
+def q_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HttpError(400, "bad_query", f"query parameter {name!r} must be an integer", path=name) from None
+    if not low <= value <= high:
+        raise HttpError(
+            400, "bad_query", f"query parameter {name!r} must be in [{low}, {high}], got {raw}", path=name
+        )
+    return value
+
+
+def q_queues(request: Request) -> tuple[str, ...]:
+    queues = tuple(q for q in request.query_params.getlist("queue") if q)
+    if not queues:
+        return ("default",)
+    if len(queues) > 100:
+        raise HttpError(400, "bad_query", "at most 100 queues", path="queue")
+    return queues
+
+
+def q_worker(request: Request) -> str:
+    worker = request.query_params.get("worker", "http")
+    if not worker or len(worker) > 200:
+        raise HttpError(
+            400, "bad_query", "query parameter 'worker' must be 1 to 200 characters", path="worker"
+        )
+    return worker
+
+
+class Gateway:
+    """The endpoints, bound to one backend and its hub."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.backend = config.backend
+        self.hub = config.hub or Hub(config.backend, ping_interval=config.ping_interval)
+        self.catalog = config.catalog or Catalog(config.backend)
+        self.document = openapi.document(
+            max_wait=config.max_wait,
+            max_limit=config.max_limit,
+            max_lease=config.max_lease,
+            max_prefetch=config.max_prefetch,
+        )
+
+    def use_backend(self, backend: Backend) -> None:
+        """Serve another backend from now on (tests reuse one server); tracked deliveries are dropped."""
+        self.backend = self.hub.backend = self.catalog.backend = backend
+        self.hub.tracked.clear()
+
+    # --- meta --------------------------------------------------------------------------
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONBody(self.document)
+
+    async def health(self, request: Request) -> Response:
+        return JSONBody({"ok": True})
+
+    async def time(self, request: Request) -> Response:
+        return JSONBody({"now": await self.hub.call(self.backend.now)})
+
+    # --- producers ---------------------------------------------------------------------
+
+    async def submit(self, request: Request) -> Response:
+        body = await read_json(request)
+        items = parse_submissions(body)
+        out = await self.hub.call(self.catalog.submit, items)
+        if "items" in body:
+            return JSONBody({"items": out}, status_code=201)
+        return JSONBody(out[0], status_code=201)
+
+    async def enqueue(self, request: Request) -> Response:
+        body = obj(await read_json(request), "$")
+        jobs_raw = arr(body.get("jobs"), "$.jobs")
+        chains_raw = arr(body.get("chains", []), "$.chains")
+        if len(jobs_raw) > self.config.max_limit * 10 or len(chains_raw) > self.config.max_limit * 10:
+            raise WireError("$.jobs", f"at most {self.config.max_limit * 10} jobs and chains per request")
+        jobs = [job_from_wire(raw, f"$.jobs[{i}]") for i, raw in enumerate(jobs_raw)]
+        chains = [chain_from_wire(raw, f"$.chains[{i}]") for i, raw in enumerate(chains_raw)]
+        self.catalog.check_raw(jobs, chains)
+        await self.hub.call(self.backend.enqueue, jobs, chains)
+        return JSONBody({"enqueued": len(jobs), "chains": len(chains)}, status_code=201)
+
+    async def get_job(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        record = await self.hub.call(self.backend.get_job, job_id)
+        if record is None:
+            raise HttpError(404, "not_found", f"no job {job_id!r}")
+        return JSONBody(record_to_wire(record))
+
+    async def get_chain(self, request: Request) -> Response:
+        chain_id = request.path_params["chain_id"]
+        record = await self.hub.call(self.backend.get_chain, chain_id)
+        if record is None:
+            raise HttpError(404, "not_found", f"no chain {chain_id!r}")
+        return JSONBody(chain_to_wire(record))
+
+    async def stats(self, request: Request) -> Response:
+        stats = await self.hub.call(self.backend.stats)
+        return JSONBody({"queues": [stats_to_wire(s) for s in stats]})
+
+    # --- workers: reserve, stream, settle, extend --------------------------------------
+
+    async def reserve(self, request: Request) -> Response:
+        c = self.config
+        queues = q_queues(request)
+        limit = q_int(request, "limit", 1, 1, c.max_limit)
+        lease = q_number(request, "lease", 30.0, 0.001, c.max_lease)
+        wait = q_number(request, "wait", 0.0, 0.0, c.max_wait)
+        worker = q_worker(request)
+        await self.hub.prune()
+        got: list[Delivery] = await self.hub.wait_call(
+            self.backend.reserve, queues, limit=limit, lease=lease, worker=worker, wait=wait
+        )
+        if got and await request.is_disconnected():
+            await self.hub.call(self.backend.settle, [Released(delivery=d) for d in got])
+            got = []
+        self.hub.track(got)
+        return JSONBody({"deliveries": [delivery_to_wire(d) for d in got]})
+
+    async def stream(self, request: Request) -> Response:
+        c = self.config
+        queues = q_queues(request)
+        prefetch = q_int(request, "prefetch", 8, 1, c.max_prefetch)
+        lease = q_number(request, "lease", 30.0, 0.001, c.max_lease)
+        worker = q_worker(request)
+        if self.hub.closing:
+            raise HttpError(503, "shutting_down", "the gateway is shutting down")
+        return DeliveryStream(self.hub, self.hub.open_stream(queues, prefetch, lease, worker))
+
+    async def deliveries(self, refs: Sequence[Any], path: str) -> list[Delivery]:
+        """The gateway's copies of the deliveries ``refs`` name (job id + token)."""
+        found: list[Delivery | None] = []
+        missing: list[tuple[int, str, dict[str, Any]]] = []
+        for i, raw in enumerate(refs):
+            where = f"{path}[{i}]"
+            ref = obj(raw, where)
+            job_id = text(ref.get("job_id"), f"{where}.job_id")
+            token = text(ref.get("token"), f"{where}.token")
+            known = self.hub.lookup(token)
+            if known is not None and known.job.id == job_id:
+                found.append(known)
+            else:
+                found.append(None)
+                missing.append((i, job_id, dict(ref)))
+        if missing:
+            records = await self.hub.call(lambda: [self.backend.get_job(job_id) for _, job_id, _ in missing])
+            for (i, job_id, ref), record in zip(missing, records, strict=True):
+                where = f"{path}[{i}]"
+                # not handed out by this gateway (it restarted, or another replica did): the backend's
+                # current job, with the client's token, which the backend accepts only if it is current
+                job = record.job if record is not None else Job(id=job_id, task="unknown", enqueued_at=0.0)
+                found[i] = Delivery(
+                    job=job,
+                    token=ref["token"],
+                    lease_until=number(ref.get("lease_until", 0.0), f"{where}.lease_until"),
+                    worker=str(ref.get("worker", "")),
+                    delivery_count=integer(
+                        ref.get("delivery_count", 1), f"{where}.delivery_count", minimum=1
+                    ),
+                )
+        out = [d for d in found if d is not None]
+        assert len(out) == len(found)
+        return out
+
+    async def settle(self, request: Request) -> Response:
+        body = obj(await read_json(request), "$")
+        raw = arr(body.get("outcomes"), "$.outcomes")
+        if len(raw) > self.config.max_limit:
+            raise WireError("$.outcomes", f"at most {self.config.max_limit} outcomes per request")
+        deliveries = await self.deliveries(raw, "$.outcomes")
+        outcomes = [
+            outcome_from_wire(obj(r, f"$.outcomes[{i}]"), d, f"$.outcomes[{i}]")
+            for i, (r, d) in enumerate(zip(raw, deliveries, strict=True))
+        ]
+        results = await self.hub.call(self.backend.settle, outcomes)
+        self.hub.forget([d.token for d in deliveries])
+        return JSONBody({"results": [settle_result_to_wire(r) for r in results]})
+
+    async def extend(self, request: Request) -> Response:
+        body = obj(await read_json(request), "$")
+        raw = arr(body.get("deliveries"), "$.deliveries")
+        if len(raw) > self.config.max_limit * 10:
+            raise WireError("$.deliveries", f"at most {self.config.max_limit * 10} deliveries per request")
+        lease = number(body.get("lease"), "$.lease", minimum=0.001, maximum=self.config.max_lease)
+        deliveries = await self.deliveries(raw, "$.deliveries")
+
+        def extend() -> tuple[list[bool], float]:
+            kept = self.backend.extend(deliveries, lease)
+            return kept, self.backend.now() + lease
+
+        kept, lease_until = await self.hub.call(extend)
+        self.hub.extended([d.token for d, ok in zip(deliveries, kept, strict=True) if ok], lease_until)
+        self.hub.forget([d.token for d, ok in zip(deliveries, kept, strict=True) if not ok])
+        return JSONBody({"extended": kept})
+
+    # --- failed queue --------------------------------------------------------------------
+
+    async def failed(self, request: Request) -> Response:
+        limit = q_int(request, "limit", 100, 1, self.config.max_limit)
+        offset = q_int(request, "offset", 0, 0, 10**9)
+        entries = await self.hub.call(lambda: self.backend.failed(limit=limit, offset=offset))
+        return JSONBody({"entries": [failed_to_wire(e) for e in entries]})
+
+    async def failed_one(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        entry = await self.hub.call(self.backend.get_failed, job_id)
+        if entry is None:
+            raise HttpError(404, "not_found", f"no failed job {job_id!r}")
+        return JSONBody(failed_to_wire(entry))
+
+    def _ids(self, body: Any, *, nullable: bool) -> list[str] | None:
+        data = obj(body, "$")
+        raw = data.get("ids")
+        if raw is None and nullable:
+            return None
+        ids = arr(raw, "$.ids")
+        if len(ids) > self.config.max_limit * 10:
+            raise WireError("$.ids", f"at most {self.config.max_limit * 10} ids per request")
+        return [text(v, f"$.ids[{i}]") for i, v in enumerate(ids)]
+
+    async def redrive(self, request: Request) -> Response:
+        ids = self._ids(await read_json(request), nullable=False) or []
+        moved = await self.hub.call(self.backend.redrive, ids)
+        return JSONBody({"moved": moved})
+
+    async def purge(self, request: Request) -> Response:
+        ids = self._ids(await read_json(request), nullable=True)
+        count = await self.hub.call(self.backend.purge_failed, ids)
+        return JSONBody({"purged": count})
+
+    # --- worker registry -----------------------------------------------------------------
+
+    async def heartbeat(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        body = obj(await read_json(request), "$")
+        info = worker_from_wire(body.get("info"), "$.info")
+        if info.name != name:
+            raise WireError("$.info.name", f"the worker's name is {name!r} in the path")
+        ttl = number(body.get("ttl"), "$.ttl", minimum=0.001, maximum=self.config.max_lease)
+        stop = await self.hub.call(self.backend.heartbeat, info, ttl)
+        return JSONBody({"stop": stop})
+
+    async def remove_worker(self, request: Request) -> Response:
+        await self.hub.call(self.backend.remove_worker, request.path_params["name"])
+        return JSONBody({"removed": True})
+
+    async def workers(self, request: Request) -> Response:
+        found = await self.hub.call(self.backend.workers)
+        return JSONBody({"workers": [w.to_wire() for w in found]})
+
+    async def stop_worker(self, request: Request) -> Response:
+        stopped = await self.hub.call(self.backend.request_stop, request.path_params["name"])
+        return JSONBody({"stopped": stopped})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpError)
+    return Response(
+        error_body(exc.status, exc.code, exc.message, exc.path), exc.status, media_type="application/json"
+    )
+
+
+async def _wire_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WireError)
+    return Response(error_body(422, "invalid", exc.message, exc.path), 422, media_type="application/json")
+
+
+async def _invalid_job(request: Request, exc: Exception) -> Response:
+    return Response(error_body(422, "invalid", str(exc)), 422, media_type="application/json")
+
+
+async def _starlette_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+    message = {404: "no such endpoint", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    return Response(
+        error_body(exc.status_code, code, message), exc.status_code, media_type="application/json"
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, BackendUnavailableError):
+        return Response(
+            error_body(503, "backend_unavailable", "the backend cannot be reached"),
+            503,
+            media_type="application/json",
+        )
+    if isinstance(exc, JobchainError):
+        return Response(error_body(500, "backend_error", str(exc)), 500, media_type="application/json")
+    return Response(
+        error_body(500, "internal", "internal error; see the gateway's log"),
+        500,
+        media_type="application/json",
+    )
+
+
+class GatewayApp(Guard):
+    """The gateway as an ASGI application; ``gateway`` holds its endpoints, backend and hub."""
+
+    def __init__(self, app: Starlette, gateway: Gateway, *, token: str | None, max_body: int) -> None:
+        super().__init__(app, token=token, max_body=max_body, public_paths={"/openapi.json", "/v1/health"})
+        self.gateway = gateway
+
+
+def create_app(config: GatewayConfig) -> GatewayApp:
+    """The gateway as an ASGI application (Starlette inside :class:`Guard`)."""
+    gw = Gateway(config)
+    routes = [
+        Route("/openapi.json", gw.openapi, methods=["GET"]),
+        Route("/v1/health", gw.health, methods=["GET"]),
+        Route("/v1/time", gw.time, methods=["GET"]),
+        Route("/v1/submit", gw.submit, methods=["POST"]),
+        Route("/v1/enqueue", gw.enqueue, methods=["POST"]),
+        Route("/v1/jobs/{job_id}", gw.get_job, methods=["GET"]),
+        Route("/v1/chains/{chain_id}", gw.get_chain, methods=["GET"]),
+        Route("/v1/stats", gw.stats, methods=["GET"]),
+        Route("/v1/reserve", gw.reserve, methods=["POST"]),
+        Route("/v1/stream", gw.stream, methods=["GET"]),
+        Route("/v1/settle", gw.settle, methods=["POST"]),
+        Route("/v1/extend", gw.extend, methods=["POST"]),
+        Route("/v1/failed", gw.failed, methods=["GET"]),
+        Route("/v1/failed/redrive", gw.redrive, methods=["POST"]),
+        Route("/v1/failed/purge", gw.purge, methods=["POST"]),
+        Route("/v1/failed/{job_id}", gw.failed_one, methods=["GET"]),
+        Route("/v1/workers", gw.workers, methods=["GET"]),
+        Route("/v1/workers/{name}", gw.heartbeat, methods=["PUT"]),
+        Route("/v1/workers/{name}", gw.remove_worker, methods=["DELETE"]),
+        Route("/v1/workers/{name}/stop", gw.stop_worker, methods=["POST"]),
+    ]
+    from jobchain_http.lines import line_routes
+
+    routes += line_routes(gw)
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            HttpError: _http_error,
+            WireError: _wire_error,
+            InvalidJobError: _invalid_job,
+            HTTPException: _starlette_error,
+            Exception: _unexpected,
+        },
+    )
+    return GatewayApp(app, gw, token=config.token, max_body=config.max_body)
