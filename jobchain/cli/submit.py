@@ -7,6 +7,7 @@ runs here, on a short-lived worker, and the command waits for it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
@@ -25,7 +26,7 @@ from jobchain.cli.common import (
 )
 from jobchain.cli.config import find_target
 from jobchain.cli.output import echo_json
-from jobchain.errors import JobFailedError, WaitTimeoutError
+from jobchain.errors import JobFailedError, SubmitsNotStoredError, WaitTimeoutError
 from jobchain.handles import ChainHandle, JobHandle
 from jobchain.model import ChainRecord, JobRecord
 
@@ -44,6 +45,14 @@ __all__ = ["submit"]
     metavar="SECONDS",
     help="Give up waiting after SECONDS (exit code 124).",
 )
+@click.option(
+    "--store-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="While the backend cannot be reached, keep trying to store the submit this long, then fail.",
+)
 @json_option
 @click.pass_context
 def submit(
@@ -54,6 +63,7 @@ def submit(
     args_json: str | None,
     wait: bool,
     timeout: float | None,
+    store_timeout: float,
     as_json: bool,
 ) -> None:
     """Enqueue TARGET (a task, chain or group of --config) and print its id.
@@ -69,6 +79,17 @@ def submit(
     found = find_target(opened.loaded, target)
     handle: JobHandle | ChainHandle = app.submit(found, *args, **kwargs)
     kind = "chain" if isinstance(handle, ChainHandle) else "job"
+    if handle.buffered:  # the backend could not be reached: the App holds the submit in its buffer
+        try:
+            handle.wait_stored(store_timeout)
+        except (WaitTimeoutError, SubmitsNotStoredError):
+            with contextlib.suppress(SubmitsNotStoredError):
+                app.close(timeout=0)
+            raise CliError(
+                f"{kind} {handle.id} was not stored: {app.backend_url} could not be reached "
+                f"for {store_timeout:g}s",
+                hint="is the server running? --store-timeout waits longer",
+            ) from None
     if not wait and not is_private_backend(app):
         if as_json:
             echo_json({"id": handle.id, "kind": kind, "target": target, "state": handle.status()})

@@ -198,12 +198,16 @@ def test_delayed_retry_is_promoted_into_its_old_band(backend: StreamsBackend, cl
 
 
 def test_from_url_reads_prefix_band_and_orphan_idle(redis_server_url: str) -> None:
-    """prefix, band (aging intervals) and the server connection come from the URL."""
-    options = "?prefix=app7&band=0.5&socket_timeout=3&result_ttl=60"
+    """prefix, band (aging intervals), result_ttl, orphan_idle and connection options come from the URL."""
+    options = "?prefix=app7&band=0.5&socket_timeout=3&result_ttl=60&orphan_idle=5"
     backend = StreamsBackend.from_url(redis_server_url.replace("redis://", "redis-streams://") + options)
     try:
         assert backend.keys.prefix == "app7"
         assert backend.result_ttl == 60.0
+        assert backend.orphan_idle == 5.0
+        # jobchain's defaults for the connection: a connect timeout, one retry (the worker backs off)
+        assert backend.client.connection_pool.connection_kwargs["socket_connect_timeout"] == 5.0
+        assert backend.client.get_retry().get_retries() == 1
         assert backend.band_width == 0.5
         assert backend.client.connection_pool.connection_kwargs["socket_timeout"] == 3.0
         assert backend.url.startswith("redis-streams://127.0.0.1:")

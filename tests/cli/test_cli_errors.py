@@ -148,3 +148,27 @@ def test_unknown_command(jobchain: Run) -> None:
     """A misspelt command: usage error."""
     result = jobchain("rnu")
     assert_short_error(result, 2, "no such command 'rnu'")
+
+
+def test_submit_to_an_unreachable_redis_fails_after_store_timeout(jobchain: Run) -> None:
+    """The submit is buffered while Redis cannot be reached; after --store-timeout it fails, naming the id."""
+    pytest.importorskip("jobchain_redis", reason="jobchain-redis is not installed")
+    import socket
+
+    from tests.cli.conftest import base_env
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"redis-lists://127.0.0.1:{port}/0"
+    args = ["submit", "--config", "examples/seed.py", "--backend", url, "--store-timeout", "0.5", "nap"]
+    result = jobchain(*args, env=base_env(installed_plugins=True))
+    assert result.code == 1, result
+    assert "Traceback" not in result.err, result
+    # the App's warning that it buffered the submit, and its error naming what it could not store, come first
+    error = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1, result
+    assert "was not stored" in error[0], result
+    assert f"127.0.0.1:{port}" in error[0], result
+    assert "--store-timeout" in result.err, result
+    assert result.out == "", result

@@ -28,6 +28,8 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from jobchain.errors import BackendError, BackendUnavailableError, ConfigurationError
 from jobchain_redis.sentinel import DEFAULT_MASTER_CHECK, FollowingPool, master_client
@@ -50,8 +52,11 @@ Pipe: TypeAlias = Any
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: seconds a connection attempt may take unless the URL says otherwise (socket_connect_timeout)
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
 #: query options that jobchain reads itself; the rest go to redis-py
-_OWN_OPTIONS = ("prefix", "band", "eviction", "result_ttl")
+_OWN_OPTIONS = ("prefix", "band", "eviction", "result_ttl", "orphan_idle")
 #: query options of a ``+sentinel`` URL that are not the data nodes' (see the module's docstring)
 _SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password", "master_check")
 #: query options whose values ``public_url`` hides
@@ -136,7 +141,16 @@ def _service_and_db(path: str, public: str) -> tuple[str, int]:
 def connect(parsed: ParsedUrl) -> redis.Redis:
     """A client (``decode_responses=True``) of the URL's server, or of the master the Sentinels name."""
     if parsed.service is None:
-        return redis.Redis.from_url(parsed.redis_url, decode_responses=True)
+        # One quick retry (a pooled connection that died with a restarted server), then the error: a
+        # worker backs off itself, where redis-py's default ten retries would stall every call of an
+        # outage for seconds. A connect timeout, so a host that drops packets does not hang a call;
+        # both are defaults that the URL's own options override.
+        return redis.Redis.from_url(
+            parsed.redis_url,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 1),
+            socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+        )
     try:
         parse: Any = redis.connection.parse_url  # untyped in redis-py
         node: dict[str, Any] = parse(parsed.redis_url)

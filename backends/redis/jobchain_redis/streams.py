@@ -34,7 +34,7 @@ sweep, so memory stays bounded by the jobs not yet settled.
 
 Crash windows: a reserver that dies between ``XREADGROUP`` and the lease write
 leaves a pending entry with no lease. Reservers sweep each band with
-``XAUTOCLAIM`` at most every ``orphan_idle`` seconds (default 30, entries idle
+``XAUTOCLAIM`` at most every ``orphan_idle`` seconds (default 30, ``?orphan_idle=``; entries idle
 that long on the server) and mark such entries for claiming again. A worker
 that restarts under its old name finds its pending entries with ``XPENDING``
 on its first reserve and takes them back at once. An entry or job that cannot
@@ -171,6 +171,7 @@ class StreamsBackend(RedisBackend):
             client,
             prefix=own.get("prefix", DEFAULT_PREFIX),
             band_width=float(own.get("band", 0.1)),
+            orphan_idle=float(own.get("orphan_idle", 30.0)),
             url=parsed.public,
             owns_client=True,
             eviction=own.get("eviction", "warn"),
