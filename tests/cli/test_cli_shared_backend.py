@@ -82,15 +82,15 @@ def redis_port() -> Iterator[int]:
     server.wait(timeout=10)
 
 
-@pytest.fixture
+@pytest.fixture(params=["redis-streams", "redis-lists"])
 def backend_url(redis_port: int, jobchain: Run, request: pytest.FixtureRequest) -> str:
-    """A URL of an installed redis scheme on a database of its own for each test."""
+    """A URL of each Redis backend on a database of its own for each test."""
     if importlib.util.find_spec("jobchain_redis") is None:
         _unavailable("jobchain-redis is not installed (pip install -e backends/redis)")
     schemes = {b["scheme"] for b in jobchain("backends", "--json").json()["backends"]}
-    scheme = next((s for s in ("redis-streams", "redis-lists") if s in schemes), None)
-    if scheme is None:
-        _unavailable(f"no redis scheme among the installed backends: {sorted(schemes)}")
+    scheme = request.param
+    if scheme not in schemes:
+        _unavailable(f"{scheme} is not among the installed backends: {sorted(schemes)}")
     db = 1 + len(request.node.name) % 14
     return f"{scheme}://127.0.0.1:{redis_port}/{db}"
 
