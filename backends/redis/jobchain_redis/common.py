@@ -12,9 +12,10 @@ back (:meth:`RedisBackend._release`), and implements reserve, extend and stats.
 from __future__ import annotations
 
 import abc
+import math
 import secrets
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import redis
 import structlog
@@ -44,7 +45,7 @@ from jobchain.model import (
     WorkerInfo,
 )
 from jobchain_redis.codec import chain_from_json, chain_to_json, dumps, loads
-from jobchain_redis.connection import Pipe, ServerClock, Transaction, boundary, transact
+from jobchain_redis.connection import Pipe, ServerClock, Transaction, boundary, connect, parse_url, transact
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
 from jobchain_redis.safety import EvictionCheck, refuse_oom
 
@@ -181,9 +182,35 @@ class RedisBackend(Backend):
 
     # --- what a subclass provides ------------------------------------------------------
 
-    @abc.abstractmethod
+    #: width of a priority band, in aging intervals (set by the subclass)
+    band_width: float
+
     def _band(self, job: Job) -> int:
-        """The band a ready job belongs in (its static aging key cut into slices)."""
+        """The band a ready job belongs in: its static aging key cut into ``band_width`` slices."""
+        return math.floor((job.enqueued_at / self.aging_interval - job.priority) / self.band_width)
+
+    # --- opening by URL ----------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Open the backend that a ``redis-lists://`` or ``redis-streams://`` URL (or ``+sentinel``) names."""
+        parsed = parse_url(url)
+        own = parsed.options
+        return cls(
+            connect(parsed),
+            prefix=own.get("prefix", DEFAULT_PREFIX),
+            url=parsed.public,
+            owns_client=True,
+            eviction=own.get("eviction", "warn"),
+            result_ttl=result_ttl_option(own),
+            **cls._url_options(own),
+            **options,
+        )
+
+    @classmethod
+    def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
+        """Constructor arguments of the subclass's own URL options (``band`` …)."""
+        return {}
 
     @abc.abstractmethod
     def _writes(self) -> Writes:

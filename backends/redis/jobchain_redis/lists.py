@@ -25,7 +25,6 @@ so an extension or a settlement that wins the race keeps the job).
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -44,8 +43,8 @@ from jobchain.model import (
     QueueStats,
 )
 from jobchain_redis.codec import dumps, loads
-from jobchain_redis.common import DEFAULT_RESULT_TTL, RedisBackend, Writes, result_ttl_option
-from jobchain_redis.connection import Pipe, Transaction, boundary, connect, parse_url
+from jobchain_redis.common import DEFAULT_RESULT_TTL, RedisBackend, Writes
+from jobchain_redis.connection import Pipe, Transaction, boundary
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["ListsBackend"]
@@ -112,25 +111,11 @@ class ListsBackend(RedisBackend):
         self.band_width = float(band_width)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> ListsBackend:
-        parsed = parse_url(url)
-        client = connect(parsed)
-        own = parsed.options
-        return cls(
-            client,
-            prefix=own.get("prefix", DEFAULT_PREFIX),
-            band_width=float(own.get("band", 0.01)),
-            url=parsed.public,
-            owns_client=True,
-            eviction=own.get("eviction", "warn"),
-            result_ttl=result_ttl_option(own),
-            **options,
-        )
+    def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
+        return {"band_width": float(own.get("band", 0.01))}
 
     # --- helpers ---------------------------------------------------------------------
 
-    def _band(self, job: Job) -> int:
-        return math.floor((job.enqueued_at / self.aging_interval - job.priority) / self.band_width)
 
     def _push_ready(self, pipe: Pipe, writes: _Writes, job: Job, *, front: bool) -> None:
         band = self._band(job)

@@ -44,7 +44,6 @@ text. No Lua.
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -59,8 +58,8 @@ from jobchain.errors import InvalidJobError
 from jobchain.ids import new_id
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis.codec import dumps, loads
-from jobchain_redis.common import DEFAULT_RESULT_TTL, RedisBackend, Writes, result_ttl_option
-from jobchain_redis.connection import Pipe, Transaction, boundary, connect, parse_url
+from jobchain_redis.common import DEFAULT_RESULT_TTL, RedisBackend, Writes
+from jobchain_redis.connection import Pipe, Transaction, boundary
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["GROUP", "StreamsBackend"]
@@ -163,26 +162,14 @@ class StreamsBackend(RedisBackend):
         self._grouped: set[str] = set()
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> StreamsBackend:
-        parsed = parse_url(url)
-        client = connect(parsed)
-        own = parsed.options
-        return cls(
-            client,
-            prefix=own.get("prefix", DEFAULT_PREFIX),
-            band_width=float(own.get("band", 0.1)),
-            orphan_idle=float(own.get("orphan_idle", 30.0)),
-            url=parsed.public,
-            owns_client=True,
-            eviction=own.get("eviction", "warn"),
-            result_ttl=result_ttl_option(own),
-            **options,
-        )
+    def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
+        return {
+            "band_width": float(own.get("band", 0.1)),
+            "orphan_idle": float(own.get("orphan_idle", 30.0)),
+        }
 
     # --- placing ---------------------------------------------------------------------
 
-    def _band(self, job: Job) -> int:
-        return math.floor((job.enqueued_at / self.aging_interval - job.priority) / self.band_width)
 
     def _writes(self) -> _Writes:
         return _Writes(self.keys, self._grouped)
