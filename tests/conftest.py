@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,24 @@ from jobchain.memory import MemoryBackend
 #: the conformance suite's shared fixtures (``clock``, ``make_job``); a fixture defined here wins;
 #: the Redis server fixtures of tests/backends and tests/cli (tests/redis_fixtures.py)
 pytest_plugins = ["jobchain.testing", "redis_fixtures"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak", action="store_true", default=False, help="also run the long soak tests (marker: soak)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``soak`` tests unless ``--soak`` or ``JOBCHAIN_SOAK=1``: the default run stays short."""
+    if config.getoption("--soak") or os.environ.get("JOBCHAIN_SOAK") == "1":
+        return
+    skip = pytest.mark.skip(
+        reason="soak test, skipped by design in the default run (minutes long): use --soak or JOBCHAIN_SOAK=1"
+    )
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

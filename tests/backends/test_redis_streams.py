@@ -239,3 +239,28 @@ def test_extending_a_lease_keeps_the_entry_fresh_for_the_orphan_sweep(
         assert info["consumer"] == "long-runner"
     finally:
         backend.delete_everything()
+
+
+def test_a_duplicate_entry_of_a_job_is_dropped_not_delivered(client: redis.Redis, clock: ManualClock) -> None:
+    """A second entry for one job (a submit re-sent after a lost reply) is never a second delivery."""
+    backend = _open(client, clock, f"s{uuid.uuid4().hex[:10]}", orphan_idle=0.05)
+    try:
+        job = make_job(clock)
+        backend.enqueue_new([job])
+        [stream] = _streams(backend)
+        client.xadd(stream, {"id": job.id})  # the re-sent MULTI's XADD
+        client.xadd(stream, {"id": job.id})
+        [delivery] = reserve(backend, limit=10)
+        assert delivery.job.id == job.id
+        assert client.xlen(stream) == 1  # the two duplicates were acknowledged and deleted
+        # a duplicate that a reserver took and died with is dropped by the orphan sweep, not re-run
+        client.xadd(stream, {"id": job.id})
+        client.xreadgroup(GROUP, "ghost", {stream: ">"}, count=1)
+        assert backend.settle([completed(delivery, clock=clock)])[0].accepted
+        time.sleep(0.1)
+        assert reserve(backend, worker="sweeper") == []
+        assert reserve(backend, worker="sweeper") == []
+        assert backend.get_job(job.id).state is JobState.SUCCEEDED  # type: ignore[union-attr]
+        assert client.xpending(stream, GROUP)["pending"] == 0 if client.exists(stream) else True
+    finally:
+        backend.delete_everything()

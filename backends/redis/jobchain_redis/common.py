@@ -203,8 +203,7 @@ class RedisBackend(Backend):
             owns_client=True,
             eviction=own.get("eviction", "warn"),
             result_ttl=result_ttl_option(own),
-            **cls._url_options(own),
-            **options,
+            **{**cls._url_options(own), **options},  # arguments given in code win over the URL's
         )
 
     @classmethod

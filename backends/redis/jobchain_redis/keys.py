@@ -30,6 +30,7 @@ key                                type    holds
 ``{p}:stream:<queue>:<band>``      stream  redis-streams: entries ``id=<job id>`` of one band, with
                                            the consumer group ``jobchain``
 ``{p}:wake:<queue>``               stream  redis-streams: wake-ups for blocked reservers (MAXLEN 16)
+``{p}:taken:<queue>``              set     redis-streams: handed-off jobs, leased with no stream entry
 ``{p}:chain:<id>``                 string  the chain record, JSON
 ``{p}:failed``                     zset    job id -> failed_at (the failed queue)
 ``{p}:failed:<queue>``             zset    job id -> failed_at, per queue (for counts)
@@ -82,6 +83,9 @@ class Keys:
 
     def stream(self, queue: str, band: int) -> str:
         return f"{self.tag}:stream:{queue}:{band}"
+
+    def taken(self, queue: str) -> str:
+        return f"{self.tag}:taken:{queue}"
 
     def wake(self, queue: str) -> str:
         return f"{self.tag}:wake:{queue}"

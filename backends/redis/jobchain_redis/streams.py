@@ -72,6 +72,10 @@ GROUP = "jobchain"
 _WAKES = 16
 #: how many due delayed jobs one pass promotes per queue
 _PROMOTE_BATCH = 200
+#: job states in which a new stream entry is the job's to deliver (None: a hash that is gone or
+#: unreadable, which the reservation files as failed); any other state makes the entry a duplicate
+_WAITING = (JobState.QUEUED.value, None)
+
 #: bands looked at beyond ``limit`` (bands whose entries are all in flight yield nothing)
 _EXTRA_BANDS = 8
 
@@ -206,7 +210,14 @@ class StreamsBackend(RedisBackend):
         stream, entry = row.get("stream"), row.get("entry")
         if stream and entry:
             writes.ack(stream, entry)
+        else:
+            pipe.srem(self.keys.taken(job.queue), job.id)  # a handed-off job: it had no entry
         return ["token", "worker", "lease_until", "stream", "entry", "band"]
+
+    def _hold(self, pipe: Pipe, job: Job, worker: str) -> None:
+        # a handed-off job has no entry: counted apart so that stats see it (in flight, or ready once
+        # its lease has run out and until it gets an entry)
+        pipe.sadd(self.keys.taken(job.queue), job.id)
 
     def _refresh(self, pipe: Pipe, delivery: Delivery, row: dict[str, str | None]) -> None:
         # XCLAIM to its holder resets the entry's idle time: the orphan sweep (XAUTOCLAIM of entries
@@ -377,21 +388,41 @@ class StreamsBackend(RedisBackend):
             self._retire_band(queue, band)
         if not entries:
             return []
-        pipe = self.client.pipeline(transaction=True)
-        leased: list[tuple[str, str, int, int]] = []
-        leases: dict[str, dict[str, float]] = {}
-        for entry, fields in entries:
-            job_id = fields.get("id")
-            if not job_id:
-                self._discard_entry(pipe, queue, stream, entry, dumps(fields), "stream entry has no job id")
-                continue
-            token = secrets.token_hex(8)
-            where: dict[str, str | int] = {"stream": stream, "entry": entry, "band": band}
-            count = 1 + int(fields.get("d") or 0)
-            self._lease_writes(pipe, leases, queue, job_id, token, lease_until, worker, where, count)
-            leased.append((job_id, token, count, len(pipe.command_stack) - 1))
-        self._zadd_leases(pipe, leases)
-        results = pipe.execute()
+        ids = list(dict.fromkeys(f["id"] for _, f in entries if f.get("id")))
+        job_keys = [self.keys.job(j) for j in ids]
+
+        def body(tx: Transaction) -> list[tuple[str, str, int, int]]:
+            # under WATCH: an entry whose job is not waiting to be delivered (already leased through
+            # another entry, or finished) is a duplicate, e.g. of a submit re-sent after a lost reply
+            tx.watch(*job_keys)
+            rows = tx.read(lambda r: [r.hmget(k, "state", "token") for k in job_keys]) if ids else []
+            waiting = {
+                j for j, (state, token) in zip(ids, rows, strict=True) if token is None and state in _WAITING
+            }
+            pipe = tx.multi()
+            leased: list[tuple[str, str, int, int]] = []
+            leases: dict[str, dict[str, float]] = {}
+            for entry, fields in entries:
+                job_id = fields.get("id")
+                if not job_id:
+                    reason = "stream entry has no job id"
+                    self._discard_entry(pipe, queue, stream, entry, dumps(fields), reason)
+                    continue
+                if job_id not in waiting:
+                    logger.warning("duplicate_entry_dropped", job_id=job_id, stream=stream, entry=entry)
+                    pipe.xack(stream, GROUP, entry)
+                    pipe.xdel(stream, entry)
+                    continue
+                waiting.discard(job_id)  # a second entry of it in this batch is a duplicate too
+                token = secrets.token_hex(8)
+                where: dict[str, str | int] = {"stream": stream, "entry": entry, "band": band}
+                count = 1 + int(fields.get("d") or 0)
+                self._lease_writes(pipe, leases, queue, job_id, token, lease_until, worker, where, count)
+                leased.append((job_id, token, count, len(pipe.command_stack) - 1))
+            self._zadd_leases(pipe, leases)
+            return leased
+
+        leased, results = self._transact(body)
         return self._collect(
             [(queue, job_id, token, count, results[at]) for job_id, token, count, at in leased],
             lease_until,
@@ -418,6 +449,7 @@ class StreamsBackend(RedisBackend):
                     continue  # settled, extended or requeued since
                 writes.unlease(q, job_id)
                 writes.carry[job_id] = int(count or 0)
+                pipe.srem(self.keys.taken(q), job_id)
                 pipe.hdel(self.keys.job(job_id), "token", "worker", "lease_until")
                 self._place(pipe, writes, Job.from_wire(loads(raw)), now, front=True)
                 logger.info("lease_expired", job_id=job_id)
@@ -611,11 +643,17 @@ class StreamsBackend(RedisBackend):
 
         def body(tx: Transaction) -> None:
             tx.watch(key)
-            [current] = tx.read(lambda r: r.hget(key, "entry"))
+            [(current, state, token)] = tx.read(lambda r: r.hmget(key, "entry", "state", "token"))
             if current == entry:
                 return  # leased, or already marked
-            logger.info("orphan_entry_adopted", job_id=job_id, stream=stream, entry=entry)
             pipe = tx.multi()
+            if state != JobState.QUEUED.value or token is not None:
+                # the job is leased through another entry, finished, delayed or gone: a duplicate entry
+                logger.warning("duplicate_entry_dropped", job_id=job_id, stream=stream, entry=entry)
+                pipe.xack(stream, GROUP, entry)
+                pipe.xdel(stream, entry)
+                return
+            logger.info("orphan_entry_adopted", job_id=job_id, stream=stream, entry=entry)
             pipe.hset(key, mapping={"stream": stream, "entry": entry, "band": band})
             pipe.zadd(self.keys.leases(queue), {job_id: 0})
 
@@ -635,27 +673,21 @@ class StreamsBackend(RedisBackend):
         for q in queues:
             reader.zrange(self.keys.bands(q), 0, -1)
         bands: list[list[str]] = reader.execute()
-        # ready: entries not yet delivered to the group, plus leases run out (jobs to deliver again);
-        # a hand-off leases a job with no entry, so in-flight jobs are counted from the leases alone
+        # ready: every entry (undelivered, released, lease run out, or read by a reserver that died)
+        # but those under a live lease, plus handed-off jobs (no entry) whose lease ran out
         pipe = self.client.pipeline(transaction=True)
         for q, names in zip(queues, bands, strict=True):
             for band in names:
                 pipe.xlen(self.keys.stream(q, int(band)))
-                pipe.xpending(self.keys.stream(q, int(band)), GROUP)
             pipe.zcard(self.keys.delayed(q))
             pipe.zcount(self.keys.leases(q), f"({now!r}", "+inf")
-            pipe.zcount(self.keys.leases(q), "-inf", repr(now))
+            pipe.scard(self.keys.taken(q))
             pipe.zcard(self.keys.failed_in(q))
-        counts = iter(pipe.execute(raise_on_error=False))
+        counts = iter(pipe.execute())
         out: list[QueueStats] = []
         for q, names in zip(queues, bands, strict=True):
-            undelivered = 0
-            for _ in names:
-                length, pending = next(counts), next(counts)
-                if isinstance(length, int):
-                    # a band recreated without its group (NOGROUP) has delivered nothing yet
-                    undelivered += length - (pending["pending"] if isinstance(pending, dict) else 0)
-            delayed, in_flight, lapsed, failed = next(counts), next(counts), next(counts), next(counts)
-            ready = max(0, undelivered) + lapsed
+            entries = sum(next(counts) for _ in names)
+            delayed, in_flight, taken, failed = next(counts), next(counts), next(counts), next(counts)
+            ready = max(0, entries - in_flight + taken)
             out.append(QueueStats(queue=q, ready=ready, delayed=delayed, in_flight=in_flight, failed=failed))
         return out
