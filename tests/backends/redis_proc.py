@@ -14,12 +14,15 @@ server comes back with what it had acknowledged::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -216,3 +219,78 @@ class RedisProcess:
 
     def __repr__(self) -> str:
         return f"RedisProcess(port={self.port}, pid={self.pid}, dir={str(self.directory)!r})"
+
+
+# --- what the fault tests share: waiting, and the worker processes they start and stop --------------
+
+
+def wait_for(
+    check: Callable[[], bool], timeout: float, what: str, detail: Callable[[], object] = lambda: ""
+) -> None:
+    """Poll ``check`` until it is true; after ``timeout`` seconds fail, naming ``what`` (and ``detail()``)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} {detail()}")
+        time.sleep(0.05)
+
+
+def start_worker(
+    config: Path,
+    name: str,
+    backend: str | None,
+    *,
+    threads: int,
+    lease: float,
+    env: dict[str, str],
+    log: Path,
+) -> subprocess.Popen[bytes]:
+    """``python -m jobchain worker --config CONFIG [--backend URL] ...``, its output into ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jobchain",
+                "worker",
+                "--config",
+                str(config),
+                *([] if backend is None else ["--backend", backend]),
+                "--concurrency",
+                str(threads),
+                "--lease",
+                str(lease),
+                "--grace",
+                "10",
+                "--name",
+                name,
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 20.0) -> list[int | None]:
+    """SIGTERM the processes the test started (by PID), then wait; SIGKILL what is left (code None)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    codes: list[int | None] = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            codes.append(None)
+    return codes
+
+
+def read_runs(directory: Path) -> list[dict[str, Any]]:
+    """The runs the worker processes recorded, one JSON object per line of ``runs-*.jsonl``."""
+    runs = []
+    for path in directory.glob("runs-*.jsonl"):
+        runs += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return runs

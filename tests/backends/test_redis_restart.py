@@ -15,16 +15,12 @@ through the config so that the test stays short).
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,7 +28,14 @@ redis = pytest.importorskip("redis", reason="jobchain-redis is not installed (pi
 jobchain_redis = pytest.importorskip("jobchain_redis", reason="jobchain-redis is not installed")
 
 import restart_app  # noqa: E402
-from redis_proc import RedisProcess, RedisUnavailable  # noqa: E402
+from redis_proc import (  # noqa: E402
+    RedisProcess,
+    RedisUnavailable,
+    read_runs,
+    start_worker,
+    stop_processes,
+    wait_for,
+)
 
 import jobchain  # noqa: E402
 from jobchain.model import ChainState, JobState  # noqa: E402
@@ -72,64 +75,12 @@ def _env(runs: Path, url: str) -> dict[str, str]:
     return env
 
 
-def _runs(directory: Path) -> list[dict[str, Any]]:
-    runs = []
-    for path in directory.glob("runs-*.jsonl"):
-        runs += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return runs
-
-
-def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _stop(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> list[int | None]:
-    """SIGTERM the worker processes this test started (by PID), then wait; SIGKILL what is left."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    codes: list[int | None] = []
-    for proc in procs:
-        try:
-            codes.append(proc.wait(timeout))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            codes.append(None)
-    return codes
-
-
 def _start_worker(index: int, url: str, runs: Path, log: Path) -> subprocess.Popen[bytes]:
     """``jobchain worker --config restart_app.py --backend URL``; for streams the config opens the URL."""
-    backend = [] if url.startswith("redis-streams://") else ["--backend", url]
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jobchain",
-                "worker",
-                "--config",
-                str(APP_FILE),
-                *backend,
-                "--concurrency",
-                str(THREADS),
-                "--lease",
-                str(LEASE),
-                "--grace",
-                "10",
-                "--name",
-                f"restart-{index}",
-            ],
-            env=_env(runs, url),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    backend = None if url.startswith("redis-streams://") else url
+    return start_worker(
+        APP_FILE, f"restart-{index}", backend, threads=THREADS, lease=LEASE, env=_env(runs, url), log=log
+    )
 
 
 @pytest.mark.slow
@@ -148,30 +99,32 @@ def test_workers_finish_the_run_across_a_redis_restart(
         procs = [_start_worker(i, url, runs_dir, log) for i, log in enumerate(logs)]
         try:
             names = {f"restart-{i}" for i in range(WORKERS)}
-            _wait(lambda: names <= {w.name for w in app.workers()}, 30, "the workers to register")
+            wait_for(lambda: names <= {w.name for w in app.workers()}, 30, "the workers to register")
             # acknowledged: submit_many returned, so every one of these is stored
             jobs = app.submit_many(restart_app.job.s(n) for n in range(JOBS))
             chains = app.submit_many(restart_app.three_steps(c) for c in range(CHAINS))
             total = JOBS + 3 * CHAINS
 
-            _wait(lambda: len(_runs(runs_dir)) >= total // 4, 30, "a quarter of the run")
+            wait_for(lambda: len(read_runs(runs_dir)) >= total // 4, 30, "a quarter of the run")
             server.shutdown()
-            at_shutdown = len(_runs(runs_dir))
+            at_shutdown = len(read_runs(runs_dir))
             time.sleep(DOWN)
             assert [p.poll() for p in procs] == [None] * WORKERS, "a worker exited while Redis was down"
             server.start()
             assert at_shutdown < total, "the run finished before Redis went down; make the jobs longer"
-            _wait(lambda: len({(r["task"], r["key"]) for r in _runs(runs_dir)}) == total, 25, "every run")
+            wait_for(
+                lambda: len({(r["task"], r["key"]) for r in read_runs(runs_dir)}) == total, 25, "every run"
+            )
 
             def settled() -> bool:
                 return all(
                     (record := app.backend.get_job(h.id)) is not None and record.state.finished for h in jobs
                 ) and all((c := app.backend.get_chain(h.id)) is not None and c.finished for h in chains)
 
-            _wait(settled, 15, "every outcome to be settled")
+            wait_for(settled, 15, "every outcome to be settled")
             assert [p.poll() for p in procs] == [None] * WORKERS, "a worker exited"
         finally:
-            codes = _stop(procs)
+            codes = stop_processes(procs)
         output = [log.read_text(errors="replace") for log in logs]
         assert codes == [0] * WORKERS, output
 
@@ -189,7 +142,7 @@ def test_workers_finish_the_run_across_a_redis_restart(
         app.use_backend("memory://")
 
     # executions, counted outside Redis: each ran; a second run only for jobs a worker held at the fault
-    runs = _runs(runs_dir)
+    runs = read_runs(runs_dir)
     counts = Counter((r["task"], r["key"]) for r in runs)
     expected = {("job", str(n)) for n in range(JOBS)} | {
         (task, str(c)) for c in range(CHAINS) for task in ("first", "second", "third")

@@ -19,12 +19,9 @@ printed (``pytest -s``) for docs/operations-sentinel.md.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -41,7 +38,7 @@ jobchain_redis = pytest.importorskip("jobchain_redis", reason="jobchain-redis is
 import sentinel_app  # noqa: E402
 from jobchain_redis.connection import boundary, connect, parse_url, public_url  # noqa: E402
 from jobchain_redis.sentinel import FollowingPool, SentinelGroup  # noqa: E402
-from redis_proc import RedisUnavailable  # noqa: E402
+from redis_proc import RedisUnavailable, read_runs, start_worker, stop_processes, wait_for  # noqa: E402
 from sentinel_proc import SentinelGroupProcess  # noqa: E402
 
 import jobchain  # noqa: E402
@@ -240,64 +237,10 @@ def _env(runs: Path, url: str) -> dict[str, str]:
 
 def _start_worker(index: int, url: str, runs: Path, log: Path) -> subprocess.Popen[bytes]:
     """``jobchain worker --config sentinel_app.py``; for streams the config opens the URL itself."""
-    backend = [] if url.startswith("redis-streams+") else ["--backend", url]
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jobchain",
-                "worker",
-                "--config",
-                str(APP_FILE),
-                *backend,
-                "--concurrency",
-                str(THREADS),
-                "--lease",
-                str(LEASE),
-                "--grace",
-                "10",
-                "--name",
-                f"sentinel-{index}",
-            ],
-            env=_env(runs, url),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _stop(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> list[int | None]:
-    """SIGTERM the worker processes this test started (by PID), then wait; SIGKILL what is left."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    codes: list[int | None] = []
-    for proc in procs:
-        try:
-            codes.append(proc.wait(timeout))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            codes.append(None)
-    return codes
-
-
-def _runs(directory: Path) -> list[dict[str, Any]]:
-    runs = []
-    for path in directory.glob("runs-*.jsonl"):
-        runs += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return runs
-
-
-def _wait(
-    check: Callable[[], bool], timeout: float, what: str, detail: Callable[[], object] = lambda: ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} {detail()}")
-        time.sleep(0.05)
+    backend = None if url.startswith("redis-streams+") else url
+    return start_worker(
+        APP_FILE, f"sentinel-{index}", backend, threads=THREADS, lease=LEASE, env=_env(runs, url), log=log
+    )
 
 
 @dataclass
@@ -377,13 +320,14 @@ def test_a_sentinel_failover_loses_nothing_and_everyone_follows(
         procs = [_start_worker(i, url, runs_dir, log) for i, log in enumerate(logs)]
         try:
             names = {f"sentinel-{i}" for i in range(WORKERS)}
-            _wait(lambda: names <= {w.name for w in app.workers()}, 30, "the workers to register")
+            wait_for(lambda: names <= {w.name for w in app.workers()}, 30, "the workers to register")
             submitter.start()
             time.sleep(BEFORE)
-            assert _runs(runs_dir), "nothing ran before the failover"
+            assert read_runs(runs_dir), "nothing ran before the failover"
             failover_at = time.time()
             group.failover()
-            _wait(lambda: all(group.master_port(i) == group.replica.port for i in range(3)), 15, "the switch")
+            switched = lambda: all(group.master_port(i) == group.replica.port for i in range(3))  # noqa: E731
+            wait_for(switched, 15, "the switch")
             switched_at = time.time()
             time.sleep(max(0.0, failover_at + AFTER - time.time()))
             submitter.stop()
@@ -399,13 +343,12 @@ def test_a_sentinel_failover_loses_nothing_and_everyone_follows(
             }
 
             def not_run() -> object:
-                missing = expected - {(r["task"], r["key"]) for r in _runs(runs_dir)}
+                missing = expected - {(r["task"], r["key"]) for r in read_runs(runs_dir)}
                 attempts = {a.key: a for a in acked}
                 return [(task, attempts[key]) for task, key in sorted(missing)[:5]], len(missing)
 
-            _wait(
-                lambda: expected <= {(r["task"], r["key"]) for r in _runs(runs_dir)}, 30, "every run", not_run
-            )
+            ran = lambda: expected <= {(r["task"], r["key"]) for r in read_runs(runs_dir)}  # noqa: E731
+            wait_for(ran, 30, "every run", not_run)
 
             def settled() -> bool:
                 for a in acked:
@@ -415,12 +358,12 @@ def test_a_sentinel_failover_loses_nothing_and_everyone_follows(
                         return False
                 return True
 
-            _wait(settled, 20, "every acknowledged outcome to be settled")
+            wait_for(settled, 20, "every acknowledged outcome to be settled")
             assert [p.poll() for p in procs] == [None] * WORKERS, "a worker exited"
         finally:
             if submitter._thread.is_alive():
                 submitter.stop()
-            codes = _stop(procs)
+            codes = stop_processes(procs)
         output = [log.read_text(errors="replace") for log in logs]
         assert codes == [0] * WORKERS, output
 
@@ -447,7 +390,7 @@ def test_a_sentinel_failover_loses_nothing_and_everyone_follows(
     assert all(a.answered >= failover_at for a in missed), "a submit failed before the failover"
 
     # executions, recorded outside Redis: every acknowledged submit ran (lost 0) ...
-    runs = _runs(runs_dir)
+    runs = read_runs(runs_dir)
     counts = Counter((r["task"], r["key"]) for r in runs)
     lost = expected - set(counts)
     assert not lost, f"lost {len(lost)} acknowledged: {sorted(lost)[:10]}"

@@ -113,7 +113,7 @@ class _Take:
         self.taken: list[Delivery] = []
         self._top: dict[str, float | None] = {}
 
-    def start(self, urgent: dict[str, tuple[list[tuple[str, float]], list[str]]], now: float) -> None:
+    def start(self, urgent: dict[str, tuple[list[tuple[str, float]], list[str]]]) -> None:
         """Note each queue's most urgent ready band (None: nothing ready) from the reads under WATCH.
 
         A queue with a lease run out (a job waiting to be delivered again) takes nothing.
@@ -397,9 +397,7 @@ class RedisBackend(Backend):
             pipe = tx.multi()
             writes = self._writes()
             if take is not None:
-                take.start(
-                    {q: (urgent[2 * i], urgent[2 * i + 1]) for i, q in enumerate(take_queues)}, now
-                )
+                take.start({q: (urgent[2 * i], urgent[2 * i + 1]) for i, q in enumerate(take_queues)})
             results = [self._apply(pipe, writes, outcome, held, chains, now, take) for outcome in outcomes]
             for chain_id, record in chains.items():
                 if record is not before[chain_id]:

@@ -230,18 +230,17 @@ class ListsBackend(RedisBackend):
         def body(tx: Transaction) -> tuple[list[tuple[str, str, str, str, int]], list[tuple[str, str]]]:
             tx.watch(*ready_keys)
             heads = tx.read(lambda r: [r.lrange(k, 0, limit - 1) for k in ready_keys])
-            taking: list[tuple[str, str, list[str]]] = []
-            taking_bands: list[str] = []
-            heads_of = dict(zip(ready_keys, heads, strict=True))
+            # (queue, band, its list, the ids taken, whether they are the whole list)
+            taking: list[tuple[str, str, str, list[str], bool]] = []
             empty: list[tuple[str, str]] = []
             count = 0
             for (_, queue, band), key, ids in zip(candidates, ready_keys, heads, strict=True):
                 if not ids:
                     empty.append((queue, band))
                     continue
-                taking.append((queue, key, ids[: limit - count]))
-                taking_bands.append(band)
-                count += len(taking[-1][2])
+                took = ids[: limit - count]
+                taking.append((queue, band, key, took, len(took) == len(ids) < limit))
+                count += len(took)
                 if count >= limit:
                     break
             if not taking:
@@ -249,11 +248,11 @@ class ListsBackend(RedisBackend):
             pipe = tx.multi()
             picked: list[tuple[str, str, str, str, int]] = []
             leases: dict[str, dict[str, float]] = {}
-            for (queue, key, ids), band in zip(taking, taking_bands, strict=True):
+            for queue, band, key, ids, whole in taking:
                 # the heads read under WATCH are the heads now: cut them off and append them to processing
                 pipe.ltrim(key, len(ids), -1)
                 pipe.rpush(processing, *ids)
-                if len(ids) == len(heads_of[key]) < limit:  # the whole list: the band is empty now
+                if whole:  # the band is empty now
                     pipe.zrem(keys.bands(queue), band)
                 for job_id in ids:
                     token = secrets.token_hex(8)
