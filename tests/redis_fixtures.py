@@ -4,7 +4,8 @@ Loaded through ``pytest_plugins`` in tests/conftest.py, so tests/backends and
 tests/cli share one server per session (each test keeps to a key prefix of
 its own). The server fixture skips when redis-server cannot be started,
 except with ``CI=true``, where it fails the run: CI must never silently skip
-Redis.
+Redis. ``redis_cluster`` is the same for a 3-master Redis Cluster
+(tests/backends/cluster_proc.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +97,31 @@ def redis_server_url() -> Iterator[str]:
                 proc.wait(5)
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A started 3-master Redis Cluster on loopback (a ``cluster_proc.ClusterProcess``), stopped at the end.
+
+    Shared by the whole session: a test keeps to keys of its own (a hash tag of
+    its own) and leaves every slot where it found it.
+    """
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        _unavailable("the redis package is not installed (pip install -e backends/redis)")
+    backends = str(Path(__file__).resolve().parent / "backends")
+    if backends not in sys.path:
+        sys.path.append(backends)  # where cluster_proc and redis_proc live (tests/backends has no __init__)
+    from cluster_proc import ClusterProcess
+    from redis_proc import RedisUnavailable
+
+    try:
+        cluster = ClusterProcess.start(tmp_path_factory.mktemp("redis-cluster"), masters=3)
+    except RedisUnavailable as exc:
+        _unavailable(str(exc))
+        raise AssertionError("unreachable") from exc
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
