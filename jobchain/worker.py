@@ -330,9 +330,17 @@ class Worker:
             return len(self._held)
 
     def drain(self, timeout: float | None = None, *, interval: float = 0.01) -> bool:
-        """Wait until the worker's queues have nothing ready, delayed or in flight."""
+        """Wait until the worker's queues have nothing ready, delayed or in flight.
+
+        Idle means: this worker holds nothing before and after reading the
+        queues' counts, and two reads ``interval`` apart find nothing. A backend
+        whose counts are not one snapshot (a Redis Cluster reads each queue on
+        its own shard) may show a chain's step settled and its next step not yet
+        stored in one read; the second read sees the next step.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         queues = set(self.queues)
+        idle = 0
         while True:
             busy = bool(self.held())
             if not busy:
@@ -344,10 +352,12 @@ class Worker:
                 else:
                     self.outage.succeeded("stats")
                     busy = any(s.ready or s.delayed or s.in_flight for s in stats if s.queue in queues)
-            if not busy:
+                    busy = busy or bool(self.held())  # a job reserved and settled while the counts were read
+            idle = 0 if busy else idle + 1
+            if idle >= 2:
                 return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
+            if busy and deadline is not None and time.monotonic() >= deadline:
+                return False  # (an idle read is confirmed even past the deadline: timeout=0 asks "idle now?")
             time.sleep(interval)
 
     # --- the thread loop -------------------------------------------------------------

@@ -8,7 +8,11 @@ transaction) so that every backend advances chains the same way:
   has completed, returns the jobs of the next step (or completes the chain);
 * :func:`apply_failed` halts the chain: later steps become ``not_executed``;
 * :func:`apply_redrive` puts a failed member back to ``pending`` and the later
-  steps with it, so the chain resumes where it stopped.
+  steps with it, so the chain resumes where it stopped;
+* :func:`due_after` derives from the record alone the jobs of the step after
+  a completed one that are still to run, for a backend whose transition is in
+  two parts (the record first, then the jobs), so that a second pass finds
+  the same jobs.
 
 Every function is idempotent: applying the same event twice changes nothing
 the second time and enqueues nothing, which is what keeps a step from being
@@ -31,7 +35,7 @@ from jobchain.model import (
     StepState,
 )
 
-__all__ = ["apply_completed", "apply_failed", "apply_redrive", "first_jobs", "job_for_member"]
+__all__ = ["apply_completed", "apply_failed", "apply_redrive", "due_after", "first_jobs", "job_for_member"]
 
 
 def job_for_member(
@@ -112,6 +116,28 @@ def apply_completed(
         for m in range(len(record.steps[following].members))
     ]
     return record, jobs
+
+
+def due_after(record: ChainRecord, step: int, now: float) -> list[Job]:
+    """The pending members' jobs of the step after ``step``, once ``step`` has completed in a running chain.
+
+    What :func:`apply_completed` returns when it completes ``step``, minus the
+    members that have since completed or failed; empty when the chain is not
+    running, ``step`` is not completed or is the last.
+    """
+    following = step + 1
+    if (
+        record.state is not ChainState.RUNNING
+        or following >= len(record.steps)
+        or record.steps[step].state is not StepState.COMPLETED
+    ):
+        return []
+    previous = (record.steps[step].result,)
+    return [
+        job_for_member(record, following, m, previous, now)
+        for m, member in enumerate(record.steps[following].members)
+        if member.state in (StepState.PENDING, StepState.RUNNING)
+    ]
 
 
 def apply_failed(record: ChainRecord, ref: ChainRef, error: ErrorInfo, *, now: float) -> ChainRecord:

@@ -32,11 +32,13 @@ class _OnFakeRedis(BackendConformance):
     """The suite on an in-process fakeredis server."""
 
     kind: type[RedisBackend] = ListsBackend
+    #: the Cluster's key layout (a tag per queue and chain, two-part chain transitions) on one node
+    spread = False
 
     @pytest.fixture
     def backend(self, clock: ManualClock, fake_server: object) -> Iterator[RedisBackend]:
         client = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
-        backend = self.kind(client, prefix=unique_prefix(), clock=clock)
+        backend = self.kind(client, prefix=unique_prefix(), clock=clock, spread=self.spread)
         yield backend
         backend.delete_everything()
         client.close()
@@ -85,6 +87,17 @@ class TestRedisListsServer(_OnRealServer):
 
 class TestRedisListsFromUrl(_ThroughPlugin):
     aging_tolerance = 0.01
+
+
+class TestRedisListsSpreadFake(_OnFakeRedis):
+    aging_tolerance = 0.01
+    spread = True
+
+
+class TestRedisStreamsSpreadFake(_OnFakeRedis):
+    kind = StreamsBackend
+    aging_tolerance = 0.1
+    spread = True
 
 
 class TestRedisStreamsFake(_OnFakeRedis):

@@ -47,7 +47,7 @@ def backend(client: redis.Redis, clock: ManualClock) -> Iterator[StreamsBackend]
 
 
 def _streams(backend: StreamsBackend) -> list[str]:
-    return sorted(k for k in backend.client.scan_iter(match=backend.keys.pattern) if ":stream:" in k)
+    return sorted(k for k in backend.client.scan_iter(match=backend.keys.patterns[0]) if ":stream:" in k)
 
 
 def test_every_key_shares_the_prefix_hash_tag(backend: StreamsBackend, clock: ManualClock) -> None:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import abc
 import math
 import secrets
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Self, TypeVar
 
 import redis
+import redis.cluster
 import structlog
-from attrs import evolve
+from attrs import evolve, frozen
 
 from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL
@@ -29,6 +31,7 @@ from jobchain.errors import ConfigurationError
 from jobchain.model import (
     UNREADABLE_TASK,
     ChainRecord,
+    ChainRef,
     ChainState,
     Completed,
     Delivery,
@@ -45,7 +48,17 @@ from jobchain.model import (
     WorkerInfo,
 )
 from jobchain_redis.codec import chain_from_json, chain_to_json, dumps, loads
-from jobchain_redis.connection import Pipe, ServerClock, Transaction, boundary, connect, parse_url, transact
+from jobchain_redis.connection import (
+    ClusterRoute,
+    Pipe,
+    Route,
+    ServerClock,
+    Standalone,
+    Transaction,
+    boundary,
+    connect,
+    parse_url,
+)
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
 from jobchain_redis.safety import EvictionCheck, refuse_oom
 
@@ -67,9 +80,84 @@ def result_ttl_option(options: dict[str, str]) -> float | None:
     except ValueError:
         raise ConfigurationError(f"result_ttl={raw!r}: expected seconds or 'none'") from None
 
+
 logger = structlog.get_logger("jobchain.redis")
 
 R = TypeVar("R")
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+#: seconds between two looks of a reserver at its queues' outboxes (spread layout)
+OUTBOX_SWEEP = 2.0
+#: an outbox entry older than this many seconds is finished by the sweep (its settler died, or Redis
+#: went away between the two parts); a younger one is still being finished by its settler
+OUTBOX_GRACE = 1.0
+
+
+def group_by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
+    """``items`` grouped by ``key``, in first-seen order, each group in the items' order."""
+    groups: dict[K, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+@frozen
+class ChainEvent:
+    """A finished chain job whose chain has not yet moved on: an outbox entry (spread layout).
+
+    Settling a chain's job on a Redis Cluster takes two transactions, since the
+    chain record and the next step's queue are in other slots than the job:
+    the first settles the job and writes this event to the outbox of the job's
+    queue; the second applies it to the chain record, then the next step's jobs
+    are stored and the entry is deleted. Each part is idempotent, so whoever
+    finds the entry later (a reserver's sweep) finishes what a dead settler left.
+    """
+
+    queue: str
+    job_id: str
+    field: str
+    ref: ChainRef
+    completed: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+    started_at: float | None = None
+    finished_at: float = 0.0
+    at: float = 0.0
+
+    def to_json(self) -> str:
+        return dumps(
+            {
+                "q": self.queue,
+                "j": self.job_id,
+                "c": self.ref.chain_id,
+                "s": self.ref.step,
+                "m": self.ref.member,
+                "ok": self.completed,
+                "r": self.result,
+                "e": None if self.error is None else self.error.to_wire(),
+                "sa": self.started_at,
+                "fa": self.finished_at,
+                "at": self.at,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, field: str, raw: str) -> ChainEvent:
+        data = loads(raw)
+        return cls(
+            queue=data["q"],
+            job_id=data["j"],
+            field=field,
+            ref=ChainRef(chain_id=data["c"], step=data["s"], member=data["m"]),
+            completed=bool(data["ok"]),
+            result=data.get("r"),
+            error=None if data.get("e") is None else ErrorInfo.from_wire(data["e"]),
+            started_at=data.get("sa"),
+            finished_at=float(data.get("fa") or 0.0),
+            at=float(data.get("at") or 0.0),
+        )
+
 
 #: the job-hash fields settle reads under WATCH before the backend-specific ones
 _SETTLE_FIELDS = ("token", "deliveries")
@@ -87,6 +175,9 @@ class Writes:
         self.keys = keys
         self.unleased: dict[str, list[str]] = {}
         self.leased: dict[str, dict[str, float]] = {}
+        #: queues that got a job: added to the queue list (one-tag layout; the spread layout notes
+        #: them before the transaction, the list being in another slot)
+        self.seen: set[str] = set()
 
     def unlease(self, queue: str, job_id: str) -> None:
         self.unleased.setdefault(queue, []).append(job_id)
@@ -99,7 +190,9 @@ class Writes:
             pipe.zrem(self.keys.leases(queue), *ids)
         for queue, mapping in self.leased.items():
             pipe.zadd(self.keys.leases(queue), mapping)
-            pipe.sadd(self.keys.queues, queue)
+        self.seen.update(self.leased)
+        if self.seen and not self.keys.spread:
+            pipe.sadd(self.keys.queues, *sorted(self.seen))
 
 
 class _Take:
@@ -142,7 +235,7 @@ class RedisBackend(Backend):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.cluster.RedisCluster,
         *,
         prefix: str = DEFAULT_PREFIX,
         url: str = "redis://",
@@ -151,6 +244,7 @@ class RedisBackend(Backend):
         owns_client: bool = False,
         result_ttl: float | None = DEFAULT_RESULT_TTL,
         eviction: str = "warn",
+        spread: bool | None = None,
     ) -> None:
         super().__init__(clock=clock or ServerClock(client), aging_interval=aging_interval)
         if result_ttl is not None and result_ttl <= 0:
@@ -159,12 +253,24 @@ class RedisBackend(Backend):
         self.result_ttl = result_ttl
         #: redis-py types its replies as sync/async unions; this client decodes to str, so it is used as Any
         self.client: Any = client
-        self.keys = Keys(prefix)
+        cluster = isinstance(client, redis.cluster.RedisCluster)
+        #: where each transaction runs: the one server, or the master of its slot on a Cluster
+        self.route: Route = (
+            ClusterRoute(client) if isinstance(client, redis.cluster.RedisCluster) else Standalone(client)
+        )
+        #: the spread layout (a hash tag per queue and per chain) is the Cluster's; on one server it
+        #: can be asked for, which runs every Cluster code path on one node (tests)
+        self.keys = Keys(prefix, spread=cluster if spread is None else spread)
+        if cluster and not self.keys.spread:
+            raise ConfigurationError("a Redis Cluster needs the spread key layout (spread=True)")
         self.url = url
         #: ``maxmemory-policy`` checked before the first submit or reservation (see jobchain_redis.safety)
         self.eviction = EvictionCheck(eviction, url, prefix)
         self._owns_client = owns_client
         self._resumed: set[str] = set()
+        #: queues this backend has put in the queue list (spread layout: written apart, once)
+        self._noted: set[str] = set()
+        self._outbox_swept = time.monotonic()
 
     def close(self) -> None:
         if self._owns_client:
@@ -172,13 +278,44 @@ class RedisBackend(Backend):
 
     def delete_everything(self) -> int:
         """Delete every key under this backend's prefix (tests, resets); return how many."""
-        names = list(self.client.scan_iter(match=self.keys.pattern, count=1000))
+        names = sorted(
+            {
+                name
+                for pattern in self.keys.patterns
+                for name in self.client.scan_iter(match=pattern, count=1000)
+            }
+        )
         for start in range(0, len(names), 1000):
-            self.client.delete(*names[start : start + 1000])
+            if self.keys.spread:  # keys of many slots: one DEL each, pipelined
+                pipe = self.client.pipeline(transaction=False)
+                for name in names[start : start + 1000]:
+                    pipe.delete(name)
+                pipe.execute()
+            else:
+                self.client.delete(*names[start : start + 1000])
+        self._noted.clear()
         return len(names)
 
-    def _transact(self, body: Callable[[Transaction], R]) -> tuple[R, list[Any]]:
-        return transact(self.client, body, tolerate=self.tolerate)
+    def _transact(self, body: Callable[[Transaction], R], *, on: str) -> tuple[R, list[Any]]:
+        """Run a WATCH/MULTI/EXEC ``body`` on the node holding key ``on`` (all keys it touches: its tag)."""
+        return self.route.transact(on, body, tolerate=self.tolerate)
+
+    def _multi(self, on: str, queue_writes: Callable[[Pipe], object]) -> list[Any]:
+        """One MULTI/EXEC with no WATCH, on the node holding key ``on``; its results."""
+        return self._transact(lambda tx: queue_writes(tx.multi()), on=on)[1]
+
+    def _note_queues(self, queues: Iterable[str]) -> None:
+        """Spread layout: add queues to the queue list before their first job is stored (another slot)."""
+        if not self.keys.spread:
+            return
+        new = sorted(set(queues) - self._noted)
+        if new:
+            self.client.sadd(self.keys.queues, *new)
+            self._noted.update(new)
+
+    def _by_tag(self, items: Iterable[T], queue: Callable[[T], str]) -> list[list[T]]:
+        """``items`` split into the groups one transaction can hold: the same queue tag."""
+        return list(group_by(items, lambda item: self.keys.queue_tag(queue(item))).values())
 
     # --- what a subclass provides ------------------------------------------------------
 
@@ -233,8 +370,12 @@ class RedisBackend(Backend):
         """Make a released job ready again at once, in its old place."""
 
     @abc.abstractmethod
-    def _held_by(self, queues: Sequence[str], worker: str) -> list[str]:
-        """Ids of the jobs the Redis data says ``worker`` holds in ``queues`` (its processing list/PEL)."""
+    def _held_by(self, queues: Sequence[str], worker: str) -> list[tuple[str, str]]:
+        """``(queue, job id)`` of the jobs the Redis data says ``worker`` holds in ``queues``.
+
+        The queue is one whose tag the job's keys have (its processing list or
+        PEL is there); in the one-tag layout any of ``queues``.
+        """
 
     def _refresh(self, pipe: Pipe, delivery: Delivery, row: dict[str, str | None]) -> None:
         """Extra writes when a lease is extended (redis-streams: keep the entry's idle time fresh)."""
@@ -256,23 +397,24 @@ class RedisBackend(Backend):
         whose hash still names this worker are touched, under WATCH; their
         delivery counts show the lost delivery.
         """
-        ids = self._held_by(queues, worker)
-        if not ids:
-            return
-        job_keys = [self.keys.job(j) for j in ids]
+        resumed: list[str] = []
+        for group in self._by_tag(self._held_by(queues, worker), lambda held: held[0]):
+            job_keys = [self.keys.job(j, q) for q, j in group]
 
-        def body(tx: Transaction) -> list[str]:
-            tx.watch(*job_keys)
-            rows = tx.read(lambda r: [r.hmget(k, "worker", "queue") for k in job_keys])
-            pipe = tx.multi()
-            resumed = []
-            for job_id, (holder, queue) in zip(ids, rows, strict=True):
-                if holder == worker and queue:
-                    pipe.zadd(self.keys.leases(queue), {job_id: 0}, xx=True)
-                    resumed.append(job_id)
-            return resumed
+            def body(
+                tx: Transaction, group: list[tuple[str, str]] = group, job_keys: list[str] = job_keys
+            ) -> list[str]:
+                tx.watch(*job_keys)
+                rows = tx.read(lambda r: [r.hmget(k, "worker", "queue") for k in job_keys])
+                pipe = tx.multi()
+                back = []
+                for (_, job_id), (holder, queue) in zip(group, rows, strict=True):
+                    if holder == worker and queue:
+                        pipe.zadd(self.keys.leases(queue), {job_id: 0}, xx=True)
+                        back.append(job_id)
+                return back
 
-        resumed = self._transact(body)[0]
+            resumed += self._transact(body, on=job_keys[0])[0]
         if resumed:
             logger.info("worker_resumed_its_jobs", worker=worker, jobs=len(resumed))
 
@@ -282,29 +424,47 @@ class RedisBackend(Backend):
     @refuse_oom
     def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
         self.eviction.ensure(self.client)
-        unique = list({job.id: job for job in reversed(jobs)}.values())[::-1]
-        job_keys = [self.keys.job(job.id) for job in unique]
-
-        def body(tx: Transaction) -> None:
-            tx.watch(*job_keys)
-            exists = tx.read(lambda r: [r.exists(k) for k in job_keys]) if job_keys else []
-            new = [job for job, known in zip(unique, exists, strict=True) if not known]
-            self._store(tx.multi(), new, chains)
-
-        self._transact(body)
+        self._enqueue(jobs, chains, fresh=False)
 
     @boundary
     @refuse_oom
     def enqueue_new(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
         """One MULTI/EXEC and no WATCH: the ids are fresh, so there is nothing to check (one round trip)."""
         self.eviction.ensure(self.client)
+        self._enqueue(jobs, chains, fresh=True)
+
+    def _enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord], *, fresh: bool) -> None:
+        """Store ``jobs`` (and ``chains``); unless ``fresh``, leave out the ids that exist (under WATCH).
+
+        In the spread layout the chain records are stored first (their own
+        slots, ``SET NX``), then one transaction per queue tag: a batch is
+        atomic per queue, and a retried batch stores only what is missing.
+        """
         unique = list({job.id: job for job in reversed(jobs)}.values())[::-1]
-        pipe = self.client.pipeline(transaction=True)
-        self._store(pipe, unique, chains)
-        results = pipe.execute(raise_on_error=not self.tolerate)
-        for result in results:
-            if isinstance(result, redis.ResponseError) and not str(result).startswith(self.tolerate):
-                raise result
+        inline: Sequence[ChainRecord] = chains
+        if self.keys.spread:
+            self._note_queues(job.queue for job in unique)
+            if chains:
+                pipe = self.client.pipeline(transaction=False)
+                for chain in chains:
+                    pipe.set(self.keys.chain(chain.id), chain_to_json(chain), nx=True)
+                pipe.execute()
+            inline = ()
+        groups = self._by_tag(unique, lambda job: job.queue) or ([[]] if inline else [])
+        for group in groups:
+            job_keys = [self.keys.job(job.id, job.queue) for job in group]
+            on = job_keys[0] if job_keys else self.keys.queues
+
+            def body(tx: Transaction, group: list[Job] = group, job_keys: list[str] = job_keys) -> None:
+                if fresh and tx.attempt == 1:  # after a lost EXEC reply, check what was stored
+                    self._store(tx.multi(), group, inline)
+                    return
+                tx.watch(*job_keys)
+                exists = tx.read(lambda r: [r.exists(k) for k in job_keys]) if job_keys else []
+                new = [job for job, known in zip(group, exists, strict=True) if not known]
+                self._store(tx.multi(), new, inline)
+
+            self._transact(body, on=on)
 
     def _store(self, pipe: Pipe, jobs: Sequence[Job], chains: Sequence[ChainRecord]) -> None:
         now = self.now()
@@ -317,24 +477,33 @@ class RedisBackend(Backend):
 
     @boundary
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
-        job_keys = [self.keys.job(d.job.id) for d in deliveries]
-
         fields = ("token", *self.settle_fields)
+        held: dict[int, bool] = {}
+        for group in self._by_tag(enumerate(deliveries), lambda item: item[1].job.queue):
+            job_keys = [self.keys.job(d.job.id, d.job.queue) for _, d in group]
 
-        def body(tx: Transaction) -> list[bool]:
-            tx.watch(*job_keys)
-            rows = tx.read(lambda r: [r.hmget(k, *fields) for k in job_keys])
-            lease_until = self.now() + lease
-            held = [row[0] is not None and row[0] == d.token for d, row in zip(deliveries, rows, strict=True)]
-            pipe = tx.multi()
-            for delivery, key, ok, row in zip(deliveries, job_keys, held, rows, strict=True):
-                if ok:
-                    pipe.zadd(self.keys.leases(delivery.job.queue), {delivery.job.id: lease_until}, xx=True)
-                    pipe.hset(key, "lease_until", repr(lease_until))
-                    self._refresh(pipe, delivery, dict(zip(fields, row, strict=True)))
-            return held
+            def body(
+                tx: Transaction, group: list[tuple[int, Delivery]] = group, job_keys: list[str] = job_keys
+            ) -> list[bool]:
+                tx.watch(*job_keys)
+                rows = tx.read(lambda r: [r.hmget(k, *fields) for k in job_keys])
+                lease_until = self.now() + lease
+                ok = [
+                    row[0] is not None and row[0] == d.token for (_, d), row in zip(group, rows, strict=True)
+                ]
+                pipe = tx.multi()
+                for (_, delivery), key, mine, row in zip(group, job_keys, ok, rows, strict=True):
+                    if mine:
+                        pipe.zadd(
+                            self.keys.leases(delivery.job.queue), {delivery.job.id: lease_until}, xx=True
+                        )
+                        pipe.hset(key, "lease_until", repr(lease_until))
+                        self._refresh(pipe, delivery, dict(zip(fields, row, strict=True)))
+                return ok
 
-        return self._transact(body)[0] if deliveries else []
+            for (index, _), mine in zip(group, self._transact(body, on=job_keys[0])[0], strict=True):
+                held[index] = mine
+        return [held[i] for i in range(len(deliveries))]
 
     # --- settle ----------------------------------------------------------------------
 
@@ -355,7 +524,8 @@ class RedisBackend(Backend):
         order of service is the one :meth:`reserve` would give. The worker runs
         it at once: no wake-up, no reserve (see :meth:`Backend.settle_and_take`).
         """
-        if limit < 1 or not queues:
+        if limit < 1 or not queues or self.keys.spread:
+            # spread layout: a next step is stored by the second part of the transition (see ChainEvent)
             return self._settle(outcomes, None)
         return self._settle(outcomes, _Take(worker, frozenset(queues), lease, limit))
 
@@ -364,33 +534,71 @@ class RedisBackend(Backend):
     ) -> tuple[list[SettleResult], list[Delivery]]:
         if not outcomes:
             return [], []
-        job_ids = list(dict.fromkeys(o.delivery.job.id for o in outcomes))
-        chain_ids = list(
-            dict.fromkeys(o.delivery.job.chain.chain_id for o in outcomes if o.delivery.job.chain is not None)
+        if not self.keys.spread:
+            return self._settle_group(outcomes, take, None)
+        results: dict[int, SettleResult] = {}
+        events: list[tuple[int, ChainEvent]] = []
+        for group in self._by_tag(enumerate(outcomes), lambda item: item[1].delivery.job.queue):
+            found: list[ChainEvent] = []
+            settled, _ = self._settle_group([o for _, o in group], None, found)
+            for (index, _), result in zip(group, settled, strict=True):
+                results[index] = result
+            by_job = {event.job_id: event for event in found}
+            events += [(i, by_job[o.delivery.job.id]) for i, o in group if o.delivery.job.id in by_job]
+        for index, event in events:
+            try:
+                finished = self._advance(event)
+            except redis.RedisError as exc:  # the outcome is stored; the outbox sweep finishes the chain
+                logger.warning(
+                    "chain_advance_deferred", job_id=event.job_id, chain_id=event.ref.chain_id, error=str(exc)
+                )
+                continue
+            if finished is not None:
+                results[index] = SettleResult(accepted=True, chain=finished)
+        return [results[i] for i in range(len(outcomes))], []
+
+    def _settle_group(
+        self, outcomes: Sequence[Outcome], take: _Take | None, events: list[ChainEvent] | None
+    ) -> tuple[list[SettleResult], list[Delivery]]:
+        """Settle outcomes whose jobs share one tag, in one transaction.
+
+        ``events`` is None in the one-tag layout: the chain records are read
+        under WATCH and advanced in the same transaction. In the spread layout
+        a finished chain job's event goes to its queue's outbox instead, and is
+        appended to ``events`` for the caller to apply.
+        """
+        jobs = list({o.delivery.job.id: o.delivery.job for o in outcomes}.values())
+        chain_ids = (
+            []
+            if events is not None
+            else list(dict.fromkeys(j.chain.chain_id for j in jobs if j.chain is not None))
         )
-        watch = [self.keys.job(j) for j in job_ids] + [self.keys.chain(c) for c in chain_ids]
+        job_keys = [self.keys.job(j.id, j.queue) for j in jobs]
+        watch = job_keys + [self.keys.chain(c) for c in chain_ids]
         fields = _SETTLE_FIELDS + self.settle_fields
         take_queues = sorted(take.queues) if take is not None and chain_ids else []
 
         def body(tx: Transaction) -> tuple[list[SettleResult], list[Delivery]]:
             tx.watch(*watch)
             now = self.now()
+            if events is not None:
+                events.clear()
 
             def reads(r: Pipe) -> None:
-                for j in job_ids:
-                    r.hmget(self.keys.job(j), *fields)
+                for k in job_keys:
+                    r.hmget(k, *fields)
                 for c in chain_ids:
                     r.get(self.keys.chain(c))
                 for q in take_queues:
                     self._most_urgent(r, q, now)
 
             rows = tx.read(reads)
-            urgent = rows[len(job_ids) + len(chain_ids) :]
-            held = {j: dict(zip(fields, row, strict=True)) for j, row in zip(job_ids, rows, strict=False)}
-            n = len(job_ids) + len(chain_ids)
+            urgent = rows[len(jobs) + len(chain_ids) :]
+            held = {j.id: dict(zip(fields, row, strict=True)) for j, row in zip(jobs, rows, strict=False)}
+            n = len(jobs) + len(chain_ids)
             chains = {
                 c: chain_from_json(raw)
-                for c, raw in zip(chain_ids, rows[len(job_ids) : n], strict=True)
+                for c, raw in zip(chain_ids, rows[len(jobs) : n], strict=True)
                 if raw is not None
             }
             before = dict(chains)
@@ -398,7 +606,9 @@ class RedisBackend(Backend):
             writes = self._writes()
             if take is not None:
                 take.start({q: (urgent[2 * i], urgent[2 * i + 1]) for i, q in enumerate(take_queues)})
-            results = [self._apply(pipe, writes, outcome, held, chains, now, take) for outcome in outcomes]
+            results = [
+                self._apply(pipe, writes, outcome, held, chains, now, take, events) for outcome in outcomes
+            ]
             for chain_id, record in chains.items():
                 if record is not before[chain_id]:
                     pipe.set(self.keys.chain(chain_id), chain_to_json(record))
@@ -407,7 +617,7 @@ class RedisBackend(Backend):
             writes.flush(pipe)
             return results, list(take.taken) if take is not None else []
 
-        return self._transact(body)[0]
+        return self._transact(body, on=job_keys[0])[0]
 
     def _most_urgent(self, r: Pipe, queue: str, now: float) -> None:
         """Queue the reads that say what is ready in ``queue``: its most urgent band, a lease run out."""
@@ -423,7 +633,7 @@ class RedisBackend(Backend):
         token = secrets.token_hex(8)
         until = now + take.lease
         pipe.hset(
-            self.keys.job(job.id),
+            self.keys.job(job.id, job.queue),
             mapping={
                 "job": dumps(job.to_wire()),
                 "queue": job.queue,
@@ -450,6 +660,7 @@ class RedisBackend(Backend):
         chains: dict[str, ChainRecord],
         now: float,
         take: _Take | None = None,
+        events: list[ChainEvent] | None = None,
     ) -> SettleResult:
         delivery = outcome.delivery
         job = delivery.job
@@ -461,7 +672,7 @@ class RedisBackend(Backend):
             )
             return SettleResult(accepted=False)
         held[job.id] = {**row, "token": None}  # a second outcome for this delivery is stale
-        key = self.keys.job(job.id)
+        key = self.keys.job(job.id, job.queue)
         drop = self._unlease(pipe, writes, job, delivery.worker, row, done=not isinstance(outcome, Released))
         record = chains.get(job.chain.chain_id) if job.chain is not None else None
         if isinstance(outcome, Completed):
@@ -476,6 +687,19 @@ class RedisBackend(Backend):
             )
             pipe.hdel(key, "error", "deliveries", *drop)
             self._expire(pipe, key)
+            if job.chain is not None and events is not None:
+                event = ChainEvent(
+                    queue=job.queue,
+                    job_id=job.id,
+                    field=f"{job.id}:{delivery.token}",
+                    ref=job.chain,
+                    completed=True,
+                    result=outcome.result,
+                    started_at=outcome.started_at,
+                    finished_at=outcome.finished_at,
+                    at=now,
+                )
+                return self._to_outbox(pipe, events, event)
             if record is None or job.chain is None:
                 return SettleResult(accepted=True)
             updated, following = workflow.apply_completed(
@@ -510,8 +734,19 @@ class RedisBackend(Backend):
                 },
             )
             pipe.hdel(key, "deliveries", *drop)
-            pipe.zadd(self.keys.failed, {job.id: now})
             pipe.zadd(self.keys.failed_in(job.queue), {job.id: now})
+            if job.chain is not None and events is not None:
+                event = ChainEvent(
+                    queue=job.queue,
+                    job_id=job.id,
+                    field=f"{job.id}:{delivery.token}",
+                    ref=job.chain,
+                    completed=False,
+                    error=outcome.error,
+                    finished_at=now,
+                    at=now,
+                )
+                return self._to_outbox(pipe, events, event)
             if record is None or job.chain is None:
                 return SettleResult(accepted=True)
             updated_record = workflow.apply_failed(record, job.chain, outcome.error, now=now)
@@ -527,6 +762,79 @@ class RedisBackend(Backend):
         )
         return SettleResult(accepted=True)
 
+    def _to_outbox(self, pipe: Pipe, events: list[ChainEvent], event: ChainEvent) -> SettleResult:
+        pipe.hset(self.keys.outbox(event.queue), event.field, event.to_json())
+        events.append(event)
+        return SettleResult(accepted=True)
+
+    # --- the chain transition's second part (spread layout) ---------------------------
+
+    def _advance(self, event: ChainEvent) -> ChainRecord | None:
+        """Apply a finished job's event to its chain, store the jobs then due, drop the outbox entry.
+
+        Idempotent at every step: the chain record ignores an event it has
+        (:mod:`jobchain.workflow`); the due jobs are derived from the record,
+        not from the event, so a second pass finds the same ones, and storing
+        them leaves out the ids that exist. Returns the record when this event
+        finished the chain (completed or halted), for the settle's result.
+        """
+        key = self.keys.chain(event.ref.chain_id)
+
+        def body(tx: Transaction) -> tuple[ChainRecord | None, list[Job]]:
+            tx.watch(key)
+            [raw] = tx.read(lambda r: r.get(key))
+            if raw is None:
+                return None, []  # expired, or never stored
+            now = self.now()
+            record = before = chain_from_json(raw)
+            if event.completed:
+                record, _ = workflow.apply_completed(
+                    record,
+                    event.ref,
+                    event.result,
+                    started_at=event.started_at,
+                    finished_at=event.finished_at,
+                    now=now,
+                )
+                due = workflow.due_after(record, event.ref.step, now)
+            else:
+                assert event.error is not None
+                record = workflow.apply_failed(record, event.ref, event.error, now=now)
+                due = []
+            if record is before:
+                return None, due
+            pipe = tx.multi()
+            pipe.set(key, chain_to_json(record))
+            if record.state is ChainState.COMPLETED:
+                self._expire(pipe, key)
+            return (record if record.finished and not before.finished else None), due
+
+        finished, due = self._transact(body, on=key)[0]
+        if due:
+            self._enqueue(due, (), fresh=False)
+        self.client.hdel(self.keys.outbox(event.queue), event.field)
+        return finished
+
+    def _sweep_outboxes(self, queues: Sequence[str]) -> None:
+        """Finish the chain transitions a settler left in ``queues``' outboxes (every OUTBOX_SWEEP s)."""
+        if not self.keys.spread or time.monotonic() - self._outbox_swept < OUTBOX_SWEEP:
+            return
+        self._outbox_swept = time.monotonic()
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hgetall(self.keys.outbox(queue))
+        now = self.now()
+        for entries in pipe.execute():
+            for field, raw in entries.items():
+                try:
+                    event = ChainEvent.from_json(field, raw)
+                except (ValueError, KeyError, TypeError) as exc:
+                    logger.error("outbox_entry_unreadable", field=field, error=str(exc))
+                    continue
+                if now - event.at >= OUTBOX_GRACE:
+                    logger.info("chain_advance_resumed", job_id=event.job_id, chain_id=event.ref.chain_id)
+                    self._advance(event)
+
     def _expire(self, pipe: Pipe, key: str) -> None:
         """Let a finished record go after ``result_ttl`` (bounded memory; failed jobs stay until purged)."""
         if self.result_ttl is not None:
@@ -536,7 +844,13 @@ class RedisBackend(Backend):
 
     @boundary
     def get_job(self, job_id: str) -> JobRecord | None:
-        raw = self.client.hgetall(self.keys.job(job_id))
+        if not self.keys.spread:
+            raw = self.client.hgetall(self.keys.job(job_id))
+        else:  # the key depends on the queue: look in each
+            pipe = self.client.pipeline(transaction=False)
+            for queue in sorted(self.client.smembers(self.keys.queues)):
+                pipe.hgetall(self.keys.job(job_id, queue))
+            raw = next((found for found in pipe.execute() if found and "job" in found), {})
         if not raw or "job" not in raw:
             return None
         return _record(raw)
@@ -559,7 +873,7 @@ class RedisBackend(Backend):
         logger.warning("unreadable_job_failed", job_id=job_id, queue=queue, reason=reason)
         placeholder = Job(id=job_id, task=UNREADABLE_TASK, queue=queue, enqueued_at=now)
         error = ErrorInfo(type="UnreadableJob", message=reason, attempt=1, at=now)
-        key = self.keys.job(job_id)
+        key = self.keys.job(job_id, queue)
         pipe.zrem(self.keys.leases(queue), job_id)
         pipe.delete(key)
         pipe.hset(
@@ -573,18 +887,39 @@ class RedisBackend(Backend):
                 "finished_at": repr(now),
             },
         )
-        pipe.zadd(self.keys.failed, {job_id: now})
         pipe.zadd(self.keys.failed_in(queue), {job_id: now})
-        pipe.sadd(self.keys.queues, queue)
+        if not self.keys.spread:
+            pipe.sadd(self.keys.queues, queue)
 
     # --- failed queue ----------------------------------------------------------------
 
-    def _entries(self, scored: Sequence[tuple[str, float]]) -> list[FailedEntry]:
+    def _queues(self) -> list[str]:
+        return sorted(self.client.smembers(self.keys.queues))
+
+    def _where_failed(self, job_ids: Sequence[str]) -> list[tuple[str, str, float]]:
+        """``(queue, job id, failed_at)`` of those of ``job_ids`` in the failed queue, in their order."""
+        queues = self._queues()
+        if not job_ids or not queues:
+            return []
         pipe = self.client.pipeline(transaction=False)
-        for job_id, _ in scored:
-            pipe.hmget(self.keys.job(job_id), "job", "error", "raw")
+        for job_id in job_ids:
+            for queue in queues:
+                pipe.zscore(self.keys.failed_in(queue), job_id)
+        scores = iter(pipe.execute())
+        found: list[tuple[str, str, float]] = []
+        for job_id in job_ids:
+            hits = [(q, score) for q in queues if (score := next(scores)) is not None]
+            if hits:
+                queue, score = hits[0]
+                found.append((queue, job_id, score))
+        return found
+
+    def _entries(self, scored: Sequence[tuple[str, str, float]]) -> list[FailedEntry]:
+        pipe = self.client.pipeline(transaction=False)
+        for queue, job_id, _ in scored:
+            pipe.hmget(self.keys.job(job_id, queue), "job", "error", "raw")
         out: list[FailedEntry] = []
-        for (_, failed_at), (payload, error, raw) in zip(scored, pipe.execute(), strict=True):
+        for (_, _, failed_at), (payload, error, raw) in zip(scored, pipe.execute(), strict=True):
             if payload is None or error is None:
                 continue
             job = Job.from_wire(loads(payload))
@@ -595,32 +930,53 @@ class RedisBackend(Backend):
 
     @boundary
     def failed(self, *, limit: int = 100, offset: int = 0) -> list[FailedEntry]:
+        """The failed queue, oldest failure first: the queues' failed sets merged by time."""
         if limit <= 0:
             return []
-        scored = self.client.zrange(self.keys.failed, offset, offset + limit - 1, withscores=True)
-        return self._entries(scored)
+        queues = self._queues()
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zrange(self.keys.failed_in(queue), 0, offset + limit - 1, withscores=True)
+        merged = sorted(
+            (score, job_id, queue)
+            for queue, scored in zip(queues, pipe.execute(), strict=True)
+            for job_id, score in scored
+        )
+        return self._entries([(q, j, score) for score, j, q in merged[offset : offset + limit]])
 
     @boundary
     def get_failed(self, job_id: str) -> FailedEntry | None:
-        score = self.client.zscore(self.keys.failed, job_id)
-        if score is None:
-            return None
-        entries = self._entries([(job_id, score)])
+        entries = self._entries(self._where_failed([job_id]))
         return entries[0] if entries else None
 
     @boundary
     @refuse_oom
     def redrive(self, job_ids: Sequence[str]) -> list[str]:
-        ids = list(dict.fromkeys(job_ids))
-        if not ids:
-            return []
-        job_keys = [self.keys.job(j) for j in ids]
+        """Put failed jobs back in their queues; a chain's failed step resumes its chain.
+
+        One transaction per queue tag. In the one-tag layout it also advances
+        the chain records; in the spread layout the chains are re-opened first,
+        each in its own transaction, so a crash in between leaves a chain
+        running with its job still failed, which re-driving again completes.
+        """
+        moved: list[str] = []
+        for group in self._by_tag(self._where_failed(list(dict.fromkeys(job_ids))), lambda found: found[0]):
+            moved += self._redrive_group([(q, j) for q, j, _ in group])
+        return moved
+
+    def _redrive_group(self, group: Sequence[tuple[str, str]]) -> list[str]:
+        ids = [j for _, j in group]
+        job_keys = [self.keys.job(j, q) for q, j in group]
+        failed_sets = sorted({self.keys.failed_in(q) for q, _ in group})
+        spread = self.keys.spread
+        if spread:
+            self._reopen_chains(job_keys)
 
         def body(tx: Transaction) -> list[str]:
-            tx.watch(self.keys.failed, *job_keys)
+            tx.watch(*failed_sets, *job_keys)
             rows = tx.read(
                 lambda r: (
-                    [r.zscore(self.keys.failed, j) for j in ids]
+                    [r.zscore(self.keys.failed_in(q), j) for q, j in group]
                     + [r.hmget(k, "job", "raw") for k in job_keys]
                 )
             )
@@ -630,7 +986,11 @@ class RedisBackend(Backend):
                 for j, score, (payload, unreadable) in zip(ids, scores, raws, strict=True)
                 if score is not None and payload is not None and unreadable is None
             }
-            chain_ids = list(dict.fromkeys(j.chain.chain_id for j in jobs.values() if j.chain is not None))
+            chain_ids = (
+                []
+                if spread
+                else list(dict.fromkeys(j.chain.chain_id for j in jobs.values() if j.chain is not None))
+            )
             tx.watch(*[self.keys.chain(c) for c in chain_ids])
             stored = tx.read(lambda r: [r.get(self.keys.chain(c)) for c in chain_ids]) if chain_ids else []
             chains = {c: chain_from_json(s) for c, s in zip(chain_ids, stored, strict=True) if s is not None}
@@ -642,9 +1002,8 @@ class RedisBackend(Backend):
                 job = evolve(old, attempt=1, not_before=None, enqueued_at=now)
                 if old.expires_at is not None:
                     job = evolve(job, expires_at=now + old.expires_at - old.enqueued_at)
-                pipe.delete(self.keys.job(job_id))
+                pipe.delete(self.keys.job(job_id, job.queue))
                 self._place(pipe, writes, job, now, front=False)
-                pipe.zrem(self.keys.failed, job_id)
                 pipe.zrem(self.keys.failed_in(job.queue), job_id)
                 if job.chain is not None and job.chain.chain_id in chains:
                     record = chains[job.chain.chain_id]
@@ -655,54 +1014,84 @@ class RedisBackend(Backend):
             writes.flush(pipe)
             return moved
 
-        return self._transact(body)[0]
+        return self._transact(body, on=job_keys[0])[0]
+
+    def _reopen_chains(self, job_keys: Sequence[str]) -> None:
+        """Spread layout: re-open the chains of failed jobs about to be re-driven (each chain's own slot)."""
+        reader = self.client.pipeline(transaction=False)
+        for key in job_keys:
+            reader.hmget(key, "job", "raw")
+        refs = [
+            job.chain
+            for payload, unreadable in reader.execute()
+            if payload is not None and unreadable is None
+            if (job := Job.from_wire(loads(payload))).chain is not None
+        ]
+        for ref in refs:
+            key = self.keys.chain(ref.chain_id)
+
+            def body(tx: Transaction, key: str = key, ref: ChainRef = ref) -> None:
+                tx.watch(key)
+                [raw] = tx.read(lambda r: r.get(key))
+                if raw is None:
+                    return
+                record = chain_from_json(raw)
+                updated = workflow.apply_redrive(record, ref)
+                if updated is not record:
+                    tx.multi().set(key, chain_to_json(updated))
+
+            self._transact(body, on=key)
 
     @boundary
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
-        ids = self.client.zrange(self.keys.failed, 0, -1) if job_ids is None else list(dict.fromkeys(job_ids))
-        if not ids:
-            return 0
-        job_keys = [self.keys.job(j) for j in ids]
+        if job_ids is None:
+            pipe = self.client.pipeline(transaction=False)
+            queues = self._queues()
+            for queue in queues:
+                pipe.zrange(self.keys.failed_in(queue), 0, -1)
+            found = [(q, j) for q, ids in zip(queues, pipe.execute(), strict=True) for j in ids]
+        else:
+            found = [(q, j) for q, j, _ in self._where_failed(list(dict.fromkeys(job_ids)))]
+        return sum(self._purge_group(group) for group in self._by_tag(found, lambda item: item[0]))
+
+    def _purge_group(self, group: Sequence[tuple[str, str]]) -> int:
+        job_keys = [self.keys.job(j, q) for q, j in group]
+        failed_sets = sorted({self.keys.failed_in(q) for q, _ in group})
 
         def body(tx: Transaction) -> int:
             # WATCH: a job re-driven meanwhile has a live hash that must not be deleted
-            tx.watch(self.keys.failed, *job_keys)
-            rows = tx.read(
-                lambda r: (
-                    [r.zscore(self.keys.failed, j) for j in ids] + [r.hget(k, "queue") for k in job_keys]
-                )
-            )
-            scores, queues = rows[: len(ids)], rows[len(ids) :]
-            gone = [(j, q) for j, score, q in zip(ids, scores, queues, strict=True) if score is not None]
+            tx.watch(*failed_sets, *job_keys)
+            scores = tx.read(lambda r: [r.zscore(self.keys.failed_in(q), j) for q, j in group])
+            gone = [(q, j) for (q, j), score in zip(group, scores, strict=True) if score is not None]
             if not gone:
                 return 0
             pipe = tx.multi()
-            pipe.zrem(self.keys.failed, *[j for j, _ in gone])
-            for job_id, queue in gone:
-                if queue is not None:
-                    pipe.zrem(self.keys.failed_in(queue), job_id)
-                pipe.delete(self.keys.job(job_id))
+            for queue, job_id in gone:
+                pipe.zrem(self.keys.failed_in(queue), job_id)
+                pipe.delete(self.keys.job(job_id, queue))
             return len(gone)
 
-        return self._transact(body)[0]
+        return self._transact(body, on=job_keys[0])[0]
 
     # --- workers ---------------------------------------------------------------------
 
     @boundary
     def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.worker(info.name), dumps(info.to_wire()))
-        pipe.zadd(self.keys.workers, {info.name: self.now() + ttl})
-        pipe.sismember(self.keys.stop, info.name)
-        return bool(pipe.execute()[2])
+        def writes(pipe: Pipe) -> None:
+            pipe.set(self.keys.worker(info.name), dumps(info.to_wire()))
+            pipe.zadd(self.keys.workers, {info.name: self.now() + ttl})
+            pipe.sismember(self.keys.stop, info.name)
+
+        return bool(self._multi(self.keys.workers, writes)[2])
 
     @boundary
     def remove_worker(self, name: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(self.keys.workers, name)
-        pipe.delete(self.keys.worker(name))
-        pipe.srem(self.keys.stop, name)
-        pipe.execute()
+        def writes(pipe: Pipe) -> None:
+            pipe.zrem(self.keys.workers, name)
+            pipe.delete(self.keys.worker(name))
+            pipe.srem(self.keys.stop, name)
+
+        self._multi(self.keys.workers, writes)
 
     @boundary
     def workers(self) -> list[WorkerInfo]:

@@ -15,10 +15,20 @@ password are the data nodes'; ``sentinel_username`` and ``sentinel_password``
 are the Sentinels' own, and ``master_check`` (seconds, default 1, 0 for never)
 is how often a client in use asks the Sentinels whether the master moved (see
 :mod:`jobchain_redis.sentinel`). The other options are as for the plain URL.
+
+Cluster form: ``redis-lists+cluster://[user:password@]host:7000,host:7001/0``
+(also ``redis-streams+cluster://``, ``rediss-…+cluster://``). The hosts are
+any of the cluster's nodes (port 6379 unless given); the rest of the cluster
+is discovered from them. The db is 0 (a Cluster has no other). Keys take the
+spread layout (one hash tag per queue, see :mod:`jobchain_redis.keys`), and
+each transaction runs on the master of its slot, following ``MOVED`` and
+``ASK`` and waiting out ``TRYAGAIN`` while a slot migrates
+(:class:`ClusterRoute`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
@@ -28,16 +38,21 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
+import redis.cluster
 from redis.backoff import NoBackoff
+from redis.exceptions import AskError, ClusterDownError, MovedError, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 
 from jobchain.errors import BackendError, BackendUnavailableError, ConfigurationError
 from jobchain_redis.sentinel import DEFAULT_MASTER_CHECK, FollowingPool, master_client
 
 __all__ = [
+    "ClusterRoute",
     "ParsedUrl",
     "Pipe",
+    "Route",
     "ServerClock",
+    "Standalone",
     "Transaction",
     "boundary",
     "connect",
@@ -62,6 +77,9 @@ _SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password", "master_check")
 #: query options whose values ``public_url`` hides
 _SECRET_OPTIONS = ("password", "sentinel_password")
 _SENTINEL_PORT = 26379
+_REDIS_PORT = 6379
+#: seconds a transaction waits out a slot in migration (TRYAGAIN) or a cluster without a quorum
+_UNSTABLE_WAIT = 10.0
 
 
 class ParsedUrl:
@@ -70,7 +88,9 @@ class ParsedUrl:
     For a ``+sentinel`` URL, ``sentinels`` lists the Sentinels' ``(host, port)``
     and ``service`` names the master; ``redis_url`` then carries the data
     nodes' credentials, db and options with a placeholder host, and
-    ``sentinel_options`` the options for the Sentinel connections.
+    ``sentinel_options`` the options for the Sentinel connections. For a
+    ``+cluster`` URL, ``cluster_nodes`` lists the startup nodes and
+    ``redis_url`` carries the credentials and options the same way.
     """
 
     def __init__(self, url: str) -> None:
@@ -78,7 +98,7 @@ class ParsedUrl:
         parts = urlsplit(url)
         base, _, topology = parts.scheme.lower().partition("+")
         if (
-            topology not in ("", "sentinel")
+            topology not in ("", "sentinel", "cluster")
             or not base.endswith(("-lists", "-streams"))
             or not base.startswith(("redis", "rediss"))
         ):
@@ -92,18 +112,25 @@ class ParsedUrl:
         }
         rest = [(k, v) for k, v in query if k not in _OWN_OPTIONS and k not in self.sentinel_options]
         self.sentinels: tuple[tuple[str, int], ...] = ()
+        self.cluster_nodes: tuple[tuple[str, int], ...] = ()
         self.service: str | None = None
         netloc, path = parts.netloc or "localhost:6379", parts.path
+        userinfo, _, hosts = parts.netloc.rpartition("@")
         if sentinel:
-            userinfo, _, hosts = parts.netloc.rpartition("@")
-            self.sentinels = _sentinel_hosts(hosts, self.public)
+            self.sentinels = _hosts(hosts, self.public, _SENTINEL_PORT, "Sentinel")
             self.service, db = _service_and_db(parts.path, self.public)
             netloc = f"{userinfo}@localhost" if userinfo else "localhost"
             path = f"/{db}"
+        elif topology == "cluster":
+            self.cluster_nodes = _hosts(hosts, self.public, _REDIS_PORT, "cluster node")
+            if parts.path.strip("/") not in ("", "0"):
+                raise ConfigurationError(f"a Redis Cluster has only db 0: {self.public!r}")
+            netloc = f"{userinfo}@localhost" if userinfo else "localhost"
+            path = ""
         self.redis_url = urlunsplit(("rediss" if self.tls else "redis", netloc, path, urlencode(rest), ""))
 
 
-def _sentinel_hosts(hosts: str, public: str) -> tuple[tuple[str, int], ...]:
+def _hosts(hosts: str, public: str, default_port: int, kind: str) -> tuple[tuple[str, int], ...]:
     """``host:26379,[::1]:26380,host3`` as ``(host, port)`` pairs."""
     found: list[tuple[str, int]] = []
     for item in filter(None, (h.strip() for h in hosts.split(","))):
@@ -113,14 +140,14 @@ def _sentinel_hosts(hosts: str, public: str) -> tuple[tuple[str, int], ...]:
         else:
             host, _, port = item.partition(":")
         try:
-            number = int(port) if port else _SENTINEL_PORT
+            number = int(port) if port else default_port
         except ValueError:
             number = -1
         if not host or not 0 < number < 65536:
-            raise ConfigurationError(f"bad Sentinel address {item!r} in {public!r}")
+            raise ConfigurationError(f"bad {kind} address {item!r} in {public!r}")
         found.append((unquote(host), number))
     if not found:
-        raise ConfigurationError(f"a +sentinel URL lists the Sentinels as host:port,host:port: {public!r}")
+        raise ConfigurationError(f"the URL lists the {kind}s as host:port,host:port: {public!r}")
     return tuple(found)
 
 
@@ -138,8 +165,10 @@ def _service_and_db(path: str, public: str) -> tuple[str, int]:
     return unquote(segments[0]), int(db)
 
 
-def connect(parsed: ParsedUrl) -> redis.Redis:
-    """A client (``decode_responses=True``) of the URL's server, or of the master the Sentinels name."""
+def connect(parsed: ParsedUrl) -> redis.Redis | redis.cluster.RedisCluster:
+    """A client (``decode_responses=True``) of the server, of the Sentinels' master, or of the Cluster."""
+    if parsed.cluster_nodes:
+        return _connect_cluster(parsed)
     if parsed.service is None:
         # One quick retry (a pooled connection that died with a restarted server), then the error: a
         # worker backs off itself, where redis-py's default ten retries would stall every call of an
@@ -174,6 +203,31 @@ def connect(parsed: ParsedUrl) -> redis.Redis:
     )
 
 
+def _connect_cluster(parsed: ParsedUrl) -> redis.cluster.RedisCluster:
+    try:
+        parse: Any = redis.connection.parse_url  # untyped in redis-py
+        options: dict[str, Any] = parse(parsed.redis_url)
+    except ValueError as exc:
+        raise ConfigurationError(f"{exc} ({parsed.public!r})") from None
+    for placeholder in ("host", "port", "db", "connection_class"):
+        options.pop(placeholder, None)
+    if parsed.tls:
+        options["ssl"] = True
+    options.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    nodes = [_node(host, port) for host, port in parsed.cluster_nodes]
+    try:
+        return redis.cluster.RedisCluster(
+            startup_nodes=nodes, decode_responses=True, retry=Retry(NoBackoff(), 1), **options
+        )
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
+        raise BackendUnavailableError(parsed.public, f"no node of the cluster answered: {exc}") from exc
+
+
+def _node(host: str, port: int) -> Any:
+    make: Any = redis.cluster.ClusterNode  # untyped in redis-py
+    return make(host, port)
+
+
 def parse_url(url: str) -> ParsedUrl:
     return ParsedUrl(url)
 
@@ -199,7 +253,7 @@ class ServerClock:
     when a lease ends.
     """
 
-    def __init__(self, client: redis.Redis, refresh: float = 30.0) -> None:
+    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster, refresh: float = 30.0) -> None:
         self._client: Any = client
         self._refresh = refresh
         self._offset = 0.0
@@ -244,7 +298,9 @@ def boundary(method: Callable[P, R]) -> Callable[P, R]:
     A server that refuses writes because it is not a master (``READONLY``: a
     demoted master; ``NOREPLICAS``: a master whose replica was just promoted)
     is unavailable, not an error: the connections are dropped, so the next
-    call asks the Sentinels again and finds the new master.
+    call asks the Sentinels again and finds the new master. So is a Cluster
+    that lost a master (``CLUSTERDOWN``) or a slot still mid-migration when
+    :class:`ClusterRoute` stopped waiting (``TRYAGAIN``).
     """
 
     @functools.wraps(method)
@@ -262,6 +318,9 @@ def boundary(method: Callable[P, R]) -> Callable[P, R]:
                 _drop_connections(args[0])
                 url = getattr(args[0], "url", "redis")
                 raise BackendUnavailableError(url, f"not a master (failover?): {exc}") from exc
+            if isinstance(exc, ClusterDownError | TryAgainError | SlotNotCoveredError):
+                url = getattr(args[0], "url", "redis")  # a Cluster without a quorum, or a slot mid-move
+                raise BackendUnavailableError(url, f"{type(exc).__name__}: {exc}") from exc
             raise BackendError(f"Redis error: {type(exc).__name__}: {exc}") from exc
 
     return wrapper
@@ -276,11 +335,16 @@ class Transaction:
     Replies are parsed by redis-py's response callbacks, as its own commands'.
     """
 
-    def __init__(self, pipe: Pipe, client: redis.Redis) -> None:
+    def __init__(self, pipe: Pipe, client: redis.Redis, *, asking: bool = False, attempt: int = 1) -> None:
         self._pipe = pipe
+        #: 1, then 2, 3 … when the body runs again (a WATCHed key changed, or the reply of an EXEC was lost)
+        self.attempt = attempt
         self._client: Any = client
         self._watch: list[str] = []
         self.started = False
+        #: the slot is being imported by this node (an ``ASK`` redirection): every command before
+        #: MULTI, and MULTI itself, is preceded by ``ASKING``
+        self._asking = asking
 
     def watch(self, *keys: str) -> None:
         self._watch.extend(keys)
@@ -294,16 +358,19 @@ class Transaction:
         if not commands:
             return []
         pipe = self._pipe
-        conn = pipe.connection
-        if conn is None:
-            conn = pipe.connection = pipe.connection_pool.get_connection()
+        conn = self._connection()
+        if self._asking:
+            commands = [c for command in commands for c in (("ASKING",), command)]
         replies: list[Any] = []
         error: redis.ResponseError | None = None
         try:
             conn.send_packed_command(conn.pack_commands(commands))
             if watch:
+                self._asked(conn)
                 pipe.parse_response(conn, "WATCH")
+                pipe.watching = True  # reset() then sends UNWATCH if the transaction stops short
             for args, options in reads:
+                self._asked(conn)
                 try:
                     replies.append(self._client.parse_response(conn, args[0], **dict(options)))
                 except redis.ResponseError as exc:  # read every reply, so the connection (and WATCH) stay
@@ -316,40 +383,163 @@ class Transaction:
             raise error
         return replies
 
+    def _connection(self) -> Any:
+        pipe = self._pipe
+        if pipe.connection is None:
+            pipe.connection = pipe.connection_pool.get_connection()
+        return pipe.connection
+
+    def _asked(self, conn: Any) -> None:
+        if self._asking:
+            conn.read_response()  # ASKING's OK (an error here is raised as it is)
+
     def multi(self) -> Pipe:
         if not self.started:
             if self._watch:
-                self._pipe.watch(*self._watch)
-                self._watch = []
+                if self._asking:
+                    self.read(lambda r: None)  # WATCH with its ASKING
+                else:
+                    self._pipe.watch(*self._watch)
+                    self._watch = []
             self._pipe.multi()
+            # a connection lost during EXEC is a WatchError for transact (which runs the body again on
+            # what Redis now holds), never a blind re-send of the same MULTI by redis-py's own retry: a
+            # MULTI applied but whose reply was lost would be applied twice
+            self._pipe.watching = True
             self.started = True
         return self._pipe
 
+    def ask_before_exec(self) -> None:
+        """On an importing node, ``ASKING`` just before MULTI: the flag lasts for the whole MULTI."""
+        if self._asking:
+            conn = self._connection()
+            conn.send_command("ASKING")
+            conn.read_response()
+
 
 def transact(
-    client: redis.Redis, body: Callable[[Transaction], R], *, tolerate: tuple[str, ...] = ()
+    client: redis.Redis,
+    body: Callable[[Transaction], R],
+    *,
+    tolerate: tuple[str, ...] = (),
+    asking: bool = False,
 ) -> tuple[R, list[Any]]:
     """Run ``body`` until its EXEC goes through; return its value and the EXEC results.
 
     ``tolerate`` names error codes (``BUSYGROUP``) that a command inside the
     MULTI may answer without failing the transaction: its slot in the results
-    holds the error instead.
+    holds the error instead. ``asking``: ``client`` is the node an ``ASK``
+    redirection named (see :class:`ClusterRoute`).
+
+    A connection lost during EXEC leaves it unknown whether the EXEC was
+    applied: the body runs again once, on a new connection, and reads what
+    Redis holds (a body without WATCH must then check, see
+    :attr:`Transaction.attempt`); a second loss is raised.
     """
     delay = 0.0005
+    attempt = 0
+    lost = 0
     with client.pipeline(transaction=True) as pipe:
         while True:
-            tx = Transaction(pipe, client)
+            attempt += 1
+            tx = Transaction(pipe, client, asking=asking, attempt=attempt)
             try:
                 value = body(tx)
                 if not tx.started:
                     return value, []
+                tx.ask_before_exec()
                 results = list(pipe.execute(raise_on_error=not tolerate))
                 for result in results:
                     if isinstance(result, redis.ResponseError) and not str(result).startswith(tolerate):
                         raise result
                 return value, results
-            except redis.WatchError:
+            except redis.WatchError as exc:
+                cause = exc.__context__
+                if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
+                    lost += 1
+                    if lost > 1:
+                        raise cause from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.02)
             finally:
                 pipe.reset()
+
+
+class Route:
+    """Where a transaction runs: the server (:class:`Standalone`) or its slot's master (a Cluster)."""
+
+    def transact(
+        self, on: str, body: Callable[[Transaction], R], *, tolerate: tuple[str, ...] = ()
+    ) -> tuple[R, list[Any]]:
+        """Run ``body`` as :func:`transact` does, on the node holding key ``on`` (and all keys it touches)."""
+        raise NotImplementedError
+
+
+class Standalone(Route):
+    """One server, or the master a Sentinel names: every key is on it."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def transact(
+        self, on: str, body: Callable[[Transaction], R], *, tolerate: tuple[str, ...] = ()
+    ) -> tuple[R, list[Any]]:
+        return transact(self.client, body, tolerate=tolerate)
+
+
+class ClusterRoute(Route):
+    """Transactions on a Redis Cluster: each on the master of its keys' slot, through its own connection.
+
+    redis-py's cluster client sends the single commands and the pipelines
+    without WATCH; a WATCH/MULTI/EXEC goes straight to the node (the
+    node's plain client), so that it keeps the two-round-trip shape of
+    :class:`Transaction`. Redirections are followed here:
+
+    * ``MOVED``: the slot has a new master (a migration finished, a
+      failover); the slot map is updated and the transaction runs again there.
+    * ``ASK``: the slot is being migrated and the keys are already on the
+      target; the transaction runs on the target with ``ASKING``.
+    * ``TRYAGAIN`` (the keys are split between the two nodes mid-migration),
+      ``CLUSTERDOWN``: waited out with a short backoff, for up to
+      ``unstable_wait`` seconds, then the last error is raised (the backend
+      reports it as unavailable).
+
+    Nothing of a transaction that met a redirection was applied (the error
+    comes before EXEC, or aborts it), so running it again is safe.
+    """
+
+    def __init__(self, cluster: redis.cluster.RedisCluster, *, unstable_wait: float = _UNSTABLE_WAIT) -> None:
+        self.cluster: Any = cluster
+        self.unstable_wait = unstable_wait
+
+    def transact(
+        self, on: str, body: Callable[[Transaction], R], *, tolerate: tuple[str, ...] = ()
+    ) -> tuple[R, list[Any]]:
+        cluster = self.cluster
+        deadline = time.monotonic() + self.unstable_wait
+        delay = 0.002
+        target: Any = None  # the node an ASK named
+        while True:
+            node = target if target is not None else cluster.get_node_from_key(on)
+            try:
+                return transact(
+                    cluster.get_redis_connection(node), body, tolerate=tolerate, asking=target is not None
+                )
+            except AskError as exc:
+                target = cluster.get_node(host=exc.host, port=exc.port) or _node(exc.host, exc.port)
+                error: redis.RedisError = exc
+            except MovedError as exc:
+                cluster.nodes_manager.move_slot(exc)
+                target = None
+                error = exc
+            except (TryAgainError, ClusterDownError, SlotNotCoveredError) as exc:
+                target = None
+                error = exc  # type: ignore[assignment]  # a RedisError
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            except (redis.ConnectionError, redis.TimeoutError):
+                with contextlib.suppress(redis.RedisError):  # a master went away: who holds what now?
+                    cluster.nodes_manager.initialize()
+                raise
+            if time.monotonic() > deadline:
+                raise error

@@ -1,39 +1,53 @@
 """Every Redis key jobchain's Redis backends use, built in this one module.
 
-All keys of one application share the hash tag ``{prefix}``, so every
-transaction (which may touch a job, its chain and the queue of the chain's
-next step) stays in one slot: the layout is valid for Redis Cluster as it is.
-Several applications share one Redis with different prefixes.
+Keys carry a Redis Cluster hash tag (the text between the first ``{`` and
+``}``), so that every transaction stays in one slot. There are two layouts:
+
+* **one tag** (``Keys("app")``, a single server or Sentinel): every key of the
+  application has the tag ``{app}``; a transaction may touch a job, its chain
+  and the queue of the chain's next step at once.
+* **spread** (``Keys("app", spread=True)``, a Redis Cluster): each queue has
+  a tag of its own, ``{app:q:<queue>}``, held by its ready structures, leases,
+  processing lists, failed set, outbox and the hashes of its jobs; each chain
+  record has its own tag, ``{app:chain:<id>}``; what belongs to no queue
+  (the queue list, the worker registry) keeps ``{app}``. Queues spread over
+  the shards, and a transaction never spans two queues or a queue and a chain:
+  a chain's next step goes through the completing job's outbox (see
+  :mod:`jobchain_redis.common`).
+
+Several applications share one Redis with different prefixes. Below, ``{q}``
+is the queue's tag (``{p}`` in the one-tag layout) and ``{c}`` the chain's.
 
 =================================  ======  ==================================================
 key                                type    holds
 =================================  ======  ==================================================
 ``{p}:queues``                     set     names of every queue seen
-``{p}:job:<id>``                   hash    ``job`` (wire JSON), ``state``, ``result``,
+``{q}:job:<id>``                   hash    ``job`` (wire JSON), ``state``, ``result``,
                                            ``error``, ``started_at``, ``finished_at``,
                                            ``token``, ``worker``, ``lease_until``,
                                            ``deliveries``, ``queue``, ``raw`` (the stored
                                            text of a job that could not be read, filed as
                                            failed); redis-streams adds
                                            ``stream``, ``entry``, ``band`` (where its entry is)
-``{p}:bands:<queue>``              zset    band number -> band number: the bands that exist
+``{q}:bands:<queue>``              zset    band number -> band number: the bands that exist
                                            (redis-lists: the non-empty ones)
-``{p}:fresh:<queue>``              zset    redis-streams: the bands that may hold entries not
+``{q}:fresh:<queue>``              zset    redis-streams: the bands that may hold entries not
                                            yet delivered to the consumer group
-``{p}:ready:<queue>:<band>``       list    redis-lists: ready job ids of one band, oldest at the head
-``{p}:delayed:<queue>``            zset    job id -> not_before
-``{p}:leases:<queue>``             zset    job id -> lease_until (jobs in flight); in
+``{q}:ready:<queue>:<band>``       list    redis-lists: ready job ids of one band, oldest at the head
+``{q}:delayed:<queue>``            zset    job id -> not_before
+``{q}:leases:<queue>``             zset    job id -> lease_until (jobs in flight); in
                                            redis-streams a score <= now marks a pending
                                            entry to claim again (0 after a release)
-``{p}:signal:<queue>``             list    wake-ups for blocked reservers (trimmed)
-``{p}:proc:<worker>``              list    job ids a worker holds (the reliable-queue list)
-``{p}:stream:<queue>:<band>``      stream  redis-streams: entries ``id=<job id>`` of one band, with
+``{q}:signal:<queue>``             list    wake-ups for blocked reservers (trimmed)
+``{q}:proc:<worker>``              list    job ids a worker holds (the reliable-queue list)
+``{q}:stream:<queue>:<band>``      stream  redis-streams: entries ``id=<job id>`` of one band, with
                                            the consumer group ``jobchain``
-``{p}:wake:<queue>``               stream  redis-streams: wake-ups for blocked reservers (MAXLEN 16)
-``{p}:taken:<queue>``              set     redis-streams: handed-off jobs, leased with no stream entry
-``{p}:chain:<id>``                 string  the chain record, JSON
-``{p}:failed``                     zset    job id -> failed_at (the failed queue)
-``{p}:failed:<queue>``             zset    job id -> failed_at, per queue (for counts)
+``{q}:wake:<queue>``               stream  redis-streams: wake-ups for blocked reservers (MAXLEN 16)
+``{q}:taken:<queue>``              set     redis-streams: handed-off jobs, leased with no stream entry
+``{q}:failed:<queue>``             zset    job id -> failed_at (the failed queue, per queue)
+``{q}:outbox:<queue>``             hash    spread layout: job id -> a finished chain step's
+                                           event, until its chain has moved on
+``{c}:chain:<id>``                 string  the chain record, JSON
 ``{p}:workers``                    zset    worker name -> heartbeat expiry
 ``{p}:worker:<name>``              string  the worker's registration, JSON
 ``{p}:stop``                       set     names of workers asked to stop
@@ -51,60 +65,82 @@ DEFAULT_PREFIX = "jobchain"
 
 @frozen
 class Keys:
-    """Key names under one prefix; ``Keys("app").job("42") == "{app}:job:42"``."""
+    """Key names under one prefix; ``Keys("app").job("42") == "{app}:job:42"``.
+
+    With ``spread=True`` (Redis Cluster) each queue and each chain has a hash
+    tag of its own; a job's key then depends on its queue, which key methods
+    of a job therefore take.
+    """
 
     prefix: str = DEFAULT_PREFIX
+    spread: bool = False
 
     @property
     def tag(self) -> str:
+        """The application's tag, of the keys that belong to no queue."""
         return "{" + self.prefix + "}"
+
+    def queue_tag(self, queue: str) -> str:
+        """The tag every key of ``queue`` starts with."""
+        return "{" + self.prefix + ":q:" + queue + "}" if self.spread else self.tag
+
+    def chain_tag(self, chain_id: str) -> str:
+        return "{" + self.prefix + ":chain:" + chain_id + "}" if self.spread else self.tag
 
     @property
     def queues(self) -> str:
         return f"{self.tag}:queues"
 
-    def job(self, job_id: str) -> str:
+    def job(self, job_id: str, queue: str | None = None) -> str:
+        if self.spread:
+            if queue is None:
+                raise ValueError("a job's key in the spread layout needs its queue")
+            return f"{self.queue_tag(queue)}:job:{job_id}"
         return f"{self.tag}:job:{job_id}"
 
     def bands(self, queue: str) -> str:
-        return f"{self.tag}:bands:{queue}"
+        return f"{self.queue_tag(queue)}:bands:{queue}"
 
     def fresh(self, queue: str) -> str:
-        return f"{self.tag}:fresh:{queue}"
+        return f"{self.queue_tag(queue)}:fresh:{queue}"
 
     def ready(self, queue: str, band: int) -> str:
-        return f"{self.tag}:ready:{queue}:{band}"
+        return f"{self.queue_tag(queue)}:ready:{queue}:{band}"
 
     def delayed(self, queue: str) -> str:
-        return f"{self.tag}:delayed:{queue}"
+        return f"{self.queue_tag(queue)}:delayed:{queue}"
 
     def leases(self, queue: str) -> str:
-        return f"{self.tag}:leases:{queue}"
+        return f"{self.queue_tag(queue)}:leases:{queue}"
 
     def stream(self, queue: str, band: int) -> str:
-        return f"{self.tag}:stream:{queue}:{band}"
+        return f"{self.queue_tag(queue)}:stream:{queue}:{band}"
 
     def taken(self, queue: str) -> str:
-        return f"{self.tag}:taken:{queue}"
+        return f"{self.queue_tag(queue)}:taken:{queue}"
 
     def wake(self, queue: str) -> str:
-        return f"{self.tag}:wake:{queue}"
+        return f"{self.queue_tag(queue)}:wake:{queue}"
 
     def signal(self, queue: str) -> str:
-        return f"{self.tag}:signal:{queue}"
+        return f"{self.queue_tag(queue)}:signal:{queue}"
 
-    def processing(self, worker: str) -> str:
+    def processing(self, worker: str, queue: str | None = None) -> str:
+        """The worker's processing list; in the spread layout one per queue (``queue`` required)."""
+        if self.spread:
+            if queue is None:
+                raise ValueError("a processing list in the spread layout needs its queue")
+            return f"{self.queue_tag(queue)}:proc:{worker}"
         return f"{self.tag}:proc:{worker}"
 
-    def chain(self, chain_id: str) -> str:
-        return f"{self.tag}:chain:{chain_id}"
-
-    @property
-    def failed(self) -> str:
-        return f"{self.tag}:failed"
-
     def failed_in(self, queue: str) -> str:
-        return f"{self.tag}:failed:{queue}"
+        return f"{self.queue_tag(queue)}:failed:{queue}"
+
+    def outbox(self, queue: str) -> str:
+        return f"{self.queue_tag(queue)}:outbox:{queue}"
+
+    def chain(self, chain_id: str) -> str:
+        return f"{self.chain_tag(chain_id)}:chain:{chain_id}"
 
     @property
     def workers(self) -> str:
@@ -118,6 +154,7 @@ class Keys:
         return f"{self.tag}:stop"
 
     @property
-    def pattern(self) -> str:
-        """A SCAN pattern matching every key of this prefix."""
-        return f"{self.tag}:*"
+    def patterns(self) -> tuple[str, ...]:
+        """SCAN patterns that match every key of this prefix, in either layout."""
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)
+        return ("{" + escaped + "}:*", "{" + escaped + ":q:*", "{" + escaped + ":chain:*")

@@ -55,6 +55,8 @@ logger = structlog.get_logger("jobchain.redis.lists")
 _SIGNALS = 64
 #: how many due delayed jobs or expired leases one pass moves per queue
 _PROMOTE_BATCH = 200
+#: seconds a reserver waits on the signals of one queue tag before the next (queues spread on a Cluster)
+_TAG_TURN = 0.05
 
 
 class _Writes(Writes):
@@ -66,12 +68,11 @@ class _Writes(Writes):
         self.ready: dict[str, int] = {}
 
     def flush(self, pipe: Pipe) -> None:
+        self.seen.update(self.ready)
         super().flush(pipe)
         keys = self.keys
         for queue, bands in self.bands.items():
             pipe.zadd(keys.bands(queue), bands)
-        if self.ready:
-            pipe.sadd(keys.queues, *self.ready)
         for queue, count in self.ready.items():
             signal = keys.signal(queue)
             pipe.rpush(signal, *(["1"] * min(count, _SIGNALS)))
@@ -95,6 +96,7 @@ class ListsBackend(RedisBackend):
         owns_client: bool = False,
         eviction: str = "warn",
         result_ttl: float | None = DEFAULT_RESULT_TTL,
+        spread: bool | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -105,6 +107,7 @@ class ListsBackend(RedisBackend):
             owns_client=owns_client,
             eviction=eviction,
             result_ttl=result_ttl,
+            spread=spread,
         )
         if band_width <= 0:
             raise ValueError(f"band_width must be > 0 aging intervals, got {band_width!r}")
@@ -115,7 +118,6 @@ class ListsBackend(RedisBackend):
         return {"band_width": float(own.get("band", 0.01))}
 
     # --- helpers ---------------------------------------------------------------------
-
 
     def _push_ready(self, pipe: Pipe, writes: _Writes, job: Job, *, front: bool) -> None:
         band = self._band(job)
@@ -132,13 +134,13 @@ class ListsBackend(RedisBackend):
         fields: dict[str, str] = {"job": dumps(job.to_wire()), "queue": job.queue}
         if job.not_before is not None and job.not_before > now:
             pipe.zadd(self.keys.delayed(job.queue), {job.id: job.not_before})
-            pipe.sadd(self.keys.queues, job.queue)
+            writes.seen.add(job.queue)
             fields["state"] = JobState.DELAYED.value
         else:
             assert isinstance(writes, _Writes)
             self._push_ready(pipe, writes, job, front=front)
             fields["state"] = JobState.QUEUED.value
-        pipe.hset(self.keys.job(job.id), mapping=fields)
+        pipe.hset(self.keys.job(job.id, job.queue), mapping=fields)
 
     def _writes(self) -> _Writes:
         return _Writes(self.keys)
@@ -151,14 +153,19 @@ class ListsBackend(RedisBackend):
         self, pipe: Pipe, writes: Writes, job: Job, worker: str, row: dict[str, str | None], *, done: bool
     ) -> list[str]:
         writes.unlease(job.queue, job.id)
-        pipe.lrem(self.keys.processing(worker), 1, job.id)
+        pipe.lrem(self.keys.processing(worker, job.queue), 1, job.id)
         return ["token", "worker", "lease_until"]
 
     def _hold(self, pipe: Pipe, job: Job, worker: str) -> None:
-        pipe.rpush(self.keys.processing(worker), job.id)
+        pipe.rpush(self.keys.processing(worker, job.queue), job.id)
 
-    def _held_by(self, queues: Sequence[str], worker: str) -> list[str]:
-        return list(dict.fromkeys(self.client.lrange(self.keys.processing(worker), 0, -1)))
+    def _held_by(self, queues: Sequence[str], worker: str) -> list[tuple[str, str]]:
+        lists = {self.keys.processing(worker, q): q for q in reversed(queues)}  # one per tag
+        pipe = self.client.pipeline(transaction=False)
+        for key in lists:
+            pipe.lrange(key, 0, -1)
+        held = [(q, j) for q, ids in zip(lists.values(), pipe.execute(), strict=True) for j in ids]
+        return list(dict.fromkeys(held))
 
     # --- jobs ------------------------------------------------------------------------
 
@@ -171,14 +178,19 @@ class ListsBackend(RedisBackend):
         self.eviction.ensure(self.client)
         self._resume_once(queues, worker)
         deadline = time.monotonic() + wait
-        signals = [self.keys.signal(q) for q in queues]
+        # BLPOP takes keys of one slot: on a Cluster, the queues' signals are waited on a tag at a time
+        signals = [[self.keys.signal(q) for q in group] for group in self._by_tag(queues, lambda q: q)]
+        turn = 0
         while True:
+            self._sweep_outboxes(queues)
             taken = self._reserve_once(queues, limit, lease, worker)
             remaining = deadline - time.monotonic()
             if taken or remaining <= 0:
                 return taken
             # wake at the next enqueue, or soon anyway for delayed jobs and lost leases
-            self.client.blpop(signals, timeout=max(0.01, min(remaining, 0.5)))
+            cap = 0.5 if len(signals) == 1 else _TAG_TURN
+            self.client.blpop(signals[turn % len(signals)], timeout=max(0.01, min(remaining, cap)))
+            turn += 1
 
     def _reserve_once(self, queues: Sequence[str], limit: int, lease: float, worker: str) -> list[Delivery]:
         for _ in range(50):
@@ -212,6 +224,9 @@ class ListsBackend(RedisBackend):
         ranked = sorted(
             (score, q, band) for q, index in zip(queues, found[2::3], strict=True) for band, score in index
         )
+        if self.keys.spread and ranked:  # one transaction takes them: the most urgent band's tag only
+            tag = self.keys.queue_tag(ranked[0][1])
+            ranked = [c for c in ranked if self.keys.queue_tag(c[1]) == tag]
         return ranked[:limit]
 
     def _take(
@@ -224,7 +239,7 @@ class ListsBackend(RedisBackend):
         one reads again. Returns None when every candidate band was empty.
         """
         keys = self.keys
-        processing = keys.processing(worker)
+        processing = keys.processing(worker, candidates[0][1])
         ready_keys = [keys.ready(q, int(band)) for _, q, band in candidates]
 
         def body(tx: Transaction) -> tuple[list[tuple[str, str, str, str, int]], list[tuple[str, str]]]:
@@ -248,15 +263,20 @@ class ListsBackend(RedisBackend):
             pipe = tx.multi()
             picked: list[tuple[str, str, str, str, int]] = []
             leases: dict[str, dict[str, float]] = {}
-            for queue, band, key, ids, whole in taking:
-                # the heads read under WATCH are the heads now: cut them off and append them to processing
-                pipe.ltrim(key, len(ids), -1)
-                pipe.rpush(processing, *ids)
+            seen: set[str] = set()
+            for queue, band, key, heads, whole in taking:
+                # the heads read under WATCH are the heads now: cut them off and append them to processing;
+                # an id twice among them (a duplicate push) is leased once
+                ids = [j for j in dict.fromkeys(heads) if j not in seen]
+                seen.update(ids)
+                pipe.ltrim(key, len(heads), -1)
+                if ids:
+                    pipe.rpush(processing, *ids)
                 if whole:  # the band is empty now
                     pipe.zrem(keys.bands(queue), band)
                 for job_id in ids:
                     token = secrets.token_hex(8)
-                    job_key = keys.job(job_id)
+                    job_key = keys.job(job_id, queue)
                     pipe.hset(
                         job_key,
                         mapping={
@@ -274,7 +294,7 @@ class ListsBackend(RedisBackend):
                 pipe.zadd(keys.leases(queue), mapping)
             return picked, empty
 
-        (picked, empty), results = self._transact(body)
+        (picked, empty), results = self._transact(body, on=ready_keys[0])
         if empty:
             self._drop_empty_bands(empty)
         if not picked:
@@ -307,16 +327,19 @@ class ListsBackend(RedisBackend):
                 if tx.read(lambda r: r.llen(ready))[0] == 0:
                     tx.multi().zrem(self.keys.bands(queue), band)
 
-            self._transact(body)
+            self._transact(body, on=ready)
 
     def _quarantine_all(self, bad: Sequence[tuple[str, str, str | None, str]], worker: str) -> None:
         """File unreadable jobs in the failed queue with their stored text (see ``_quarantine``)."""
         now = self.now()
-        pipe = self.client.pipeline(transaction=True)
-        for queue, job_id, raw, reason in bad:
-            pipe.lrem(self.keys.processing(worker), 1, job_id)
-            self._quarantine(pipe, queue, job_id, raw, reason, now)
-        pipe.execute()
+        for group in self._by_tag(bad, lambda item: item[0]):
+
+            def writes(pipe: Pipe, group: list[tuple[str, str, str | None, str]] = group) -> None:
+                for queue, job_id, raw, reason in group:
+                    pipe.lrem(self.keys.processing(worker, queue), 1, job_id)
+                    self._quarantine(pipe, queue, job_id, raw, reason, now)
+
+            self._multi(self.keys.failed_in(group[0][0]), writes)
 
     def _promote(self, queues: Sequence[str], now: float) -> None:
         """Move due delayed jobs and jobs whose lease ran out back to the head of their bands."""
@@ -332,17 +355,17 @@ class ListsBackend(RedisBackend):
             [due] = tx.read(lambda r: r.zrangebyscore(delayed, "-inf", now, start=0, num=_PROMOTE_BATCH))
             if not due:
                 return
-            raws = tx.read(lambda r: [r.hget(self.keys.job(j), "job") for j in due])
+            raws = tx.read(lambda r: [r.hget(self.keys.job(j, queue), "job") for j in due])
             pipe = tx.multi()
             writes = _Writes(self.keys)
             pipe.zrem(delayed, *due)
             jobs = [Job.from_wire(loads(raw)) for raw in raws if raw is not None]
             for job in sorted(jobs, key=lambda j: (self._band(j), j.id), reverse=True):
                 self._push_ready(pipe, writes, job, front=True)
-                pipe.hset(self.keys.job(job.id), "state", JobState.QUEUED.value)
+                pipe.hset(self.keys.job(job.id, queue), "state", JobState.QUEUED.value)
             writes.flush(pipe)
 
-        self._transact(body)
+        self._transact(body, on=delayed)
 
     def _expire_leases(self, queue: str, now: float) -> None:
         leases = self.keys.leases(queue)
@@ -353,7 +376,7 @@ class ListsBackend(RedisBackend):
         )
         if not expired:
             return
-        job_keys = [self.keys.job(j) for j in expired]
+        job_keys = [self.keys.job(j, queue) for j in expired]
 
         def body(tx: Transaction) -> None:
             tx.watch(leases, *job_keys)
@@ -372,13 +395,14 @@ class ListsBackend(RedisBackend):
                 back.append((Job.from_wire(loads(raw)), worker or ""))
             # each goes to the head of its band: push the least urgent first so they keep their order
             for job, worker in sorted(back, key=lambda jw: (self._band(jw[0]), jw[0].id), reverse=True):
-                pipe.hdel(self.keys.job(job.id), *self._unlease(pipe, writes, job, worker, {}, done=False))
+                key = self.keys.job(job.id, queue)
+                pipe.hdel(key, *self._unlease(pipe, writes, job, worker, {}, done=False))
                 self._push_ready(pipe, writes, job, front=True)
-                pipe.hset(self.keys.job(job.id), "state", JobState.QUEUED.value)
+                pipe.hset(key, "state", JobState.QUEUED.value)
                 logger.info("lease_expired", job_id=job.id, worker=worker)
             writes.flush(pipe)
 
-        self._transact(body)
+        self._transact(body, on=leases)
 
     # --- inspection ------------------------------------------------------------------
 
@@ -388,6 +412,13 @@ class ListsBackend(RedisBackend):
         if not queues:
             return []
         self._promote(queues, self.now())
+        counted: dict[str, QueueStats] = {}
+        for group in self._by_tag(queues, lambda q: q):
+            counted.update(self._count(group))
+        return [counted[q] for q in queues]
+
+    def _count(self, queues: Sequence[str]) -> dict[str, QueueStats]:
+        """The counts of queues of one tag, from one snapshot."""
         band_index = [self.keys.bands(q) for q in queues]
 
         def body(tx: Transaction) -> list[list[str]]:
@@ -402,13 +433,16 @@ class ListsBackend(RedisBackend):
                 pipe.zcard(self.keys.delayed(q))
                 pipe.zcard(self.keys.leases(q))
                 pipe.zcard(self.keys.failed_in(q))
+                pipe.hlen(self.keys.outbox(q))
             return bands
 
-        bands, rows = self._transact(body)
+        bands, rows = self._transact(body, on=band_index[0])
         counts = iter(rows)
-        out: list[QueueStats] = []
+        out: dict[str, QueueStats] = {}
         for q, names in zip(queues, bands, strict=True):
             ready = sum(next(counts) for _ in names)
-            delayed, in_flight, failed = next(counts), next(counts), next(counts)
-            out.append(QueueStats(queue=q, ready=ready, delayed=delayed, in_flight=in_flight, failed=failed))
+            delayed, in_flight, failed, moving = next(counts), next(counts), next(counts), next(counts)
+            # a chain job settled whose next step is not stored yet (spread layout) is still in flight
+            in_flight += moving
+            out[q] = QueueStats(queue=q, ready=ready, delayed=delayed, in_flight=in_flight, failed=failed)
         return out

@@ -39,3 +39,16 @@ def jobchain_register_backends(registry: BackendRegistry) -> None:
     registry.add(
         "rediss-streams+sentinel", StreamsBackend.from_url, summary="redis-streams+sentinel over TLS"
     )
+    # Cluster: host:7000,host2:7000[/0]; a hash tag per queue, each transaction on its slot's master
+    registry.add(
+        "redis-lists+cluster",
+        ListsBackend.from_url,
+        summary="redis-lists on a Redis Cluster: queues spread over the shards; follows MOVED/ASK",
+    )
+    registry.add("rediss-lists+cluster", ListsBackend.from_url, summary="redis-lists+cluster over TLS")
+    registry.add(
+        "redis-streams+cluster",
+        StreamsBackend.from_url,
+        summary="redis-streams on a Redis Cluster: queues spread over the shards; follows MOVED/ASK",
+    )
+    registry.add("rediss-streams+cluster", StreamsBackend.from_url, summary="redis-streams+cluster over TLS")

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import redis
+import redis.cluster
 import structlog
 
 from jobchain.errors import BackendFullError, ConfigurationError
@@ -83,7 +84,7 @@ class EvictionCheck:
 
     def _check(self, client: Any) -> None:
         try:
-            reply = client.config_get("maxmemory-policy", "maxmemory")
+            reply = _config(client)
         except (redis.ConnectionError, redis.TimeoutError):
             raise
         except redis.ResponseError as exc:  # NOPERM under an ACL, or CONFIG renamed away
@@ -122,6 +123,21 @@ class EvictionCheck:
             can_lose=what,
             hint="CONFIG SET maxmemory-policy noeviction (and in redis.conf); ?eviction=refuse to refuse",
         )
+
+
+def _config(client: Any) -> dict[str, Any]:
+    """``maxmemory-policy`` and ``maxmemory``; on a Cluster, of the first master whose policy can evict."""
+    if not isinstance(client, redis.cluster.RedisCluster):
+        return dict(client.config_get("maxmemory-policy", "maxmemory"))
+    primaries: Any = redis.cluster.RedisCluster.PRIMARIES
+    replies: Any = client.config_get("maxmemory-policy", "maxmemory", target_nodes=primaries)
+    if not isinstance(replies, dict):
+        return {}
+    # keyed by node, unless the cluster has a single master (its reply as it is)
+    per_node = all(isinstance(reply, dict) for reply in replies.values())
+    masters: list[dict[str, Any]] = [dict(r) for r in replies.values()] if per_node else [dict(replies)]
+    unsafe = [reply for reply in masters if reply.get("maxmemory-policy") != SAFE_POLICY]
+    return (unsafe or masters or [{}])[0]
 
 
 def is_oom(exc: BaseException) -> bool:

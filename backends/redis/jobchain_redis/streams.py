@@ -78,6 +78,8 @@ _WAITING = (JobState.QUEUED.value, None)
 
 #: bands looked at beyond ``limit`` (bands whose entries are all in flight yield nothing)
 _EXTRA_BANDS = 8
+#: seconds a reserver waits on the wake streams of one queue tag before the next (queues spread on a Cluster)
+_TAG_TURN = 0.05
 
 
 class _Writes(Writes):
@@ -102,6 +104,7 @@ class _Writes(Writes):
         self.acks.setdefault(stream, []).append(entry)
 
     def flush(self, pipe: Pipe) -> None:
+        self.seen.update(self.bands)
         super().flush(pipe)
         keys = self.keys
         for stream, entries in self.acks.items():
@@ -117,8 +120,6 @@ class _Writes(Writes):
                     if len(self.grouped) > 10_000:
                         self.grouped.clear()
                     self.grouped.add(stream)
-        if self.bands:
-            pipe.sadd(keys.queues, *self.bands)
         for queue in self.bands:
             pipe.xadd(keys.wake(queue), {"n": "1"}, maxlen=_WAKES, approximate=False)
 
@@ -147,6 +148,7 @@ class StreamsBackend(RedisBackend):
         owns_client: bool = False,
         eviction: str = "warn",
         result_ttl: float | None = DEFAULT_RESULT_TTL,
+        spread: bool | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -157,6 +159,7 @@ class StreamsBackend(RedisBackend):
             owns_client=owns_client,
             eviction=eviction,
             result_ttl=result_ttl,
+            spread=spread,
         )
         if band_width <= 0:
             raise ValueError(f"band_width must be > 0 aging intervals, got {band_width!r}")
@@ -174,7 +177,6 @@ class StreamsBackend(RedisBackend):
 
     # --- placing ---------------------------------------------------------------------
 
-
     def _writes(self) -> _Writes:
         return _Writes(self.keys, self._grouped)
 
@@ -188,7 +190,7 @@ class StreamsBackend(RedisBackend):
         fields: dict[str, str] = {"job": dumps(job.to_wire()), "queue": job.queue}
         if job.not_before is not None and job.not_before > now:
             pipe.zadd(self.keys.delayed(job.queue), {job.id: job.not_before})
-            pipe.sadd(self.keys.queues, job.queue)
+            writes.seen.add(job.queue)
             fields["state"] = JobState.DELAYED.value
         else:
             band = self._band(job)
@@ -198,7 +200,7 @@ class StreamsBackend(RedisBackend):
             pipe.xadd(self.keys.stream(job.queue, band), entry)
             writes.bands.setdefault(job.queue, {})[str(band)] = band
             fields["state"] = JobState.QUEUED.value
-        pipe.hset(self.keys.job(job.id), mapping=fields)
+        pipe.hset(self.keys.job(job.id, job.queue), mapping=fields)
 
     def _unlease(
         self, pipe: Pipe, writes: Writes, job: Job, worker: str, row: dict[str, str | None], *, done: bool
@@ -230,23 +232,32 @@ class StreamsBackend(RedisBackend):
         # the entry stays pending in the group; a lease of 0 marks it for claiming at once
         pipe.zadd(self.keys.leases(job.queue), {job.id: 0})
 
-    def _held_by(self, queues: Sequence[str], worker: str) -> list[str]:
+    def _held_by(self, queues: Sequence[str], worker: str) -> list[tuple[str, str]]:
         """The jobs of the entries pending for consumer ``worker`` in every band of ``queues``."""
         streams = [
-            self.keys.stream(q, int(b)) for q in queues for b in self.client.zrange(self.keys.bands(q), 0, -1)
+            (q, self.keys.stream(q, int(b)))
+            for q in queues
+            for b in self.client.zrange(self.keys.bands(q), 0, -1)
         ]
         pending = self.client.pipeline(transaction=False)
-        for stream in streams:
+        for _, stream in streams:
             pending.xpending_range(stream, GROUP, min="-", max="+", count=10_000, consumername=worker)
         replies = pending.execute(raise_on_error=False)
         reader = self.client.pipeline(transaction=False)
-        for stream, reply in zip(streams, replies, strict=True):
+        read: list[str] = []
+        for (queue, stream), reply in zip(streams, replies, strict=True):
             if isinstance(reply, Exception):
                 continue  # the band went away meanwhile
             for item in reply:
                 reader.xrange(stream, min=item["message_id"], max=item["message_id"])
-        ids = [fields.get("id") for found in reader.execute() for _, fields in found]
-        return list(dict.fromkeys(j for j in ids if j))
+                read.append(queue)
+        held = [
+            (queue, fields["id"])
+            for queue, found in zip(read, reader.execute(), strict=True)
+            for _, fields in found
+            if fields.get("id")
+        ]
+        return list(dict.fromkeys(held))
 
     # --- reserve ---------------------------------------------------------------------
 
@@ -259,14 +270,23 @@ class StreamsBackend(RedisBackend):
         self.eviction.ensure(self.client)
         self._resume_once(queues, worker)
         deadline = time.monotonic() + wait
+        turn = 0
         while True:
+            self._sweep_outboxes(queues)
             taken, wakes = self._reserve_once(queues, limit, lease, worker)
             remaining = deadline - time.monotonic()
             if taken or remaining <= 0:
                 return taken
-            # wake at the next job made ready, or soon anyway for delayed jobs and lost leases
-            block = max(10, int(min(remaining, 0.5) * 1000))
-            self.client.xread(wakes, count=1, block=block)
+            # wake at the next job made ready, or soon anyway for delayed jobs and lost leases; XREAD
+            # takes keys of one slot: on a Cluster, the queues' wake streams are waited on a tag at a time
+            groups = self._by_tag(queues, lambda q: q)
+            group = groups[turn % len(groups)]
+            turn += 1
+            cap = 0.5 if len(groups) == 1 else _TAG_TURN
+            block = max(10, int(min(remaining, cap) * 1000))
+            self.client.xread(
+                {self.keys.wake(q): wakes[self.keys.wake(q)] for q in group}, count=1, block=block
+            )
 
     def _reserve_once(
         self, queues: Sequence[str], limit: int, lease: float, worker: str, *, again: bool = True
@@ -300,8 +320,8 @@ class StreamsBackend(RedisBackend):
         expired = [(q, j) for q, ids in zip(queues, found[1::4], strict=True) for j in ids]
         if expired:
             pipe = self.client.pipeline(transaction=False)
-            for _, job_id in expired:
-                pipe.hmget(keys.job(job_id), "stream", "entry", "band")
+            for q, job_id in expired:
+                pipe.hmget(keys.job(job_id, q), "stream", "entry", "band")
             unentried: list[tuple[str, str]] = []
             for (q, job_id), (stream, entry, band) in zip(expired, pipe.execute(), strict=True):
                 if stream and entry and band is not None:
@@ -309,7 +329,8 @@ class StreamsBackend(RedisBackend):
                 else:
                     unentried.append((q, job_id))
             if unentried and again:  # handed-off steps with no entry get one now; read the index again
-                self._requeue_unentried(unentried, now)
+                for group in self._by_tag(unentried, lambda item: item[0]):
+                    self._requeue_unentried(group, now)
                 return self._reserve_once(queues, limit, lease, worker, again=False)
         for q, index in zip(queues, found[2::4], strict=True):
             for name, _score in index:
@@ -352,7 +373,7 @@ class StreamsBackend(RedisBackend):
         the caller knows the count. The lease-set entries are collected in
         ``leases`` for one ZADD per queue.
         """
-        key = self.keys.job(job_id)
+        key = self.keys.job(job_id, queue)
         fields: dict[str, str | int] = {
             "state": JobState.RUNNING.value,
             "token": token,
@@ -389,7 +410,7 @@ class StreamsBackend(RedisBackend):
         if not entries:
             return []
         ids = list(dict.fromkeys(f["id"] for _, f in entries if f.get("id")))
-        job_keys = [self.keys.job(j) for j in ids]
+        job_keys = [self.keys.job(j, queue) for j in ids]
 
         def body(tx: Transaction) -> list[tuple[str, str, int, int]]:
             # under WATCH: an entry whose job is not waiting to be delivered (already leased through
@@ -422,7 +443,7 @@ class StreamsBackend(RedisBackend):
             self._zadd_leases(pipe, leases)
             return leased
 
-        leased, results = self._transact(body)
+        leased, results = self._transact(body, on=stream)
         return self._collect(
             [(queue, job_id, token, count, results[at]) for job_id, token, count, at in leased],
             lease_until,
@@ -430,8 +451,11 @@ class StreamsBackend(RedisBackend):
         )
 
     def _requeue_unentried(self, jobs: Sequence[tuple[str, str]], now: float) -> None:
-        """Give a stream entry to jobs leased by a hand-off (no entry) whose lease ran out or was released."""
-        job_keys = [self.keys.job(job_id) for _, job_id in jobs]
+        """Give a stream entry to jobs leased by a hand-off (no entry) whose lease ran out or was released.
+
+        The jobs share a queue tag (one transaction).
+        """
+        job_keys = [self.keys.job(job_id, q) for q, job_id in jobs]
 
         def body(tx: Transaction) -> None:
             tx.watch(*job_keys)
@@ -450,12 +474,12 @@ class StreamsBackend(RedisBackend):
                 writes.unlease(q, job_id)
                 writes.carry[job_id] = int(count or 0)
                 pipe.srem(self.keys.taken(q), job_id)
-                pipe.hdel(self.keys.job(job_id), "token", "worker", "lease_until")
+                pipe.hdel(self.keys.job(job_id, q), "token", "worker", "lease_until")
                 self._place(pipe, writes, Job.from_wire(loads(raw)), now, front=True)
                 logger.info("lease_expired", job_id=job_id)
             writes.flush(pipe)
 
-        self._transact(body)
+        self._transact(body, on=job_keys[0])
 
     def _ready_index(self, queue: str) -> str:
         return self.keys.fresh(queue)
@@ -476,7 +500,15 @@ class StreamsBackend(RedisBackend):
         self, claims: Sequence[tuple[str, str, str, str]], now: float, lease_until: float, worker: str
     ) -> list[Delivery]:
         """Take over pending entries whose lease ran out (or was released), under WATCH on their jobs."""
-        job_keys = [self.keys.job(job_id) for _, job_id, _, _ in claims]
+        taken: list[Delivery] = []
+        for group in self._by_tag(claims, lambda claim: claim[0]):
+            taken += self._claim_group(group, now, lease_until, worker)
+        return taken
+
+    def _claim_group(
+        self, claims: Sequence[tuple[str, str, str, str]], now: float, lease_until: float, worker: str
+    ) -> list[Delivery]:
+        job_keys = [self.keys.job(job_id, q) for q, job_id, _, _ in claims]
 
         def body(tx: Transaction) -> list[tuple[str, str, str, str, int]]:
             tx.watch(*job_keys)
@@ -500,7 +532,7 @@ class StreamsBackend(RedisBackend):
             self._zadd_leases(pipe, leases)
             return picked
 
-        picked, results = self._transact(body)
+        picked, results = self._transact(body, on=job_keys[0])
         return self._collect(
             [(q, job_id, token, results[at], results[at + 1]) for q, job_id, _, token, at in picked],
             lease_until,
@@ -533,16 +565,20 @@ class StreamsBackend(RedisBackend):
     def _quarantine_jobs(self, bad: Sequence[tuple[str, str, str | None, str]]) -> None:
         """Ack and delete the entries of unreadable jobs; file them in the failed queue, text kept."""
         rows = self.client.pipeline(transaction=False)
-        for _, job_id, _, _ in bad:
-            rows.hmget(self.keys.job(job_id), "stream", "entry")
+        for queue, job_id, _, _ in bad:
+            rows.hmget(self.keys.job(job_id, queue), "stream", "entry")
         now = self.now()
-        pipe = self.client.pipeline(transaction=True)
-        for (queue, job_id, raw, reason), (stream, entry) in zip(bad, rows.execute(), strict=True):
-            if stream and entry:
-                pipe.xack(stream, GROUP, entry)
-                pipe.xdel(stream, entry)
-            self._quarantine(pipe, queue, job_id, raw, reason, now)
-        pipe.execute()
+        found = list(zip(bad, rows.execute(), strict=True))
+        for group in self._by_tag(found, lambda item: item[0][0]):
+
+            def writes(pipe: Pipe, group: list[Any] = group) -> None:
+                for (queue, job_id, raw, reason), (stream, entry) in group:
+                    if stream and entry:
+                        pipe.xack(stream, GROUP, entry)
+                        pipe.xdel(stream, entry)
+                    self._quarantine(pipe, queue, job_id, raw, reason, now)
+
+            self._multi(self.keys.failed_in(group[0][0][0]), writes)
 
     def _discard_entry(self, pipe: Pipe, queue: str, stream: str, entry: str, raw: str, reason: str) -> None:
         """Ack and delete a stream entry that names no job; file it in the failed queue under a new id."""
@@ -576,7 +612,7 @@ class StreamsBackend(RedisBackend):
                 pipe.delete(stream)
                 pipe.zrem(self.keys.bands(queue), str(band))
 
-        self._transact(body)
+        self._transact(body, on=stream)
 
     def _drop_empty_bands(self, queue: str) -> None:
         """Delete the band streams of ``queue`` that were retired and have no entries left."""
@@ -595,7 +631,7 @@ class StreamsBackend(RedisBackend):
                     pipe.delete(stream)
                     pipe.zrem(self.keys.bands(queue), name)
 
-            self._transact(body)
+            self._transact(body, on=stream)
 
     def _promote_delayed(self, queue: str, now: float) -> None:
         """Move due delayed jobs to their bands: ZREM and XADD in one MULTI/EXEC under WATCH."""
@@ -606,7 +642,7 @@ class StreamsBackend(RedisBackend):
             [due] = tx.read(lambda r: r.zrangebyscore(delayed, "-inf", now, start=0, num=_PROMOTE_BATCH))
             if not due:
                 return
-            raws = tx.read(lambda r: [r.hget(self.keys.job(j), "job") for j in due])
+            raws = tx.read(lambda r: [r.hget(self.keys.job(j, queue), "job") for j in due])
             pipe = tx.multi()
             writes = self._writes()
             pipe.zrem(delayed, *due)
@@ -615,7 +651,7 @@ class StreamsBackend(RedisBackend):
                     self._place(pipe, writes, Job.from_wire(loads(raw)), now, front=True)
             writes.flush(pipe)
 
-        self._transact(body)
+        self._transact(body, on=delayed)
 
     def _sweep_orphans(self, queues: Sequence[str], worker: str) -> None:
         """Mark pending entries that no lease covers (their reserver died before leasing) for claiming."""
@@ -635,11 +671,12 @@ class StreamsBackend(RedisBackend):
     def _adopt(self, queue: str, band: int, stream: str, entry: str, fields: dict[str, str]) -> None:
         job_id = fields.get("id")
         if not job_id:
-            pipe = self.client.pipeline(transaction=True)
-            self._discard_entry(pipe, queue, stream, entry, dumps(fields), "stream entry has no job id")
-            pipe.execute()
+            reason = "stream entry has no job id"
+            self._multi(
+                stream, lambda pipe: self._discard_entry(pipe, queue, stream, entry, dumps(fields), reason)
+            )
             return
-        key = self.keys.job(job_id)
+        key = self.keys.job(job_id, queue)
 
         def body(tx: Transaction) -> None:
             tx.watch(key)
@@ -657,7 +694,7 @@ class StreamsBackend(RedisBackend):
             pipe.hset(key, mapping={"stream": stream, "entry": entry, "band": band})
             pipe.zadd(self.keys.leases(queue), {job_id: 0})
 
-        self._transact(body)
+        self._transact(body, on=key)
 
     # --- inspection ------------------------------------------------------------------
 
@@ -673,21 +710,33 @@ class StreamsBackend(RedisBackend):
         for q in queues:
             reader.zrange(self.keys.bands(q), 0, -1)
         bands: list[list[str]] = reader.execute()
+        counted: dict[str, QueueStats] = {}
+        for group in self._by_tag(zip(queues, bands, strict=True), lambda item: item[0]):
+            counted.update(self._count(group, now))
+        return [counted[q] for q in queues]
+
+    def _count(self, queues: Sequence[tuple[str, list[str]]], now: float) -> dict[str, QueueStats]:
+        """The counts of queues of one tag (with their bands), from one MULTI/EXEC."""
+
         # ready: every entry (undelivered, released, lease run out, or read by a reserver that died)
         # but those under a live lease, plus handed-off jobs (no entry) whose lease ran out
-        pipe = self.client.pipeline(transaction=True)
-        for q, names in zip(queues, bands, strict=True):
-            for band in names:
-                pipe.xlen(self.keys.stream(q, int(band)))
-            pipe.zcard(self.keys.delayed(q))
-            pipe.zcount(self.keys.leases(q), f"({now!r}", "+inf")
-            pipe.scard(self.keys.taken(q))
-            pipe.zcard(self.keys.failed_in(q))
-        counts = iter(pipe.execute())
-        out: list[QueueStats] = []
-        for q, names in zip(queues, bands, strict=True):
+        def writes(pipe: Pipe) -> None:
+            for q, names in queues:
+                for band in names:
+                    pipe.xlen(self.keys.stream(q, int(band)))
+                pipe.zcard(self.keys.delayed(q))
+                pipe.zcount(self.keys.leases(q), f"({now!r}", "+inf")
+                pipe.scard(self.keys.taken(q))
+                pipe.zcard(self.keys.failed_in(q))
+                pipe.hlen(self.keys.outbox(q))
+
+        counts = iter(self._multi(self.keys.leases(queues[0][0]), writes))
+        out: dict[str, QueueStats] = {}
+        for q, names in queues:
             entries = sum(next(counts) for _ in names)
-            delayed, in_flight, taken, failed = next(counts), next(counts), next(counts), next(counts)
+            delayed, in_flight, taken, failed, moving = (next(counts) for _ in range(5))
             ready = max(0, entries - in_flight + taken)
-            out.append(QueueStats(queue=q, ready=ready, delayed=delayed, in_flight=in_flight, failed=failed))
+            # a chain job settled whose next step is not stored yet (spread layout) is still in flight
+            in_flight += moving
+            out[q] = QueueStats(queue=q, ready=ready, delayed=delayed, in_flight=in_flight, failed=failed)
         return out
