@@ -99,4 +99,3 @@ def test_result_ttl_none_keeps_records(kind: type[RedisBackend], clock: ManualCl
 def test_result_ttl_must_be_positive(kind: type[RedisBackend]) -> None:
     with pytest.raises(ValueError, match="result_ttl"):
         kind(fakeredis.FakeRedis(decode_responses=True), result_ttl=0)
-
