@@ -125,6 +125,24 @@ class ChainEvent:
     finished_at: float = 0.0
     at: float = 0.0
 
+    @classmethod
+    def of(cls, outcome: Completed | Failed, ref: ChainRef, now: float) -> ChainEvent:
+        """The event of a chain job's accepted completion or failure, named by the job and its delivery."""
+        job, token = outcome.delivery.job, outcome.delivery.token
+        done = isinstance(outcome, Completed)
+        return cls(
+            queue=job.queue,
+            job_id=job.id,
+            field=f"{job.id}:{token}",
+            ref=ref,
+            completed=done,
+            result=outcome.result if isinstance(outcome, Completed) else None,
+            error=outcome.error if isinstance(outcome, Failed) else None,
+            started_at=outcome.started_at if isinstance(outcome, Completed) else None,
+            finished_at=outcome.finished_at if isinstance(outcome, Completed) else now,
+            at=now,
+        )
+
     def to_json(self) -> str:
         return dumps(
             {
@@ -688,18 +706,7 @@ class RedisBackend(Backend):
             pipe.hdel(key, "error", "deliveries", *drop)
             self._expire(pipe, key)
             if job.chain is not None and events is not None:
-                event = ChainEvent(
-                    queue=job.queue,
-                    job_id=job.id,
-                    field=f"{job.id}:{delivery.token}",
-                    ref=job.chain,
-                    completed=True,
-                    result=outcome.result,
-                    started_at=outcome.started_at,
-                    finished_at=outcome.finished_at,
-                    at=now,
-                )
-                return self._to_outbox(pipe, events, event)
+                return self._to_outbox(pipe, events, ChainEvent.of(outcome, job.chain, now))
             if record is None or job.chain is None:
                 return SettleResult(accepted=True)
             updated, following = workflow.apply_completed(
@@ -736,17 +743,7 @@ class RedisBackend(Backend):
             pipe.hdel(key, "deliveries", *drop)
             pipe.zadd(self.keys.failed_in(job.queue), {job.id: now})
             if job.chain is not None and events is not None:
-                event = ChainEvent(
-                    queue=job.queue,
-                    job_id=job.id,
-                    field=f"{job.id}:{delivery.token}",
-                    ref=job.chain,
-                    completed=False,
-                    error=outcome.error,
-                    finished_at=now,
-                    at=now,
-                )
-                return self._to_outbox(pipe, events, event)
+                return self._to_outbox(pipe, events, ChainEvent.of(outcome, job.chain, now))
             if record is None or job.chain is None:
                 return SettleResult(accepted=True)
             updated_record = workflow.apply_failed(record, job.chain, outcome.error, now=now)

@@ -10,45 +10,29 @@ from jobchain_redis.streams import StreamsBackend
 __all__ = ["jobchain_register_backends"]
 
 
+#: scheme suffix -> what the topology adds, for the summaries
+_TOPOLOGIES = {
+    "": "",
+    "+sentinel": " on the master a Sentinel group names; follows failovers",
+    "+cluster": " on a Redis Cluster: queues spread over the shards; follows MOVED/ASK",
+}
+_KINDS: dict[str, tuple[type[ListsBackend] | type[StreamsBackend], str]] = {
+    "lists": (
+        ListsBackend,
+        "Redis lists: reliable queue with per-worker processing lists, MULTI/EXEC transitions",
+    ),
+    "streams": (
+        StreamsBackend,
+        "Redis streams: a stream per queue and band, one consumer group, MULTI/EXEC transitions",
+    ),
+}
+
+
 @hookimpl
 def jobchain_register_backends(registry: BackendRegistry) -> None:
-    registry.add(
-        "redis-lists",
-        ListsBackend.from_url,
-        summary="Redis lists: reliable queue with per-worker processing lists, MULTI/EXEC transitions",
-    )
-    registry.add("rediss-lists", ListsBackend.from_url, summary="redis-lists over TLS")
-    registry.add(
-        "redis-streams",
-        StreamsBackend.from_url,
-        summary="Redis streams: a stream per queue and band, one consumer group, MULTI/EXEC transitions",
-    )
-    registry.add("rediss-streams", StreamsBackend.from_url, summary="redis-streams over TLS")
-    # Sentinel: host:26379,host2:26379/SERVICE/DB; the master is found through the Sentinels
-    registry.add(
-        "redis-lists+sentinel",
-        ListsBackend.from_url,
-        summary="redis-lists on the master a Sentinel group names; follows failovers",
-    )
-    registry.add("rediss-lists+sentinel", ListsBackend.from_url, summary="redis-lists+sentinel over TLS")
-    registry.add(
-        "redis-streams+sentinel",
-        StreamsBackend.from_url,
-        summary="redis-streams on the master a Sentinel group names; follows failovers",
-    )
-    registry.add(
-        "rediss-streams+sentinel", StreamsBackend.from_url, summary="redis-streams+sentinel over TLS"
-    )
-    # Cluster: host:7000,host2:7000[/0]; a hash tag per queue, each transaction on its slot's master
-    registry.add(
-        "redis-lists+cluster",
-        ListsBackend.from_url,
-        summary="redis-lists on a Redis Cluster: queues spread over the shards; follows MOVED/ASK",
-    )
-    registry.add("rediss-lists+cluster", ListsBackend.from_url, summary="redis-lists+cluster over TLS")
-    registry.add(
-        "redis-streams+cluster",
-        StreamsBackend.from_url,
-        summary="redis-streams on a Redis Cluster: queues spread over the shards; follows MOVED/ASK",
-    )
-    registry.add("rediss-streams+cluster", StreamsBackend.from_url, summary="redis-streams+cluster over TLS")
+    """``redis-lists``, ``redis-streams``, ``rediss-…`` (TLS), each plain, ``+sentinel`` and ``+cluster``."""
+    for kind, (backend, summary) in _KINDS.items():
+        for topology, adds in _TOPOLOGIES.items():
+            scheme = f"redis-{kind}{topology}"
+            registry.add(scheme, backend.from_url, summary=f"redis-{kind}{adds}" if topology else summary)
+            registry.add(f"rediss-{kind}{topology}", backend.from_url, summary=f"{scheme} over TLS")
