@@ -17,6 +17,15 @@ promoted (the replica drops its link at once) the old master refuses writes
 with ``NOREPLICAS`` instead of acknowledging writes that the failover
 discards. The replica is started without it, so the new master takes writes
 while the old one has not yet been turned into its replica.
+
+That leaves a window: the old master refuses writes only once it has read
+the closed link, and what it acknowledged until then (or had not yet sent to
+the replica at the promotion) is gone. On an idle machine it is well under a
+millisecond; on a loaded 2-core machine it measured 7 to 17 ms, long enough
+for one acknowledged submit at 100 a second to be lost in 11 of 40 runs.
+``failover(pause_writes=True)`` closes it: the old master holds writes
+(``CLIENT PAUSE … WRITE``) from before the promotion until it has dropped
+the replica, the switchover an operator runs to lose nothing.
 """
 
 from __future__ import annotations
@@ -239,8 +248,60 @@ class SentinelGroupProcess:
     def node(self, port: int) -> RedisProcess:
         return self.master if port == self.master.port else self.replica
 
-    def failover(self) -> None:
-        """``SENTINEL FAILOVER mymaster`` on the first Sentinel (a promotion without waiting for a fault)."""
+    def failover(self, *, pause_writes: bool = False, timeout: float = 10.0) -> float:
+        """``SENTINEL FAILOVER mymaster`` on the first Sentinel (a promotion without waiting for a fault).
+
+        Returns once the Sentinel took the command; the promotion follows about
+        0.1 to 0.3 s later. With ``pause_writes`` it is a switchover that loses
+        no acknowledged write, and returns once the replica has been promoted:
+
+        1. ``CLIENT PAUSE … WRITE`` on the master: writes (and ``PUBLISH``) wait,
+           reads go on; it ends by itself after ``timeout`` seconds;
+        2. wait until the replica has applied everything the master has;
+        3. ``SENTINEL FAILOVER``;
+        4. wait until the old master has dropped the promoted replica, so it
+           answers every held and later write with ``NOREPLICAS``;
+        5. ``CLIENT UNPAUSE``.
+
+        Without the pause, a write the old master acknowledged just before or
+        after the promotion may never reach the new one (see the module's
+        docstring). Returns the seconds the writes were held (0 without).
+        """
+        if not pause_writes:
+            self._sentinel_failover()
+            return 0.0
+        old = self.master.client(retries=False, decode_responses=True, socket_timeout=timeout)
+        new = self.replica.client(retries=False, decode_responses=True, socket_timeout=timeout)
+        deadline = time.monotonic() + timeout
+
+        def wait(check: Any, what: str) -> None:
+            while not check():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"switchover: timed out waiting for {what}")
+                time.sleep(0.005)
+
+        paused = time.monotonic()
+        try:
+            old.execute_command("CLIENT", "PAUSE", int(timeout * 1000), "WRITE")
+            target = int(old.info("replication")["master_repl_offset"])
+            wait(
+                lambda: int(new.info("replication").get("slave_repl_offset", -1)) >= target,
+                "the replica to catch up with the paused master",
+            )
+            self._sentinel_failover()
+            wait(
+                lambda: int(old.info("replication")["connected_slaves"]) == 0,
+                "the old master to drop the promoted replica",
+            )
+        finally:
+            try:
+                old.execute_command("CLIENT", "UNPAUSE")
+            finally:
+                old.close()
+                new.close()
+        return time.monotonic() - paused
+
+    def _sentinel_failover(self) -> None:
         client = self.sentinels[0].client()
         try:
             client.execute_command("SENTINEL", "FAILOVER", SERVICE)
