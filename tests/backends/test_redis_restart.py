@@ -44,7 +44,7 @@ APP_FILE = Path(restart_app.__file__).resolve()
 JOBS, CHAINS, WORKERS, THREADS = 500, 50, 2, 4
 LEASE = 8.0
 ORPHAN_IDLE = 4.0
-DOWN = 2.5
+DOWN = 5.0
 #: the most deliveries one worker process holds at once (running, buffered, waiting to be settled)
 HELD_PER_WORKER = 2 * THREADS
 
