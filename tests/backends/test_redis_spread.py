@@ -298,3 +298,91 @@ def test_a_bad_cluster_url_is_refused_clearly(url: str, message: str) -> None:
 
     with pytest.raises(ConfigurationError, match=message):
         parse_url(url)
+
+
+class _Nodes:
+    def __init__(self) -> None:
+        self.moved: list[Any] = []
+        self.initialized = 0
+
+    def move_slot(self, exc: Any) -> None:
+        self.moved.append(exc)
+
+    def initialize(self) -> None:
+        self.initialized += 1
+
+
+class _Cluster:
+    """Just what ClusterRoute asks of redis-py's cluster client: the node of a key, a node's client."""
+
+    def __init__(self) -> None:
+        self.nodes_manager = _Nodes()
+
+    def get_node_from_key(self, key: str) -> str:
+        return f"owner-of-{key}"
+
+    def get_node(self, host: str, port: int) -> str:
+        return f"{host}:{port}"
+
+    def get_redis_connection(self, node: str) -> str:
+        return f"client-of-{node}"
+
+
+def _route_with(
+    monkeypatch: pytest.MonkeyPatch, replies: list[BaseException | str], wait: float = 1.0
+) -> tuple[Any, list[tuple[str, bool]]]:
+    """A ClusterRoute whose transactions answer ``replies`` in turn (an error is raised)."""
+    from jobchain_redis import connection
+
+    calls: list[tuple[str, bool]] = []
+
+    def scripted(client: str, body: Any, *, tolerate: tuple[str, ...] = (), asking: bool = False) -> Any:
+        calls.append((client, asking))
+        reply = replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply, []
+
+    monkeypatch.setattr(connection, "transact", scripted)
+    return connection.ClusterRoute(_Cluster(), unstable_wait=wait), calls  # type: ignore[arg-type]
+
+
+def test_the_route_follows_moved_to_the_new_master(monkeypatch: pytest.MonkeyPatch) -> None:
+    moved = redis.exceptions.MovedError("3999 127.0.0.1:7002")
+    route, calls = _route_with(monkeypatch, [moved, "done"])
+    assert route.transact("k", lambda tx: None) == ("done", [])
+    assert route.cluster.nodes_manager.moved == [moved]  # the slot map learns the new owner
+    assert calls == [("client-of-owner-of-k", False), ("client-of-owner-of-k", False)]
+
+
+def test_the_route_follows_ask_with_asking_on_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = redis.exceptions.AskError("3999 127.0.0.1:7003")
+    route, calls = _route_with(monkeypatch, [asked, "done"])
+    assert route.transact("k", lambda tx: None) == ("done", [])
+    assert calls == [("client-of-owner-of-k", False), ("client-of-127.0.0.1:7003", True)]
+    assert route.cluster.nodes_manager.moved == []  # ASK is for this transaction only
+
+
+def test_the_route_waits_out_tryagain_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    again = redis.exceptions.TryAgainError("Multiple keys request during rehashing of slot")
+    route, calls = _route_with(monkeypatch, [again, again, "done"])
+    assert route.transact("k", lambda tx: None) == ("done", [])
+    route, calls = _route_with(monkeypatch, [again] * 1000, wait=0.05)
+    with pytest.raises(redis.exceptions.TryAgainError):
+        route.transact("k", lambda tx: None)
+    assert 2 <= len(calls) < 1000
+
+
+def test_a_slot_that_stays_unstable_is_unavailable_not_an_error(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRYAGAIN past the wait (or CLUSTERDOWN) reaches the caller as BackendUnavailableError."""
+    from jobchain.errors import BackendUnavailableError
+
+    def unstable(*args: Any, **kwargs: Any) -> Any:
+        raise redis.exceptions.TryAgainError("Multiple keys request during rehashing of slot")
+
+    monkeypatch.setattr(backend, "_transact", unstable)
+    app = App(backend=backend, buffer=None)
+    with pytest.raises(BackendUnavailableError, match="TryAgainError"):
+        app.task(name="t", queue="fetch")(lambda: None).submit()

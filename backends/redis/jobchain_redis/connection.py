@@ -525,12 +525,12 @@ class ClusterRoute(Route):
                 return transact(
                     cluster.get_redis_connection(node), body, tolerate=tolerate, asking=target is not None
                 )
-            except AskError as exc:
-                target = cluster.get_node(host=exc.host, port=exc.port) or _node(exc.host, exc.port)
-                error: redis.RedisError = exc
-            except MovedError as exc:
+            except MovedError as exc:  # first: redis-py derives MovedError from AskError
                 cluster.nodes_manager.move_slot(exc)
                 target = None
+                error: redis.RedisError = exc
+            except AskError as exc:
+                target = cluster.get_node(host=exc.host, port=exc.port) or _node(exc.host, exc.port)
                 error = exc
             except (TryAgainError, ClusterDownError, SlotNotCoveredError) as exc:
                 target = None
