@@ -16,7 +16,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypedDict, TypeVar
 
 import redis
 import redis.cluster
@@ -243,9 +243,31 @@ class _Take:
         return top is None or top > band  # a ready job in this band or a more urgent one goes first
 
 
-class RedisBackend(Backend):
-    """The shared part of the Redis backends; subclasses add delivery (lists or streams)."""
+class RedisOptions(TypedDict, total=False):
+    """The constructor arguments every Redis backend takes (see :class:`RedisBackend`)."""
 
+    prefix: str
+    band_width: float | None
+    url: str | None
+    clock: Clock | None
+    aging_interval: float
+    owns_client: bool
+    result_ttl: float | None
+    eviction: str
+    spread: bool | None
+
+
+class RedisBackend(Backend):
+    """The shared part of the Redis backends; subclasses add delivery (lists or streams).
+
+    ``band_width`` is in aging intervals (the subclass's default when None);
+    ``url`` is what errors and logs show (the subclass's scheme when None).
+    """
+
+    #: the URL scheme, shown when the backend was built from a client rather than a URL
+    scheme = "redis"
+    #: width of a priority band, in aging intervals, unless ``band_width`` (or ``?band=``) says otherwise
+    default_band_width = 0.01
     #: job-hash fields a subclass needs in :meth:`_unlease` and :meth:`_release`, after token, deliveries
     settle_fields: tuple[str, ...] = ()
     #: error codes a command inside this backend's MULTI may answer without failing it
@@ -256,7 +278,8 @@ class RedisBackend(Backend):
         client: redis.Redis | redis.cluster.RedisCluster,
         *,
         prefix: str = DEFAULT_PREFIX,
-        url: str = "redis://",
+        band_width: float | None = None,
+        url: str | None = None,
         clock: Clock | None = None,
         aging_interval: float = DEFAULT_AGING_INTERVAL,
         owns_client: bool = False,
@@ -265,17 +288,23 @@ class RedisBackend(Backend):
         spread: bool | None = None,
     ) -> None:
         super().__init__(clock=clock or ServerClock(client), aging_interval=aging_interval)
+        band_width = self.default_band_width if band_width is None else band_width
+        if band_width <= 0:
+            raise ValueError(f"band_width must be > 0 aging intervals, got {band_width!r}")
+        #: width of a priority band, in aging intervals
+        self.band_width = float(band_width)
+        url = url or f"{self.scheme}://"
         if result_ttl is not None and result_ttl <= 0:
             raise ValueError(f"result_ttl must be > 0 seconds or None (keep forever), got {result_ttl!r}")
         #: seconds a succeeded job's record and a completed chain's record are kept (None: forever)
         self.result_ttl = result_ttl
         #: redis-py types its replies as sync/async unions; this client decodes to str, so it is used as Any
         self.client: Any = client
-        cluster = isinstance(client, redis.cluster.RedisCluster)
         #: where each transaction runs: the one server, or the master of its slot on a Cluster
         self.route: Route = (
             ClusterRoute(client) if isinstance(client, redis.cluster.RedisCluster) else Standalone(client)
         )
+        cluster = isinstance(self.route, ClusterRoute)
         #: the spread layout (a hash tag per queue and per chain) is the Cluster's; on one server it
         #: can be asked for, which runs every Cluster code path on one node (tests)
         self.keys = Keys(prefix, spread=cluster if spread is None else spread)
@@ -337,9 +366,6 @@ class RedisBackend(Backend):
 
     # --- what a subclass provides ------------------------------------------------------
 
-    #: width of a priority band, in aging intervals (set by the subclass)
-    band_width: float
-
     def _band(self, job: Job) -> int:
         """The band a ready job belongs in: its static aging key cut into ``band_width`` slices."""
         return math.floor((job.enqueued_at / self.aging_interval - job.priority) / self.band_width)
@@ -363,8 +389,8 @@ class RedisBackend(Backend):
 
     @classmethod
     def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
-        """Constructor arguments of the subclass's own URL options (``band`` …)."""
-        return {}
+        """Constructor arguments of the URL options a subclass reads (``band`` …)."""
+        return {"band_width": float(own.get("band", cls.default_band_width))}
 
     @abc.abstractmethod
     def _writes(self) -> Writes:

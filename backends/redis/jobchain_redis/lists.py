@@ -28,13 +28,9 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
 
-import redis
 import structlog
 
-from jobchain.aging import DEFAULT_AGING_INTERVAL
-from jobchain.clock import Clock
 from jobchain.errors import InvalidJobError
 from jobchain.model import (
     Delivery,
@@ -43,9 +39,9 @@ from jobchain.model import (
     QueueStats,
 )
 from jobchain_redis.codec import dumps, loads
-from jobchain_redis.common import DEFAULT_RESULT_TTL, RedisBackend, Writes
+from jobchain_redis.common import RedisBackend, Writes
 from jobchain_redis.connection import Pipe, Transaction, boundary
-from jobchain_redis.keys import DEFAULT_PREFIX, Keys
+from jobchain_redis.keys import Keys
 
 __all__ = ["ListsBackend"]
 
@@ -82,40 +78,9 @@ class _Writes(Writes):
 class ListsBackend(RedisBackend):
     """Jobs in Redis lists and hashes; see the module docstring for the layout and transitions."""
 
+    scheme = "redis-lists"
+    default_band_width = 0.01
     settle_fields = ("worker",)
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        band_width: float = 0.01,
-        url: str = "redis-lists://",
-        clock: Clock | None = None,
-        aging_interval: float = DEFAULT_AGING_INTERVAL,
-        owns_client: bool = False,
-        eviction: str = "warn",
-        result_ttl: float | None = DEFAULT_RESULT_TTL,
-        spread: bool | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            prefix=prefix,
-            url=url,
-            clock=clock,
-            aging_interval=aging_interval,
-            owns_client=owns_client,
-            eviction=eviction,
-            result_ttl=result_ttl,
-            spread=spread,
-        )
-        if band_width <= 0:
-            raise ValueError(f"band_width must be > 0 aging intervals, got {band_width!r}")
-        self.band_width = float(band_width)
-
-    @classmethod
-    def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
-        return {"band_width": float(own.get("band", 0.01))}
 
     # --- helpers ---------------------------------------------------------------------
 

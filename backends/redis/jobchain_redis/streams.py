@@ -47,20 +47,19 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import redis
+import redis.cluster
 import structlog
 
-from jobchain.aging import DEFAULT_AGING_INTERVAL
-from jobchain.clock import Clock
 from jobchain.errors import InvalidJobError
 from jobchain.ids import new_id
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis.codec import dumps, loads
-from jobchain_redis.common import DEFAULT_RESULT_TTL, RedisBackend, Writes
+from jobchain_redis.common import RedisBackend, RedisOptions, Writes
 from jobchain_redis.connection import Pipe, Transaction, boundary
-from jobchain_redis.keys import DEFAULT_PREFIX, Keys
+from jobchain_redis.keys import Keys
 
 __all__ = ["GROUP", "StreamsBackend"]
 
@@ -132,48 +131,27 @@ def _entry_order(entry: str) -> tuple[int, int]:
 class StreamsBackend(RedisBackend):
     """Jobs in Redis streams and hashes; see the module docstring for the layout and transitions."""
 
+    scheme = "redis-streams"
+    default_band_width = 0.1
     settle_fields = ("stream", "entry")
     tolerate = ("BUSYGROUP",)
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.cluster.RedisCluster,
         *,
-        prefix: str = DEFAULT_PREFIX,
-        band_width: float = 0.1,
         orphan_idle: float = 30.0,
-        url: str = "redis-streams://",
-        clock: Clock | None = None,
-        aging_interval: float = DEFAULT_AGING_INTERVAL,
-        owns_client: bool = False,
-        eviction: str = "warn",
-        result_ttl: float | None = DEFAULT_RESULT_TTL,
-        spread: bool | None = None,
+        **options: Unpack[RedisOptions],
     ) -> None:
-        super().__init__(
-            client,
-            prefix=prefix,
-            url=url,
-            clock=clock,
-            aging_interval=aging_interval,
-            owns_client=owns_client,
-            eviction=eviction,
-            result_ttl=result_ttl,
-            spread=spread,
-        )
-        if band_width <= 0:
-            raise ValueError(f"band_width must be > 0 aging intervals, got {band_width!r}")
-        self.band_width = float(band_width)
+        super().__init__(client, **options)
+        #: seconds an entry read by a reserver that died before leasing it waits for the orphan sweep
         self.orphan_idle = float(orphan_idle)
         self._swept = time.monotonic()
         self._grouped: set[str] = set()
 
     @classmethod
     def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
-        return {
-            "band_width": float(own.get("band", 0.1)),
-            "orphan_idle": float(own.get("orphan_idle", 30.0)),
-        }
+        return {**super()._url_options(own), "orphan_idle": float(own.get("orphan_idle", 30.0))}
 
     # --- placing ---------------------------------------------------------------------
 
@@ -270,6 +248,8 @@ class StreamsBackend(RedisBackend):
         self.eviction.ensure(self.client)
         self._resume_once(queues, worker)
         deadline = time.monotonic() + wait
+        # XREAD takes keys of one slot: on a Cluster, the queues' wake streams are waited on a tag at a time
+        groups = self._by_tag(queues, lambda q: q)
         turn = 0
         while True:
             self._sweep_outboxes(queues)
@@ -277,9 +257,7 @@ class StreamsBackend(RedisBackend):
             remaining = deadline - time.monotonic()
             if taken or remaining <= 0:
                 return taken
-            # wake at the next job made ready, or soon anyway for delayed jobs and lost leases; XREAD
-            # takes keys of one slot: on a Cluster, the queues' wake streams are waited on a tag at a time
-            groups = self._by_tag(queues, lambda q: q)
+            # wake at the next job made ready, or soon anyway for delayed jobs and lost leases
             group = groups[turn % len(groups)]
             turn += 1
             cap = 0.5 if len(groups) == 1 else _TAG_TURN
