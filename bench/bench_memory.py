@@ -31,22 +31,21 @@ import argparse
 import gc
 import json
 import logging
-import os
 import shlex
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
 import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # redis_server, next to this file
+
+from redis_server import redis_server
 
 from jobchain import App, chain
 from jobchain.canvas import Chain
@@ -77,53 +76,6 @@ class Measurement:
     @property
     def per_item(self) -> float:
         return self.total_bytes / self.count if self.count else 0.0
-
-
-# --- the redis-server --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_server(extra: Sequence[str]) -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port, no persistence; stopped by its PID."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.path.exists(binary):
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen([*args, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                    raise SystemExit(
-                        f"redis-server did not start on port {port}: {err.strip()[:300]}"
-                    ) from None
-                time.sleep(0.02)
-        client.close()
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 # --- the workload -------------------------------------------------------------------------

@@ -51,11 +51,7 @@ import os
 import platform
 import queue
 import secrets
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -73,6 +69,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baseline_queue import BaselineQueue, BaselineWorker
+from redis_server import redis_server
 
 from jobchain import App, Plugins, Worker, chain, hookimpl
 from jobchain.canvas import Chain
@@ -90,55 +87,6 @@ STALL = 30.0
 
 class BenchError(RuntimeError):
     """The run is wrong (a job lost, run twice, left behind) or a worker failed."""
-
-
-# --- the redis-server --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port, no persistence; stopped by its PID."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.path.exists(binary):
-        raise SystemExit("redis-server is not installed (apt-get install redis-server), or pass --redis-url")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                    reason = err.strip()[:300]
-                    raise SystemExit(f"redis-server did not start on port {port}: {reason}") from None
-                time.sleep(0.02)
-        client.close()
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def backend_url(redis_url: str, scheme: str, prefix: str) -> str:
