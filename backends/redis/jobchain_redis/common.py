@@ -87,6 +87,11 @@ R = TypeVar("R")
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
+#: seconds a blocked reserver waits for a wake-up before it looks again (delayed jobs, lost leases)
+WAKE_WAIT = 0.5
+#: seconds it waits on the wake-ups of one queue tag before the next, when its queues span tags (Cluster)
+TAG_TURN = 0.05
+
 #: seconds between two looks of a reserver at its queues' outboxes (spread layout)
 OUTBOX_SWEEP = 2.0
 #: an outbox entry older than this many seconds is finished by the sweep (its settler died, or Redis
@@ -359,6 +364,11 @@ class RedisBackend(Backend):
         if new:
             self.client.sadd(self.keys.queues, *new)
             self._noted.update(new)
+
+    @staticmethod
+    def _wait_slice(tags: int, remaining: float) -> float:
+        """Seconds a blocked reserver waits on one tag's wake-ups (BLPOP/XREAD keys share a slot)."""
+        return max(0.01, min(remaining, WAKE_WAIT if tags == 1 else TAG_TURN))
 
     def _by_tag(self, items: Iterable[T], queue: Callable[[T], str]) -> list[list[T]]:
         """``items`` split into the groups one transaction can hold: the same queue tag."""

@@ -51,8 +51,6 @@ logger = structlog.get_logger("jobchain.redis.lists")
 _SIGNALS = 64
 #: how many due delayed jobs or expired leases one pass moves per queue
 _PROMOTE_BATCH = 200
-#: seconds a reserver waits on the signals of one queue tag before the next (queues spread on a Cluster)
-_TAG_TURN = 0.05
 
 
 class _Writes(Writes):
@@ -153,8 +151,7 @@ class ListsBackend(RedisBackend):
             if taken or remaining <= 0:
                 return taken
             # wake at the next enqueue, or soon anyway for delayed jobs and lost leases
-            cap = 0.5 if len(signals) == 1 else _TAG_TURN
-            self.client.blpop(signals[turn % len(signals)], timeout=max(0.01, min(remaining, cap)))
+            self.client.blpop(signals[turn % len(signals)], timeout=self._wait_slice(len(signals), remaining))
             turn += 1
 
     def _reserve_once(self, queues: Sequence[str], limit: int, lease: float, worker: str) -> list[Delivery]:

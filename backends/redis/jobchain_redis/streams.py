@@ -77,8 +77,6 @@ _WAITING = (JobState.QUEUED.value, None)
 
 #: bands looked at beyond ``limit`` (bands whose entries are all in flight yield nothing)
 _EXTRA_BANDS = 8
-#: seconds a reserver waits on the wake streams of one queue tag before the next (queues spread on a Cluster)
-_TAG_TURN = 0.05
 
 
 class _Writes(Writes):
@@ -260,8 +258,7 @@ class StreamsBackend(RedisBackend):
             # wake at the next job made ready, or soon anyway for delayed jobs and lost leases
             group = groups[turn % len(groups)]
             turn += 1
-            cap = 0.5 if len(groups) == 1 else _TAG_TURN
-            block = max(10, int(min(remaining, cap) * 1000))
+            block = int(self._wait_slice(len(groups), remaining) * 1000)
             self.client.xread(
                 {self.keys.wake(q): wakes[self.keys.wake(q)] for q in group}, count=1, block=block
             )
