@@ -51,7 +51,8 @@ class CliError(click.ClickException):
         super().__init__(message)
         self.hint = hint
         if exit_code is not None:
-            self.exit_code = exit_code
+            # click declares exit_code a ClassVar (8.5) but reads it from the instance: set it there
+            vars(self)["exit_code"] = exit_code
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
