@@ -364,7 +364,10 @@ def read_records(directory: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     """(runs, settlement answers) from every worker process' file."""
     lines: list[dict[str, Any]] = []
     for path in directory.glob("runs-*.jsonl"):
-        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text()
+        # a worker may be writing a line as we read: only lines ending in a newline are complete
+        complete = text[: text.rfind("\n") + 1]
+        lines += [json.loads(line) for line in complete.splitlines() if line.strip()]
     return [r for r in lines if r["kind"] == "run"], [r for r in lines if r["kind"] == "settle"]
 
 
