@@ -17,6 +17,7 @@ The tree::
     ├── JobFailedError                           .job_id .error
     │   └── ChainHaltedError                     .chain_id .step
     ├── NotReadyError                            .job_id .state
+    ├── NotInFailedQueueError(LookupError)       .job_ids .moved: a re-drive of ids not failed
     └── WaitTimeoutError(TimeoutError)           .job_id .timeout
 
     Fail(Exception)        raised by a task to fail at once, skipping retries
@@ -47,6 +48,7 @@ __all__ = [
     "JobFailedError",
     "JobTimeout",
     "JobchainError",
+    "NotInFailedQueueError",
     "NotReadyError",
     "PluginLoadError",
     "SubmitBufferFullError",
@@ -236,6 +238,30 @@ class NotReadyError(JobchainError):
         self.job_id = job_id
         self.state = state
         super().__init__(f"{job_id} is {state}, not finished; use .wait(timeout) to wait for it")
+
+
+class NotInFailedQueueError(JobchainError, LookupError):
+    """A re-drive named jobs that are not in the failed queue (or cannot be re-driven).
+
+    ``job_ids`` are the ids not re-driven. Raised before anything moved, so
+    ``moved`` is empty, except when entries vanished between the check and the
+    move (a purge running at the same time) or a third-party backend does not
+    check first: then ``moved`` lists the ids that were re-driven all the same.
+    """
+
+    def __init__(self, job_ids: Sequence[str], moved: Sequence[str] = (), *, shown: int = 20) -> None:
+        self.job_ids = tuple(job_ids)
+        self.moved = tuple(moved)
+        listed = ", ".join(self.job_ids[:shown])
+        more = f" and {len(self.job_ids) - shown} more (all in .job_ids)" if len(self.job_ids) > shown else ""
+        if self.moved:
+            outcome = (
+                f"; the other {len(self.moved)} job{'s were' if len(self.moved) != 1 else ' was'} "
+                "re-driven (all in .moved)"
+            )
+        else:
+            outcome = "; nothing was re-driven. Check the ids with `jobchain failed list`"
+        super().__init__(f"not in the failed queue: {listed}{more}{outcome}")
 
 
 class WaitTimeoutError(JobchainError, TimeoutError):

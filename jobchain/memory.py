@@ -22,6 +22,7 @@ from attrs import evolve
 
 from jobchain import workflow
 from jobchain.backend import Backend
+from jobchain.errors import NotInFailedQueueError
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
     ChainRecord,
@@ -317,6 +318,9 @@ class MemoryBackend(Backend):
     def redrive(self, job_ids: Sequence[str]) -> list[str]:
         moved: list[str] = []
         with self._cond:
+            missing = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in self._failed]
+            if missing:  # checked under the lock before anything moves: all or nothing
+                raise NotInFailedQueueError(missing)
             now = self.clock.now()
             for job_id in job_ids:
                 entry = self._failed.pop(job_id, None)

@@ -27,7 +27,7 @@ from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.clock import Clock
-from jobchain.errors import ConfigurationError
+from jobchain.errors import ConfigurationError, NotInFailedQueueError
 from jobchain.model import (
     UNREADABLE_TASK,
     ChainRecord,
@@ -992,8 +992,18 @@ class RedisBackend(Backend):
         each in its own transaction, so a crash in between leaves a chain
         running with its job still failed, which re-driving again completes.
         """
+        ids = list(dict.fromkeys(job_ids))
+        found = self._where_failed(ids)
+        present = {j for _, j, _ in found}
+        missing = [j for j in ids if j not in present]
+        if missing:  # checked before anything moves
+            raise NotInFailedQueueError(missing)
+        # Race: an entry purged (or re-driven) by another client between the check above and its
+        # group's transaction below is skipped there (the transaction re-reads the failed set under
+        # WATCH), so the ids returned lack it while the others move: a partial re-drive that the
+        # App reports as NotInFailedQueueError with .moved set.
         moved: list[str] = []
-        for group in self._by_tag(self._where_failed(list(dict.fromkeys(job_ids))), lambda found: found[0]):
+        for group in self._by_tag(found, lambda found: found[0]):
             moved += self._redrive_group([(q, j) for q, j, _ in group])
         return moved
 

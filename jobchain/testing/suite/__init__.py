@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from jobchain.testing.suite._base import ConformanceBase
 from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups, NextStepHandOff
-from jobchain.testing.suite.failed import FailedQueue, Redrive
+from jobchain.testing.suite.failed import FailedPaging, FailedQueue, Redrive
 from jobchain.testing.suite.jobs import (
     BadPayloads,
     BatchOperations,
@@ -42,6 +42,7 @@ __all__ = [
     "ChainHalting",
     "ConformanceBase",
     "DelayedJobs",
+    "FailedPaging",
     "FailedQueue",
     "FifoOrdering",
     "Groups",
@@ -80,6 +81,7 @@ class BackendConformance(
     Groups,
     NextStepHandOff,
     FailedQueue,
+    FailedPaging,
     Redrive,
     QueueStatistics,
     BadPayloads,

@@ -173,7 +173,13 @@ def _schemas() -> dict[str, Schema]:
         "Error": _obj(
             {
                 "error": _obj(
-                    {"status": _INT, "code": _STR, "message": {"type": "string"}, "path": {"type": "string"}},
+                    {
+                        "status": _INT,
+                        "code": _STR,
+                        "message": {"type": "string"},
+                        "path": {"type": "string"},
+                        "ids": {"type": "array", "items": {"type": "string"}},
+                    },
                     ["status", "code", "message"],
                 )
             },
@@ -460,7 +466,8 @@ def document(
         },
         "/v1/failed/redrive": {
             "post": _op(
-                "Move failed jobs back to their queue (attempt 1, chains resumed)",
+                "Move failed jobs back to their queue (attempt 1, chains resumed); "
+                "404 `not_in_failed_queue` with the missing `ids` moves none",
                 "failedRedrive",
                 _answer("200", _obj({"moved": {"type": "array", "items": {"type": "string"}}}, ["moved"])),
                 requestBody=_json_body(_obj({"ids": {"type": "array", "items": _STR}}, ["ids"])),
