@@ -31,6 +31,7 @@ from jobchain.model import (
 from jobchain.payload import DEFAULT_MAX_PAYLOAD, check_payload
 from jobchain.plugins import Plugins, default_plugins
 from jobchain.retry import Retry
+from jobchain.signing import Signer, sign_job, sign_member, signer_from_config
 from jobchain.workflow import first_jobs
 
 if TYPE_CHECKING:
@@ -282,6 +283,13 @@ class App:
     (see :mod:`jobchain.buffer`). ``buffer=None`` turns it off, so ``submit``
     raises :class:`~jobchain.BackendUnavailableError` instead. Call
     :meth:`close` before exiting, so that what is buffered is stored or reported.
+
+    ``signing_keys`` turns on payload signing (see :mod:`jobchain.signing` and
+    ``docs/security.md``): jobs are signed with the first key and a worker runs
+    only jobs signed with one of them; when None the keys are read from
+    ``JOBCHAIN_SIGNING_KEYS`` (comma-separated), and ``[]`` turns signing off.
+    ``require_signatures=False`` lets workers run unsigned jobs too (while
+    signing is being rolled out); signed ones are still checked.
     """
 
     def __init__(
@@ -295,6 +303,8 @@ class App:
         clock: Clock | None = None,
         plugins: Plugins | None = None,
         buffer: SubmitBuffer | None = SubmitBuffer(),  # noqa: B008 - frozen, so sharing it is safe
+        signing_keys: Sequence[str | bytes] | None = None,
+        require_signatures: bool = True,
     ) -> None:
         if buffer is not None and not isinstance(buffer, SubmitBuffer):
             raise ConfigurationError(f"buffer must be a jobchain.SubmitBuffer or None, got {buffer!r}")
@@ -303,6 +313,8 @@ class App:
         _check_number("aging_interval", aging_interval, allow_none=False)
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise ConfigurationError(f"max_payload must be a positive number of bytes, got {max_payload!r}")
+        #: signs submitted jobs and checks them in workers; None when no keys are configured
+        self.signer: Signer | None = signer_from_config(signing_keys, required=require_signatures)
         self.retry = retry or Retry.never()
         self.aging_interval = float(aging_interval)
         self.max_payload = max_payload
@@ -500,7 +512,7 @@ class App:
         all_kwargs = {**sig.kwargs, **kwargs} if kwargs else dict(sig.kwargs)
         check_payload(all_args, all_kwargs, limit=self.max_payload, what=f"task {task.name!r}")
         task.check_call(all_args, all_kwargs)
-        return Job(
+        job = Job(
             id=new_id(),
             task=task.name,
             args=all_args,
@@ -511,6 +523,7 @@ class App:
             not_before=now + sig.delay if sig.delay else None,
             expires_at=now + task.expires if task.expires is not None else None,
         )
+        return sign_job(self.signer, job)
 
     def _member(
         self, sig: Signature, first: bool, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -550,7 +563,28 @@ class App:
             else:
                 steps.append(Step(kind="task", members=(self._member(item, first, args, kwargs),)))
         record = ChainRecord(id=new_id(), name=spec.name, kind=spec.kind, steps=tuple(steps), created_at=now)
+        if self.signer is not None:
+            record = self._sign_members(record, tuple(args))
         return record, first_jobs(record, tuple(args), now)
+
+    def _sign_members(self, record: ChainRecord, args: tuple[Any, ...]) -> ChainRecord:
+        """The record with every member's static part signed (the first step's with the submit's args)."""
+        steps = []
+        for index, step in enumerate(record.steps):
+            members = tuple(
+                sign_member(
+                    self.signer,
+                    record,
+                    index,
+                    m,
+                    spec.args if index > 0 or spec.immutable else args + spec.args,
+                )
+                for m, spec in enumerate(step.members)
+            )
+            steps.append(Step(kind=step.kind, members=members))
+        return ChainRecord(
+            id=record.id, name=record.name, kind=record.kind, steps=tuple(steps), created_at=record.created_at
+        )
 
     # --- lookups ---------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ The tree::
     Fail(Exception)        raised by a task to fail at once, skipping retries
     JobTimeout(TimeoutError)  raised inside a task that ran past its timeout
     WorkerLost(Exception)  recorded for a job whose workers kept dying
+    BadSignature(Exception)  recorded for a job whose signature did not verify (never run)
 
 Messages say what is wrong and what to do about it; facts travel as
 attributes so callers never parse messages.
@@ -40,6 +41,7 @@ __all__ = [
     "BackendError",
     "BackendFullError",
     "BackendUnavailableError",
+    "BadSignature",
     "ChainHaltedError",
     "ConfigurationError",
     "DuplicateSchemeError",
@@ -284,3 +286,10 @@ class JobTimeout(TimeoutError):  # noqa: N818 - mirrors the builtin it subclasse
 
 class WorkerLost(Exception):  # noqa: N818 - recorded as the error type name
     """Recorded for a job whose lease was lost too many times (its workers kept dying)."""
+
+
+class BadSignature(Exception):  # noqa: N818 - recorded as the error type name
+    """Recorded for a job whose signature did not verify, or that was unsigned where one is required.
+
+    The job never ran; see :mod:`jobchain.signing` and ``docs/security.md``.
+    """

@@ -265,6 +265,7 @@ class MemoryBackend(Backend):
             started_at=outcome.started_at,
             finished_at=outcome.finished_at,
             now=now,
+            result_sig=outcome.result_sig,
         )
         self._chains[record.id] = updated
         for next_job in following:

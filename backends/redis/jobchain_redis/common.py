@@ -129,6 +129,7 @@ class ChainEvent:
     started_at: float | None = None
     finished_at: float = 0.0
     at: float = 0.0
+    result_sig: str | None = None
 
     @classmethod
     def of(cls, outcome: Completed | Failed, ref: ChainRef, now: float) -> ChainEvent:
@@ -146,11 +147,14 @@ class ChainEvent:
             started_at=outcome.started_at if isinstance(outcome, Completed) else None,
             finished_at=outcome.finished_at if isinstance(outcome, Completed) else now,
             at=now,
+            result_sig=outcome.result_sig if isinstance(outcome, Completed) else None,
         )
 
     def to_json(self) -> str:
+        extra = {} if self.result_sig is None else {"rs": self.result_sig}
         return dumps(
             {
+                **extra,
                 "q": self.queue,
                 "j": self.job_id,
                 "c": self.ref.chain_id,
@@ -179,6 +183,7 @@ class ChainEvent:
             started_at=data.get("sa"),
             finished_at=float(data.get("fa") or 0.0),
             at=float(data.get("at") or 0.0),
+            result_sig=data.get("rs"),
         )
 
 
@@ -752,6 +757,7 @@ class RedisBackend(Backend):
                 started_at=outcome.started_at,
                 finished_at=outcome.finished_at,
                 now=now,
+                result_sig=outcome.result_sig,
             )
             chains[record.id] = updated
             for next_job in following:
@@ -828,6 +834,7 @@ class RedisBackend(Backend):
                     started_at=event.started_at,
                     finished_at=event.finished_at,
                     now=now,
+                    result_sig=event.result_sig,
                 )
                 due = workflow.due_after(record, event.ref.step, now)
             else:
