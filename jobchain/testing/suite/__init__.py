@@ -32,6 +32,7 @@ from jobchain.testing.suite.jobs import (
 )
 from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
 from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
+from jobchain.testing.suite.signing import SignedJobs
 from jobchain.testing.suite.workers import WorkerRegistry, WorkerRuns
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Redrive",
     "Release",
     "Retries",
+    "SignedJobs",
     "StaleSettlement",
     "WorkerRegistry",
     "WorkerRuns",
@@ -85,6 +87,7 @@ class BackendConformance(
     Redrive,
     QueueStatistics,
     BadPayloads,
+    SignedJobs,
     WorkerRegistry,
     WorkerRuns,
 ):
