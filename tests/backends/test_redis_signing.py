@@ -124,3 +124,18 @@ def test_a_chain_step_input_rewritten_in_redis_fails(backend: RedisBackend) -> N
     assert ("second", "PWD") in ran
     assert honest.wait(timeout=5) == "PWD"
     assert [(e.job.id, e.error.type) for e in backend.failed()] == [(forged_step, "BadSignature")]
+
+
+def test_unverified_tls_is_warned_at_connect() -> None:
+    """``rediss-…://?ssl_cert_reqs=none`` logs a warning naming the risk and the fix, without the password."""
+    import structlog.testing
+    from jobchain_redis.connection import connect, parse_url
+
+    with structlog.testing.capture_logs() as logs:
+        connect(parse_url("rediss-lists://:hunter2-secret@127.0.0.1:1/0?ssl_cert_reqs=none")).close()
+        connect(parse_url("rediss-lists://127.0.0.1:1/0?ssl_ca_certs=/nonexistent/ca.pem")).close()
+    warnings = [e for e in logs if e["event"] == "tls_certificate_not_verified"]
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+    assert "ssl_ca_certs" in warnings[0]["hint"]
+    assert "hunter2" not in str(warnings[0])
