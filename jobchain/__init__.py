@@ -1,6 +1,6 @@
 """jobchain: parallel jobs and sequential chains, with retries, priority aging and a failed queue."""
 
-from jobchain.app import App, FailedQueue, Task
+from jobchain.app import App, FailedPage, FailedQueue, Task
 from jobchain.backend import Backend
 from jobchain.buffer import SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, chain, group
@@ -17,6 +17,7 @@ from jobchain.errors import (
     JobchainError,
     JobFailedError,
     JobTimeout,
+    NotInFailedQueueError,
     NotReadyError,
     PluginLoadError,
     SubmitBufferFullError,
@@ -67,6 +68,7 @@ __all__ = [
     "ErrorInfo",
     "Fail",
     "FailedEntry",
+    "FailedPage",
     "FailedQueue",
     "Group",
     "InvalidJobError",
@@ -78,6 +80,7 @@ __all__ = [
     "JobTimeout",
     "JobchainError",
     "ManualClock",
+    "NotInFailedQueueError",
     "NotReadyError",
     "PluginLoadError",
     "Plugins",

@@ -6,15 +6,17 @@ import builtins
 import inspect
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from attrs import field, frozen
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.buffer import PendingSubmit, SubmitBuffer, SubmitQueue
 from jobchain.canvas import Chain, Group, Signature, chain
 from jobchain.clock import Clock, SystemClock
-from jobchain.errors import ConfigurationError, InvalidJobError, UnknownTaskError
+from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
 from jobchain.handles import ChainHandle, JobHandle
 from jobchain.ids import new_id
 from jobchain.model import (
@@ -29,12 +31,13 @@ from jobchain.model import (
 from jobchain.payload import DEFAULT_MAX_PAYLOAD, check_payload
 from jobchain.plugins import Plugins, default_plugins
 from jobchain.retry import Retry
+from jobchain.signing import Signer, sign_job, sign_member, signer_from_config
 from jobchain.workflow import first_jobs
 
 if TYPE_CHECKING:
     from jobchain.worker import Worker
 
-__all__ = ["App", "FailedQueue", "Task"]
+__all__ = ["App", "FailedPage", "FailedQueue", "Task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -123,29 +126,104 @@ class Task(Generic[P, R]):
         return f"<Task {self.name} queue={self.queue!r}>"
 
 
+def _entries(value: Iterable[FailedEntry]) -> tuple[FailedEntry, ...]:
+    return tuple(value)
+
+
+@frozen(kw_only=True, eq=False)
+class FailedPage(Sequence[FailedEntry]):
+    """One page of the failed queue: a sequence of entries that says whether more follow.
+
+    ``more`` is True when entries beyond this page match; pass ``next_offset``
+    as ``offset=`` to :meth:`FailedQueue.list` for the next page (None when
+    there is none). Offsets count positions in the whole failed queue, oldest
+    first, so a page filtered by task or queue still resumes where it stopped;
+    entries re-driven or purged meanwhile shift the later ones (one may be
+    skipped or repeated across pages). :meth:`FailedQueue.iter` walks them all.
+    """
+
+    entries: tuple[FailedEntry, ...] = field(converter=_entries)
+    more: bool = False
+    next_offset: int | None = None
+
+    @overload
+    def __getitem__(self, index: int) -> FailedEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[FailedEntry]: ...
+
+    def __getitem__(self, index: int | slice) -> FailedEntry | Sequence[FailedEntry]:
+        return self.entries[index]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[FailedEntry]:
+        return iter(self.entries)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FailedPage):
+            return (self.entries, self.more, self.next_offset) == (
+                other.entries,
+                other.more,
+                other.next_offset,
+            )
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return list(self.entries) == list(other)  # so ``app.failed.list() == []`` reads naturally
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # compares equal to lists, which cannot be hashed
+
+
 class FailedQueue:
-    """The failed queue of an App: list, show, re-drive and purge."""
+    """The failed queue of an App: list (a page at a time), iterate, show, re-drive and purge."""
+
+    #: how many entries one backend call fetches while scanning
+    PAGE = 500
 
     def __init__(self, app: App) -> None:
         self._app = app
 
     def list(
-        self, *, task: str | None = None, queue: str | None = None, limit: int = 100
-    ) -> builtins.list[FailedEntry]:
-        """Failed entries, oldest first, optionally only one task's or one queue's."""
-        out: builtins.list[FailedEntry] = []
-        for entry in self._scan():
-            if (task is None or entry.job.task == task) and (queue is None or entry.job.queue == queue):
-                out.append(entry)
-                if len(out) >= limit:
-                    break
-        return out
+        self, *, task: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> FailedPage:
+        """A page of at most ``limit`` failed entries, oldest first, optionally one task's or queue's.
 
-    def _scan(self, page: int = 500) -> Iterable[FailedEntry]:
-        offset = 0
+        The page says whether more entries match (``.more``) and where the next
+        page starts (``.next_offset``, to pass as ``offset=``); it is a sequence,
+        so ``app.failed.list()[0]`` and ``for entry in app.failed.list()`` work.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+        out: builtins.list[FailedEntry] = []
+        for position, entry in self._scan(offset, task, queue):
+            if len(out) == limit:  # one match past the page: there is more, and it starts here
+                return FailedPage(entries=out, more=True, next_offset=position)
+            out.append(entry)
+        return FailedPage(entries=out)
+
+    def iter(
+        self, *, task: str | None = None, queue: str | None = None, offset: int = 0
+    ) -> Iterator[FailedEntry]:
+        """Every failed entry (from ``offset`` on), oldest first, optionally one task's or queue's.
+
+        Pages are fetched from the backend as the iteration gets to them.
+        """
+        return (entry for _, entry in self._scan(offset, task, queue))
+
+    def __iter__(self) -> Iterator[FailedEntry]:
+        return self.iter()
+
+    def _scan(self, offset: int, task: str | None, queue: str | None) -> Iterator[tuple[int, FailedEntry]]:
+        """(position in the failed queue, entry) of the matching entries from ``offset`` on."""
+        page = self.PAGE
         while True:
             batch = self._app.backend.failed(limit=page, offset=offset)
-            yield from batch
+            for position, entry in enumerate(batch, offset):
+                if (task is None or entry.job.task == task) and (queue is None or entry.job.queue == queue):
+                    yield position, entry
             if len(batch) < page:
                 return
             offset += page
@@ -156,15 +234,33 @@ class FailedQueue:
     def redrive(
         self, job_ids: Sequence[str] = (), *, task: str | None = None, all: bool = False
     ) -> builtins.list[str]:
-        """Re-drive jobs by id, every failed job of ``task``, or ``all``; returns the ids moved."""
+        """Re-drive jobs by id, every failed job of ``task``, or ``all``; returns the ids moved.
+
+        Ids given that are not in the failed queue (a typo, a job re-driven or
+        purged already, an unreadable entry) raise :class:`NotInFailedQueueError`
+        naming them, and nothing moves. ``task=``/``all=`` re-drive what they find;
+        an entry that another client re-drives or purges meanwhile is skipped.
+        """
         if isinstance(job_ids, str):
             job_ids = [job_ids]
-        ids = list(job_ids)
+        ids = list(dict.fromkeys(job_ids))
+        if ids:
+            moved = self._app.backend.redrive(ids)
+            missing = [i for i in ids if i not in set(moved)]
+            if missing:  # a backend that does not check first, a purge racing the move, an unreadable entry
+                raise NotInFailedQueueError(missing, moved)
+        else:
+            moved = []
         if all or task is not None:
-            ids += [e.job.id for e in self._scan() if all or e.job.task == task]
-        if not ids:
-            return []
-        return self._app.backend.redrive(list(dict.fromkeys(ids)))
+            found = [e.job.id for e in self.iter(task=None if all else task) if e.job.id not in set(moved)]
+            if found:
+                try:
+                    moved += self._app.backend.redrive(found)
+                except NotInFailedQueueError as exc:  # re-driven or purged since the scan: nothing moved
+                    gone = set(exc.job_ids)
+                    rest = [i for i in found if i not in gone]
+                    moved += self._app.backend.redrive(rest) if rest else []
+        return moved
 
     def purge(self, job_ids: Sequence[str] | None = None) -> int:
         """Delete entries (all of them when ``job_ids`` is None)."""
@@ -187,6 +283,13 @@ class App:
     (see :mod:`jobchain.buffer`). ``buffer=None`` turns it off, so ``submit``
     raises :class:`~jobchain.BackendUnavailableError` instead. Call
     :meth:`close` before exiting, so that what is buffered is stored or reported.
+
+    ``signing_keys`` turns on payload signing (see :mod:`jobchain.signing` and
+    ``docs/security.md``): jobs are signed with the first key and a worker runs
+    only jobs signed with one of them; when None the keys are read from
+    ``JOBCHAIN_SIGNING_KEYS`` (comma-separated), and ``[]`` turns signing off.
+    ``require_signatures=False`` lets workers run unsigned jobs too (while
+    signing is being rolled out); signed ones are still checked.
     """
 
     def __init__(
@@ -200,6 +303,8 @@ class App:
         clock: Clock | None = None,
         plugins: Plugins | None = None,
         buffer: SubmitBuffer | None = SubmitBuffer(),  # noqa: B008 - frozen, so sharing it is safe
+        signing_keys: Sequence[str | bytes] | None = None,
+        require_signatures: bool = True,
     ) -> None:
         if buffer is not None and not isinstance(buffer, SubmitBuffer):
             raise ConfigurationError(f"buffer must be a jobchain.SubmitBuffer or None, got {buffer!r}")
@@ -208,6 +313,8 @@ class App:
         _check_number("aging_interval", aging_interval, allow_none=False)
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise ConfigurationError(f"max_payload must be a positive number of bytes, got {max_payload!r}")
+        #: signs submitted jobs and checks them in workers; None when no keys are configured
+        self.signer: Signer | None = signer_from_config(signing_keys, required=require_signatures)
         self.retry = retry or Retry.never()
         self.aging_interval = float(aging_interval)
         self.max_payload = max_payload
@@ -405,7 +512,7 @@ class App:
         all_kwargs = {**sig.kwargs, **kwargs} if kwargs else dict(sig.kwargs)
         check_payload(all_args, all_kwargs, limit=self.max_payload, what=f"task {task.name!r}")
         task.check_call(all_args, all_kwargs)
-        return Job(
+        job = Job(
             id=new_id(),
             task=task.name,
             args=all_args,
@@ -416,6 +523,7 @@ class App:
             not_before=now + sig.delay if sig.delay else None,
             expires_at=now + task.expires if task.expires is not None else None,
         )
+        return sign_job(self.signer, job)
 
     def _member(
         self, sig: Signature, first: bool, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -455,7 +563,28 @@ class App:
             else:
                 steps.append(Step(kind="task", members=(self._member(item, first, args, kwargs),)))
         record = ChainRecord(id=new_id(), name=spec.name, kind=spec.kind, steps=tuple(steps), created_at=now)
+        if self.signer is not None:
+            record = self._sign_members(record, tuple(args))
         return record, first_jobs(record, tuple(args), now)
+
+    def _sign_members(self, record: ChainRecord, args: tuple[Any, ...]) -> ChainRecord:
+        """The record with every member's static part signed (the first step's with the submit's args)."""
+        steps = []
+        for index, step in enumerate(record.steps):
+            members = tuple(
+                sign_member(
+                    self.signer,
+                    record,
+                    index,
+                    m,
+                    spec.args if index > 0 or spec.immutable else args + spec.args,
+                )
+                for m, spec in enumerate(step.members)
+            )
+            steps.append(Step(kind=step.kind, members=members))
+        return ChainRecord(
+            id=record.id, name=record.name, kind=record.kind, steps=tuple(steps), created_at=record.created_at
+        )
 
     # --- lookups ---------------------------------------------------------------------
 

@@ -125,7 +125,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def redrive(self, job_ids: Sequence[str]) -> list[str]:
-        """Move failed jobs back to ready (attempt 1, chains resumed); return the ids moved."""
+        """Move failed jobs back to ready (attempt 1, chains resumed); return the ids moved.
+
+        Check every id first: when some are not in the failed queue, raise
+        :class:`~jobchain.errors.NotInFailedQueueError` naming them and move
+        none. An entry that is in the failed queue but cannot be re-driven (an
+        unreadable job) is left where it is and missing from the ids returned.
+        """
 
     @abc.abstractmethod
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:

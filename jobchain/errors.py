@@ -17,11 +17,13 @@ The tree::
     ├── JobFailedError                           .job_id .error
     │   └── ChainHaltedError                     .chain_id .step
     ├── NotReadyError                            .job_id .state
+    ├── NotInFailedQueueError(LookupError)       .job_ids .moved: a re-drive of ids not failed
     └── WaitTimeoutError(TimeoutError)           .job_id .timeout
 
     Fail(Exception)        raised by a task to fail at once, skipping retries
     JobTimeout(TimeoutError)  raised inside a task that ran past its timeout
     WorkerLost(Exception)  recorded for a job whose workers kept dying
+    BadSignature(Exception)  recorded for a job whose signature did not verify (never run)
 
 Messages say what is wrong and what to do about it; facts travel as
 attributes so callers never parse messages.
@@ -39,6 +41,7 @@ __all__ = [
     "BackendError",
     "BackendFullError",
     "BackendUnavailableError",
+    "BadSignature",
     "ChainHaltedError",
     "ConfigurationError",
     "DuplicateSchemeError",
@@ -47,6 +50,7 @@ __all__ = [
     "JobFailedError",
     "JobTimeout",
     "JobchainError",
+    "NotInFailedQueueError",
     "NotReadyError",
     "PluginLoadError",
     "SubmitBufferFullError",
@@ -238,6 +242,30 @@ class NotReadyError(JobchainError):
         super().__init__(f"{job_id} is {state}, not finished; use .wait(timeout) to wait for it")
 
 
+class NotInFailedQueueError(JobchainError, LookupError):
+    """A re-drive named jobs that are not in the failed queue (or cannot be re-driven).
+
+    ``job_ids`` are the ids not re-driven. Raised before anything moved, so
+    ``moved`` is empty, except when entries vanished between the check and the
+    move (a purge running at the same time) or a third-party backend does not
+    check first: then ``moved`` lists the ids that were re-driven all the same.
+    """
+
+    def __init__(self, job_ids: Sequence[str], moved: Sequence[str] = (), *, shown: int = 20) -> None:
+        self.job_ids = tuple(job_ids)
+        self.moved = tuple(moved)
+        listed = ", ".join(self.job_ids[:shown])
+        more = f" and {len(self.job_ids) - shown} more (all in .job_ids)" if len(self.job_ids) > shown else ""
+        if self.moved:
+            outcome = (
+                f"; the other {len(self.moved)} job{'s were' if len(self.moved) != 1 else ' was'} "
+                "re-driven (all in .moved)"
+            )
+        else:
+            outcome = "; nothing was re-driven. Check the ids with `jobchain failed list`"
+        super().__init__(f"not in the failed queue: {listed}{more}{outcome}")
+
+
 class WaitTimeoutError(JobchainError, TimeoutError):
     """``wait(timeout)`` gave up before the job or chain finished."""
 
@@ -258,3 +286,10 @@ class JobTimeout(TimeoutError):  # noqa: N818 - mirrors the builtin it subclasse
 
 class WorkerLost(Exception):  # noqa: N818 - recorded as the error type name
     """Recorded for a job whose lease was lost too many times (its workers kept dying)."""
+
+
+class BadSignature(Exception):  # noqa: N818 - recorded as the error type name
+    """Recorded for a job whose signature did not verify, or that was unsigned where one is required.
+
+    The job never ran; see :mod:`jobchain.signing` and ``docs/security.md``.
+    """

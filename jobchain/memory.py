@@ -22,6 +22,7 @@ from attrs import evolve
 
 from jobchain import workflow
 from jobchain.backend import Backend
+from jobchain.errors import NotInFailedQueueError
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
     ChainRecord,
@@ -264,6 +265,7 @@ class MemoryBackend(Backend):
             started_at=outcome.started_at,
             finished_at=outcome.finished_at,
             now=now,
+            result_sig=outcome.result_sig,
         )
         self._chains[record.id] = updated
         for next_job in following:
@@ -317,6 +319,9 @@ class MemoryBackend(Backend):
     def redrive(self, job_ids: Sequence[str]) -> list[str]:
         moved: list[str] = []
         with self._cond:
+            missing = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in self._failed]
+            if missing:  # checked under the lock before anything moves: all or nothing
+                raise NotInFailedQueueError(missing)
             now = self.clock.now()
             for job_id in job_ids:
                 entry = self._failed.pop(job_id, None)

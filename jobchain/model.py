@@ -117,6 +117,12 @@ def _opt_number(_inst: object, attribute: Any, value: float | None) -> None:
         raise InvalidJobError(f"{attribute.name} must be a number of seconds, not {value!r}")
 
 
+def _opt_text(value: Json, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string")
+    return value
+
+
 @frozen(kw_only=True)
 class ErrorInfo:
     """Why a job failed: the exception's type name, message and traceback."""
@@ -178,6 +184,10 @@ class Job:
     not_before: float | None = field(default=None, validator=_opt_number)
     expires_at: float | None = field(default=None, validator=_opt_number)
     chain: ChainRef | None = None
+    #: the job's signature (:mod:`jobchain.signing`); None when it was submitted without signing keys
+    sig: str | None = None
+    #: a chain step's signatures of the previous step's results (``"t:SIG"`` or ``"g:SIG,SIG"``)
+    psig: str | None = None
 
     def retried(self, not_before: float) -> Job:
         """The next attempt of this job; ``enqueued_at`` is kept, so aging still counts."""
@@ -201,6 +211,10 @@ class Job:
             raw["expires_at"] = self.expires_at
         if self.chain is not None:
             raw["chain"] = [self.chain.chain_id, self.chain.step, self.chain.member]
+        if self.sig is not None:
+            raw["sig"] = self.sig
+        if self.psig is not None:
+            raw["psig"] = self.psig
         return raw
 
     @classmethod
@@ -233,6 +247,8 @@ class Job:
                 not_before=raw.get("not_before"),
                 expires_at=raw.get("expires_at"),
                 chain=ref,
+                sig=_opt_text(raw.get("sig"), "sig"),
+                psig=_opt_text(raw.get("psig"), "psig"),
             )
         except InvalidJobError:
             raise
@@ -275,6 +291,10 @@ class StepMember:
     priority: int = 0
     immutable: bool = False
     expires: float | None = None
+    #: the signature of the member's static part (:func:`jobchain.signing.sign_member`), or None
+    sig: str | None = None
+    #: the signature of its result, made by the worker that returned it, or None
+    result_sig: str | None = None
     state: StepState = StepState.PENDING
     result: Json = None
     error: ErrorInfo | None = None
@@ -419,6 +439,8 @@ class Completed:
     result: Json = None
     started_at: float
     finished_at: float
+    #: for a chain step with signing on, the worker's signature of ``result`` (:mod:`jobchain.signing`)
+    result_sig: str | None = None
 
 
 @frozen(kw_only=True)

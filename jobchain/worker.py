@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from attrs import define, field
 
+from jobchain import signing
 from jobchain.errors import InvalidJobError, JobTimeout, UnknownTaskError, WorkerLost
 from jobchain.model import (
     ChainRecord,
@@ -444,6 +445,9 @@ class Worker:
                 f"max_redeliveries is {self.max_redeliveries}"
             )
             return self._failure_outcome(delivery, error, slot, 0.0, retry_allowed=False)
+        forged = signing.check_job(app.signer, job)  # before anything of the job is trusted
+        if forged is not None:
+            return self._failure_outcome(delivery, forged, slot, 0.0, retry_allowed=False)
         if job.expires_at is not None and now > job.expires_at:
             error_exp = JobExpired(f"job expired {now - job.expires_at:.3f}s before it could start")
             return self._failure_outcome(delivery, error_exp, slot, 0.0, retry_allowed=False)
@@ -503,7 +507,13 @@ class Worker:
             worker=self.name,
             thread=slot.name,
         )
-        return Completed(delivery=delivery, result=result, started_at=started_at, finished_at=app.clock.now())
+        return Completed(
+            delivery=delivery,
+            result=result,
+            started_at=started_at,
+            finished_at=app.clock.now(),
+            result_sig=signing.sign_result(app.signer, job, result),
+        )
 
     def _failure_outcome(
         self,

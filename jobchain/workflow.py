@@ -34,6 +34,7 @@ from jobchain.model import (
     StepMember,
     StepState,
 )
+from jobchain.signing import previous_sigs
 
 __all__ = ["apply_completed", "apply_failed", "apply_redrive", "due_after", "first_jobs", "job_for_member"]
 
@@ -44,6 +45,7 @@ def job_for_member(
     """The job that runs ``member`` of ``step``; ``previous`` is prepended unless immutable."""
     spec = record.steps[step].members[member]
     args = spec.args if spec.immutable else previous + spec.args
+    takes_result = step > 0 and not spec.immutable
     return Job(
         id=spec.job_id,
         task=spec.task,
@@ -54,6 +56,8 @@ def job_for_member(
         enqueued_at=now,
         expires_at=None if spec.expires is None else now + spec.expires,
         chain=ChainRef(chain_id=record.id, step=step, member=member),
+        sig=spec.sig,
+        psig=previous_sigs(record, step) if takes_result and spec.sig is not None else None,
     )
 
 
@@ -86,8 +90,13 @@ def apply_completed(
     started_at: float | None,
     finished_at: float,
     now: float,
+    result_sig: str | None = None,
 ) -> tuple[ChainRecord, list[Job]]:
-    """Record a member's result; return the new record and the next step's jobs, if it is due."""
+    """Record a member's result; return the new record and the next step's jobs, if it is due.
+
+    ``result_sig`` is the worker's signature of the result (``Completed.result_sig``),
+    kept with the member so that the next step's jobs carry it.
+    """
     member = _member(record, ref)
     if member is None or member.state in (StepState.COMPLETED, StepState.NOT_EXECUTED):
         return record, []
@@ -99,6 +108,7 @@ def apply_completed(
             member,
             state=StepState.COMPLETED,
             result=result,
+            result_sig=result_sig,
             error=None,
             started_at=started_at,
             finished_at=finished_at,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -19,6 +19,7 @@ from jobchain.cli.common import (
     setup_logging,
 )
 from jobchain.cli.output import Column, echo_json, fmt_time, print_table
+from jobchain.errors import NotInFailedQueueError
 from jobchain.model import FailedEntry
 
 __all__ = ["failed"]
@@ -72,6 +73,14 @@ def failed() -> None:
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Show at most this many."
 )
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Start at this position of the failed queue (a previous page's 'next' offset).",
+)
+@click.option("--all", "all_", is_flag=True, help="Show every entry (no --limit).")
 @_where
 @json_option
 @click.pass_context
@@ -80,15 +89,29 @@ def list_(
     task: str | None,
     queue: str | None,
     limit: int,
+    offset: int,
+    all_: bool,
     backend: str | None,
     config: str | None,
     as_json: bool,
 ) -> None:
-    """List failed jobs, oldest first."""
+    """List failed jobs, oldest first, a page at a time (--limit, --offset) or --all."""
     app = _open(ctx, config, backend)
-    entries = app.failed.list(task=task, queue=queue, limit=limit)
+    if all_:
+        entries: Sequence[FailedEntry] = list(app.failed.iter(task=task, queue=queue, offset=offset))
+        next_offset = None
+    else:
+        page = app.failed.list(task=task, queue=queue, limit=limit, offset=offset)
+        entries, next_offset = page, page.next_offset
+    more = (
+        f"more failed jobs follow: add --offset {next_offset} for the next page, or --all"
+        if next_offset is not None
+        else None
+    )
     if as_json:
         echo_json([_entry_json(e) for e in entries])
+        if more:
+            click.echo(more, err=True)
         return
     if not entries:
         click.echo("the failed queue is empty" if task is None and queue is None else "no failed jobs match")
@@ -108,9 +131,10 @@ def list_(
             for e in entries
         ],
     )
-    total = len(app.failed)
-    if total > len(entries):
-        click.echo(f"{len(entries)} shown of {total} failed jobs")
+    if more:
+        total = len(app.failed) if task is None and queue is None else None
+        of = f" of {total}" if total is not None else ""
+        click.echo(f"{len(entries)} shown{of}; {more}")
 
 
 def _error(entry: FailedEntry, limit: int = 80) -> str:
@@ -178,8 +202,11 @@ def retry(
     if given != 1:
         raise click.UsageError("give job IDs, --task NAME or --all (one of them)")
     app = _open(ctx, config, backend)
-    moved = app.failed.redrive(list(ids), task=task, all=all_)
-    missing = [i for i in ids if i not in set(moved)]
+    try:
+        moved = app.failed.redrive(list(ids), task=task, all=all_)
+        missing: list[str] = []
+    except NotInFailedQueueError as exc:  # nothing moved, unless a purge raced the re-drive
+        moved, missing = list(exc.moved), list(exc.job_ids)
     if as_json:
         echo_json({"redriven": moved, "not_found": missing})
     else:
@@ -187,7 +214,8 @@ def retry(
         for job_id in moved:
             click.echo(f"  {job_id}")
     if missing:
-        raise CliError(f"not in the failed queue: {', '.join(missing)}", hint=private_backend_note(app))
+        what = "" if moved else "; nothing was re-driven"
+        raise CliError(f"not in the failed queue: {', '.join(missing)}{what}", hint=private_backend_note(app))
 
 
 @failed.command("purge")
@@ -209,7 +237,7 @@ def purge(
     if ids and task is not None:
         raise click.UsageError("give job IDs or --task, not both")
     if task is not None:
-        targets: list[str] | None = [e.job.id for e in app.failed.list(task=task, limit=sys.maxsize)]
+        targets: list[str] | None = [e.job.id for e in app.failed.iter(task=task)]
     elif ids:
         targets = list(ids)
     else:

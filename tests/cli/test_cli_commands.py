@@ -132,6 +132,24 @@ def test_failed_list_and_show(jobchain: Run, populated: str) -> None:
     assert "retry resumes it" in shown.out
 
 
+def test_failed_list_says_when_more_follow(jobchain: Run, populated: str) -> None:
+    """`failed list --limit` says that more entries follow and how to see them; --all shows every one."""
+    page = jobchain("failed", "list", "--limit", "1", "--config", populated)
+    assert page.code == 0, page
+    assert "t-0002" in page.out
+    assert "t-0004" not in page.out
+    assert "1 shown of 2; more failed jobs follow: add --offset 1 for the next page, or --all" in page.out
+    following = jobchain("failed", "list", "--limit", "1", "--offset", "1", "--config", populated)
+    assert "t-0004" in following.out
+    assert "more failed jobs follow" not in following.out
+    everything = jobchain("failed", "list", "--all", "--limit", "1", "--config", populated, "--json")
+    assert [e["id"] for e in everything.json()] == ["t-0002", "t-0004"]
+    assert "more failed jobs" not in everything.err
+    as_json = jobchain("failed", "list", "--limit", "1", "--config", populated, "--json")
+    assert [e["id"] for e in as_json.json()] == ["t-0002"]
+    assert "--offset 1" in as_json.err
+
+
 def test_failed_retry_forms(jobchain: Run, populated: str) -> None:
     """`failed retry` takes IDs, --task or --all (exactly one), and names ids it could not find."""
     assert "re-driven 2 jobs" in jobchain("failed", "retry", "--all", "--config", populated).out
@@ -140,7 +158,8 @@ def test_failed_retry_forms(jobchain: Run, populated: str) -> None:
     assert one.json() == {"redriven": ["t-0004"], "not_found": []}
     missing = jobchain("failed", "retry", "t-0004", "t-9999", "--config", populated)
     assert missing.code == 1
-    assert "not in the failed queue: t-9999" in missing.err
+    assert "not in the failed queue: t-9999; nothing was re-driven" in missing.err
+    assert "re-driven 0 jobs" in missing.out, "a typo among good ids must not re-drive the good ones"
     assert jobchain("failed", "retry", "--config", populated).code == 2
     assert jobchain("failed", "retry", "t-0004", "--all", "--config", populated).code == 2
 

@@ -27,7 +27,7 @@ from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.clock import Clock
-from jobchain.errors import ConfigurationError
+from jobchain.errors import ConfigurationError, NotInFailedQueueError
 from jobchain.model import (
     UNREADABLE_TASK,
     ChainRecord,
@@ -129,6 +129,7 @@ class ChainEvent:
     started_at: float | None = None
     finished_at: float = 0.0
     at: float = 0.0
+    result_sig: str | None = None
 
     @classmethod
     def of(cls, outcome: Completed | Failed, ref: ChainRef, now: float) -> ChainEvent:
@@ -146,11 +147,14 @@ class ChainEvent:
             started_at=outcome.started_at if isinstance(outcome, Completed) else None,
             finished_at=outcome.finished_at if isinstance(outcome, Completed) else now,
             at=now,
+            result_sig=outcome.result_sig if isinstance(outcome, Completed) else None,
         )
 
     def to_json(self) -> str:
+        extra = {} if self.result_sig is None else {"rs": self.result_sig}
         return dumps(
             {
+                **extra,
                 "q": self.queue,
                 "j": self.job_id,
                 "c": self.ref.chain_id,
@@ -179,6 +183,7 @@ class ChainEvent:
             started_at=data.get("sa"),
             finished_at=float(data.get("fa") or 0.0),
             at=float(data.get("at") or 0.0),
+            result_sig=data.get("rs"),
         )
 
 
@@ -752,6 +757,7 @@ class RedisBackend(Backend):
                 started_at=outcome.started_at,
                 finished_at=outcome.finished_at,
                 now=now,
+                result_sig=outcome.result_sig,
             )
             chains[record.id] = updated
             for next_job in following:
@@ -828,6 +834,7 @@ class RedisBackend(Backend):
                     started_at=event.started_at,
                     finished_at=event.finished_at,
                     now=now,
+                    result_sig=event.result_sig,
                 )
                 due = workflow.due_after(record, event.ref.step, now)
             else:
@@ -992,8 +999,18 @@ class RedisBackend(Backend):
         each in its own transaction, so a crash in between leaves a chain
         running with its job still failed, which re-driving again completes.
         """
+        ids = list(dict.fromkeys(job_ids))
+        found = self._where_failed(ids)
+        present = {j for _, j, _ in found}
+        missing = [j for j in ids if j not in present]
+        if missing:  # checked before anything moves
+            raise NotInFailedQueueError(missing)
+        # Race: an entry purged (or re-driven) by another client between the check above and its
+        # group's transaction below is skipped there (the transaction re-reads the failed set under
+        # WATCH), so the ids returned lack it while the others move: a partial re-drive that the
+        # App reports as NotInFailedQueueError with .moved set.
         moved: list[str] = []
-        for group in self._by_tag(self._where_failed(list(dict.fromkeys(job_ids))), lambda found: found[0]):
+        for group in self._by_tag(found, lambda found: found[0]):
             moved += self._redrive_group([(q, j) for q, j, _ in group])
         return moved
 

@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.cluster
+import structlog
 from redis.backoff import NoBackoff
 from redis.exceptions import AskError, ClusterDownError, MovedError, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
@@ -60,6 +61,8 @@ __all__ = [
     "public_url",
     "transact",
 ]
+
+logger = structlog.get_logger("jobchain.redis")
 
 #: a redis-py pipeline; its replies are typed as sync/async unions, so it is handled as Any
 Pipe: TypeAlias = Any
@@ -165,8 +168,23 @@ def _service_and_db(path: str, public: str) -> tuple[str, int]:
     return unquote(segments[0]), int(db)
 
 
+def warn_unverified_tls(parsed: ParsedUrl) -> None:
+    """Log a warning when TLS is asked not to check the server's certificate (``ssl_cert_reqs=none``)."""
+    query = dict(parse_qsl(urlsplit(parsed.redis_url).query, keep_blank_values=True))
+    reqs = query.get("ssl_cert_reqs", "").strip().lower()
+    if parsed.tls and reqs in ("none", "cert_none", "optional", "cert_optional"):
+        logger.warning(
+            "tls_certificate_not_verified",
+            url=parsed.public,
+            ssl_cert_reqs=query["ssl_cert_reqs"],
+            hint="anyone on the network path can impersonate the server and read or forge jobs; "
+            "give the server's CA with ssl_ca_certs=/path/ca.pem instead (docs/security.md)",
+        )
+
+
 def connect(parsed: ParsedUrl) -> redis.Redis | redis.cluster.RedisCluster:
     """A client (``decode_responses=True``) of the server, of the Sentinels' master, or of the Cluster."""
+    warn_unverified_tls(parsed)
     if parsed.cluster_nodes:
         return _connect_cluster(parsed)
     if parsed.service is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from jobchain.testing.suite._base import ConformanceBase
 from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups, NextStepHandOff
-from jobchain.testing.suite.failed import FailedQueue, Redrive
+from jobchain.testing.suite.failed import FailedPaging, FailedQueue, Redrive
 from jobchain.testing.suite.jobs import (
     BadPayloads,
     BatchOperations,
@@ -32,6 +32,7 @@ from jobchain.testing.suite.jobs import (
 )
 from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
 from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
+from jobchain.testing.suite.signing import SignedJobs
 from jobchain.testing.suite.workers import WorkerRegistry, WorkerRuns
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "ChainHalting",
     "ConformanceBase",
     "DelayedJobs",
+    "FailedPaging",
     "FailedQueue",
     "FifoOrdering",
     "Groups",
@@ -56,6 +58,7 @@ __all__ = [
     "Redrive",
     "Release",
     "Retries",
+    "SignedJobs",
     "StaleSettlement",
     "WorkerRegistry",
     "WorkerRuns",
@@ -80,9 +83,11 @@ class BackendConformance(
     Groups,
     NextStepHandOff,
     FailedQueue,
+    FailedPaging,
     Redrive,
     QueueStatistics,
     BadPayloads,
+    SignedJobs,
     WorkerRegistry,
     WorkerRuns,
 ):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from jobchain.app import App
+import pytest
+
+from jobchain.app import App, FailedPage
 from jobchain.backend import Backend
 from jobchain.canvas import chain, group
 from jobchain.clock import ManualClock
+from jobchain.errors import NotInFailedQueueError
 from jobchain.model import ChainState, Job, JobState, StepState
 from jobchain.testing.helpers import MakeJob, completed, failed, queue_stats, reserve, reserve_one, retried
 from jobchain.testing.suite._base import ConformanceBase
 from jobchain.testing.suite.chains import declare_tasks, get_chain
 
-__all__ = ["FailedQueue", "Redrive"]
+__all__ = ["FailedPaging", "FailedQueue", "Redrive"]
 
 
 def fail_jobs(backend: Backend, clock: ManualClock, jobs: list[Job], *, spacing: float = 1.0) -> None:
@@ -117,13 +120,39 @@ class Redrive(ConformanceBase):
     def test_redrive_of_several_returns_the_ids_moved(
         self, backend: Backend, clock: ManualClock, make_job: MakeJob
     ) -> None:
-        """Re-driving several ids moves those in the failed queue, skips the others and says which moved."""
+        """Re-driving several failed ids (one given twice) moves each once and says which moved."""
         jobs = [make_job(args=[i]) for i in range(3)]
         fail_jobs(backend, clock, jobs)
-        moved = backend.redrive([jobs[0].id, "no-such-job", jobs[2].id, jobs[0].id])
+        moved = backend.redrive([jobs[0].id, jobs[2].id, jobs[0].id])
         assert moved == [jobs[0].id, jobs[2].id]
         assert [e.job.id for e in backend.failed()] == [jobs[1].id]
         assert sorted(d.job.id for d in reserve(backend)) == sorted([jobs[0].id, jobs[2].id])
+
+    def test_redrive_of_an_id_not_failed_raises_and_moves_nothing(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """An id not in the failed queue among good ones raises NotInFailedQueueError naming it; none move."""
+        jobs = [make_job(args=[i]) for i in range(2)]
+        fail_jobs(backend, clock, jobs)
+        with pytest.raises(NotInFailedQueueError) as caught:
+            backend.redrive([jobs[0].id, "no-such-job", jobs[1].id])
+        assert caught.value.job_ids == ("no-such-job",)
+        assert "no-such-job" in str(caught.value)
+        assert [e.job.id for e in backend.failed()] == [jobs[0].id, jobs[1].id]
+        assert reserve(backend) == []
+
+    def test_app_redrive_of_a_typo_raises(self, app: App, backend: Backend, clock: ManualClock) -> None:
+        """``app.failed.redrive`` raises for an unknown id instead of returning [], and moves nothing."""
+        (boom,) = declare_tasks(app, "boom")
+        handle = boom.submit()
+        backend.settle([failed(reserve_one(backend), clock=clock)])
+        with pytest.raises(NotInFailedQueueError) as caught:
+            app.failed.redrive([handle.id, "typo"])
+        assert (caught.value.job_ids, caught.value.moved) == (("typo",), ())
+        assert [e.job.id for e in app.failed.list()] == [handle.id]
+        assert app.failed.redrive([handle.id]) == [handle.id]
+        with pytest.raises(NotInFailedQueueError):
+            app.failed.redrive([handle.id])  # re-driven already
 
     def test_redrive_resets_the_attempt(
         self, backend: Backend, clock: ManualClock, make_job: MakeJob
@@ -209,3 +238,46 @@ class Redrive(ConformanceBase):
         backend.settle([completed(reserve_one(backend), "r2", clock=clock)])
         following = reserve_one(backend).job
         assert (following.task, following.args) == ("total", (["r1", "r2"],))
+
+
+class FailedPaging(ConformanceBase):
+    """``app.failed.list()`` is one page that says whether more follow; ``app.failed.iter()`` yields all."""
+
+    def test_list_says_when_more_entries_follow(
+        self, app: App, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A page of ``limit`` entries says there is more and where the next page starts; pages tile."""
+        jobs = [make_job(args=[i]) for i in range(7)]
+        fail_jobs(backend, clock, jobs)
+        first = app.failed.list(limit=3)
+        assert isinstance(first, FailedPage)
+        assert [e.job.id for e in first] == [j.id for j in jobs[:3]]
+        assert (first.more, first.next_offset) == (True, 3)
+        assert first[0].job.id == jobs[0].id
+        second = app.failed.list(limit=3, offset=3)
+        last = app.failed.list(limit=3, offset=second.next_offset or 0)
+        assert [e.job.id for e in second] + [e.job.id for e in last] == [j.id for j in jobs[3:]]
+        assert (last.more, last.next_offset) == (False, None)
+        exact = app.failed.list(limit=7)
+        assert (len(exact), exact.more) == (7, False)
+
+    def test_iter_yields_every_entry_past_a_page(
+        self,
+        app: App,
+        backend: Backend,
+        clock: ManualClock,
+        make_job: MakeJob,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """``iter()`` fetches page after page: every entry, oldest first, a task filter applied."""
+        monkeypatch.setattr(app.failed, "PAGE", 2)
+        jobs = [make_job(args=[i], task="a" if i % 2 else "b") for i in range(5)]
+        fail_jobs(backend, clock, jobs)
+        assert [e.job.id for e in app.failed.iter()] == [j.id for j in jobs]
+        assert [e.job.id for e in app.failed] == [j.id for j in jobs]
+        assert [e.job.id for e in app.failed.iter(task="a")] == [j.id for j in jobs if j.task == "a"]
+        page = app.failed.list(task="b", limit=2)
+        assert [e.job.id for e in page] == [jobs[0].id, jobs[2].id]
+        assert (page.more, page.next_offset) == (True, 4)
+        rest = app.failed.list(task="b", limit=2, offset=page.next_offset or 0)
+        assert ([e.job.id for e in rest], rest.more) == ([jobs[4].id], False)

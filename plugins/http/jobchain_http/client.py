@@ -28,7 +28,13 @@ import structlog
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.clock import Clock
-from jobchain.errors import BackendError, BackendUnavailableError, InvalidJobError, UnknownTaskError
+from jobchain.errors import (
+    BackendError,
+    BackendUnavailableError,
+    InvalidJobError,
+    NotInFailedQueueError,
+    UnknownTaskError,
+)
 from jobchain.model import (
     ChainRecord,
     Delivery,
@@ -193,6 +199,8 @@ class HttpBackend(Backend):
         except Exception:
             message, code, path = response.text[:200] or response.reason_phrase, "", None
         where = f" (at {path})" if path else ""
+        if code == "not_in_failed_queue":
+            return NotInFailedQueueError([str(i) for i in error.get("ids") or []])
         if status == 401:
             return BackendError(f"the gateway at {self.url} refused the token: {message} (set {TOKEN_ENV})")
         if code in ("unknown_task", "unknown_target"):
@@ -285,9 +293,8 @@ class HttpBackend(Backend):
         return None if raw is None else failed_from_wire(raw)
 
     def redrive(self, job_ids: Sequence[str]) -> list[str]:
-        return [
-            str(i) for i in self.request("POST", "/v1/failed/redrive", body={"ids": list(job_ids)})["moved"]
-        ]
+        answer = self.request("POST", "/v1/failed/redrive", body={"ids": list(job_ids)})
+        return [str(i) for i in answer["moved"]]
 
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
         body = {"ids": None if job_ids is None else list(job_ids)}

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jobchain.backend import Backend
-from jobchain.errors import BackendUnavailableError, InvalidJobError, JobchainError
+from jobchain.errors import BackendUnavailableError, InvalidJobError, JobchainError, NotInFailedQueueError
 from jobchain.model import Delivery, Job, Released
 from jobchain_http import openapi
 from jobchain_http.catalog import Catalog, parse_submissions
@@ -341,7 +341,16 @@ class Gateway:
 
     async def redrive(self, request: Request) -> Response:
         ids = self._ids(await read_json(request), nullable=False) or []
-        moved = await self.hub.call(self.backend.redrive, ids)
+        try:
+            moved = await self.hub.call(self.backend.redrive, ids)
+        except NotInFailedQueueError as exc:  # nothing moved; the ids travel so the client can name them
+            error = {
+                "status": 404,
+                "code": "not_in_failed_queue",
+                "message": str(exc),
+                "ids": list(exc.job_ids),
+            }
+            return Response(dumps({"error": error}), 404, media_type="application/json")
         return JSONBody({"moved": moved})
 
     async def purge(self, request: Request) -> Response:

@@ -62,6 +62,8 @@ def _schemas() -> dict[str, Schema]:
             "not_before": _NUM,
             "expires_at": _NUM,
             "chain": {"type": "array", "prefixItems": [_STR, _INT, _INT], "minItems": 3, "maxItems": 3},
+            "sig": _STR,
+            "psig": _STR,
         },
         ["id", "task", "enqueued_at"],
     )
@@ -75,6 +77,8 @@ def _schemas() -> dict[str, Schema]:
             "priority": _INT,
             "immutable": {"type": "boolean"},
             "expires": _nullable(_NUM),
+            "sig": _STR,
+            "result_sig": _STR,
             "state": {"enum": ["pending", "running", "completed", "failed", "not_executed"]},
             "result": _ANY,
             "error": _nullable(_ref("ErrorInfo")),
@@ -132,6 +136,7 @@ def _schemas() -> dict[str, Schema]:
                 {
                     "outcome": {"enum": ["completed", "retried", "failed", "released"]},
                     "result": _ANY,
+                    "result_sig": _STR,
                     "started_at": _NUM,
                     "finished_at": _NUM,
                     "error": _ref("ErrorInfo"),
@@ -173,7 +178,13 @@ def _schemas() -> dict[str, Schema]:
         "Error": _obj(
             {
                 "error": _obj(
-                    {"status": _INT, "code": _STR, "message": {"type": "string"}, "path": {"type": "string"}},
+                    {
+                        "status": _INT,
+                        "code": _STR,
+                        "message": {"type": "string"},
+                        "path": {"type": "string"},
+                        "ids": {"type": "array", "items": {"type": "string"}},
+                    },
                     ["status", "code", "message"],
                 )
             },
@@ -460,7 +471,8 @@ def document(
         },
         "/v1/failed/redrive": {
             "post": _op(
-                "Move failed jobs back to their queue (attempt 1, chains resumed)",
+                "Move failed jobs back to their queue (attempt 1, chains resumed); "
+                "404 `not_in_failed_queue` with the missing `ids` moves none",
                 "failedRedrive",
                 _answer("200", _obj({"moved": {"type": "array", "items": {"type": "string"}}}, ["moved"])),
                 requestBody=_json_body(_obj({"ids": {"type": "array", "items": _STR}}, ["ids"])),

@@ -123,6 +123,10 @@ def opt_number(value: Any, path: str) -> float | None:
     return None if value is None else number(value, path)
 
 
+def _opt_text(value: Any, path: str) -> str | None:
+    return None if value is None else text(value, path)
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -147,6 +151,8 @@ def job_from_wire(raw: Any, path: str) -> Job:
     number(data.get("enqueued_at"), f"{path}.enqueued_at")
     opt_number(data.get("not_before"), f"{path}.not_before")
     opt_number(data.get("expires_at"), f"{path}.expires_at")
+    _opt_text(data.get("sig"), f"{path}.sig")
+    _opt_text(data.get("psig"), f"{path}.psig")
     chain = data.get("chain")
     if chain is not None:
         ref = arr(chain, f"{path}.chain")
@@ -234,6 +240,8 @@ def _member_to_wire(m: StepMember) -> dict[str, Json]:
         "priority": m.priority,
         "immutable": m.immutable,
         "expires": m.expires,
+        **({} if m.sig is None else {"sig": m.sig}),
+        **({} if m.result_sig is None else {"result_sig": m.result_sig}),
         "state": m.state.value,
         "result": m.result,
         "error": None if m.error is None else m.error.to_wire(),
@@ -259,6 +267,8 @@ def _member_from_wire(raw: Any, path: str) -> StepMember:
         priority=integer(data.get("priority", 0), f"{path}.priority"),
         immutable=data.get("immutable") is True,
         expires=opt_number(data.get("expires"), f"{path}.expires"),
+        sig=_opt_text(data.get("sig"), f"{path}.sig"),
+        result_sig=_opt_text(data.get("result_sig"), f"{path}.result_sig"),
         state=state,
         result=data.get("result"),
         error=None if error is None else error_from_wire(error, f"{path}.error"),
@@ -395,6 +405,8 @@ def outcome_to_wire(outcome: Outcome) -> dict[str, Json]:
             started_at=outcome.started_at,
             finished_at=outcome.finished_at,
         )
+        if outcome.result_sig is not None:
+            raw["result_sig"] = outcome.result_sig
     elif isinstance(outcome, Retried):
         raw.update(outcome="retried", error=outcome.error.to_wire(), delay=outcome.delay)
     elif isinstance(outcome, Failed):
@@ -413,6 +425,7 @@ def outcome_from_wire(raw: Mapping[str, Any], delivery: Delivery, path: str) -> 
             result=raw.get("result"),
             started_at=number(raw.get("started_at"), f"{path}.started_at"),
             finished_at=number(raw.get("finished_at"), f"{path}.finished_at"),
+            result_sig=_opt_text(raw.get("result_sig"), f"{path}.result_sig"),
         )
     if kind == "retried":
         return Retried(
