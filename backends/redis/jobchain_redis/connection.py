@@ -56,6 +56,7 @@ __all__ = [
     "Transaction",
     "boundary",
     "connect",
+    "decode_tolerantly",
     "parse_url",
     "public_url",
     "transact",
@@ -177,6 +178,7 @@ def connect(parsed: ParsedUrl) -> redis.Redis | redis.cluster.RedisCluster:
         return redis.Redis.from_url(
             parsed.redis_url,
             decode_responses=True,
+            encoding_errors="surrogateescape",
             retry=Retry(NoBackoff(), 1),
             socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT,
         )
@@ -217,10 +219,45 @@ def _connect_cluster(parsed: ParsedUrl) -> redis.cluster.RedisCluster:
     nodes = [_node(host, port) for host, port in parsed.cluster_nodes]
     try:
         return redis.cluster.RedisCluster(
-            startup_nodes=nodes, decode_responses=True, retry=Retry(NoBackoff(), 1), **options
+            startup_nodes=nodes,
+            decode_responses=True,
+            encoding_errors="surrogateescape",
+            retry=Retry(NoBackoff(), 1),
+            **options,
         )
     except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
         raise BackendUnavailableError(parsed.public, f"no node of the cluster answered: {exc}") from exc
+
+
+def decode_tolerantly(client: redis.Redis | redis.cluster.RedisCluster) -> None:
+    """Make a decoding client read bytes that are not UTF-8 as lone surrogates instead of raising.
+
+    A strict decoder raises ``UnicodeDecodeError`` in the middle of a reply (a
+    pipeline's, an EXEC's), so one bad byte in a job's hash would stop every
+    reservation that reads it. With ``surrogateescape`` the reply arrives
+    whole and the backend judges each value (:func:`jobchain_redis.codec.check`).
+    A client given by the caller is switched too (its pool is reset, so every
+    connection is made anew with the setting).
+    """
+    target: Any = client
+    kwargs_list: list[dict[str, Any]] = []
+    pools: list[Any] = []
+    if isinstance(client, redis.cluster.RedisCluster):
+        kwargs_list.append(target.nodes_manager.connection_kwargs)
+        for node in target.get_nodes():
+            if node.redis_connection is not None:
+                pools.append(node.redis_connection.connection_pool)
+    else:
+        pools.append(target.connection_pool)
+    kwargs_list += [pool.connection_kwargs for pool in pools]
+    changed = False
+    for kwargs in kwargs_list:
+        if kwargs.get("decode_responses") and kwargs.get("encoding_errors", "strict") == "strict":
+            kwargs["encoding_errors"] = "surrogateescape"
+            changed = True
+    if changed:
+        for pool in pools:
+            pool.reset()
 
 
 def _node(host: str, port: int) -> Any:
