@@ -58,6 +58,7 @@ from jobchain_redis.connection import (
     boundary,
     connect,
     decode_tolerantly,
+    number_option,
     parse_url,
 )
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
@@ -429,7 +430,11 @@ class RedisBackend(Backend):
     @classmethod
     def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
         """Constructor arguments of the URL options a subclass reads (``band`` …)."""
-        return {"band_width": float(own.get("band", cls.default_band_width))}
+        return {
+            "band_width": number_option(
+                own, "band", cls.default_band_width, "a band width in aging intervals"
+            )
+        }
 
     @abc.abstractmethod
     def _writes(self) -> Writes:

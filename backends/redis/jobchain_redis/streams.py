@@ -57,7 +57,7 @@ from jobchain.ids import new_id
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis.codec import decodable, dumps, to_bytes
 from jobchain_redis.common import UNREADABLE, RedisBackend, RedisOptions, Writes, parse_job
-from jobchain_redis.connection import Pipe, Transaction, boundary
+from jobchain_redis.connection import Pipe, Transaction, boundary, number_option
 from jobchain_redis.keys import Keys
 
 __all__ = ["GROUP", "StreamsBackend"]
@@ -153,7 +153,8 @@ class StreamsBackend(RedisBackend):
 
     @classmethod
     def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
-        return {**super()._url_options(own), "orphan_idle": float(own.get("orphan_idle", 30.0))}
+        idle = number_option(own, "orphan_idle", 30.0, "seconds", zero=True)
+        return {**super()._url_options(own), "orphan_idle": idle}
 
     # --- placing ---------------------------------------------------------------------
 
