@@ -6,6 +6,7 @@ from jobchain.buffer import SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, chain, group
 from jobchain.clock import Clock, ManualClock, SystemClock
 from jobchain.errors import (
+    BackendAuthError,
     BackendError,
     BackendFullError,
     BackendUnavailableError,
@@ -52,6 +53,7 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "Backend",
+    "BackendAuthError",
     "BackendError",
     "BackendFullError",
     "BackendRegistry",

@@ -12,6 +12,7 @@ The tree::
     ├── BackendError
     │   ├── BackendUnavailableError(ConnectionError)  .url (password removed)
     │   │   └── SubmitBufferFullError            .max_jobs .max_bytes .held_jobs .held_bytes
+    │   ├── BackendAuthError                     .url .reason: credentials or permissions refused
     │   ├── BackendFullError                     .url: out of memory, nothing written
     │   └── SubmitsNotStoredError                .job_ids .chain_ids .jobs .chains
     ├── JobFailedError                           .job_id .error
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from jobchain.model import ChainRecord, ErrorInfo, Job
 
 __all__ = [
+    "BackendAuthError",
     "BackendError",
     "BackendFullError",
     "BackendUnavailableError",
@@ -132,6 +134,19 @@ class BackendUnavailableError(BackendError, ConnectionError):
         self.url = url
         self.reason = reason
         super().__init__(f"cannot reach backend {url}: {reason}")
+
+
+class BackendAuthError(BackendError):
+    """The backend refused the credentials or the permissions (wrong password, unknown user, ACL).
+
+    Not a :class:`BackendUnavailableError`: retrying does not help, so it is
+    reported at once, and a worker meeting it stops.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"authentication failed for backend {url}: {reason}")
 
 
 def _size(n: int) -> str:

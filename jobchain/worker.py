@@ -35,7 +35,7 @@ import structlog
 from attrs import define, field
 
 from jobchain import signing
-from jobchain.errors import InvalidJobError, JobTimeout, UnknownTaskError, WorkerLost
+from jobchain.errors import BackendAuthError, InvalidJobError, JobTimeout, UnknownTaskError, WorkerLost
 from jobchain.model import (
     ChainRecord,
     ChainState,
@@ -113,7 +113,10 @@ class Worker:
     attempts). ``poll``: longest blocking wait of one reserve call.
     ``reconnect_base``, ``reconnect_cap``: a backend call that fails is retried
     after an exponential backoff from ``reconnect_base`` seconds, capped at
-    ``reconnect_cap`` seconds, with jitter; the worker never gives up.
+    ``reconnect_cap`` seconds, with jitter; the worker never gives up, except
+    when the backend refuses its credentials (:class:`~jobchain.BackendAuthError`):
+    :meth:`start` raises it, and met later it stops the worker, is kept in
+    :attr:`fatal` and raised by :meth:`run`.
     """
 
     def __init__(
@@ -197,6 +200,8 @@ class Worker:
         self._monitor: threading.Thread | None = None
         self._started_at = 0.0
         self._idle_threads = 0
+        #: the error that stopped the worker: the backend refused its credentials (BackendAuthError)
+        self.fatal: BackendAuthError | None = None
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -208,6 +213,8 @@ class Worker:
         self.counters = _Counters()
         try:
             self._heartbeat()
+        except BackendAuthError:
+            raise  # waiting does not fix a password: refuse to start
         except Exception as exc:  # the monitor registers the worker once the backend answers
             self.outage.failed("heartbeat", exc)
         self.plugins.emit(
@@ -238,6 +245,8 @@ class Worker:
             self.log.info("worker_interrupted")
         finally:
             self.stop()
+        if self.fatal is not None:
+            raise self.fatal
 
     def request_stop(self) -> None:
         """Ask the worker to stop; returns at once (safe from a signal handler)."""
@@ -420,7 +429,7 @@ class Worker:
                     self.queues, limit=self.prefetch, lease=self.lease, worker=self.name, wait=self.poll
                 )
             except Exception as exc:
-                self.outage.failed("reserve", exc)
+                self._backend_failed("reserve", exc)
                 if not self._stopping.is_set():
                     self.outage.pause(backoff.next())
             else:
@@ -618,11 +627,11 @@ class Worker:
                 results, taken = self._settle_and_take(batch)
             except Exception as exc:
                 # keep the outcomes: nothing is acknowledged until the backend takes them
-                self.outage.failed("settle", exc)
+                self._backend_failed("settle", exc)
                 delay = backoff.next()
                 if deadline is not None:
                     delay = min(delay, deadline - time.monotonic())
-                if self._abandon.is_set() or delay <= 0:
+                if self._abandon.is_set() or delay <= 0 or (self.fatal is not None and self.stopping):
                     return None
                 self.outage.pause(delay)
                 continue
@@ -707,13 +716,24 @@ class Worker:
         try:
             asked = self._heartbeat()
         except Exception as exc:
-            self.outage.failed("heartbeat", exc)
+            self._backend_failed("heartbeat", exc)
             return False
         self.outage.succeeded("heartbeat")
         if asked and not self._stopping.is_set():
             self.log.info("worker_stop_requested")
             self.request_stop()
         return True
+
+    def _backend_failed(self, operation: str, exc: Exception) -> None:
+        """Note a failed backend call; credentials refused stop the worker (:attr:`fatal` says why)."""
+        if not isinstance(exc, BackendAuthError):
+            self.outage.failed(operation, exc)
+            return
+        if self.fatal is None:
+            self.fatal = exc
+            self.log.error("worker_stopped_by_backend_auth", operation=operation, error=str(exc))
+            self.request_stop()
+            self.outage.kick()
 
     def _monitor_main(self) -> None:
         tick = min(0.1, self.lease / 10)
@@ -772,7 +792,7 @@ class Worker:
         try:
             kept = self.backend.extend(held, self.lease)
         except Exception as exc:
-            self.outage.failed("extend", exc)
+            self._backend_failed("extend", exc)
             return False
         self.outage.succeeded("extend")
         with self._cv:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from jobchain.cli.config import LoadedConfig
 
 __all__ = [
+    "AUTH_HINT",
     "CliError",
     "Opened",
     "backend_option",
@@ -40,6 +41,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 1
 EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
+
+#: the hint under an authentication failure (jobchain.BackendAuthError)
+AUTH_HINT = "check the user and password in the URL (scheme://user:password@host:port/db) and the user's ACL"
 
 
 class CliError(click.ClickException):

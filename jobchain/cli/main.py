@@ -18,7 +18,7 @@ import click
 
 from jobchain import __version__
 from jobchain.cli.backends import backends
-from jobchain.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, CliError, CliState
+from jobchain.cli.common import AUTH_HINT, EXIT_ERROR, EXIT_INTERRUPTED, CliError, CliState
 from jobchain.cli.failed import failed
 from jobchain.cli.logs import LEVELS, configure_logging, level_from_env
 from jobchain.cli.run import run
@@ -26,7 +26,7 @@ from jobchain.cli.status import status
 from jobchain.cli.submit import submit
 from jobchain.cli.worker_cmd import worker
 from jobchain.cli.workers import workers
-from jobchain.errors import BackendUnavailableError, JobchainError
+from jobchain.errors import BackendAuthError, BackendUnavailableError, JobchainError
 
 __all__ = ["cli", "main"]
 
@@ -44,6 +44,8 @@ class JobchainGroup(click.Group):
             raise
         except BackendUnavailableError as exc:
             raise CliError(str(exc), hint="is the server running, and is the URL right?") from None
+        except BackendAuthError as exc:
+            raise CliError(str(exc), hint=AUTH_HINT) from None
         except JobchainError as exc:
             raise CliError(str(exc)) from None
         except ConnectionError as exc:  # a backend plugin that let its client's error through

@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from jobchain.cli.common import (
+    AUTH_HINT,
     EXIT_INTERRUPTED,
     CliError,
     CliState,
@@ -168,6 +169,9 @@ def worker(
                 time.sleep(0.2)
         finally:
             clean = _stop(consumer, grace)
+    if consumer.fatal is not None:
+        app.close()
+        raise CliError(f"worker {consumer.name} stopped: {consumer.fatal}", hint=AUTH_HINT)
     counters = consumer.counters
     click.echo(
         f"worker {consumer.name} stopped: {counters.done} succeeded, {counters.failed} failed, "

@@ -228,6 +228,11 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
     slots = [(s.name, s.jobs, s.succeeded, s.retries, s.failures, s.busy_seconds) for s in consumer.slots]
     totals = Totals.of(consumer)
     send(conn, "final", totals.to_wire(), slots, clean)
+    if consumer.fatal is not None:  # the backend refused the credentials: an error, not a stop
+        send(conn, "error", _describe(consumer.fatal))
+        click.echo(f"worker {consumer.name} stopped: {consumer.fatal}", err=True)
+        app.close()
+        return 1
     if not spec.run_mode:
         click.echo(
             f"worker {consumer.name} stopped: {totals.done} succeeded, {totals.failed} failed, "

@@ -27,7 +27,7 @@ from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.clock import Clock
-from jobchain.errors import ConfigurationError, NotInFailedQueueError
+from jobchain.errors import BackendError, ConfigurationError, InvalidJobError, NotInFailedQueueError
 from jobchain.model import (
     UNREADABLE_TASK,
     ChainRecord,
@@ -47,7 +47,7 @@ from jobchain.model import (
     SettleResult,
     WorkerInfo,
 )
-from jobchain_redis.codec import chain_from_json, chain_to_json, dumps, loads
+from jobchain_redis.codec import chain_from_json, chain_to_json, decodable, dumps, keepable, loads
 from jobchain_redis.connection import (
     ClusterRoute,
     Pipe,
@@ -57,12 +57,14 @@ from jobchain_redis.connection import (
     Transaction,
     boundary,
     connect,
+    decode_tolerantly,
+    number_option,
     parse_url,
 )
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
 from jobchain_redis.safety import EvictionCheck, refuse_oom
 
-__all__ = ["DEFAULT_RESULT_TTL", "RedisBackend", "Writes", "result_ttl_option"]
+__all__ = ["DEFAULT_RESULT_TTL", "UNREADABLE", "RedisBackend", "Writes", "parse_job", "result_ttl_option"]
 
 #: how long the record of a succeeded job or a completed chain is kept: one day
 DEFAULT_RESULT_TTL = 86_400.0
@@ -82,6 +84,33 @@ def result_ttl_option(options: dict[str, str]) -> float | None:
 
 
 logger = structlog.get_logger("jobchain.redis")
+
+#: what reading stored data that jobchain did not write may raise (not JSON, not UTF-8, fields missing …)
+UNREADABLE = (ValueError, TypeError, KeyError)
+
+
+def parse_job(raw: str | None) -> Job:
+    """The job of a stored payload; raises one of :data:`UNREADABLE` for anything else."""
+    if raw is None:
+        raise InvalidJobError("the job's hash has no payload")
+    return Job.from_wire(loads(raw))
+
+
+def _chain_or_none(chain_id: str, raw: str | None) -> ChainRecord | None:
+    """The chain record as stored; None (logged) if it is gone or cannot be read.
+
+    A transition meeting an unreadable chain record settles its job and leaves
+    the chain where it is, as for an expired record: one bad record never
+    blocks the jobs' settlement.
+    """
+    if raw is None:
+        return None
+    try:
+        return chain_from_json(raw)
+    except UNREADABLE as exc:
+        logger.error("chain_record_unreadable", chain_id=chain_id, error=str(exc))
+        return None
+
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -297,6 +326,7 @@ class RedisBackend(Backend):
         eviction: str = "warn",
         spread: bool | None = None,
     ) -> None:
+        decode_tolerantly(client)  # a byte that is not UTF-8 reads as unreadable data, not an exception
         super().__init__(clock=clock or ServerClock(client), aging_interval=aging_interval)
         band_width = self.default_band_width if band_width is None else band_width
         if band_width <= 0:
@@ -405,7 +435,11 @@ class RedisBackend(Backend):
     @classmethod
     def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
         """Constructor arguments of the URL options a subclass reads (``band`` …)."""
-        return {"band_width": float(own.get("band", cls.default_band_width))}
+        return {
+            "band_width": number_option(
+                own, "band", cls.default_band_width, "a band width in aging intervals"
+            )
+        }
 
     @abc.abstractmethod
     def _writes(self) -> Writes:
@@ -468,7 +502,7 @@ class RedisBackend(Backend):
                 pipe = tx.multi()
                 back = []
                 for (_, job_id), (holder, queue) in zip(group, rows, strict=True):
-                    if holder == worker and queue:
+                    if holder == worker and queue and decodable(queue):
                         pipe.zadd(self.keys.leases(queue), {job_id: 0}, xx=True)
                         back.append(job_id)
                 return back
@@ -656,9 +690,9 @@ class RedisBackend(Backend):
             held = {j.id: dict(zip(fields, row, strict=True)) for j, row in zip(jobs, rows, strict=False)}
             n = len(jobs) + len(chain_ids)
             chains = {
-                c: chain_from_json(raw)
+                c: record
                 for c, raw in zip(chain_ids, rows[len(jobs) : n], strict=True)
-                if raw is not None
+                if (record := _chain_or_none(c, raw)) is not None
             }
             before = dict(chains)
             pipe = tx.multi()
@@ -822,10 +856,11 @@ class RedisBackend(Backend):
         def body(tx: Transaction) -> tuple[ChainRecord | None, list[Job]]:
             tx.watch(key)
             [raw] = tx.read(lambda r: r.get(key))
-            if raw is None:
-                return None, []  # expired, or never stored
+            stored = _chain_or_none(event.ref.chain_id, raw)
+            if stored is None:
+                return None, []  # expired, never stored, or unreadable
             now = self.now()
-            record = before = chain_from_json(raw)
+            record = before = stored
             if event.completed:
                 record, _ = workflow.apply_completed(
                     record,
@@ -893,12 +928,17 @@ class RedisBackend(Backend):
             raw = next((found for found in pipe.execute() if found and "job" in found), {})
         if not raw or "job" not in raw:
             return None
-        return _record(raw)
+        return _record(job_id, raw)
 
     @boundary
     def get_chain(self, chain_id: str) -> ChainRecord | None:
         raw = self.client.get(self.keys.chain(chain_id))
-        return None if raw is None else chain_from_json(raw)
+        if raw is None:
+            return None
+        try:
+            return chain_from_json(raw)
+        except UNREADABLE as exc:
+            raise BackendError(f"the record of chain {chain_id} cannot be read: {exc}") from None
 
     def _quarantine(
         self, pipe: Pipe, queue: str, job_id: str, raw: str | None, reason: str, now: float
@@ -911,6 +951,7 @@ class RedisBackend(Backend):
         failure; it is never delivered again.
         """
         logger.warning("unreadable_job_failed", job_id=job_id, queue=queue, reason=reason)
+        raw = None if raw is None else keepable(raw)
         placeholder = Job(id=job_id, task=UNREADABLE_TASK, queue=queue, enqueued_at=now)
         error = ErrorInfo(type="UnreadableJob", message=reason, attempt=1, at=now)
         key = self.keys.job(job_id, queue)
@@ -959,13 +1000,29 @@ class RedisBackend(Backend):
         for queue, job_id, _ in scored:
             pipe.hmget(self.keys.job(job_id, queue), "job", "error", "raw")
         out: list[FailedEntry] = []
-        for (_, _, failed_at), (payload, error, raw) in zip(scored, pipe.execute(), strict=True):
+        for (queue, job_id, failed_at), (payload, error, raw) in zip(scored, pipe.execute(), strict=True):
             if payload is None or error is None:
                 continue
-            job = Job.from_wire(loads(payload))
-            out.append(
-                FailedEntry(job=job, error=ErrorInfo.from_wire(loads(error)), failed_at=failed_at, raw=raw)
-            )
+            try:
+                out.append(
+                    FailedEntry(
+                        job=parse_job(payload),
+                        error=ErrorInfo.from_wire(loads(error)),
+                        failed_at=failed_at,
+                        raw=raw if raw is None or decodable(raw) else keepable(raw),
+                    )
+                )
+            except UNREADABLE as exc:  # changed since it failed: listed as unreadable, with what is stored
+                logger.warning("failed_entry_unreadable", job_id=_printable(job_id), error=str(exc))
+                stored = dumps({"job": payload, "error": error, "raw": raw})
+                out.append(
+                    FailedEntry(
+                        job=_placeholder(job_id, queue, failed_at),
+                        error=ErrorInfo(type="UnreadableJob", message=str(exc), attempt=1, at=failed_at),
+                        failed_at=failed_at,
+                        raw=keepable(stored),
+                    )
+                )
         return out
 
     @boundary
@@ -1032,9 +1089,9 @@ class RedisBackend(Backend):
             )
             scores, raws = rows[: len(ids)], rows[len(ids) :]
             jobs = {
-                j: Job.from_wire(loads(payload))
+                j: job
                 for j, score, (payload, unreadable) in zip(ids, scores, raws, strict=True)
-                if score is not None and payload is not None and unreadable is None
+                if score is not None and unreadable is None and (job := _job_or_none(payload)) is not None
             }
             chain_ids = (
                 []
@@ -1043,7 +1100,11 @@ class RedisBackend(Backend):
             )
             tx.watch(*[self.keys.chain(c) for c in chain_ids])
             stored = tx.read(lambda r: [r.get(self.keys.chain(c)) for c in chain_ids]) if chain_ids else []
-            chains = {c: chain_from_json(s) for c, s in zip(chain_ids, stored, strict=True) if s is not None}
+            chains = {
+                c: record
+                for c, s in zip(chain_ids, stored, strict=True)
+                if (record := _chain_or_none(c, s)) is not None
+            }
             now = self.now()
             pipe = tx.multi()
             writes = self._writes()
@@ -1074,8 +1135,7 @@ class RedisBackend(Backend):
         refs = [
             job.chain
             for payload, unreadable in reader.execute()
-            if payload is not None and unreadable is None
-            if (job := Job.from_wire(loads(payload))).chain is not None
+            if unreadable is None and (job := _job_or_none(payload)) is not None and job.chain is not None
         ]
         for ref in refs:
             key = self.keys.chain(ref.chain_id)
@@ -1083,9 +1143,9 @@ class RedisBackend(Backend):
             def body(tx: Transaction, key: str = key, ref: ChainRef = ref) -> None:
                 tx.watch(key)
                 [raw] = tx.read(lambda r: r.get(key))
-                if raw is None:
+                record = _chain_or_none(ref.chain_id, raw)
+                if record is None:
                     return
-                record = chain_from_json(raw)
                 updated = workflow.apply_redrive(record, ref)
                 if updated is not record:
                     tx.multi().set(key, chain_to_json(updated))
@@ -1148,9 +1208,9 @@ class RedisBackend(Backend):
         names = self.client.zrangebyscore(self.keys.workers, f"({self.now()!r}", "+inf")
         if not names:
             return []
-        raws = self.client.mget([self.keys.worker(n) for n in names])
-        infos = [WorkerInfo.from_wire(loads(raw)) for raw in raws if raw is not None]
-        return sorted(infos, key=lambda i: i.name)
+        raws = self.client.mget([self.keys.worker(n) if decodable(n) else "" for n in names])
+        infos = [_worker_info(name, raw) for name, raw in zip(names, raws, strict=True)]
+        return sorted((i for i in infos if i is not None), key=lambda i: i.name)
 
     @boundary
     def request_stop(self, name: str) -> bool:
@@ -1165,14 +1225,61 @@ def _float(raw: str | None) -> float | None:
     return None if raw is None else float(raw)
 
 
-def _record(raw: dict[str, str]) -> JobRecord:
-    error = raw.get("error")
-    result = raw.get("result")
-    return JobRecord(
-        job=Job.from_wire(loads(raw["job"])),
-        state=JobState(raw.get("state", JobState.QUEUED.value)),
-        result=None if result is None else loads(result),
-        error=None if error is None else ErrorInfo.from_wire(loads(error)),
-        started_at=_float(raw.get("started_at")),
-        finished_at=_float(raw.get("finished_at")),
-    )
+def _record(job_id: str, raw: dict[str, str]) -> JobRecord:
+    """A job's record from its hash; a hash that cannot be read is shown as a failed unreadable job."""
+    try:
+        error = raw.get("error")
+        result = raw.get("result")
+        return JobRecord(
+            job=parse_job(raw["job"]),
+            state=JobState(raw.get("state", JobState.QUEUED.value)),
+            result=None if result is None else loads(result),
+            error=None if error is None else ErrorInfo.from_wire(loads(error)),
+            started_at=_float(raw.get("started_at")),
+            finished_at=_float(raw.get("finished_at")),
+        )
+    except UNREADABLE as exc:
+        bad = sorted(_printable(k) for k, v in raw.items() if not decodable(k) or not decodable(v))
+        reason = f"field {', '.join(bad)} is not valid UTF-8" if bad else str(exc)
+        return JobRecord(
+            job=_placeholder(job_id, raw.get("queue"), 0.0),
+            state=JobState.FAILED,
+            error=ErrorInfo(type="UnreadableJob", message=reason, attempt=1, at=0.0),
+        )
+
+
+def _job_or_none(raw: str | None) -> Job | None:
+    try:
+        return parse_job(raw)
+    except UNREADABLE:
+        return None
+
+
+def _printable(text: str) -> str:
+    """``text`` with the bytes that were not UTF-8 shown as U+FFFD (for messages and listings)."""
+    return text if decodable(text) else text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _placeholder(job_id: str, queue: str | None, at: float) -> Job:
+    """The stand-in job of an unreadable one (task :data:`UNREADABLE_TASK`), as the failed queue shows it."""
+    queue = queue if queue and decodable(queue) else "default"
+    return Job(id=_printable(job_id), task=UNREADABLE_TASK, queue=queue, enqueued_at=at)
+
+
+def _worker_info(name: str, raw: str | None) -> WorkerInfo | None:
+    """A worker's registration; one that cannot be read is listed with its name and state ``unreadable``."""
+    if raw is None:
+        return None
+    try:
+        return WorkerInfo.from_wire(loads(raw))
+    except UNREADABLE as exc:
+        logger.warning("worker_registration_unreadable", worker=_printable(name), error=str(exc))
+        return WorkerInfo(
+            name=_printable(name),
+            host="?",
+            pid=0,
+            queues=(),
+            started_at=0.0,
+            heartbeat_at=0.0,
+            state="unreadable",
+        )

@@ -29,7 +29,10 @@ each transaction runs on the master of its slot, following ``MOVED`` and
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
+import inspect
+import os
 import re
 import threading
 import time
@@ -44,7 +47,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AskError, ClusterDownError, MovedError, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 
-from jobchain.errors import BackendError, BackendUnavailableError, ConfigurationError
+from jobchain.errors import BackendAuthError, BackendError, BackendUnavailableError, ConfigurationError
 from jobchain_redis.sentinel import DEFAULT_MASTER_CHECK, FollowingPool, master_client
 
 __all__ = [
@@ -57,9 +60,12 @@ __all__ = [
     "Transaction",
     "boundary",
     "connect",
+    "decode_tolerantly",
+    "number_option",
     "parse_url",
     "public_url",
     "transact",
+    "wrong_type",
 ]
 
 logger = structlog.get_logger("jobchain.redis")
@@ -77,6 +83,10 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 _OWN_OPTIONS = ("prefix", "band", "eviction", "result_ttl", "orphan_idle")
 #: query options of a ``+sentinel`` URL that are not the data nodes' (see the module's docstring)
 _SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password", "master_check")
+#: query options of a ``+cluster`` URL that go to redis-py's cluster client rather than to each connection
+_CLUSTER_OPTIONS = ("read_from_replicas", "require_full_coverage", "reinitialize_steps")
+#: query options naming files (TLS): checked to exist, so a typo is named rather than reported as "Error 2"
+_FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 #: query options whose values ``public_url`` hides
 _SECRET_OPTIONS = ("password", "sentinel_password")
 _SENTINEL_PORT = 26379
@@ -107,7 +117,15 @@ class ParsedUrl:
         ):
             raise ConfigurationError(f"not a Redis backend URL: {self.public!r}")
         self.tls = base.startswith("rediss")
+        if not topology:
+            try:
+                _ = parts.port
+            except ValueError:
+                raise ConfigurationError(
+                    f"bad port in {self.public!r}: a port is a number from 1 to 65535"
+                ) from None
         query = parse_qsl(parts.query, keep_blank_values=True)
+        _check_options(query, self.public, topology=topology, tls=self.tls)
         self.options: dict[str, str] = {k: v for k, v in query if k in _OWN_OPTIONS}
         sentinel = topology == "sentinel"
         self.sentinel_options: dict[str, str] = {
@@ -131,6 +149,65 @@ class ParsedUrl:
             netloc = f"{userinfo}@localhost" if userinfo else "localhost"
             path = ""
         self.redis_url = urlunsplit(("rediss" if self.tls else "redis", netloc, path, urlencode(rest), ""))
+
+
+#: redis-py options listed in the error about an unknown one (it takes every option of its connections)
+_USUAL_OPTIONS = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "max_connections",
+    "health_check_interval",
+    "client_name",
+    "username",
+    "password",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+)
+
+
+@functools.cache
+def _redis_options() -> frozenset[str]:
+    """The connection options redis-py takes (the parameters of its connection and pool classes)."""
+    names: set[str] = set()
+    for cls in (redis.connection.Connection, redis.connection.SSLConnection, redis.ConnectionPool):
+        for klass in inspect.getmro(cls):
+            init = vars(klass).get("__init__")
+            if init is not None:
+                with contextlib.suppress(TypeError, ValueError):
+                    names.update(inspect.signature(init).parameters)
+    parsers: Any = getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {})
+    names.update(parsers)
+    return frozenset(names - {"self", "args", "kwargs", "host", "port", "path", "connection_class"})
+
+
+def _shown_options(own: tuple[str, ...]) -> str:
+    """The options worth listing in an error: jobchain's own and redis-py's usual ones."""
+    return f"jobchain's {', '.join(own)}; redis-py's {', '.join(_USUAL_OPTIONS)} …"
+
+
+def _check_options(query: list[tuple[str, str]], public: str, *, topology: str, tls: bool) -> None:
+    """Refuse an option neither jobchain nor redis-py knows, and a TLS file that does not exist."""
+    own = _OWN_OPTIONS + (_SENTINEL_OPTIONS if topology == "sentinel" else ())
+    known = _redis_options() | set(own) | (set(_CLUSTER_OPTIONS) if topology == "cluster" else set())
+    for name, value in query:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            guess = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(
+                f"unknown option {name!r} in {public!r}{guess} Options: {_shown_options(own)}"
+            )
+        if name.startswith("ssl_") and not tls and not name.startswith("sentinel_"):
+            raise ConfigurationError(
+                f"option {name!r} is for TLS, and {public!r} is not a TLS URL: use rediss-lists:// or "
+                "rediss-streams://"
+            )
+        if name in _FILE_OPTIONS and value and not os.path.exists(value):
+            raise ConfigurationError(f"{name}={value!r} in {public!r}: no such file")
 
 
 def _hosts(hosts: str, public: str, default_port: int, kind: str) -> tuple[tuple[str, int], ...]:
@@ -192,12 +269,16 @@ def connect(parsed: ParsedUrl) -> redis.Redis | redis.cluster.RedisCluster:
         # worker backs off itself, where redis-py's default ten retries would stall every call of an
         # outage for seconds. A connect timeout, so a host that drops packets does not hang a call;
         # both are defaults that the URL's own options override.
-        return redis.Redis.from_url(
-            parsed.redis_url,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), 1),
-            socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-        )
+        try:
+            return redis.Redis.from_url(
+                parsed.redis_url,
+                decode_responses=True,
+                encoding_errors="surrogateescape",
+                retry=Retry(NoBackoff(), 1),
+                socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+            )
+        except ValueError as exc:  # an option's value redis-py cannot parse (socket_timeout=abc …)
+            raise ConfigurationError(f"{exc} ({parsed.public!r})") from None
     try:
         parse: Any = redis.connection.parse_url  # untyped in redis-py
         node: dict[str, Any] = parse(parsed.redis_url)
@@ -235,15 +316,69 @@ def _connect_cluster(parsed: ParsedUrl) -> redis.cluster.RedisCluster:
     nodes = [_node(host, port) for host, port in parsed.cluster_nodes]
     try:
         return redis.cluster.RedisCluster(
-            startup_nodes=nodes, decode_responses=True, retry=Retry(NoBackoff(), 1), **options
+            startup_nodes=nodes,
+            decode_responses=True,
+            encoding_errors="surrogateescape",
+            retry=Retry(NoBackoff(), 1),
+            **options,
         )
+    except redis.AuthenticationError as exc:
+        raise BackendAuthError(parsed.public, str(exc)) from exc
     except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
         raise BackendUnavailableError(parsed.public, f"no node of the cluster answered: {exc}") from exc
+
+
+def decode_tolerantly(client: redis.Redis | redis.cluster.RedisCluster) -> None:
+    """Make a decoding client read bytes that are not UTF-8 as lone surrogates instead of raising.
+
+    A strict decoder raises ``UnicodeDecodeError`` in the middle of a reply (a
+    pipeline's, an EXEC's), so one bad byte in a job's hash would stop every
+    reservation that reads it. With ``surrogateescape`` the reply arrives
+    whole and the backend judges each value (:func:`jobchain_redis.codec.check`).
+    A client given by the caller is switched too (its pool is reset, so every
+    connection is made anew with the setting).
+    """
+    target: Any = client
+    kwargs_list: list[dict[str, Any]] = []
+    pools: list[Any] = []
+    if isinstance(client, redis.cluster.RedisCluster):
+        kwargs_list.append(target.nodes_manager.connection_kwargs)
+        for node in target.get_nodes():
+            if node.redis_connection is not None:
+                pools.append(node.redis_connection.connection_pool)
+    else:
+        pools.append(target.connection_pool)
+    kwargs_list += [pool.connection_kwargs for pool in pools]
+    changed = False
+    for kwargs in kwargs_list:
+        if kwargs.get("decode_responses") and kwargs.get("encoding_errors", "strict") == "strict":
+            kwargs["encoding_errors"] = "surrogateescape"
+            changed = True
+    if changed:
+        for pool in pools:
+            pool.reset()
 
 
 def _node(host: str, port: int) -> Any:
     make: Any = redis.cluster.ClusterNode  # untyped in redis-py
     return make(host, port)
+
+
+def number_option(
+    options: dict[str, str], name: str, default: float, what: str, *, zero: bool = False
+) -> float:
+    """A numeric URL option (``band``, ``orphan_idle`` …): > 0, or >= 0 with ``zero``; else an error."""
+    raw = options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 if zero else value > 0) or value == float("inf"):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigurationError(f"{name}={raw!r} in the backend URL: expected {what}, a number {bound}")
+    return value
 
 
 def parse_url(url: str) -> ParsedUrl:
@@ -295,6 +430,28 @@ class ServerClock:
 _NOT_MASTER = re.compile(r"(?:^|caused error: )(?:READONLY|NOREPLICAS|MASTERDOWN)\b")
 
 
+#: the error codes of a server that refuses the client's credentials or its user's permissions (ACL)
+_AUTH_REFUSED = re.compile(r"(?:^|caused error: )(?:NOAUTH|WRONGPASS|NOPERM)\b")
+#: the error of a command on a key of another type; redis-py names the command in a pipeline's error
+_WRONGTYPE = re.compile(r"(?:^|caused error: )WRONGTYPE\b")
+_PIPELINE_COMMAND = re.compile(r"^Command # \d+ \((\S+) (\S+)")
+_PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ")
+
+
+def _auth_refused(exc: redis.RedisError) -> bool:
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError):
+        return True
+    return isinstance(exc, redis.ResponseError) and _AUTH_REFUSED.search(str(exc)) is not None
+
+
+def wrong_type(exc: BaseException) -> str | None:
+    """For a ``WRONGTYPE`` error, the key the failing command named ("?" if unknown); else None."""
+    if not isinstance(exc, redis.ResponseError) or _WRONGTYPE.search(str(exc)) is None:
+        return None
+    named = _PIPELINE_COMMAND.match(str(exc))
+    return named.group(2) if named else getattr(exc, "jobchain_key", "?")
+
+
 def _not_master(exc: redis.RedisError) -> bool:
     if isinstance(exc, redis.exceptions.ReadOnlyError | redis.exceptions.MasterDownError):
         return True
@@ -319,29 +476,47 @@ def boundary(method: Callable[P, R]) -> Callable[P, R]:
     call asks the Sentinels again and finds the new master. So is a Cluster
     that lost a master (``CLUSTERDOWN``) or a slot still mid-migration when
     :class:`ClusterRoute` stopped waiting (``TRYAGAIN``).
+
+    Credentials or permissions refused (``AuthenticationError``, ``NOAUTH``,
+    ``WRONGPASS``, ``NOPERM``) are a :class:`BackendAuthError`, never an
+    outage: waiting does not fix a password. A key holding another type than
+    jobchain's layout says (``WRONGTYPE``) is a :class:`BackendError` naming
+    the key, also logged.
     """
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            pool = getattr(getattr(args[0], "client", None), "connection_pool", None)
-            if isinstance(pool, FollowingPool):  # the master may have moved: ask before the next call
-                pool.recheck()
-            url = getattr(args[0], "url", "redis")
-            raise BackendUnavailableError(url, f"{type(exc).__name__}: {exc}") from exc
         except redis.RedisError as exc:
-            if _not_master(exc):
-                _drop_connections(args[0])
-                url = getattr(args[0], "url", "redis")
-                raise BackendUnavailableError(url, f"not a master (failover?): {exc}") from exc
-            if isinstance(exc, ClusterDownError | TryAgainError | SlotNotCoveredError):
-                url = getattr(args[0], "url", "redis")  # a Cluster without a quorum, or a slot mid-move
-                raise BackendUnavailableError(url, f"{type(exc).__name__}: {exc}") from exc
-            raise BackendError(f"Redis error: {type(exc).__name__}: {exc}") from exc
+            raise _converted(args[0], method.__name__, exc) from exc
 
     return wrapper
+
+
+def _converted(backend: object, operation: str, exc: redis.RedisError) -> BackendError:
+    """The jobchain error of a redis-py error raised by ``backend``'s ``operation``."""
+    url = getattr(backend, "url", "redis")
+    if _auth_refused(exc):  # before ConnectionError: redis-py derives AuthenticationError from it
+        return BackendAuthError(url, _PIPELINE_PREFIX.sub("", str(exc)))
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        pool = getattr(getattr(backend, "client", None), "connection_pool", None)
+        if isinstance(pool, FollowingPool):  # the master may have moved: ask before the next call
+            pool.recheck()
+        return BackendUnavailableError(url, f"{type(exc).__name__}: {exc}")
+    if _not_master(exc):
+        _drop_connections(backend)
+        return BackendUnavailableError(url, f"not a master (failover?): {exc}")
+    if isinstance(exc, ClusterDownError | TryAgainError | SlotNotCoveredError):
+        return BackendUnavailableError(url, f"{type(exc).__name__}: {exc}")  # no quorum, or a slot mid-move
+    key = wrong_type(exc)
+    if key is not None:
+        logger.error("redis_key_wrong_type", key=key, operation=operation, url=url, error=str(exc))
+        return BackendError(
+            f"Redis key {key!r} holds a value of the wrong type ({operation} on {url}): it was not written "
+            "by jobchain; rename or delete it"
+        )
+    return BackendError(f"Redis error: {type(exc).__name__}: {exc}")
 
 
 class Transaction:

@@ -31,15 +31,15 @@ from collections.abc import Sequence
 
 import structlog
 
-from jobchain.errors import InvalidJobError
+from jobchain.ids import new_id
 from jobchain.model import (
     Delivery,
     Job,
     JobState,
     QueueStats,
 )
-from jobchain_redis.codec import dumps, loads
-from jobchain_redis.common import RedisBackend, Writes
+from jobchain_redis.codec import decodable, dumps, to_bytes
+from jobchain_redis.common import UNREADABLE, RedisBackend, Writes, parse_job
 from jobchain_redis.connection import Pipe, Transaction, boundary
 from jobchain_redis.keys import Keys
 
@@ -127,7 +127,9 @@ class ListsBackend(RedisBackend):
         pipe = self.client.pipeline(transaction=False)
         for key in lists:
             pipe.lrange(key, 0, -1)
-        held = [(q, j) for q, ids in zip(lists.values(), pipe.execute(), strict=True) for j in ids]
+        held = [
+            (q, j) for q, ids in zip(lists.values(), pipe.execute(), strict=True) for j in ids if decodable(j)
+        ]
         return list(dict.fromkeys(held))
 
     # --- jobs ------------------------------------------------------------------------
@@ -203,6 +205,7 @@ class ListsBackend(RedisBackend):
         keys = self.keys
         processing = keys.processing(worker, candidates[0][1])
         ready_keys = [keys.ready(q, int(band)) for _, q, band in candidates]
+        filed: list[str] = []  # ready entries that were not valid UTF-8, filed as failed
 
         def body(tx: Transaction) -> tuple[list[tuple[str, str, str, str, int]], list[tuple[str, str]]]:
             tx.watch(*ready_keys)
@@ -226,12 +229,18 @@ class ListsBackend(RedisBackend):
             picked: list[tuple[str, str, str, str, int]] = []
             leases: dict[str, dict[str, float]] = {}
             seen: set[str] = set()
+            filed.clear()
             for queue, band, key, heads, whole in taking:
                 # the heads read under WATCH are the heads now: cut them off and append them to processing;
                 # an id twice among them (a duplicate push) is leased once
                 ids = [j for j in dict.fromkeys(heads) if j not in seen]
                 seen.update(ids)
                 pipe.ltrim(key, len(heads), -1)
+                for junk in [j for j in ids if not decodable(j)]:  # cut off with the others, filed apart
+                    ids.remove(junk)
+                    filed.append(junk)
+                    reason = f"a ready entry of {key} is not valid UTF-8"
+                    self._quarantine(pipe, queue, new_id(), junk, reason, self.now())
                 if ids:
                     pipe.rpush(processing, *ids)
                 if whole:  # the band is empty now
@@ -260,16 +269,14 @@ class ListsBackend(RedisBackend):
         if empty:
             self._drop_empty_bands(empty)
         if not picked:
-            return None if empty else []
+            return None if empty or filed else []
         out: list[Delivery] = []
         bad: list[tuple[str, str, str | None, str]] = []
         for queue, _, job_id, token, at in picked:
             count, raw = results[at], results[at + 1]
             try:
-                if raw is None:
-                    raise InvalidJobError("the job's hash has no payload")
-                job = Job.from_wire(loads(raw))
-            except (InvalidJobError, ValueError) as exc:
+                job = parse_job(raw)
+            except UNREADABLE as exc:
                 bad.append((queue, job_id, raw, str(exc)))
                 continue
             out.append(
@@ -317,11 +324,22 @@ class ListsBackend(RedisBackend):
             [due] = tx.read(lambda r: r.zrangebyscore(delayed, "-inf", now, start=0, num=_PROMOTE_BATCH))
             if not due:
                 return
-            raws = tx.read(lambda r: [r.hget(self.keys.job(j, queue), "job") for j in due])
+            junk = [j for j in due if not decodable(j)]
+            due = [j for j in due if decodable(j)]
+            raws = tx.read(lambda r: [r.hget(self.keys.job(j, queue), "job") for j in due]) if due else []
             pipe = tx.multi()
             writes = _Writes(self.keys)
-            pipe.zrem(delayed, *due)
-            jobs = [Job.from_wire(loads(raw)) for raw in raws if raw is not None]
+            pipe.zrem(delayed, *due, *map(to_bytes, junk))
+            for j in junk:
+                self._quarantine(pipe, queue, new_id(), j, f"a member of {delayed} is not valid UTF-8", now)
+            jobs: list[Job] = []
+            for job_id, raw in zip(due, raws, strict=True):
+                if raw is None:
+                    continue  # gone since (purged)
+                try:
+                    jobs.append(parse_job(raw))
+                except UNREADABLE as exc:
+                    self._quarantine(pipe, queue, job_id, raw, str(exc), now)
             for job in sorted(jobs, key=lambda j: (self._band(j), j.id), reverse=True):
                 self._push_ready(pipe, writes, job, front=True)
                 pipe.hset(self.keys.job(job.id, queue), "state", JobState.QUEUED.value)
@@ -336,6 +354,11 @@ class ListsBackend(RedisBackend):
             .zrangebyscore(leases, "-inf", now, start=0, num=_PROMOTE_BATCH)
             .execute()
         )
+        junk = [j for j in expired if not decodable(j)]
+        if junk:
+            self._multi(leases, lambda pipe: pipe.zrem(leases, *map(to_bytes, junk)))
+            logger.error("lease_entries_unreadable", key=leases, count=len(junk))
+            expired = [j for j in expired if decodable(j)]
         if not expired:
             return
         job_keys = [self.keys.job(j, queue) for j in expired]
@@ -351,10 +374,16 @@ class ListsBackend(RedisBackend):
             pipe = tx.multi()
             writes = _Writes(self.keys)
             back: list[tuple[Job, str]] = []
-            for score, (raw, worker) in zip(scores, fields, strict=True):
+            for job_id, score, (raw, worker) in zip(expired, scores, fields, strict=True):
                 if score is None or score > now or raw is None:
                     continue  # settled or extended since
-                back.append((Job.from_wire(loads(raw)), worker or ""))
+                worker = worker if worker and decodable(worker) else ""
+                try:
+                    back.append((parse_job(raw), worker))
+                except UNREADABLE as exc:
+                    if worker:
+                        pipe.lrem(self.keys.processing(worker, queue), 1, job_id)
+                    self._quarantine(pipe, queue, job_id, raw, str(exc), now)
             # each goes to the head of its band: push the least urgent first so they keep their order
             for job, worker in sorted(back, key=lambda jw: (self._band(jw[0]), jw[0].id), reverse=True):
                 key = self.keys.job(job.id, queue)

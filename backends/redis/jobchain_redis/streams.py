@@ -53,12 +53,11 @@ import redis
 import redis.cluster
 import structlog
 
-from jobchain.errors import InvalidJobError
 from jobchain.ids import new_id
 from jobchain.model import Delivery, Job, JobState, QueueStats
-from jobchain_redis.codec import dumps, loads
-from jobchain_redis.common import RedisBackend, RedisOptions, Writes
-from jobchain_redis.connection import Pipe, Transaction, boundary
+from jobchain_redis.codec import decodable, dumps, to_bytes
+from jobchain_redis.common import UNREADABLE, RedisBackend, RedisOptions, Writes, parse_job
+from jobchain_redis.connection import Pipe, Transaction, boundary, number_option
 from jobchain_redis.keys import Keys
 
 __all__ = ["GROUP", "StreamsBackend"]
@@ -121,6 +120,11 @@ class _Writes(Writes):
             pipe.xadd(keys.wake(queue), {"n": "1"}, maxlen=_WAKES, approximate=False)
 
 
+def _readable(fields: dict[str, str]) -> bool:
+    """False for a stream entry holding bytes that are not UTF-8 (in a field's name or value)."""
+    return all(decodable(k) and decodable(v) for k, v in fields.items())
+
+
 def _entry_order(entry: str) -> tuple[int, int]:
     ms, _, seq = entry.partition("-")
     return int(ms), int(seq or 0)
@@ -149,7 +153,8 @@ class StreamsBackend(RedisBackend):
 
     @classmethod
     def _url_options(cls, own: dict[str, str]) -> dict[str, Any]:
-        return {**super()._url_options(own), "orphan_idle": float(own.get("orphan_idle", 30.0))}
+        idle = number_option(own, "orphan_idle", 30.0, "seconds", zero=True)
+        return {**super()._url_options(own), "orphan_idle": idle}
 
     # --- placing ---------------------------------------------------------------------
 
@@ -201,7 +206,7 @@ class StreamsBackend(RedisBackend):
         # XCLAIM to its holder resets the entry's idle time: the orphan sweep (XAUTOCLAIM of entries
         # idle past orphan_idle) never takes the entry of a long job whose lease is kept fresh
         stream, entry = row.get("stream"), row.get("entry")
-        if stream and entry:
+        if stream and entry and decodable(stream) and decodable(entry):
             pipe.xclaim(stream, GROUP, delivery.worker, 0, [entry], justid=True)
 
     def _release(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
@@ -231,7 +236,7 @@ class StreamsBackend(RedisBackend):
             (queue, fields["id"])
             for queue, found in zip(read, reader.execute(), strict=True)
             for _, fields in found
-            if fields.get("id")
+            if fields.get("id") and decodable(fields["id"])
         ]
         return list(dict.fromkeys(held))
 
@@ -299,7 +304,7 @@ class StreamsBackend(RedisBackend):
                 pipe.hmget(keys.job(job_id, q), "stream", "entry", "band")
             unentried: list[tuple[str, str]] = []
             for (q, job_id), (stream, entry, band) in zip(expired, pipe.execute(), strict=True):
-                if stream and entry and band is not None:
+                if stream and entry and band is not None and all(map(decodable, (stream, entry, band))):
                     plan.append((int(band), 0, _entry_order(entry), q, job_id, stream, entry))
                 else:
                     unentried.append((q, job_id))
@@ -384,7 +389,7 @@ class StreamsBackend(RedisBackend):
             self._retire_band(queue, band)
         if not entries:
             return []
-        ids = list(dict.fromkeys(f["id"] for _, f in entries if f.get("id")))
+        ids = list(dict.fromkeys(f["id"] for _, f in entries if f.get("id") and _readable(f)))
         job_keys = [self.keys.job(j, queue) for j in ids]
 
         def body(tx: Transaction) -> list[tuple[str, str, int, int]]:
@@ -395,21 +400,28 @@ class StreamsBackend(RedisBackend):
             waiting = {
                 j for j, (state, token) in zip(ids, rows, strict=True) if token is None and state in _WAITING
             }
+            # a state or token that is not UTF-8: the job is leased, and filed as unreadable by _collect
+            garbled = {
+                j
+                for j, row in zip(ids, rows, strict=True)
+                if any(value is not None and not decodable(value) for value in row)
+            }
             pipe = tx.multi()
             leased: list[tuple[str, str, int, int]] = []
             leases: dict[str, dict[str, float]] = {}
             for entry, fields in entries:
                 job_id = fields.get("id")
-                if not job_id:
-                    reason = "stream entry has no job id"
+                if not job_id or not _readable(fields):
+                    reason = "stream entry is not valid UTF-8" if job_id else "stream entry has no job id"
                     self._discard_entry(pipe, queue, stream, entry, dumps(fields), reason)
                     continue
-                if job_id not in waiting:
+                if job_id not in waiting and job_id not in garbled:
                     logger.warning("duplicate_entry_dropped", job_id=job_id, stream=stream, entry=entry)
                     pipe.xack(stream, GROUP, entry)
                     pipe.xdel(stream, entry)
                     continue
                 waiting.discard(job_id)  # a second entry of it in this batch is a duplicate too
+                garbled.discard(job_id)
                 token = secrets.token_hex(8)
                 where: dict[str, str | int] = {"stream": stream, "entry": entry, "band": band}
                 count = 1 + int(fields.get("d") or 0)
@@ -446,11 +458,17 @@ class StreamsBackend(RedisBackend):
             for (q, job_id), score, (raw, entry, count) in zip(jobs, scores, fields, strict=True):
                 if score is None or score > now or entry or raw is None:
                     continue  # settled, extended or requeued since
+                try:
+                    job = parse_job(raw)
+                except UNREADABLE as exc:
+                    pipe.srem(self.keys.taken(q), job_id)
+                    self._quarantine(pipe, q, job_id, raw, str(exc), now)
+                    continue
                 writes.unlease(q, job_id)
-                writes.carry[job_id] = int(count or 0)
+                writes.carry[job_id] = int(count) if count and count.isdigit() else 0
                 pipe.srem(self.keys.taken(q), job_id)
                 pipe.hdel(self.keys.job(job_id, q), "token", "worker", "lease_until")
-                self._place(pipe, writes, Job.from_wire(loads(raw)), now, front=True)
+                self._place(pipe, writes, job, now, front=True)
                 logger.info("lease_expired", job_id=job_id)
             writes.flush(pipe)
 
@@ -522,10 +540,8 @@ class StreamsBackend(RedisBackend):
         bad: list[tuple[str, str, str | None, str]] = []
         for queue, job_id, token, count, raw in rows:
             try:
-                if raw is None:
-                    raise InvalidJobError("the job's hash has no payload")
-                job = Job.from_wire(loads(raw))
-            except (InvalidJobError, ValueError, TypeError, KeyError) as exc:
+                job = parse_job(raw)
+            except UNREADABLE as exc:
                 bad.append((queue, job_id, raw, str(exc)))
                 continue
             out.append(
@@ -617,13 +633,23 @@ class StreamsBackend(RedisBackend):
             [due] = tx.read(lambda r: r.zrangebyscore(delayed, "-inf", now, start=0, num=_PROMOTE_BATCH))
             if not due:
                 return
-            raws = tx.read(lambda r: [r.hget(self.keys.job(j, queue), "job") for j in due])
+            junk = [j for j in due if not decodable(j)]
+            due = [j for j in due if decodable(j)]
+            raws = tx.read(lambda r: [r.hget(self.keys.job(j, queue), "job") for j in due]) if due else []
             pipe = tx.multi()
             writes = self._writes()
-            pipe.zrem(delayed, *due)
-            for raw in raws:
-                if raw is not None:
-                    self._place(pipe, writes, Job.from_wire(loads(raw)), now, front=True)
+            pipe.zrem(delayed, *due, *map(to_bytes, junk))
+            for j in junk:
+                self._quarantine(pipe, queue, new_id(), j, f"a member of {delayed} is not valid UTF-8", now)
+            for job_id, raw in zip(due, raws, strict=True):
+                if raw is None:
+                    continue  # gone since (purged)
+                try:
+                    job = parse_job(raw)
+                except UNREADABLE as exc:
+                    self._quarantine(pipe, queue, job_id, raw, str(exc), now)
+                    continue
+                self._place(pipe, writes, job, now, front=True)
             writes.flush(pipe)
 
         self._transact(body, on=delayed)
@@ -645,8 +671,8 @@ class StreamsBackend(RedisBackend):
 
     def _adopt(self, queue: str, band: int, stream: str, entry: str, fields: dict[str, str]) -> None:
         job_id = fields.get("id")
-        if not job_id:
-            reason = "stream entry has no job id"
+        if not job_id or not _readable(fields):
+            reason = "stream entry is not valid UTF-8" if job_id else "stream entry has no job id"
             self._multi(
                 stream, lambda pipe: self._discard_entry(pipe, queue, stream, entry, dumps(fields), reason)
             )
