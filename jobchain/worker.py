@@ -21,6 +21,7 @@ outage once, when it starts and when it ends.
 from __future__ import annotations
 
 import ctypes
+import inspect
 import json
 import os
 import random
@@ -34,7 +35,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from attrs import define, field
 
-from jobchain.errors import InvalidJobError, JobTimeout, UnknownTaskError, WorkerLost
+from jobchain.errors import (
+    InvalidJobError,
+    JobTimeout,
+    ResultTooLarge,
+    UnknownTaskError,
+    WorkerLost,
+)
+from jobchain.errortext import cap, describe, format_traceback, type_name
 from jobchain.model import (
     ChainRecord,
     ChainState,
@@ -60,6 +68,7 @@ __all__ = ["SlotStats", "Worker"]
 logger = structlog.get_logger("jobchain.worker")
 
 _result_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_utf8_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 class JobExpired(Exception):  # noqa: N818 - recorded as the error type name
@@ -93,6 +102,10 @@ class _Counters:
     retried: int = 0
     skipped: int = 0
     rejected: int = 0
+    #: pool threads that died (a bug in the worker, never a task's doing) and were replaced
+    threads_died: int = 0
+    #: outcomes the backend refused (not an outage): turned into failures, or left for lease expiry
+    refused: int = 0
     started: float = field(factory=time.monotonic)
 
 
@@ -189,6 +202,8 @@ class Worker:
         self._abandon = threading.Event()
         self._finished = False
         self._held: dict[str, Delivery] = {}
+        #: how many pool threads died running each job (a bug): the second death fails the job
+        self._deaths: dict[str, int] = {}
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -214,9 +229,7 @@ class Worker:
         )
         self.log.info("worker_started", queues=list(self.queues), concurrency=self.concurrency)
         for slot in self.slots:
-            thread = threading.Thread(
-                target=self._thread_main, args=(slot,), name=f"jobchain-{slot.name}", daemon=True
-            )
+            thread = self._pool_thread(slot)
             self._threads.append(thread)
             thread.start()
         self._settler = threading.Thread(target=self._settler_main, name="jobchain-settler", daemon=True)
@@ -226,6 +239,11 @@ class Worker:
         self._monitor = threading.Thread(target=self._monitor_main, name="jobchain-monitor", daemon=True)
         self._monitor.start()
         return self
+
+    def _pool_thread(self, slot: SlotStats) -> threading.Thread:
+        return threading.Thread(
+            target=self._thread_main, args=(slot,), name=f"jobchain-{slot.name}", daemon=True
+        )
 
     def run(self) -> None:
         """Start and block until stopped (by :meth:`stop`, a remote request or Ctrl-C)."""
@@ -264,9 +282,7 @@ class Worker:
         clean = True
         with self._cv:
             self._fetch_cv.notify_all()
-        for thread in self._threads:
-            thread.join(_left(deadline))
-            clean = clean and not thread.is_alive()
+        clean = self._join_pool(deadline)
         if self._fetcher is not None:  # a reserve in flight adds to the buffer: wait for it first
             self._fetcher.join(_left(deadline))
         with self._cv:
@@ -303,6 +319,17 @@ class Worker:
             "worker_stopped", processed=processed, released=len(unstarted), clean=clean, unsettled=len(left)
         )
         return clean and not left
+
+    def _join_pool(self, deadline: float | None) -> bool:
+        """Wait for the pool threads (a replacement for one that died included); True if all ended."""
+        while True:
+            with self._cv:
+                threads = list(self._threads)
+            for thread in threads:
+                thread.join(_left(deadline))
+            with self._cv:
+                if self._threads == threads or _left(deadline) == 0.0:
+                    return not any(t.is_alive() for t in self._threads)
 
     def _unregister(self) -> None:
         try:
@@ -363,18 +390,79 @@ class Worker:
     # --- the thread loop -------------------------------------------------------------
 
     def _thread_main(self, slot: SlotStats) -> None:
-        while True:
-            delivery = self._next()
-            if delivery is None:
-                return
-            try:
-                outcome = self._execute(delivery, slot)
-            except BaseException as exc:  # a timeout that landed outside the task, or a bug here
-                outcome = self._failure_outcome(delivery, exc, slot, 0.0, retry_allowed=True)
-            # the settler thread reports it (batched with the others' outcomes); this thread goes on
-            with self._cv:
+        delivery: Delivery | None = None
+        try:
+            while True:
+                delivery = self._next()
+                if delivery is None:
+                    return
+                outcome = self._run_job(delivery, slot)
+                # the settler thread reports it (batched with the others' outcomes); this thread goes on
+                with self._cv:
+                    self._pending.append(outcome)
+                    self._settle_cv.notify()
+                delivery = None
+        except BaseException as exc:  # a bug in the worker: hand the job on and replace this thread
+            self._thread_died(slot, delivery, exc)
+
+    def _run_job(self, delivery: Delivery, slot: SlotStats) -> Outcome:
+        """Run one job and return its outcome, whatever the task does (raises only on a bug here)."""
+        try:
+            return self._execute(delivery, slot)
+        except BaseException as exc:  # a timeout that landed outside the task, a hook raising BaseException
+            return self._failure_outcome(delivery, exc, slot, 0.0, retry_allowed=True)
+
+    def _thread_died(self, slot: SlotStats, delivery: Delivery | None, exc: BaseException) -> None:
+        """A pool thread is ending on an exception: release its job, log and count it, start another.
+
+        The job goes back unrun (a ``Released`` outcome: no attempt used). A job
+        whose run killed a thread of this worker before is failed as
+        ``WorkerThreadDied`` instead, so that a bug it triggers cannot loop.
+        """
+        job_id = None if delivery is None else delivery.job.id
+        outcome: Outcome | None = None
+        with self._cv:
+            self.counters.threads_died += 1
+            if delivery is not None:
+                deaths = self._deaths[delivery.job.id] = self._deaths.get(delivery.job.id, 0) + 1
+                if deaths < 2:
+                    outcome = Released(delivery=delivery)
+                else:
+                    error = ErrorInfo(
+                        type="WorkerThreadDied",
+                        message=cap(
+                            f"the worker thread running this job died {deaths} times: "
+                            f"{type_name(exc)}: {describe(exc)}",
+                            self.app.max_error_bytes,
+                        ),
+                        traceback=cap(format_traceback(exc), self.app.max_error_bytes, keep_tail=True),
+                        attempt=delivery.job.attempt,
+                        at=self.app.clock.now(),
+                    )
+                    outcome = Failed(delivery=delivery, error=error)
                 self._pending.append(outcome)
                 self._settle_cv.notify()
+            replaced: str | None = None
+            if not self._stopping.is_set():
+                try:
+                    thread = self._pool_thread(slot)
+                    thread.start()  # (it waits for the lock held here before it takes a job)
+                except Exception as start_failed:  # out of threads: the pool runs one short
+                    replaced = f"no: {type_name(start_failed)}: {describe(start_failed)}"
+                else:
+                    current = threading.current_thread()
+                    self._threads = [thread if t is current else t for t in self._threads]
+                    replaced = "yes"
+        self.log.error(
+            "worker_thread_died",
+            thread=slot.name,
+            job_id=job_id,
+            outcome=None if outcome is None else type(outcome).__name__,
+            replaced=replaced or "no: the worker is stopping",
+            error_type=type_name(exc),
+            error=cap(describe(exc), 1024),
+            traceback=cap(format_traceback(exc), self.app.max_error_bytes, keep_tail=True),
+        )
 
     def _settler_main(self) -> None:
         """Settle the threads' outcomes in batches, off their path from one job to the next."""
@@ -485,14 +573,22 @@ class Worker:
             return self._failure_outcome(
                 delivery, failure, slot, duration, retry_allowed=True, retry=task.retry
             )
+        if inspect.iscoroutine(result):  # a function that returned a coroutine without awaiting it
+            result.close()  # no "never awaited" warning
+            bad = InvalidJobError(
+                f"task {task.name!r} returned a coroutine; jobchain does not run async tasks yet: "
+                "run it inside the task with asyncio.run(...)"
+            )
+            return self._failure_outcome(delivery, bad, slot, duration, retry_allowed=False)
         try:
-            _result_encoder.encode(result)
-            if has_non_str_key(result):  # {1: x} would come back as {"1": x} from other backends
-                raise TypeError("keys must be str")
-        except (TypeError, ValueError):
-            where = find_non_json(result, "result")
+            size = _result_too_large(result, app.max_payload)
+        except Exception as exc:  # TypeError/ValueError, or whatever the value's own methods raise
+            where = _where_not_json(result, exc)
             bad = InvalidJobError(f"task {task.name!r} returned a value JSON cannot carry: {where}")
             return self._failure_outcome(delivery, bad, slot, duration, retry_allowed=False)
+        if size is not None:
+            too_large = ResultTooLarge(task.name, size, app.max_payload)
+            return self._failure_outcome(delivery, too_large, slot, duration, retry_allowed=False)
         slot.busy_seconds += duration
         slot.succeeded += 1
         plugins.emit(
@@ -517,7 +613,7 @@ class Worker:
     ) -> Outcome:
         job = delivery.job
         now = self.app.clock.now()
-        error = ErrorInfo.from_exception(exc, attempt=job.attempt, at=now)
+        error = ErrorInfo.from_exception(exc, attempt=job.attempt, at=now, max_bytes=self.app.max_error_bytes)
         slot.busy_seconds += duration
         if retry_allowed and retry is not None and retry.should_retry(exc, job.attempt):
             delay = retry.delay(job.attempt, self.rng)
@@ -786,6 +882,28 @@ class Worker:
                     job = running.delivery.job
                     self.log.warning("job_timeout", job_id=job.id, task=job.task)
                     _raise_in_thread(running.thread_id, JobTimeout)
+
+
+def _result_too_large(result: Any, limit: int) -> int | None:
+    """The UTF-8 size of the result's JSON if over ``limit``, else None; raises if JSON cannot carry it."""
+    encoded = _result_encoder.encode(result)  # ASCII, escapes included: never smaller than the UTF-8 form
+    if has_non_str_key(result):  # {1: x} would come back as {"1": x} from other backends
+        raise TypeError("keys must be str")
+    if len(encoded) <= limit:
+        return None
+    size = len(_utf8_encoder.encode(result).encode("utf-8", "surrogatepass"))
+    return size if size > limit else None
+
+
+def _where_not_json(result: Any, exc: Exception) -> str:
+    """Where in ``result`` the value JSON cannot carry is, or what went wrong when that cannot be told."""
+    try:
+        where = find_non_json(result, "result")
+    except Exception:  # the value's own methods raise: say so below
+        where = None
+    if where is not None and isinstance(exc, TypeError | ValueError):
+        return where
+    return f"result: {type(result).__name__} ({type_name(exc)}: {cap(describe(exc), 1024)})"
 
 
 def _bounded(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from jobchain import (
     Job,
     JobFailedError,
     ManualClock,
+    Plugins,
     Retry,
     Worker,
     chain,
@@ -27,6 +30,8 @@ from jobchain import (
     hookimpl,
 )
 from jobchain.ids import new_id
+from jobchain.logplugin import JobLogger
+from jobchain.memory import MemoryBackend
 from jobchain.model import Completed
 
 StartWorker = Callable[..., Worker]
@@ -616,3 +621,308 @@ def test_chain_events_follow_their_jobs(app: App, start_worker: StartWorker) -> 
         ("job_failed", "refuse", 1, "Fail"),
         ("chain_halted", "inc (completed) -> refuse (failed) -> inc (not executed)"),
     ]
+
+
+# --- nothing a task does kills a pool thread ----------------------------------------------------
+
+
+class Unprintable(Exception):
+    """An exception whose str() raises another one of its kind."""
+
+    def __str__(self) -> str:
+        raise Unprintable()
+
+
+class Unspeakable(Exception):
+    """An exception whose str(), repr(), == and hash() all raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no ==")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+
+class Shutdown(BaseException):
+    """A BaseException subclass that is neither SystemExit nor KeyboardInterrupt."""
+
+
+class BadNotes(Exception):
+    """An exception that makes traceback formatting itself raise (its __notes__ cannot be read)."""
+
+    @property
+    def __notes__(self) -> list[str]:  # type: ignore[override]
+        raise RuntimeError("no notes")
+
+
+class NoEquals:
+    """A result whose == and hash() raise."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no ==")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+
+class ExplodingList(list[int]):
+    """A result that fails while it is being encoded."""
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("cannot iterate")
+
+    def __len__(self) -> int:
+        raise RuntimeError("no len")
+
+
+def test_unprintable_exceptions_do_not_freeze_the_pool(app: App, start_worker: StartWorker) -> None:
+    """Two unprintable failures with -j 2 leave both threads running jobs, each retried as its policy says.
+
+    Regression: the second one killed a pool thread, its job stayed running and
+    the worker kept reserving jobs it never ran.
+    """
+
+    @app.task(retry=Retry(attempts=2, **FAST_RETRY))
+    def unprintable() -> None:
+        raise Unprintable()
+
+    @app.task
+    def echo(n: int) -> int:
+        return n
+
+    bad = [unprintable.submit() for _ in range(2)]
+    good = [echo.submit(n) for n in range(6)]
+    worker = start_worker(app, concurrency=2)
+    assert [h.wait(timeout=3) for h in good] == list(range(6))
+    for handle in bad:
+        with pytest.raises(JobFailedError):
+            handle.wait(timeout=3)
+        entry = app.failed.show(handle.id)
+        assert entry is not None
+        assert (entry.error.type, entry.error.message, entry.error.attempt) == (
+            "Unprintable",
+            "Unprintable()",
+            2,
+        )
+        assert entry.error.traceback is not None
+        assert "in unprintable" in entry.error.traceback
+    assert all(t.is_alive() for t in worker._threads)
+    assert worker.counters.threads_died == 0
+
+
+@pytest.mark.parametrize(
+    ("action", "error_type", "message"),
+    [
+        (lambda: sys.exit(3), "SystemExit", "3"),
+        (lambda: sys.exit(), "SystemExit", ""),
+        (lambda: (_ for _ in ()).throw(KeyboardInterrupt()), "KeyboardInterrupt", ""),
+        (lambda: (_ for _ in ()).throw(Shutdown("down")), "Shutdown", "down"),
+        (lambda: (_ for _ in ()).throw(Unspeakable()), "Unspeakable", "<unprintable Unspeakable>"),
+        (lambda: (_ for _ in ()).throw(BadNotes("noted")), "BadNotes", "noted"),
+        (
+            lambda: NoEquals(),
+            "InvalidJobError",
+            "task 'act' returned a value JSON cannot carry: result: NoEquals",
+        ),
+        (
+            lambda: ExplodingList(),
+            "InvalidJobError",
+            "task 'act' returned a value JSON cannot carry: "
+            "result: ExplodingList (RuntimeError: cannot iterate)",
+        ),
+    ],
+    ids=[
+        "sys.exit(3)",
+        "sys.exit()",
+        "KeyboardInterrupt",
+        "BaseException",
+        "unspeakable",
+        "bad-notes",
+        "result-no-eq",
+        "result-explodes",
+    ],
+)
+def test_nothing_a_task_does_kills_its_thread(
+    app: App, start_worker: StartWorker, action: Callable[[], Any], error_type: str, message: str
+) -> None:
+    """A task that exits, is interrupted, raises anything or returns anything fails; the thread runs on."""
+
+    @app.task
+    def act() -> Any:
+        return action()
+
+    @app.task
+    def echo(n: int) -> int:
+        return n
+
+    bad = act.submit()
+    after = echo.submit(1)
+    worker = start_worker(app, concurrency=1)
+    (thread,) = worker._threads
+    assert after.wait(timeout=3) == 1
+    with pytest.raises(JobFailedError):
+        bad.wait(timeout=3)
+    entry = app.failed.show(bad.id)
+    assert entry is not None
+    assert (entry.error.type, entry.error.message) == (error_type, message)
+    assert worker._threads == [thread]
+    assert thread.is_alive()
+    assert worker.counters.threads_died == 0
+
+
+def test_retry_policy_applies_to_base_exceptions(app: App, start_worker: StartWorker) -> None:
+    """A task that calls sys.exit() is retried by its Retry policy like any other failure."""
+    runs: list[int] = []
+
+    @app.task(retry=Retry(attempts=3, **FAST_RETRY))
+    def exits() -> str:
+        runs.append(1)
+        if len(runs) < 3:
+            sys.exit("not yet")
+        return "third time"
+
+    handle = exits.submit()
+    start_worker(app, concurrency=1)
+    assert handle.wait(timeout=3) == "third time"
+    assert len(runs) == 3
+
+
+def test_dead_pool_thread_is_replaced_and_its_job_released(
+    app: App, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool thread killed by a bug is replaced; its job is released (no attempt used) and runs again."""
+    runs: list[int] = []
+
+    @app.task(retry=Retry(attempts=1))
+    def work(n: int) -> int:
+        runs.append(n)
+        return n
+
+    handle = work.submit(7)
+    crashed: list[threading.Thread] = []
+    original = Worker._run_job
+
+    def buggy(self: Worker, delivery: Any, slot: Any) -> Any:
+        if not crashed:
+            crashed.append(threading.current_thread())
+            raise RuntimeError("a bug in the worker")
+        return original(self, delivery, slot)
+
+    monkeypatch.setattr(Worker, "_run_job", buggy)
+    with structlog.testing.capture_logs() as logs:
+        worker = start_worker(app, concurrency=1)
+        assert handle.wait(timeout=3) == 7
+    assert runs == [7]
+    record = handle.record()
+    assert record is not None
+    assert record.job.attempt == 1
+    assert worker.counters.threads_died == 1
+    died = [e for e in logs if e["event"] == "worker_thread_died"]
+    assert [(e["job_id"], e["log_level"], e["outcome"]) for e in died] == [(handle.id, "error", "Released")]
+    (first,) = crashed
+    first.join(1.0)  # it ends once it has started its replacement
+    assert not first.is_alive()
+    (replacement,) = worker._threads
+    assert replacement is not first
+    assert replacement.is_alive()
+
+
+def test_job_that_kills_threads_twice_is_failed(
+    app: App, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose run kills a pool thread twice in one worker is failed as WorkerThreadDied; others run."""
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    doomed = work.submit(0)
+    others = [work.submit(n) for n in range(1, 4)]
+    original = Worker._run_job
+
+    def buggy(self: Worker, delivery: Any, slot: Any) -> Any:
+        if delivery.job.id == doomed.id:
+            raise RuntimeError("a bug that this job always hits")
+        return original(self, delivery, slot)
+
+    monkeypatch.setattr(Worker, "_run_job", buggy)
+    worker = start_worker(app, concurrency=2)
+    assert [h.wait(timeout=3) for h in others] == [1, 2, 3]
+    with pytest.raises(JobFailedError, match="WorkerThreadDied"):
+        doomed.wait(timeout=3)
+    assert worker.counters.threads_died == 2
+    assert sum(t.is_alive() for t in worker._threads) == 2
+
+
+# --- bounded errors and results -----------------------------------------------------------------
+
+
+def test_huge_error_message_is_capped_in_the_record_and_the_log(plugins: Plugins) -> None:
+    """A 10 MB exception message is stored and logged cut to App(max_error_bytes), with the cut marked."""
+    app = App(MemoryBackend(), plugins=plugins, max_error_bytes=4096)
+    plugins.register(JobLogger())
+
+    @app.task
+    def shout() -> None:
+        raise ValueError("A" * 10_000_000)
+
+    handle = shout.submit()
+    with structlog.testing.capture_logs() as logs:
+        worker = app.worker(concurrency=1, poll=0.02).start()
+        try:
+            with pytest.raises(JobFailedError):
+                handle.wait(timeout=5)
+        finally:
+            worker.stop(timeout=5)
+    entry = app.failed.show(handle.id)
+    assert entry is not None
+    assert entry.error.type == "ValueError"
+    assert entry.error.traceback is not None
+    for text in (entry.error.message, entry.error.traceback):
+        assert 4000 <= len(text.encode()) <= 4096
+        assert re.search(r"… \[cut 9,99\d,\d{3} bytes\]", text)
+    (line,) = [e for e in logs if e["event"] == "job_failed"]
+    assert line["message"] == entry.error.message
+    app.close()
+
+
+def test_result_over_the_payload_limit_fails_for_good_and_halts_its_chain(plugins: Plugins) -> None:
+    """A result over App(max_payload) fails its job as ResultTooLarge, unretried; the chain halts."""
+    app = App(MemoryBackend(), plugins=plugins, max_payload=1000)
+    runs: list[int] = []
+
+    @app.task(retry=Retry(attempts=3, **FAST_RETRY))
+    def produce(n: int) -> str:
+        runs.append(n)
+        return "é" * n  # 2 bytes each in UTF-8, 6 in escaped JSON
+
+    @app.task
+    def consume(text: str) -> int:
+        return len(text)
+
+    fits = produce.submit(499)  # 1000 bytes with the quotes: at the limit
+    halted = (produce.s(500) >> consume.s()).submit()
+    worker = app.worker(concurrency=1, poll=0.02).start()
+    try:
+        assert fits.wait(timeout=3) == "é" * 499
+        with pytest.raises(ChainHaltedError, match="ResultTooLarge"):
+            halted.wait(timeout=3)
+    finally:
+        worker.stop(timeout=5)
+    assert runs == [499, 500]
+    record = halted.record()
+    assert record is not None
+    assert record.render() == "produce (failed) -> consume (not executed)"
+    (entry,) = app.failed.list()
+    assert (entry.error.type, entry.job.attempt) == ("ResultTooLarge", 1)
+    assert entry.error.message == (
+        "task 'produce' returned a result of 1002 bytes, over the limit of 1000 bytes "
+        "(App(max_payload=...)); store large data elsewhere and return a reference"
+    )
+    app.close()
