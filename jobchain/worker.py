@@ -15,7 +15,15 @@ A backend call that raises never ends a thread: reservation and settlement
 retry after a capped exponential backoff with jitter (:class:`Backoff`),
 outcomes wait in the pending list until the backend takes them, and the
 monitor's calls are retried on its next rounds. :class:`Outage` logs each
-outage once, when it starts and when it ends.
+outage once, when it starts and when it ends. A settlement the backend
+refuses (an error that is not an outage) is split: the outcomes are settled
+one by one, so one the backend will not take holds up no other (see
+:meth:`Worker._settle_each`).
+
+Nothing a task does ends a pool thread either: whatever it raises (a
+``BaseException``, an exception that cannot be printed) or returns is
+recorded as its failure. A pool thread that dies anyway (a bug) is replaced,
+and its job is released (``worker_thread_died``, ``counters.threads_died``).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import structlog
 from attrs import define, field
 
 from jobchain.errors import (
+    BackendFullError,
     InvalidJobError,
     JobTimeout,
     ResultTooLarge,
@@ -57,7 +66,7 @@ from jobchain.model import (
     StepState,
     WorkerInfo,
 )
-from jobchain.outage import Backoff, Outage
+from jobchain.outage import Backoff, Outage, is_unavailable
 from jobchain.payload import find_non_json, has_non_str_key
 
 if TYPE_CHECKING:
@@ -66,6 +75,9 @@ if TYPE_CHECKING:
 __all__ = ["SlotStats", "Worker"]
 
 logger = structlog.get_logger("jobchain.worker")
+
+#: the error type of the failure settled in place of an outcome the backend refused
+SETTLE_REFUSED = "SettleRefused"
 
 _result_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 _utf8_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -127,6 +139,9 @@ class Worker:
     after an exponential backoff from ``reconnect_base`` seconds, capped at
     ``reconnect_cap`` seconds, with jitter; the worker never gives up.
     """
+
+    #: how many times an outcome refused on its own is tried before a failure is settled instead
+    SETTLE_TRIES = 8
 
     def __init__(
         self,
@@ -647,7 +662,8 @@ class Worker:
         The flusher finds the list empty and gives up the role in one step under the lock, so an
         outcome added meanwhile is never left behind unsettled. While the backend is down the
         flusher retries; it gives up only at ``deadline`` or once :meth:`stop` ran out of time,
-        and then puts the batch back at the head of the pending list. Returns False then.
+        and then puts what is left of the batch back at the head of the pending list. Returns
+        False then. A batch the backend refuses is settled one outcome at a time.
         """
         with self._cv:
             if outcome is not None:
@@ -659,15 +675,15 @@ class Worker:
             self._pending = []
         try:
             while True:
-                results = self._settle(batch, deadline)
-                if results is None:
+                settled, results, left = self._settle(batch, deadline)
+                self._after_settle(settled, results)
+                if left:
                     with self._cv:
-                        self._pending[:0] = batch
+                        self._pending[:0] = left
                         self._settling = []
                         self._flushing = False
                         self._cv.notify_all()
                     return False
-                self._after_settle(batch, results)
                 with self._cv:
                     batch = self._settling = self._pending
                     if not batch:
@@ -696,20 +712,35 @@ class Worker:
             if not self._flush(deadline=deadline):
                 return
 
-    def _settle(self, batch: list[Outcome], deadline: float | None = None) -> list[SettleResult] | None:
-        """Settle ``batch``, retrying while the backend fails; None if given up (see :meth:`_flush`)."""
+    def _settle(
+        self, batch: list[Outcome], deadline: float | None = None
+    ) -> tuple[list[Outcome], list[SettleResult], list[Outcome]]:
+        """Settle ``batch``, retrying while the backend is unavailable.
+
+        Returns the outcomes settled (with, in place of one the backend refused,
+        the failure settled instead: see :meth:`_settle_each`), their results, and
+        the outcomes left unsettled when it gave up (see :meth:`_flush`).
+        """
         backoff = self._settle_backoff
-        while True:
+        settled: list[Outcome] = []
+        results: list[SettleResult] = []
+        while batch:
             try:
-                results, taken = self._settle_and_take(batch)
+                answers, taken = self._settle_and_take(batch)
             except Exception as exc:
-                # keep the outcomes: nothing is acknowledged until the backend takes them
                 self.outage.failed("settle", exc)
+                if not _is_outage(exc):  # the backend refused (something in) the batch: one at a time
+                    done, got, batch = self._settle_each(batch, deadline)
+                    settled += done
+                    results += got
+                    if not batch:
+                        break
+                # keep the outcomes: nothing is acknowledged until the backend takes them
                 delay = backoff.next()
                 if deadline is not None:
                     delay = min(delay, deadline - time.monotonic())
                 if self._abandon.is_set() or delay <= 0:
-                    return None
+                    return settled, results, batch
                 self.outage.pause(delay)
                 continue
             backoff.reset()
@@ -723,7 +754,98 @@ class Worker:
                     else:
                         self._buffer.extendleft(reversed(taken))
                         self._cv.notify(len(taken))
-            return results
+            settled += batch
+            results += answers
+            break
+        return settled, results, []
+
+    def _settle_each(
+        self, batch: list[Outcome], deadline: float | None
+    ) -> tuple[list[Outcome], list[SettleResult], list[Outcome]]:
+        """Settle a refused batch one outcome at a time, so that one refused outcome holds up no other.
+
+        An outcome refused on its own is tried again after a backoff, up to
+        :attr:`SETTLE_TRIES` times in all (no more when the backend says its
+        content is invalid: an :class:`InvalidJobError`), while outcomes that
+        arrive meanwhile are settled too. Then it is replaced by a permanent
+        failure (``SettleRefused``) that gives the reason; if even that is
+        refused, or the outcome was a release, it is let go: logged, no longer
+        held, so its lease expires and the job is delivered again.
+
+        Returns what was settled, the results, and the outcomes left when an
+        outage, the deadline or an abandoned stop cut it short.
+        """
+        settled: list[Outcome] = []
+        results: list[SettleResult] = []
+        items = [(outcome, 0) for outcome in batch]  # (outcome, refusals so far)
+        backoff = Backoff(base=self.reconnect_base, cap=self.reconnect_cap, rng=self.rng)
+        while True:
+            again: list[tuple[Outcome, int]] = []
+            for index, (outcome, refusals) in enumerate(items):
+                try:
+                    (result,) = self.backend.settle([outcome])
+                except Exception as exc:
+                    if _is_outage(exc):
+                        self.outage.failed("settle", exc)
+                        return settled, results, [o for o, _ in again + items[index:]]
+                    refusals += 1
+                    if refusals < self.SETTLE_TRIES and not isinstance(exc, InvalidJobError):
+                        again.append((outcome, refusals))
+                    else:
+                        instead = self._refused(outcome, exc)
+                        if instead is not None:
+                            again.append((instead, 0))
+                    continue
+                self.outage.succeeded("settle")
+                settled.append(outcome)
+                results.append(result)
+                if isinstance(outcome, Failed) and outcome.error.type == SETTLE_REFUSED:
+                    self.plugins.emit(
+                        "jobchain_job_failed",
+                        job=outcome.delivery.job,
+                        error=outcome.error,
+                        duration=0.0,
+                        worker=self.name,
+                        thread=threading.current_thread().name,
+                    )
+            if not again:
+                return settled, results, []
+            delay = backoff.next()
+            if deadline is not None:
+                delay = min(delay, deadline - time.monotonic())
+            if delay <= 0 or self._abandon.wait(delay):
+                return settled, results, [o for o, _ in again]
+            with self._cv:  # what finished meanwhile is settled now, not after the refused ones
+                arrived, self._pending = self._pending, []
+                self._settling = self._settling + arrived
+            items = again + [(outcome, 0) for outcome in arrived]
+
+    def _refused(self, outcome: Outcome, exc: Exception) -> Failed | None:
+        """The failure to settle instead of an outcome the backend refused, or None to let the job go."""
+        job = outcome.delivery.job
+        kind = type(outcome).__name__
+        reason = f"{type_name(exc)}: {cap(describe(exc), 1024)}"
+        replacement = isinstance(outcome, Failed) and outcome.error.type == SETTLE_REFUSED
+        let_go = replacement or isinstance(outcome, Released)
+        with self._cv:
+            if not replacement:
+                self.counters.refused += 1
+            if let_go:
+                self._held.pop(job.id, None)  # its lease expires; then the job is delivered again
+        if let_go:
+            self.log.error("outcome_dropped", job_id=job.id, outcome=kind, error=reason)
+            return None
+        self.log.warning("outcome_refused", job_id=job.id, outcome=kind, error=reason)
+        message = f"the backend refused this job's outcome ({kind}): {reason}"
+        if isinstance(outcome, Failed | Retried):
+            message += f"; it had failed with {outcome.error.type}: {cap(outcome.error.message, 1024)}"
+        error = ErrorInfo(
+            type=SETTLE_REFUSED,
+            message=cap(message, self.app.max_error_bytes),
+            attempt=job.attempt,
+            at=self.app.clock.now(),
+        )
+        return Failed(delivery=outcome.delivery, error=error)
 
     def _settle_and_take(self, batch: list[Outcome]) -> tuple[list[SettleResult], list[Delivery]]:
         """Settle; when threads are free and a chain moves on, take its next steps in the same step."""
@@ -882,6 +1004,15 @@ class Worker:
                     job = running.delivery.job
                     self.log.warning("job_timeout", job_id=job.id, task=job.task)
                     _raise_in_thread(running.thread_id, JobTimeout)
+
+
+def _is_outage(exc: Exception) -> bool:
+    """True if a backend call failed because the backend is away or full: retry it as it is.
+
+    Anything else (an :class:`InvalidJobError`, a :class:`~jobchain.BackendError`
+    the backend answered with, a bug) may be a refusal of what was sent.
+    """
+    return is_unavailable(exc) or isinstance(exc, BackendFullError)
 
 
 def _result_too_large(result: Any, limit: int) -> int | None:

@@ -7,7 +7,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -15,10 +15,12 @@ import structlog.testing
 
 from jobchain import (
     App,
+    BackendError,
     ChainHaltedError,
     ChainRecord,
     ErrorInfo,
     Fail,
+    InvalidJobError,
     Job,
     JobFailedError,
     ManualClock,
@@ -32,7 +34,7 @@ from jobchain import (
 from jobchain.ids import new_id
 from jobchain.logplugin import JobLogger
 from jobchain.memory import MemoryBackend
-from jobchain.model import Completed
+from jobchain.model import Completed, Delivery, Outcome, SettleResult
 
 StartWorker = Callable[..., Worker]
 FAST_RETRY = {"base": 0.01, "factor": 1.0, "jitter": False}
@@ -925,4 +927,145 @@ def test_result_over_the_payload_limit_fails_for_good_and_halts_its_chain(plugin
         "task 'produce' returned a result of 1002 bytes, over the limit of 1000 bytes "
         "(App(max_payload=...)); store large data elsewhere and return a reference"
     )
+    app.close()
+
+
+# --- one refused outcome never blocks the others ------------------------------------------------
+
+
+class RefusingBackend(MemoryBackend):
+    """The memory backend, refusing (as a whole) every settle batch that holds an outcome it refuses.
+
+    ``refuse[job_id]`` names the outcome kinds refused for that job; ``error`` builds the exception
+    (a refusal of the content, not an outage); ``times`` bounds how often it refuses (None: always).
+    """
+
+    def __init__(self, error: Callable[[str], Exception]) -> None:
+        super().__init__()
+        self.refuse: dict[str, set[str]] = {}
+        self.error = error
+        self.times: int | None = None
+        self.refused: list[tuple[str, str, int]] = []
+
+    def _check(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            kind = type(outcome).__name__
+            if kind in self.refuse.get(outcome.delivery.job.id, ()):
+                if self.times is not None:
+                    if self.times <= 0:
+                        continue
+                    self.times -= 1
+                self.refused.append((outcome.delivery.job.id, kind, len(outcomes)))
+                raise self.error(outcome.delivery.job.id)
+
+    def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        self._check(outcomes)
+        return super().settle(outcomes)
+
+    def settle_and_take(
+        self, outcomes: Sequence[Outcome], *, worker: str, queues: Sequence[str], lease: float, limit: int
+    ) -> tuple[list[SettleResult], list[Delivery]]:
+        self._check(outcomes)
+        return super().settle_and_take(outcomes, worker=worker, queues=queues, lease=lease, limit=limit)
+
+
+def too_large(job_id: str) -> Exception:
+    return InvalidJobError(f"the gateway refused the request: body too large (job {job_id})")
+
+
+def completed_now(app: App, delivery: Delivery, result: Any) -> Completed:
+    now = app.clock.now()
+    return Completed(delivery=delivery, result=result, started_at=now, finished_at=now)
+
+
+def test_a_refused_outcome_is_failed_and_the_rest_of_its_batch_settles(plugins: Plugins) -> None:
+    """A batch refused for one outcome is settled one by one; the refused completion becomes a failure."""
+    backend = RefusingBackend(too_large)
+    app = App(backend, plugins=plugins)
+    events = EventLog()
+    plugins.register(events)
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    handles = [work.submit(n) for n in range(4)]
+    worker = app.worker(concurrency=4, name="w1")
+    deliveries = backend.reserve(["default"], limit=4, lease=30.0, worker="w1")
+    assert [d.job.id for d in deliveries] == [h.id for h in handles]
+    bad = handles[1].id
+    backend.refuse[bad] = {"Completed"}
+    worker._held.update({d.job.id: d for d in deliveries})
+    worker._pending_add(completed_now(app, d, d.job.args[0]) for d in deliveries)
+    flushed: list[bool] = []
+    with structlog.testing.capture_logs() as logs:
+        flusher = threading.Thread(target=lambda: flushed.append(worker._flush()), daemon=True)
+        flusher.start()
+        flusher.join(5.0)  # (before the fix it retried the batch forever)
+    assert flushed == [True]
+    assert [h.result() for h in handles if h.id != bad] == [0, 2, 3]
+    assert backend.refused == [(bad, "Completed", 4), (bad, "Completed", 1)]
+    entry = app.failed.show(bad)
+    assert entry is not None
+    assert (entry.error.type, entry.job.attempt) == ("SettleRefused", 1)
+    assert entry.error.message == (
+        "the backend refused this job's outcome (Completed): InvalidJobError: "
+        f"the gateway refused the request: body too large (job {bad})"
+    )
+    assert worker.held() == 0
+    assert (worker.counters.done, worker.counters.failed, worker.counters.refused) == (3, 1, 1)
+    refused = [e for e in logs if e["event"] == "outcome_refused"]
+    assert [(e["job_id"], e["outcome"], e["log_level"]) for e in refused] == [(bad, "Completed", "warning")]
+    assert ("job_failed", "work", 1, "SettleRefused") in events.events
+    app.close()
+
+
+def test_an_outcome_refused_even_as_a_failure_is_left_for_lease_expiry(plugins: Plugins) -> None:
+    """When even the failure is refused, the job is logged and let go (its lease expires); the rest settle."""
+    backend = RefusingBackend(lambda job_id: BackendError(f"refused {job_id}"))
+    app = App(backend, plugins=plugins)
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    handles = [work.submit(n) for n in range(3)]
+    bad = handles[0].id
+    backend.refuse[bad] = {"Completed", "Failed"}
+    with structlog.testing.capture_logs() as logs:
+        worker = app.worker(concurrency=2, poll=0.02, reconnect_base=0.001, reconnect_cap=0.005).start()
+        try:
+            assert [h.wait(timeout=3) for h in handles[1:]] == [1, 2]
+            assert eventually(lambda: worker.held() == 0)
+        finally:
+            worker.stop(timeout=5)
+    assert handles[0].status() == "running"  # until its lease expires and another worker runs it
+    kinds = [kind for job_id, kind, _ in backend.refused if job_id == bad]
+    tries = Worker.SETTLE_TRIES  # in its batch, then alone; then the failure made of it, alone
+    assert kinds == ["Completed"] * (1 + tries) + ["Failed"] * tries
+    dropped = [e for e in logs if e["event"] == "outcome_dropped"]
+    assert [(e["job_id"], e["log_level"]) for e in dropped] == [(bad, "error")]
+    assert worker.counters.refused == 1
+    app.close()
+
+
+def test_a_refusal_that_passes_is_retried_not_failed(plugins: Plugins) -> None:
+    """An outcome refused a few times and then taken is settled as it was: no failure is made of it."""
+    backend = RefusingBackend(lambda job_id: BackendError("Redis error: BUSY (injected)"))
+    app = App(backend, plugins=plugins)
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    handles = [work.submit(n) for n in range(3)]
+    backend.refuse[handles[0].id] = {"Completed"}
+    backend.times = 4
+    worker = app.worker(concurrency=2, poll=0.02, reconnect_base=0.001, reconnect_cap=0.005).start()
+    try:
+        assert [h.wait(timeout=3) for h in handles] == [0, 1, 2]
+    finally:
+        worker.stop(timeout=5)
+    assert len(backend.refused) == 4
+    assert worker.counters.refused == 0
     app.close()
