@@ -17,6 +17,7 @@ from jobchain.buffer import PendingSubmit, SubmitBuffer, SubmitQueue
 from jobchain.canvas import Chain, Group, Signature, chain
 from jobchain.clock import Clock, SystemClock
 from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
+from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
 from jobchain.handles import ChainHandle, JobHandle
 from jobchain.ids import new_id
 from jobchain.model import (
@@ -50,6 +51,14 @@ def _check_number(name: str, value: Any, *, allow_none: bool = True, minimum: fl
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= minimum:
         raise InvalidJobError(f"{name} must be a number of seconds > {minimum:g}, got {value!r}")
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    """True for a coroutine or async generator function, or an object whose ``__call__`` is one."""
+    candidates = [function, getattr(function, "__func__", None)]
+    if callable(function) and not inspect.isroutine(function) and not isinstance(function, type):
+        candidates.append(type(function).__call__)
+    return any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in candidates if c)
 
 
 class Task(Generic[P, R]):
@@ -277,6 +286,11 @@ class App:
     :class:`Backend`; when None it is read from ``JOBCHAIN_BACKEND`` and defaults
     to ``memory://``. ``retry`` is the policy of tasks that declare none.
 
+    ``max_payload`` bounds a job's arguments and a task's result (UTF-8 bytes
+    of their JSON); a result over it fails its job as
+    :class:`~jobchain.errors.ResultTooLarge`. ``max_error_bytes`` caps the
+    message and the traceback of a recorded error, each, in UTF-8 bytes.
+
     ``buffer`` bounds the submit buffer: while the backend cannot be reached,
     ``submit`` keeps accepting work into it (handles say ``buffered``) and a
     background thread stores it, in submit order, when the backend returns
@@ -299,6 +313,7 @@ class App:
         retry: Retry | None = None,
         aging_interval: float = DEFAULT_AGING_INTERVAL,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        max_error_bytes: int = DEFAULT_MAX_ERROR_BYTES,
         default_queue: str = "default",
         clock: Clock | None = None,
         plugins: Plugins | None = None,
@@ -313,11 +328,20 @@ class App:
         _check_number("aging_interval", aging_interval, allow_none=False)
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise ConfigurationError(f"max_payload must be a positive number of bytes, got {max_payload!r}")
+        if (
+            isinstance(max_error_bytes, bool)
+            or not isinstance(max_error_bytes, int)
+            or max_error_bytes < MIN_MAX_ERROR_BYTES
+        ):
+            raise ConfigurationError(
+                f"max_error_bytes must be a number of bytes >= {MIN_MAX_ERROR_BYTES}, got {max_error_bytes!r}"
+            )
         #: signs submitted jobs and checks them in workers; None when no keys are configured
         self.signer: Signer | None = signer_from_config(signing_keys, required=require_signatures)
         self.retry = retry or Retry.never()
         self.aging_interval = float(aging_interval)
         self.max_payload = max_payload
+        self.max_error_bytes = max_error_bytes
         self.default_queue = default_queue
         self.clock: Clock = clock or SystemClock()
         self._plugins = plugins
@@ -413,6 +437,11 @@ class App:
             task_name = name or getattr(function, "__name__", None)
             if not task_name or task_name == "<lambda>":
                 raise ConfigurationError("give the task a name: @app.task(name=...)")
+            if _is_async(function):
+                raise ConfigurationError(
+                    f"task {task_name!r} is async (async def); jobchain does not run async tasks yet. "
+                    "Declare a plain function that runs it: def task(...): return asyncio.run(coro(...))"
+                )
             if task_name in self.tasks:
                 raise ConfigurationError(
                     f"task name {task_name!r} is declared twice; give one of them @app.task(name=...)"

@@ -8,7 +8,8 @@ The tree::
     │   ├── DuplicateSchemeError                 .scheme .first .second
     │   └── PluginLoadError                      .entry_point .distribution
     ├── InvalidJobError(ValueError)              non-JSON args, oversized payload, bad options
-    │   └── UnknownTaskError(LookupError)        .task .known
+    │   ├── UnknownTaskError(LookupError)        .task .known
+    │   └── ResultTooLarge                       .task .size .limit: recorded, never retried
     ├── BackendError
     │   ├── BackendUnavailableError(ConnectionError)  .url (password removed)
     │   │   └── SubmitBufferFullError            .max_jobs .max_bytes .held_jobs .held_bytes
@@ -55,6 +56,7 @@ __all__ = [
     "NotInFailedQueueError",
     "NotReadyError",
     "PluginLoadError",
+    "ResultTooLarge",
     "SubmitBufferFullError",
     "SubmitsNotStoredError",
     "UnknownBackendError",
@@ -121,6 +123,19 @@ class UnknownTaskError(InvalidJobError, LookupError):
         self.known = tuple(sorted(known))
         names = ", ".join(self.known) or "none"
         super().__init__(f"unknown task {task!r}; known tasks: {names}")
+
+
+class ResultTooLarge(InvalidJobError):  # noqa: N818 - recorded as the error type name
+    """A task returned a result over the App's payload limit: the job fails for good, unretried."""
+
+    def __init__(self, task: str, size: int, limit: int) -> None:
+        self.task = task
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"task {task!r} returned a result of {size} bytes, over the limit of {limit} bytes "
+            "(App(max_payload=...)); store large data elsewhere and return a reference"
+        )
 
 
 class BackendError(JobchainError):

@@ -15,6 +15,7 @@ from attrs import evolve, field, frozen
 from attrs import validators as v
 
 from jobchain.errors import InvalidJobError
+from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, cap, describe, format_traceback, type_name
 
 __all__ = [
     "UNREADABLE_TASK",
@@ -134,11 +135,22 @@ class ErrorInfo:
     at: float = 0.0
 
     @classmethod
-    def from_exception(cls, exc: BaseException, *, attempt: int, at: float) -> ErrorInfo:
-        import traceback as tb
+    def from_exception(
+        cls, exc: BaseException, *, attempt: int, at: float, max_bytes: int = DEFAULT_MAX_ERROR_BYTES
+    ) -> ErrorInfo:
+        """The record of ``exc``; never raises, whatever the exception's own methods do.
 
-        text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-        return cls(type=type(exc).__name__, message=str(exc), traceback=text, attempt=attempt, at=at)
+        The message is ``str(exc)``, else ``repr(exc)``, else ``<unprintable ExcType>``.
+        Message and traceback are capped at ``max_bytes`` UTF-8 bytes each, with a
+        marker saying how much was cut (see :func:`jobchain.errortext.cap`).
+        """
+        return cls(
+            type=type_name(exc),
+            message=cap(describe(exc), max_bytes),
+            traceback=cap(format_traceback(exc), max_bytes, keep_tail=True),
+            attempt=attempt,
+            at=at,
+        )
 
     def to_wire(self) -> dict[str, Json]:
         return {

@@ -15,12 +15,21 @@ A backend call that raises never ends a thread: reservation and settlement
 retry after a capped exponential backoff with jitter (:class:`Backoff`),
 outcomes wait in the pending list until the backend takes them, and the
 monitor's calls are retried on its next rounds. :class:`Outage` logs each
-outage once, when it starts and when it ends.
+outage once, when it starts and when it ends. A settlement the backend
+refuses (an error that is not an outage) is split: the outcomes are settled
+one by one, so one the backend will not take holds up no other (see
+:meth:`Worker._settle_each`).
+
+Nothing a task does ends a pool thread either: whatever it raises (a
+``BaseException``, an exception that cannot be printed) or returns is
+recorded as its failure. A pool thread that dies anyway (a bug) is replaced,
+and its job is released (``worker_thread_died``, ``counters.threads_died``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import inspect
 import json
 import os
 import random
@@ -35,7 +44,16 @@ import structlog
 from attrs import define, field
 
 from jobchain import signing
-from jobchain.errors import BackendAuthError, InvalidJobError, JobTimeout, UnknownTaskError, WorkerLost
+from jobchain.errors import (
+    BackendAuthError,
+    BackendFullError,
+    InvalidJobError,
+    JobTimeout,
+    ResultTooLarge,
+    UnknownTaskError,
+    WorkerLost,
+)
+from jobchain.errortext import cap, describe, format_traceback, type_name
 from jobchain.model import (
     ChainRecord,
     ChainState,
@@ -50,7 +68,7 @@ from jobchain.model import (
     StepState,
     WorkerInfo,
 )
-from jobchain.outage import Backoff, Outage
+from jobchain.outage import Backoff, Outage, is_unavailable
 from jobchain.payload import find_non_json, has_non_str_key
 
 if TYPE_CHECKING:
@@ -60,7 +78,11 @@ __all__ = ["SlotStats", "Worker"]
 
 logger = structlog.get_logger("jobchain.worker")
 
+#: the error type of the failure settled in place of an outcome the backend refused
+SETTLE_REFUSED = "SettleRefused"
+
 _result_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_utf8_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 class JobExpired(Exception):  # noqa: N818 - recorded as the error type name
@@ -94,6 +116,10 @@ class _Counters:
     retried: int = 0
     skipped: int = 0
     rejected: int = 0
+    #: pool threads that died (a bug in the worker, never a task's doing) and were replaced
+    threads_died: int = 0
+    #: outcomes the backend refused (not an outage): turned into failures, or left for lease expiry
+    refused: int = 0
     started: float = field(factory=time.monotonic)
 
 
@@ -118,6 +144,9 @@ class Worker:
     :meth:`start` raises it, and met later it stops the worker, is kept in
     :attr:`fatal` and raised by :meth:`run`.
     """
+
+    #: how many times an outcome refused on its own is tried before a failure is settled instead
+    SETTLE_TRIES = 8
 
     def __init__(
         self,
@@ -193,6 +222,8 @@ class Worker:
         self._abandon = threading.Event()
         self._finished = False
         self._held: dict[str, Delivery] = {}
+        #: how many pool threads died running each job (a bug): the second death fails the job
+        self._deaths: dict[str, int] = {}
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -222,9 +253,7 @@ class Worker:
         )
         self.log.info("worker_started", queues=list(self.queues), concurrency=self.concurrency)
         for slot in self.slots:
-            thread = threading.Thread(
-                target=self._thread_main, args=(slot,), name=f"jobchain-{slot.name}", daemon=True
-            )
+            thread = self._pool_thread(slot)
             self._threads.append(thread)
             thread.start()
         self._settler = threading.Thread(target=self._settler_main, name="jobchain-settler", daemon=True)
@@ -234,6 +263,11 @@ class Worker:
         self._monitor = threading.Thread(target=self._monitor_main, name="jobchain-monitor", daemon=True)
         self._monitor.start()
         return self
+
+    def _pool_thread(self, slot: SlotStats) -> threading.Thread:
+        return threading.Thread(
+            target=self._thread_main, args=(slot,), name=f"jobchain-{slot.name}", daemon=True
+        )
 
     def run(self) -> None:
         """Start and block until stopped (by :meth:`stop`, a remote request or Ctrl-C)."""
@@ -274,9 +308,7 @@ class Worker:
         clean = True
         with self._cv:
             self._fetch_cv.notify_all()
-        for thread in self._threads:
-            thread.join(_left(deadline))
-            clean = clean and not thread.is_alive()
+        clean = self._join_pool(deadline)
         if self._fetcher is not None:  # a reserve in flight adds to the buffer: wait for it first
             self._fetcher.join(_left(deadline))
         with self._cv:
@@ -313,6 +345,17 @@ class Worker:
             "worker_stopped", processed=processed, released=len(unstarted), clean=clean, unsettled=len(left)
         )
         return clean and not left
+
+    def _join_pool(self, deadline: float | None) -> bool:
+        """Wait for the pool threads (a replacement for one that died included); True if all ended."""
+        while True:
+            with self._cv:
+                threads = list(self._threads)
+            for thread in threads:
+                thread.join(_left(deadline))
+            with self._cv:
+                if self._threads == threads or _left(deadline) == 0.0:
+                    return not any(t.is_alive() for t in self._threads)
 
     def _unregister(self) -> None:
         try:
@@ -373,18 +416,79 @@ class Worker:
     # --- the thread loop -------------------------------------------------------------
 
     def _thread_main(self, slot: SlotStats) -> None:
-        while True:
-            delivery = self._next()
-            if delivery is None:
-                return
-            try:
-                outcome = self._execute(delivery, slot)
-            except BaseException as exc:  # a timeout that landed outside the task, or a bug here
-                outcome = self._failure_outcome(delivery, exc, slot, 0.0, retry_allowed=True)
-            # the settler thread reports it (batched with the others' outcomes); this thread goes on
-            with self._cv:
+        delivery: Delivery | None = None
+        try:
+            while True:
+                delivery = self._next()
+                if delivery is None:
+                    return
+                outcome = self._run_job(delivery, slot)
+                # the settler thread reports it (batched with the others' outcomes); this thread goes on
+                with self._cv:
+                    self._pending.append(outcome)
+                    self._settle_cv.notify()
+                delivery = None
+        except BaseException as exc:  # a bug in the worker: hand the job on and replace this thread
+            self._thread_died(slot, delivery, exc)
+
+    def _run_job(self, delivery: Delivery, slot: SlotStats) -> Outcome:
+        """Run one job and return its outcome, whatever the task does (raises only on a bug here)."""
+        try:
+            return self._execute(delivery, slot)
+        except BaseException as exc:  # a timeout that landed outside the task, a hook raising BaseException
+            return self._failure_outcome(delivery, exc, slot, 0.0, retry_allowed=True)
+
+    def _thread_died(self, slot: SlotStats, delivery: Delivery | None, exc: BaseException) -> None:
+        """A pool thread is ending on an exception: release its job, log and count it, start another.
+
+        The job goes back unrun (a ``Released`` outcome: no attempt used). A job
+        whose run killed a thread of this worker before is failed as
+        ``WorkerThreadDied`` instead, so that a bug it triggers cannot loop.
+        """
+        job_id = None if delivery is None else delivery.job.id
+        outcome: Outcome | None = None
+        with self._cv:
+            self.counters.threads_died += 1
+            if delivery is not None:
+                deaths = self._deaths[delivery.job.id] = self._deaths.get(delivery.job.id, 0) + 1
+                if deaths < 2:
+                    outcome = Released(delivery=delivery)
+                else:
+                    error = ErrorInfo(
+                        type="WorkerThreadDied",
+                        message=cap(
+                            f"the worker thread running this job died {deaths} times: "
+                            f"{type_name(exc)}: {describe(exc)}",
+                            self.app.max_error_bytes,
+                        ),
+                        traceback=cap(format_traceback(exc), self.app.max_error_bytes, keep_tail=True),
+                        attempt=delivery.job.attempt,
+                        at=self.app.clock.now(),
+                    )
+                    outcome = Failed(delivery=delivery, error=error)
                 self._pending.append(outcome)
                 self._settle_cv.notify()
+            replaced: str | None = None
+            if not self._stopping.is_set():
+                try:
+                    thread = self._pool_thread(slot)
+                    thread.start()  # (it waits for the lock held here before it takes a job)
+                except Exception as start_failed:  # out of threads: the pool runs one short
+                    replaced = f"no: {type_name(start_failed)}: {describe(start_failed)}"
+                else:
+                    current = threading.current_thread()
+                    self._threads = [thread if t is current else t for t in self._threads]
+                    replaced = "yes"
+        self.log.error(
+            "worker_thread_died",
+            thread=slot.name,
+            job_id=job_id,
+            outcome=None if outcome is None else type(outcome).__name__,
+            replaced=replaced or "no: the worker is stopping",
+            error_type=type_name(exc),
+            error=cap(describe(exc), 1024),
+            traceback=cap(format_traceback(exc), self.app.max_error_bytes, keep_tail=True),
+        )
 
     def _settler_main(self) -> None:
         """Settle the threads' outcomes in batches, off their path from one job to the next."""
@@ -498,14 +602,22 @@ class Worker:
             return self._failure_outcome(
                 delivery, failure, slot, duration, retry_allowed=True, retry=task.retry
             )
+        if inspect.iscoroutine(result):  # a function that returned a coroutine without awaiting it
+            result.close()  # no "never awaited" warning
+            bad = InvalidJobError(
+                f"task {task.name!r} returned a coroutine; jobchain does not run async tasks yet: "
+                "run it inside the task with asyncio.run(...)"
+            )
+            return self._failure_outcome(delivery, bad, slot, duration, retry_allowed=False)
         try:
-            _result_encoder.encode(result)
-            if has_non_str_key(result):  # {1: x} would come back as {"1": x} from other backends
-                raise TypeError("keys must be str")
-        except (TypeError, ValueError):
-            where = find_non_json(result, "result")
+            size = _result_too_large(result, app.max_payload)
+        except Exception as exc:  # TypeError/ValueError, or whatever the value's own methods raise
+            where = _where_not_json(result, exc)
             bad = InvalidJobError(f"task {task.name!r} returned a value JSON cannot carry: {where}")
             return self._failure_outcome(delivery, bad, slot, duration, retry_allowed=False)
+        if size is not None:
+            too_large = ResultTooLarge(task.name, size, app.max_payload)
+            return self._failure_outcome(delivery, too_large, slot, duration, retry_allowed=False)
         slot.busy_seconds += duration
         slot.succeeded += 1
         plugins.emit(
@@ -536,7 +648,7 @@ class Worker:
     ) -> Outcome:
         job = delivery.job
         now = self.app.clock.now()
-        error = ErrorInfo.from_exception(exc, attempt=job.attempt, at=now)
+        error = ErrorInfo.from_exception(exc, attempt=job.attempt, at=now, max_bytes=self.app.max_error_bytes)
         slot.busy_seconds += duration
         if retry_allowed and retry is not None and retry.should_retry(exc, job.attempt):
             delay = retry.delay(job.attempt, self.rng)
@@ -570,7 +682,8 @@ class Worker:
         The flusher finds the list empty and gives up the role in one step under the lock, so an
         outcome added meanwhile is never left behind unsettled. While the backend is down the
         flusher retries; it gives up only at ``deadline`` or once :meth:`stop` ran out of time,
-        and then puts the batch back at the head of the pending list. Returns False then.
+        and then puts what is left of the batch back at the head of the pending list. Returns
+        False then. A batch the backend refuses is settled one outcome at a time.
         """
         with self._cv:
             if outcome is not None:
@@ -582,15 +695,15 @@ class Worker:
             self._pending = []
         try:
             while True:
-                results = self._settle(batch, deadline)
-                if results is None:
+                settled, results, left = self._settle(batch, deadline)
+                self._after_settle(settled, results)
+                if left:
                     with self._cv:
-                        self._pending[:0] = batch
+                        self._pending[:0] = left
                         self._settling = []
                         self._flushing = False
                         self._cv.notify_all()
                     return False
-                self._after_settle(batch, results)
                 with self._cv:
                     batch = self._settling = self._pending
                     if not batch:
@@ -619,20 +732,35 @@ class Worker:
             if not self._flush(deadline=deadline):
                 return
 
-    def _settle(self, batch: list[Outcome], deadline: float | None = None) -> list[SettleResult] | None:
-        """Settle ``batch``, retrying while the backend fails; None if given up (see :meth:`_flush`)."""
+    def _settle(
+        self, batch: list[Outcome], deadline: float | None = None
+    ) -> tuple[list[Outcome], list[SettleResult], list[Outcome]]:
+        """Settle ``batch``, retrying while the backend is unavailable.
+
+        Returns the outcomes settled (with, in place of one the backend refused,
+        the failure settled instead: see :meth:`_settle_each`), their results, and
+        the outcomes left unsettled when it gave up (see :meth:`_flush`).
+        """
         backoff = self._settle_backoff
-        while True:
+        settled: list[Outcome] = []
+        results: list[SettleResult] = []
+        while batch:
             try:
-                results, taken = self._settle_and_take(batch)
+                answers, taken = self._settle_and_take(batch)
             except Exception as exc:
-                # keep the outcomes: nothing is acknowledged until the backend takes them
                 self._backend_failed("settle", exc)
+                if not _is_outage(exc):  # the backend refused (something in) the batch: one at a time
+                    done, got, batch = self._settle_each(batch, deadline)
+                    settled += done
+                    results += got
+                    if not batch:
+                        break
+                # keep the outcomes: nothing is acknowledged until the backend takes them
                 delay = backoff.next()
                 if deadline is not None:
                     delay = min(delay, deadline - time.monotonic())
                 if self._abandon.is_set() or delay <= 0 or (self.fatal is not None and self.stopping):
-                    return None
+                    return settled, results, batch
                 self.outage.pause(delay)
                 continue
             backoff.reset()
@@ -646,7 +774,98 @@ class Worker:
                     else:
                         self._buffer.extendleft(reversed(taken))
                         self._cv.notify(len(taken))
-            return results
+            settled += batch
+            results += answers
+            break
+        return settled, results, []
+
+    def _settle_each(
+        self, batch: list[Outcome], deadline: float | None
+    ) -> tuple[list[Outcome], list[SettleResult], list[Outcome]]:
+        """Settle a refused batch one outcome at a time, so that one refused outcome holds up no other.
+
+        An outcome refused on its own is tried again after a backoff, up to
+        :attr:`SETTLE_TRIES` times in all (no more when the backend says its
+        content is invalid: an :class:`InvalidJobError`), while outcomes that
+        arrive meanwhile are settled too. Then it is replaced by a permanent
+        failure (``SettleRefused``) that gives the reason; if even that is
+        refused, or the outcome was a release, it is let go: logged, no longer
+        held, so its lease expires and the job is delivered again.
+
+        Returns what was settled, the results, and the outcomes left when an
+        outage, the deadline or an abandoned stop cut it short.
+        """
+        settled: list[Outcome] = []
+        results: list[SettleResult] = []
+        items = [(outcome, 0) for outcome in batch]  # (outcome, refusals so far)
+        backoff = Backoff(base=self.reconnect_base, cap=self.reconnect_cap, rng=self.rng)
+        while True:
+            again: list[tuple[Outcome, int]] = []
+            for index, (outcome, refusals) in enumerate(items):
+                try:
+                    (result,) = self.backend.settle([outcome])
+                except Exception as exc:
+                    if _is_outage(exc):
+                        self.outage.failed("settle", exc)
+                        return settled, results, [o for o, _ in again + items[index:]]
+                    refusals += 1
+                    if refusals < self.SETTLE_TRIES and not isinstance(exc, InvalidJobError):
+                        again.append((outcome, refusals))
+                    else:
+                        instead = self._refused(outcome, exc)
+                        if instead is not None:
+                            again.append((instead, 0))
+                    continue
+                self.outage.succeeded("settle")
+                settled.append(outcome)
+                results.append(result)
+                if isinstance(outcome, Failed) and outcome.error.type == SETTLE_REFUSED:
+                    self.plugins.emit(
+                        "jobchain_job_failed",
+                        job=outcome.delivery.job,
+                        error=outcome.error,
+                        duration=0.0,
+                        worker=self.name,
+                        thread=threading.current_thread().name,
+                    )
+            if not again:
+                return settled, results, []
+            delay = backoff.next()
+            if deadline is not None:
+                delay = min(delay, deadline - time.monotonic())
+            if delay <= 0 or self._abandon.wait(delay):
+                return settled, results, [o for o, _ in again]
+            with self._cv:  # what finished meanwhile is settled now, not after the refused ones
+                arrived, self._pending = self._pending, []
+                self._settling = self._settling + arrived
+            items = again + [(outcome, 0) for outcome in arrived]
+
+    def _refused(self, outcome: Outcome, exc: Exception) -> Failed | None:
+        """The failure to settle instead of an outcome the backend refused, or None to let the job go."""
+        job = outcome.delivery.job
+        kind = type(outcome).__name__
+        reason = f"{type_name(exc)}: {cap(describe(exc), 1024)}"
+        replacement = isinstance(outcome, Failed) and outcome.error.type == SETTLE_REFUSED
+        let_go = replacement or isinstance(outcome, Released)
+        with self._cv:
+            if not replacement:
+                self.counters.refused += 1
+            if let_go:
+                self._held.pop(job.id, None)  # its lease expires; then the job is delivered again
+        if let_go:
+            self.log.error("outcome_dropped", job_id=job.id, outcome=kind, error=reason)
+            return None
+        self.log.warning("outcome_refused", job_id=job.id, outcome=kind, error=reason)
+        message = f"the backend refused this job's outcome ({kind}): {reason}"
+        if isinstance(outcome, Failed | Retried):
+            message += f"; it had failed with {outcome.error.type}: {cap(outcome.error.message, 1024)}"
+        error = ErrorInfo(
+            type=SETTLE_REFUSED,
+            message=cap(message, self.app.max_error_bytes),
+            attempt=job.attempt,
+            at=self.app.clock.now(),
+        )
+        return Failed(delivery=outcome.delivery, error=error)
 
     def _settle_and_take(self, batch: list[Outcome]) -> tuple[list[SettleResult], list[Delivery]]:
         """Settle; when threads are free and a chain moves on, take its next steps in the same step."""
@@ -816,6 +1035,37 @@ class Worker:
                     job = running.delivery.job
                     self.log.warning("job_timeout", job_id=job.id, task=job.task)
                     _raise_in_thread(running.thread_id, JobTimeout)
+
+
+def _is_outage(exc: Exception) -> bool:
+    """True if a backend call failed because the backend is away or full: retry it as it is.
+
+    Anything else (an :class:`InvalidJobError`, a :class:`~jobchain.BackendError`
+    the backend answered with, a bug) may be a refusal of what was sent.
+    """
+    return is_unavailable(exc) or isinstance(exc, BackendFullError | BackendAuthError)
+
+
+def _result_too_large(result: Any, limit: int) -> int | None:
+    """The UTF-8 size of the result's JSON if over ``limit``, else None; raises if JSON cannot carry it."""
+    encoded = _result_encoder.encode(result)  # ASCII, escapes included: never smaller than the UTF-8 form
+    if has_non_str_key(result):  # {1: x} would come back as {"1": x} from other backends
+        raise TypeError("keys must be str")
+    if len(encoded) <= limit:
+        return None
+    size = len(_utf8_encoder.encode(result).encode("utf-8", "surrogatepass"))
+    return size if size > limit else None
+
+
+def _where_not_json(result: Any, exc: Exception) -> str:
+    """Where in ``result`` the value JSON cannot carry is, or what went wrong when that cannot be told."""
+    try:
+        where = find_non_json(result, "result")
+    except Exception:  # the value's own methods raise: say so below
+        where = None
+    if where is not None and isinstance(exc, TypeError | ValueError):
+        return where
+    return f"result: {type(result).__name__} ({type_name(exc)}: {cap(describe(exc), 1024)})"
 
 
 def _bounded(

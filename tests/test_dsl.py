@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from jobchain import (
     Group,
     InvalidJobError,
     Job,
+    JobFailedError,
     JobHandle,
     NotReadyError,
     Retry,
@@ -109,6 +111,57 @@ def test_duplicate_task_name_is_rejected(app: App) -> None:
         @app.task(name="fetch")
         def other() -> None:
             return None
+
+
+class AsyncCallable:
+    async def __call__(self) -> int:
+        return 1
+
+
+async def coroutine_task() -> int:
+    return 1
+
+
+async def async_generator_task() -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize(
+    "function",
+    [coroutine_task, async_generator_task, AsyncCallable(), functools.partial(coroutine_task)],
+    ids=["async def", "async generator", "async __call__", "partial of async def"],
+)
+def test_async_tasks_are_refused_at_declaration(app: App, function: Callable[..., Any]) -> None:
+    """An async task is refused when declared, with what to do instead, not failed when it runs."""
+    with pytest.raises(ConfigurationError) as info:
+        app.task(name="fetch")(function)
+    assert str(info.value) == (
+        "task 'fetch' is async (async def); jobchain does not run async tasks yet. "
+        "Declare a plain function that runs it: def task(...): return asyncio.run(coro(...))"
+    )
+    assert app.tasks == {}
+
+
+def test_task_returning_a_coroutine_fails_without_a_warning(app: App) -> None:
+    """A plain function that returns a coroutine fails unretried, and the coroutine is closed unrun."""
+
+    @app.task(retry=Retry(attempts=3, base=0.01))
+    def sneaky() -> Any:
+        return coroutine_task()
+
+    handle = sneaky.submit()
+    worker = app.worker(concurrency=1, poll=0.02).start()
+    try:
+        with pytest.raises(JobFailedError) as info:
+            handle.wait(timeout=3)
+    finally:
+        worker.stop(timeout=5)
+    assert info.value.error is not None
+    assert (info.value.error.type, info.value.error.attempt) == ("InvalidJobError", 1)
+    assert info.value.error.message == (
+        "task 'sneaky' returned a coroutine; jobchain does not run async tasks yet: "
+        "run it inside the task with asyncio.run(...)"
+    )
 
 
 def test_lambda_needs_a_name(app: App) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+import jobchain
+import jobchain.errors
 from jobchain import (
     App,
     ConfigurationError,
@@ -233,6 +235,8 @@ def test_invalid_signature_options(tasks: App, options: dict[str, Any], message:
         ({"retry": "never"}, "retry must be a jobchain.Retry"),
         ({"max_payload": 0}, "max_payload must be a positive number of bytes, got 0"),
         ({"aging_interval": 0}, "aging_interval must be a number of seconds > 0, got 0"),
+        ({"max_error_bytes": 100}, "max_error_bytes must be a number of bytes >= 256, got 100"),
+        ({"max_error_bytes": 1.5e6}, "max_error_bytes must be a number of bytes >= 256, got 1500000.0"),
     ],
 )
 def test_invalid_app_options(plugins: Plugins, options: dict[str, Any], message: str) -> None:
@@ -246,3 +250,15 @@ def test_submitting_something_that_is_not_a_task(tasks: App) -> None:
     """Submitting a plain function or value says what can be submitted."""
     with pytest.raises(InvalidJobError, match=r"cannot submit 42 \(int\); expected a task"):
         tasks.submit(42)
+
+
+def test_result_too_large_is_an_invalid_job_error_with_facts() -> None:
+    """ResultTooLarge is exported, an InvalidJobError, carries its facts and says what to do."""
+    error = jobchain.ResultTooLarge("render", 2_000_000, 1_048_576)
+    assert isinstance(error, InvalidJobError)
+    assert (error.task, error.size, error.limit) == ("render", 2_000_000, 1_048_576)
+    assert str(error) == (
+        "task 'render' returned a result of 2000000 bytes, over the limit of 1048576 bytes "
+        "(App(max_payload=...)); store large data elsewhere and return a reference"
+    )
+    assert "ResultTooLarge" in jobchain.errors.__doc__  # drawn in the tree

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobchain import ChainRecord, InvalidJobError, Job, StepState
+from jobchain.errortext import cap
 from jobchain.ids import id_time, new_id
 from jobchain.model import ChainRef, ChainState, ErrorInfo, Step, StepMember
 
@@ -152,6 +154,96 @@ def test_error_info_from_exception_keeps_type_message_and_traceback() -> None:
     assert info.traceback is not None
     assert "test_error_info_from_exception" in info.traceback
     assert ErrorInfo.from_wire(json.loads(json.dumps(info.to_wire()))) == info
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise BadStr()
+
+
+class BadStrAndRepr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class BadNotes(Exception):
+    @property
+    def __notes__(self) -> list[str]:  # type: ignore[override]
+        raise RuntimeError("no notes")
+
+
+def raised(exc: BaseException) -> BaseException:
+    """``exc`` after it was raised here, so that it has a traceback."""
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (BadStr("x"), "BadStr('x')"),
+        (BadStrAndRepr(), "<unprintable BadStrAndRepr>"),
+        (BadNotes("noted"), "noted"),
+    ],
+)
+def test_error_info_from_an_unprintable_exception(exc: BaseException, message: str) -> None:
+    """str() falls back to repr() and then to <unprintable ExcType>; type name and frames are kept."""
+    info = ErrorInfo.from_exception(raised(exc), attempt=1, at=0.0)
+    assert (info.type, info.message) == (type(exc).__name__, message)
+    assert info.traceback is not None
+    assert "in raised" in info.traceback
+    assert type(exc).__name__ in info.traceback
+
+
+def test_error_info_caps_a_huge_message_and_traceback() -> None:
+    """A 10 MB message is cut to the cap, for message and traceback each, with a marker of what was cut."""
+    big = "x" * 10_000_000
+    info = ErrorInfo.from_exception(raised(ValueError(big)), attempt=1, at=0.0)
+    head, marker = info.message.split("…")
+    assert 64 * 1024 - 4 <= len(info.message.encode()) <= 64 * 1024
+    assert set(head) == {"x"}
+    assert marker == f" [cut {10_000_000 - len(head):,} bytes]"
+    assert info.traceback is not None
+    assert len(info.traceback.encode()) <= 64 * 1024
+    assert info.traceback.startswith("Traceback (most recent call last):")
+    assert "bytes] …\n" in info.traceback
+    assert info.traceback.endswith("xxx\n")  # the end of the last line is kept
+
+
+def test_error_info_cap_is_configurable_and_in_utf8_bytes() -> None:
+    """The cap counts UTF-8 bytes and never splits a character."""
+    info = ErrorInfo.from_exception(raised(ValueError("é" * 1000)), attempt=1, at=0.0, max_bytes=300)
+    encoded = info.message.encode()
+    assert len(encoded) <= 300
+    head, marker = info.message.split("…")
+    assert set(head) == {"é"}
+    assert marker == f" [cut {2000 - 2 * len(head):,} bytes]"
+
+
+def test_error_info_escapes_lone_surrogates() -> None:
+    """A message holding a lone surrogate is recorded escaped, so every backend can store it."""
+    info = ErrorInfo.from_exception(raised(ValueError("bad \ud800 char")), attempt=1, at=0.0)
+    assert info.message == "bad \\ud800 char"
+    assert info.traceback is not None
+    info.traceback.encode()
+
+
+@given(text=st.text(), limit=st.integers(min_value=64, max_value=400), keep_tail=st.booleans())
+def test_cap_never_exceeds_its_limit(text: str, limit: int, keep_tail: bool) -> None:
+    """cap() returns valid UTF-8 within the limit, the text itself when it fits."""
+    capped = cap(text, limit, keep_tail=keep_tail)
+    size = len(capped.encode("utf-8"))
+    assert size <= limit
+    escaped = text.encode("utf-8", "backslashreplace")
+    if len(escaped) <= limit:
+        assert capped == escaped.decode()
+    else:
+        assert re.search(r"… \[cut [\d,]+ bytes\]", capped)
 
 
 # --- chain records ---------------------------------------------------------------------

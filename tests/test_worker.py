@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -13,13 +15,16 @@ import structlog.testing
 
 from jobchain import (
     App,
+    BackendError,
     ChainHaltedError,
     ChainRecord,
     ErrorInfo,
     Fail,
+    InvalidJobError,
     Job,
     JobFailedError,
     ManualClock,
+    Plugins,
     Retry,
     Worker,
     chain,
@@ -27,7 +32,9 @@ from jobchain import (
     hookimpl,
 )
 from jobchain.ids import new_id
-from jobchain.model import Completed
+from jobchain.logplugin import JobLogger
+from jobchain.memory import MemoryBackend
+from jobchain.model import Completed, Delivery, Outcome, SettleResult
 
 StartWorker = Callable[..., Worker]
 FAST_RETRY = {"base": 0.01, "factor": 1.0, "jitter": False}
@@ -616,3 +623,449 @@ def test_chain_events_follow_their_jobs(app: App, start_worker: StartWorker) -> 
         ("job_failed", "refuse", 1, "Fail"),
         ("chain_halted", "inc (completed) -> refuse (failed) -> inc (not executed)"),
     ]
+
+
+# --- nothing a task does kills a pool thread ----------------------------------------------------
+
+
+class Unprintable(Exception):
+    """An exception whose str() raises another one of its kind."""
+
+    def __str__(self) -> str:
+        raise Unprintable()
+
+
+class Unspeakable(Exception):
+    """An exception whose str(), repr(), == and hash() all raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no ==")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+
+class Shutdown(BaseException):
+    """A BaseException subclass that is neither SystemExit nor KeyboardInterrupt."""
+
+
+class BadNotes(Exception):
+    """An exception that makes traceback formatting itself raise (its __notes__ cannot be read)."""
+
+    @property
+    def __notes__(self) -> list[str]:  # type: ignore[override]
+        raise RuntimeError("no notes")
+
+
+class NoEquals:
+    """A result whose == and hash() raise."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no ==")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+
+class ExplodingList(list[int]):
+    """A result that fails while it is being encoded."""
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("cannot iterate")
+
+    def __len__(self) -> int:
+        raise RuntimeError("no len")
+
+
+def test_unprintable_exceptions_do_not_freeze_the_pool(app: App, start_worker: StartWorker) -> None:
+    """Two unprintable failures with -j 2 leave both threads running jobs, each retried as its policy says.
+
+    Regression: the second one killed a pool thread, its job stayed running and
+    the worker kept reserving jobs it never ran.
+    """
+
+    @app.task(retry=Retry(attempts=2, **FAST_RETRY))
+    def unprintable() -> None:
+        raise Unprintable()
+
+    @app.task
+    def echo(n: int) -> int:
+        return n
+
+    bad = [unprintable.submit() for _ in range(2)]
+    good = [echo.submit(n) for n in range(6)]
+    worker = start_worker(app, concurrency=2)
+    assert [h.wait(timeout=3) for h in good] == list(range(6))
+    for handle in bad:
+        with pytest.raises(JobFailedError):
+            handle.wait(timeout=3)
+        entry = app.failed.show(handle.id)
+        assert entry is not None
+        assert (entry.error.type, entry.error.message, entry.error.attempt) == (
+            "Unprintable",
+            "Unprintable()",
+            2,
+        )
+        assert entry.error.traceback is not None
+        assert "in unprintable" in entry.error.traceback
+    assert all(t.is_alive() for t in worker._threads)
+    assert worker.counters.threads_died == 0
+
+
+@pytest.mark.parametrize(
+    ("action", "error_type", "message"),
+    [
+        (lambda: sys.exit(3), "SystemExit", "3"),
+        (lambda: sys.exit(), "SystemExit", ""),
+        (lambda: (_ for _ in ()).throw(KeyboardInterrupt()), "KeyboardInterrupt", ""),
+        (lambda: (_ for _ in ()).throw(Shutdown("down")), "Shutdown", "down"),
+        (lambda: (_ for _ in ()).throw(Unspeakable()), "Unspeakable", "<unprintable Unspeakable>"),
+        (lambda: (_ for _ in ()).throw(BadNotes("noted")), "BadNotes", "noted"),
+        (
+            lambda: NoEquals(),
+            "InvalidJobError",
+            "task 'act' returned a value JSON cannot carry: result: NoEquals",
+        ),
+        (
+            lambda: ExplodingList(),
+            "InvalidJobError",
+            "task 'act' returned a value JSON cannot carry: "
+            "result: ExplodingList (RuntimeError: cannot iterate)",
+        ),
+    ],
+    ids=[
+        "sys.exit(3)",
+        "sys.exit()",
+        "KeyboardInterrupt",
+        "BaseException",
+        "unspeakable",
+        "bad-notes",
+        "result-no-eq",
+        "result-explodes",
+    ],
+)
+def test_nothing_a_task_does_kills_its_thread(
+    app: App, start_worker: StartWorker, action: Callable[[], Any], error_type: str, message: str
+) -> None:
+    """A task that exits, is interrupted, raises anything or returns anything fails; the thread runs on."""
+
+    @app.task
+    def act() -> Any:
+        return action()
+
+    @app.task
+    def echo(n: int) -> int:
+        return n
+
+    bad = act.submit()
+    after = echo.submit(1)
+    worker = start_worker(app, concurrency=1)
+    (thread,) = worker._threads
+    assert after.wait(timeout=3) == 1
+    with pytest.raises(JobFailedError):
+        bad.wait(timeout=3)
+    entry = app.failed.show(bad.id)
+    assert entry is not None
+    assert (entry.error.type, entry.error.message) == (error_type, message)
+    assert worker._threads == [thread]
+    assert thread.is_alive()
+    assert worker.counters.threads_died == 0
+
+
+def test_retry_policy_applies_to_base_exceptions(app: App, start_worker: StartWorker) -> None:
+    """A task that calls sys.exit() is retried by its Retry policy like any other failure."""
+    runs: list[int] = []
+
+    @app.task(retry=Retry(attempts=3, **FAST_RETRY))
+    def exits() -> str:
+        runs.append(1)
+        if len(runs) < 3:
+            sys.exit("not yet")
+        return "third time"
+
+    handle = exits.submit()
+    start_worker(app, concurrency=1)
+    assert handle.wait(timeout=3) == "third time"
+    assert len(runs) == 3
+
+
+def test_dead_pool_thread_is_replaced_and_its_job_released(
+    app: App, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool thread killed by a bug is replaced; its job is released (no attempt used) and runs again."""
+    runs: list[int] = []
+
+    @app.task(retry=Retry(attempts=1))
+    def work(n: int) -> int:
+        runs.append(n)
+        return n
+
+    handle = work.submit(7)
+    crashed: list[threading.Thread] = []
+    original = Worker._run_job
+
+    def buggy(self: Worker, delivery: Any, slot: Any) -> Any:
+        if not crashed:
+            crashed.append(threading.current_thread())
+            raise RuntimeError("a bug in the worker")
+        return original(self, delivery, slot)
+
+    monkeypatch.setattr(Worker, "_run_job", buggy)
+    with structlog.testing.capture_logs() as logs:
+        worker = start_worker(app, concurrency=1)
+        assert handle.wait(timeout=3) == 7
+    assert runs == [7]
+    record = handle.record()
+    assert record is not None
+    assert record.job.attempt == 1
+    assert worker.counters.threads_died == 1
+    died = [e for e in logs if e["event"] == "worker_thread_died"]
+    assert [(e["job_id"], e["log_level"], e["outcome"]) for e in died] == [(handle.id, "error", "Released")]
+    (first,) = crashed
+    first.join(1.0)  # it ends once it has started its replacement
+    assert not first.is_alive()
+    (replacement,) = worker._threads
+    assert replacement is not first
+    assert replacement.is_alive()
+
+
+def test_job_that_kills_threads_twice_is_failed(
+    app: App, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose run kills a pool thread twice in one worker is failed as WorkerThreadDied; others run."""
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    doomed = work.submit(0)
+    others = [work.submit(n) for n in range(1, 4)]
+    original = Worker._run_job
+
+    def buggy(self: Worker, delivery: Any, slot: Any) -> Any:
+        if delivery.job.id == doomed.id:
+            raise RuntimeError("a bug that this job always hits")
+        return original(self, delivery, slot)
+
+    monkeypatch.setattr(Worker, "_run_job", buggy)
+    worker = start_worker(app, concurrency=2)
+    assert [h.wait(timeout=3) for h in others] == [1, 2, 3]
+    with pytest.raises(JobFailedError, match="WorkerThreadDied"):
+        doomed.wait(timeout=3)
+    assert worker.counters.threads_died == 2
+    assert sum(t.is_alive() for t in worker._threads) == 2
+
+
+# --- bounded errors and results -----------------------------------------------------------------
+
+
+def test_huge_error_message_is_capped_in_the_record_and_the_log(plugins: Plugins) -> None:
+    """A 10 MB exception message is stored and logged cut to App(max_error_bytes), with the cut marked."""
+    app = App(MemoryBackend(), plugins=plugins, max_error_bytes=4096)
+    plugins.register(JobLogger())
+
+    @app.task
+    def shout() -> None:
+        raise ValueError("A" * 10_000_000)
+
+    handle = shout.submit()
+    with structlog.testing.capture_logs() as logs:
+        worker = app.worker(concurrency=1, poll=0.02).start()
+        try:
+            with pytest.raises(JobFailedError):
+                handle.wait(timeout=5)
+        finally:
+            worker.stop(timeout=5)
+    entry = app.failed.show(handle.id)
+    assert entry is not None
+    assert entry.error.type == "ValueError"
+    assert entry.error.traceback is not None
+    for text in (entry.error.message, entry.error.traceback):
+        assert 4000 <= len(text.encode()) <= 4096
+        assert re.search(r"… \[cut 9,99\d,\d{3} bytes\]", text)
+    (line,) = [e for e in logs if e["event"] == "job_failed"]
+    assert line["message"] == entry.error.message
+    app.close()
+
+
+def test_result_over_the_payload_limit_fails_for_good_and_halts_its_chain(plugins: Plugins) -> None:
+    """A result over App(max_payload) fails its job as ResultTooLarge, unretried; the chain halts."""
+    app = App(MemoryBackend(), plugins=plugins, max_payload=1000)
+    runs: list[int] = []
+
+    @app.task(retry=Retry(attempts=3, **FAST_RETRY))
+    def produce(n: int) -> str:
+        runs.append(n)
+        return "é" * n  # 2 bytes each in UTF-8, 6 in escaped JSON
+
+    @app.task
+    def consume(text: str) -> int:
+        return len(text)
+
+    fits = produce.submit(499)  # 1000 bytes with the quotes: at the limit
+    halted = (produce.s(500) >> consume.s()).submit()
+    worker = app.worker(concurrency=1, poll=0.02).start()
+    try:
+        assert fits.wait(timeout=3) == "é" * 499
+        with pytest.raises(ChainHaltedError, match="ResultTooLarge"):
+            halted.wait(timeout=3)
+    finally:
+        worker.stop(timeout=5)
+    assert runs == [499, 500]
+    record = halted.record()
+    assert record is not None
+    assert record.render() == "produce (failed) -> consume (not executed)"
+    (entry,) = app.failed.list()
+    assert (entry.error.type, entry.job.attempt) == ("ResultTooLarge", 1)
+    assert entry.error.message == (
+        "task 'produce' returned a result of 1002 bytes, over the limit of 1000 bytes "
+        "(App(max_payload=...)); store large data elsewhere and return a reference"
+    )
+    app.close()
+
+
+# --- one refused outcome never blocks the others ------------------------------------------------
+
+
+class RefusingBackend(MemoryBackend):
+    """The memory backend, refusing (as a whole) every settle batch that holds an outcome it refuses.
+
+    ``refuse[job_id]`` names the outcome kinds refused for that job; ``error`` builds the exception
+    (a refusal of the content, not an outage); ``times`` bounds how often it refuses (None: always).
+    """
+
+    def __init__(self, error: Callable[[str], Exception]) -> None:
+        super().__init__()
+        self.refuse: dict[str, set[str]] = {}
+        self.error = error
+        self.times: int | None = None
+        self.refused: list[tuple[str, str, int]] = []
+
+    def _check(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            kind = type(outcome).__name__
+            if kind in self.refuse.get(outcome.delivery.job.id, ()):
+                if self.times is not None:
+                    if self.times <= 0:
+                        continue
+                    self.times -= 1
+                self.refused.append((outcome.delivery.job.id, kind, len(outcomes)))
+                raise self.error(outcome.delivery.job.id)
+
+    def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        self._check(outcomes)
+        return super().settle(outcomes)
+
+    def settle_and_take(
+        self, outcomes: Sequence[Outcome], *, worker: str, queues: Sequence[str], lease: float, limit: int
+    ) -> tuple[list[SettleResult], list[Delivery]]:
+        self._check(outcomes)
+        return super().settle_and_take(outcomes, worker=worker, queues=queues, lease=lease, limit=limit)
+
+
+def too_large(job_id: str) -> Exception:
+    return InvalidJobError(f"the gateway refused the request: body too large (job {job_id})")
+
+
+def completed_now(app: App, delivery: Delivery, result: Any) -> Completed:
+    now = app.clock.now()
+    return Completed(delivery=delivery, result=result, started_at=now, finished_at=now)
+
+
+def test_a_refused_outcome_is_failed_and_the_rest_of_its_batch_settles(plugins: Plugins) -> None:
+    """A batch refused for one outcome is settled one by one; the refused completion becomes a failure."""
+    backend = RefusingBackend(too_large)
+    app = App(backend, plugins=plugins)
+    events = EventLog()
+    plugins.register(events)
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    handles = [work.submit(n) for n in range(4)]
+    worker = app.worker(concurrency=4, name="w1")
+    deliveries = backend.reserve(["default"], limit=4, lease=30.0, worker="w1")
+    assert [d.job.id for d in deliveries] == [h.id for h in handles]
+    bad = handles[1].id
+    backend.refuse[bad] = {"Completed"}
+    worker._held.update({d.job.id: d for d in deliveries})
+    worker._pending_add(completed_now(app, d, d.job.args[0]) for d in deliveries)
+    flushed: list[bool] = []
+    with structlog.testing.capture_logs() as logs:
+        flusher = threading.Thread(target=lambda: flushed.append(worker._flush()), daemon=True)
+        flusher.start()
+        flusher.join(5.0)  # (before the fix it retried the batch forever)
+    assert flushed == [True]
+    assert [h.result() for h in handles if h.id != bad] == [0, 2, 3]
+    assert backend.refused == [(bad, "Completed", 4), (bad, "Completed", 1)]
+    entry = app.failed.show(bad)
+    assert entry is not None
+    assert (entry.error.type, entry.job.attempt) == ("SettleRefused", 1)
+    assert entry.error.message == (
+        "the backend refused this job's outcome (Completed): InvalidJobError: "
+        f"the gateway refused the request: body too large (job {bad})"
+    )
+    assert worker.held() == 0
+    assert (worker.counters.done, worker.counters.failed, worker.counters.refused) == (3, 1, 1)
+    refused = [e for e in logs if e["event"] == "outcome_refused"]
+    assert [(e["job_id"], e["outcome"], e["log_level"]) for e in refused] == [(bad, "Completed", "warning")]
+    assert ("job_failed", "work", 1, "SettleRefused") in events.events
+    app.close()
+
+
+def test_an_outcome_refused_even_as_a_failure_is_left_for_lease_expiry(plugins: Plugins) -> None:
+    """When even the failure is refused, the job is logged and let go (its lease expires); the rest settle."""
+    backend = RefusingBackend(lambda job_id: BackendError(f"refused {job_id}"))
+    app = App(backend, plugins=plugins)
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    handles = [work.submit(n) for n in range(3)]
+    bad = handles[0].id
+    backend.refuse[bad] = {"Completed", "Failed"}
+    with structlog.testing.capture_logs() as logs:
+        worker = app.worker(concurrency=2, poll=0.02, reconnect_base=0.001, reconnect_cap=0.005).start()
+        try:
+            assert [h.wait(timeout=3) for h in handles[1:]] == [1, 2]
+            assert eventually(lambda: worker.held() == 0)
+        finally:
+            worker.stop(timeout=5)
+    assert handles[0].status() == "running"  # until its lease expires and another worker runs it
+    kinds = [kind for job_id, kind, _ in backend.refused if job_id == bad]
+    tries = Worker.SETTLE_TRIES  # in its batch, then alone; then the failure made of it, alone
+    assert kinds == ["Completed"] * (1 + tries) + ["Failed"] * tries
+    dropped = [e for e in logs if e["event"] == "outcome_dropped"]
+    assert [(e["job_id"], e["log_level"]) for e in dropped] == [(bad, "error")]
+    assert worker.counters.refused == 1
+    app.close()
+
+
+def test_a_refusal_that_passes_is_retried_not_failed(plugins: Plugins) -> None:
+    """An outcome refused a few times and then taken is settled as it was: no failure is made of it."""
+    backend = RefusingBackend(lambda job_id: BackendError("Redis error: BUSY (injected)"))
+    app = App(backend, plugins=plugins)
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    handles = [work.submit(n) for n in range(3)]
+    backend.refuse[handles[0].id] = {"Completed"}
+    backend.times = 4
+    worker = app.worker(concurrency=2, poll=0.02, reconnect_base=0.001, reconnect_cap=0.005).start()
+    try:
+        assert [h.wait(timeout=3) for h in handles] == [0, 1, 2]
+    finally:
+        worker.stop(timeout=5)
+    assert len(backend.refused) == 4
+    assert worker.counters.refused == 0
+    app.close()
