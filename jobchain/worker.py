@@ -24,6 +24,7 @@ import ctypes
 import json
 import os
 import random
+import secrets
 import socket
 import threading
 import time
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from attrs import define, field
 
-from jobchain.errors import InvalidJobError, JobTimeout, UnknownTaskError, WorkerLost
+from jobchain.errors import InvalidJobError, JobTimeout, UnknownTaskError, WorkerLost, WorkerNameTakenError
 from jobchain.model import (
     ChainRecord,
     ChainState,
@@ -113,6 +114,14 @@ class Worker:
     ``reconnect_base``, ``reconnect_cap``: a backend call that fails is retried
     after an exponential backoff from ``reconnect_base`` seconds, capped at
     ``reconnect_cap`` seconds, with jitter; the worker never gives up.
+
+    A name is held by one live worker at a time: :meth:`start` raises
+    :class:`~jobchain.errors.WorkerNameTakenError` when another worker with a
+    fresh heartbeat holds ``name``, and the worker reserves nothing before its
+    registration went through (so it resumes a dead namesake's jobs only once
+    the name is its own). A worker that finds its name taken later (it was
+    paused past its heartbeat ttl and another worker took the name) stops
+    reserving and stops; :attr:`name_lost` then holds the error.
     """
 
     def __init__(
@@ -149,6 +158,10 @@ class Worker:
             raise ValueError(f"queues must be non-empty names, got {queues!r}")
         self.concurrency = concurrency
         self.name = name or _default_name()
+        #: random per Worker object, stored in the registration: tells this worker from a namesake
+        self.instance = secrets.token_hex(8)
+        #: set when another worker took this worker's name while it ran (it then stops)
+        self.name_lost: WorkerNameTakenError | None = None
         self.labels = dict(labels or {})
         self.lease = float(lease)
         self.prefetch = prefetch or concurrency
@@ -192,6 +205,8 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        #: the name is registered as this worker's: nothing is reserved before
+        self._registered = threading.Event()
         self._threads: list[threading.Thread] = []
         self._monitor: threading.Thread | None = None
         self._started_at = 0.0
@@ -207,8 +222,12 @@ class Worker:
         self.counters = _Counters()
         try:
             self._heartbeat()
+        except WorkerNameTakenError:
+            raise  # before any thread started: nothing to undo
         except Exception as exc:  # the monitor registers the worker once the backend answers
             self.outage.failed("heartbeat", exc)
+        else:
+            self._registered.set()
         self.plugins.emit(
             "jobchain_worker_started", worker=self.name, queues=self.queues, concurrency=self.concurrency
         )
@@ -306,7 +325,7 @@ class Worker:
 
     def _unregister(self) -> None:
         try:
-            self.backend.remove_worker(self.name)
+            self.backend.remove_worker(self.name, self.instance)
         except Exception as exc:
             self.log.warning("worker_unregister_failed", error=str(exc), error_type=type(exc).__name__)
 
@@ -408,7 +427,8 @@ class Worker:
         backoff = self._reserve_backoff
         while True:
             with self._cv:
-                while self._buffer and not self._stopping.is_set():
+                # not before the name is registered: a reserve may resume the jobs of a dead namesake
+                while (self._buffer or not self._registered.is_set()) and not self._stopping.is_set():
                     self._fetch_cv.wait(0.2)
                 if self._stopping.is_set():
                     return
@@ -689,6 +709,7 @@ class Worker:
             started_at=self._started_at,
             heartbeat_at=self.app.clock.now(),
             state="stopping" if self._stopping.is_set() else "running",
+            instance=self.instance,
         )
         return self.backend.heartbeat(info, self.heartbeat_ttl)
 
@@ -696,10 +717,26 @@ class Worker:
         """Refresh the registration and see if a stop was requested; False if the backend failed."""
         try:
             asked = self._heartbeat()
+        except WorkerNameTakenError as exc:
+            self.outage.succeeded("heartbeat")
+            if self.name_lost is None:
+                self.name_lost = exc
+                self.log.error(
+                    "worker_name_lost",
+                    holder_host=exc.host,
+                    holder_pid=exc.pid,
+                    reason="another worker took the name (was this one paused past its ttl?); stopping",
+                )
+            self.request_stop()
+            return True
         except Exception as exc:
             self.outage.failed("heartbeat", exc)
             return False
         self.outage.succeeded("heartbeat")
+        if not self._registered.is_set():
+            self._registered.set()
+            with self._cv:
+                self._fetch_cv.notify_all()
         if asked and not self._stopping.is_set():
             self.log.info("worker_stop_requested")
             self.request_stop()

@@ -32,7 +32,7 @@ from jobchain.testing.suite.jobs import (
 )
 from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
 from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
-from jobchain.testing.suite.workers import WorkerRegistry, WorkerRuns
+from jobchain.testing.suite.workers import WorkerNames, WorkerRegistry, WorkerRuns
 
 __all__ = [
     "AtomicChainAdvance",
@@ -57,6 +57,7 @@ __all__ = [
     "Release",
     "Retries",
     "StaleSettlement",
+    "WorkerNames",
     "WorkerRegistry",
     "WorkerRuns",
 ]
@@ -84,6 +85,7 @@ class BackendConformance(
     QueueStatistics,
     BadPayloads,
     WorkerRegistry,
+    WorkerNames,
     WorkerRuns,
 ):
     """Every rule of the Semantics. Subclass it as ``Test<YourBackend>`` and override ``backend``."""

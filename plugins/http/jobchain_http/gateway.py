@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jobchain.backend import Backend
-from jobchain.errors import BackendUnavailableError, InvalidJobError, JobchainError
+from jobchain.errors import BackendUnavailableError, InvalidJobError, JobchainError, WorkerNameTakenError
 from jobchain.model import Delivery, Job, Released
 from jobchain_http import openapi
 from jobchain_http.catalog import Catalog, parse_submissions
@@ -174,7 +174,7 @@ class Gateway:
         return JSONBody(self.document)
 
     async def health(self, request: Request) -> Response:
-        return JSONBody({"ok": True})
+        return JSONBody({"ok": True, "max_body": self.config.max_body})
 
     async def time(self, request: Request) -> Response:
         return JSONBody({"now": await self.hub.call(self.backend.now)})
@@ -358,11 +358,20 @@ class Gateway:
         if info.name != name:
             raise WireError("$.info.name", f"the worker's name is {name!r} in the path")
         ttl = number(body.get("ttl"), "$.ttl", minimum=0.001, maximum=self.config.max_lease)
-        stop = await self.hub.call(self.backend.heartbeat, info, ttl)
+        try:
+            stop = await self.hub.call(self.backend.heartbeat, info, ttl)
+        except WorkerNameTakenError as exc:
+            raise HttpError(
+                409,
+                "worker_name_taken",
+                str(exc),
+                holder={"name": exc.name, "host": exc.host, "pid": exc.pid},
+            ) from None
         return JSONBody({"stop": stop})
 
     async def remove_worker(self, request: Request) -> Response:
-        await self.hub.call(self.backend.remove_worker, request.path_params["name"])
+        instance = request.query_params.get("instance")
+        await self.hub.call(self.backend.remove_worker, request.path_params["name"], instance)
         return JSONBody({"removed": True})
 
     async def workers(self, request: Request) -> Response:
@@ -377,7 +386,9 @@ class Gateway:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HttpError)
     return Response(
-        error_body(exc.status, exc.code, exc.message, exc.path), exc.status, media_type="application/json"
+        error_body(exc.status, exc.code, exc.message, exc.path, **exc.extra),
+        exc.status,
+        media_type="application/json",
     )
 
 

@@ -37,21 +37,27 @@ SECURITY_HEADERS = [
 class HttpError(Exception):
     """An answer other than 2xx: ``status``, a short ``code``, a message and, for bad input, its ``path``."""
 
-    def __init__(self, status: int, code: str, message: str, *, path: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, path: str | None = None, **extra: Any
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.path = path
+        #: more facts for the client, beside the message (the holder of a taken worker name)
+        self.extra = extra
         super().__init__(message)
 
 
 class BodyTooLargeError(HttpError):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, "body_too_large", f"the request body is over the limit of {limit} bytes")
+        super().__init__(
+            413, "body_too_large", f"the request body is over the limit of {limit} bytes", limit=limit
+        )
 
 
-def error_body(status: int, code: str, message: str, path: str | None = None) -> bytes:
-    error: dict[str, Any] = {"status": status, "code": code, "message": message}
+def error_body(status: int, code: str, message: str, path: str | None = None, **extra: Any) -> bytes:
+    error: dict[str, Any] = {"status": status, "code": code, "message": message, **extra}
     if path is not None:
         error["path"] = path
     return dumps({"error": error})
@@ -99,7 +105,8 @@ class Guard:
             if started:
                 return
             extra = [(b"www-authenticate", b'Bearer realm="jobchain"')] if exc.status == 401 else []
-            await send_json(send, exc.status, error_body(exc.status, exc.code, exc.message, exc.path), extra)
+            body = error_body(exc.status, exc.code, exc.message, exc.path, **exc.extra)
+            await send_json(send, exc.status, body, extra)
         except Exception:
             logger.error("request_failed", method=scope.get("method"), path=scope.get("path"), exc_info=True)
             if not started:

@@ -152,6 +152,7 @@ def _schemas() -> dict[str, Schema]:
             "started_at": _NUM,
             "heartbeat_at": _NUM,
             "state": _STR,
+            "instance": {"type": "string", "description": "random per worker object; tells namesakes apart"},
         },
         ["name", "started_at", "heartbeat_at"],
     )
@@ -173,7 +174,14 @@ def _schemas() -> dict[str, Schema]:
         "Error": _obj(
             {
                 "error": _obj(
-                    {"status": _INT, "code": _STR, "message": {"type": "string"}, "path": {"type": "string"}},
+                    {
+                        "status": _INT,
+                        "code": _STR,
+                        "message": {"type": "string"},
+                        "path": {"type": "string"},
+                        "holder": _obj({"name": {"type": "string"}, "host": {"type": "string"}, "pid": _INT}),
+                        "limit": {"type": "integer", "description": "413: the gateway's body limit, bytes"},
+                    },
                     ["status", "code", "message"],
                 )
             },
@@ -291,7 +299,15 @@ def document(
             "get": _op(
                 "Liveness (no token needed)",
                 "health",
-                _answer("200", _obj({"ok": {"type": "boolean"}})),
+                _answer(
+                    "200",
+                    _obj(
+                        {
+                            "ok": {"type": "boolean"},
+                            "max_body": {"type": "integer", "description": "the largest request body, bytes"},
+                        }
+                    ),
+                ),
                 security=[],
             )
         },
@@ -485,7 +501,9 @@ def document(
         },
         "/v1/workers/{name}": {
             "put": _op(
-                "Register or refresh a worker (heartbeat); `stop` says it was asked to stop",
+                "Register or refresh a worker (heartbeat); `stop` says it was asked to stop. "
+                "409 `worker_name_taken` (with the live `holder`'s host and pid) when another "
+                "instance with a fresh heartbeat holds the name",
                 "heartbeat",
                 _answer("200", _obj({"stop": {"type": "boolean"}}, ["stop"])),
                 parameters=[_p("name", "worker name")],
@@ -500,10 +518,13 @@ def document(
                 ),
             ),
             "delete": _op(
-                "Forget a worker (it stopped)",
+                "Forget a worker (it stopped); with `instance`, only if that instance holds the name",
                 "removeWorker",
                 _answer("200", _obj({"removed": {"type": "boolean"}})),
-                parameters=[_p("name", "worker name")],
+                parameters=[
+                    _p("name", "worker name"),
+                    _q("instance", {"type": "string"}, "the instance that registered the name"),
+                ],
             ),
         },
         "/v1/workers/{name}/stop": {
