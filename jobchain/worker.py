@@ -51,7 +51,7 @@ from jobchain.model import (
     WorkerInfo,
 )
 from jobchain.outage import Backoff, Outage
-from jobchain.payload import find_non_json, has_non_str_key
+from jobchain.payload import find_non_json, has_unstorable
 
 if TYPE_CHECKING:
     from jobchain.app import App
@@ -507,9 +507,9 @@ class Worker:
             )
         try:
             _result_encoder.encode(result)
-            if has_non_str_key(result):  # {1: x} would come back as {"1": x} from other backends
+            if has_unstorable(result):  # {1: x} would come back as {"1": x}; "\ud800", 65 levels: unstorable
                 raise TypeError("keys must be str")
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             where = find_non_json(result, "result")
             bad = InvalidJobError(f"task {task.name!r} returned a value JSON cannot carry: {where}")
             return self._failure_outcome(delivery, bad, slot, duration, retry_allowed=False)

@@ -90,11 +90,46 @@ async def read_json(request: Request) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        return json.loads(raw, parse_constant=no_constants)
+        value = json.loads(raw, parse_constant=no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise HttpError(400, "bad_json", "the body is nested too deeply") from None
+    where = _lone_surrogate(value)
+    if where is not None:  # "\ud800" is valid JSON but no backend can store it as UTF-8
+        raise HttpError(
+            400,
+            "bad_json",
+            "the body has a string with a lone surrogate (\\ud800-\\udfff), not UTF-8",
+            path=where,
+        )
+    return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The JSON path of the first string (or key) holding a lone surrogate, or None."""
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and not _utf8(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not key.isascii() and not _utf8(key):
+                    return path
+                stack.append((child, f"{path}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def q_number(

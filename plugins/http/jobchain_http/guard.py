@@ -6,13 +6,16 @@ a declared ``Content-Length`` over the limit (and, for a chunked body, as soon
 as the bytes read pass it: the body is never read whole), 415 for a body that
 is not JSON. Every error a request can cause is an :class:`HttpError`,
 answered as ``{"error": {"status", "code", "message", "path"}}``; anything
-unexpected is logged and answered 500 with no traceback.
+unexpected is logged (its type and the frames it passed, never the request
+body, local variables or its message) and answered 500 with no traceback.
 """
 
 from __future__ import annotations
 
 import hmac
+import traceback
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -74,6 +77,12 @@ async def send_json(send: Send, status: int, body: bytes, extra: Iterable[tuple[
     await send({"type": "http.response.body", "body": body})
 
 
+def _where(exc: BaseException, frames: int = 8) -> list[str]:
+    """``file:line in function`` of the innermost ``frames`` frames of ``exc``'s traceback: no values."""
+    found = traceback.extract_tb(exc.__traceback__)[-frames:]
+    return [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in found]
+
+
 class Guard:
     """Token, size and content-type checks before the application; JSON for whatever goes wrong."""
 
@@ -107,8 +116,16 @@ class Guard:
             extra = [(b"www-authenticate", b'Bearer realm="jobchain"')] if exc.status == 401 else []
             body = error_body(exc.status, exc.code, exc.message, exc.path, **exc.extra)
             await send_json(send, exc.status, body, extra)
-        except Exception:
-            logger.error("request_failed", method=scope.get("method"), path=scope.get("path"), exc_info=True)
+        except Exception as exc:
+            # no exc_info: a traceback renderer may print local variables (the request body), and the
+            # message may quote data; the error's type and where it was raised are enough to find it
+            logger.error(
+                "request_failed",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                error_type=type(exc).__name__,
+                where=_where(exc),
+            )
             if not started:
                 await send_json(
                     send, 500, error_body(500, "internal", "internal error; see the gateway's log")
