@@ -28,6 +28,7 @@ from jobchain.errors import (
     UnknownTaskError,
     WaitTimeoutError,
     WorkerLost,
+    WorkerNameTakenError,
 )
 from jobchain.handles import ChainHandle, JobHandle
 from jobchain.hookspecs import hookimpl
@@ -103,6 +104,7 @@ __all__ = [
     "Worker",
     "WorkerInfo",
     "WorkerLost",
+    "WorkerNameTakenError",
     "__version__",
     "chain",
     "group",

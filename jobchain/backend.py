@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.clock import Clock, SystemClock
+from jobchain.errors import WorkerNameTakenError
 from jobchain.model import (
     ChainRecord,
     Delivery,
@@ -29,7 +30,18 @@ from jobchain.model import (
     WorkerInfo,
 )
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "name_taken"]
+
+
+def name_taken(holder: WorkerInfo | None, live: bool, info: WorkerInfo) -> WorkerNameTakenError | None:
+    """The error to raise when ``info`` registers over ``holder`` (None: the name is free to take).
+
+    ``live``: the holder's heartbeat is within its ttl. Only another instance
+    with a live heartbeat keeps the name; the same instance refreshes it.
+    """
+    if holder is None or not live or holder.instance == info.instance:
+        return None
+    return WorkerNameTakenError(info.name, holder.host, holder.pid)
 
 
 class Backend(abc.ABC):
@@ -141,11 +153,19 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
-        """Register or refresh a worker for ``ttl`` seconds; True if it was asked to stop."""
+        """Register or refresh a worker for ``ttl`` seconds; True if it was asked to stop.
+
+        A name is held by one worker at a time. In one atomic step: if a live
+        registration (heartbeat within its ttl) of ``info.name`` has another
+        ``info.instance``, raise :class:`~jobchain.errors.WorkerNameTakenError`
+        with the holder's host and pid and change nothing (see
+        :func:`name_taken`); otherwise store ``info``. A worker that takes a
+        name whose holder is gone or expired starts with no stop request.
+        """
 
     @abc.abstractmethod
-    def remove_worker(self, name: str) -> None:
-        """Forget a worker (it stopped)."""
+    def remove_worker(self, name: str, instance: str | None = None) -> None:
+        """Forget a worker (it stopped); with ``instance``, only if that instance holds the name."""
 
     @abc.abstractmethod
     def workers(self) -> list[WorkerInfo]:

@@ -6,7 +6,8 @@ The tree::
     ├── ConfigurationError
     │   ├── UnknownBackendError(LookupError)     .scheme .installed .hint
     │   ├── DuplicateSchemeError                 .scheme .first .second
-    │   └── PluginLoadError                      .entry_point .distribution
+    │   ├── PluginLoadError                      .entry_point .distribution
+    │   └── WorkerNameTakenError                 .name .host .pid: a live worker holds the name
     ├── InvalidJobError(ValueError)              non-JSON args, oversized payload, bad options
     │   ├── UnknownTaskError(LookupError)        .task .known
     │   └── ResultTooLarge                       .task .size .limit: recorded, never retried
@@ -63,6 +64,7 @@ __all__ = [
     "UnknownTaskError",
     "WaitTimeoutError",
     "WorkerLost",
+    "WorkerNameTakenError",
 ]
 
 
@@ -109,6 +111,25 @@ class PluginLoadError(ConfigurationError):
         self.distribution = distribution
         self.reason = reason
         super().__init__(f"plugin {entry_point!r} from {distribution} failed to load: {reason}")
+
+
+class WorkerNameTakenError(ConfigurationError):
+    """A worker tried to register under a name that another live worker holds.
+
+    ``host`` and ``pid`` are those the holder registered; its heartbeat is
+    still fresh. A name frees when its worker stops, or when its heartbeat
+    expires (the worker died): a worker started under it then resumes the
+    dead one's jobs.
+    """
+
+    def __init__(self, name: str, host: str, pid: int) -> None:
+        self.name = name
+        self.host = host
+        self.pid = pid
+        super().__init__(
+            f"worker name {name!r} is taken by a live worker (host {host}, pid {pid}); "
+            "stop that worker or choose another name (--name)"
+        )
 
 
 class InvalidJobError(JobchainError, ValueError):

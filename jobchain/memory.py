@@ -21,7 +21,7 @@ import structlog
 from attrs import evolve
 
 from jobchain import workflow
-from jobchain.backend import Backend
+from jobchain.backend import Backend, name_taken
 from jobchain.errors import NotInFailedQueueError
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
@@ -352,12 +352,23 @@ class MemoryBackend(Backend):
 
     def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
         with self._cond:
-            self._workers[info.name] = (info, self.clock.now() + ttl)
+            now = self.clock.now()
+            holder, until = self._workers.get(info.name, (None, 0.0))
+            live = until > now
+            taken = name_taken(holder, live, info)
+            if taken is not None:
+                raise taken
+            if holder is None or not live or holder.instance != info.instance:
+                self._stop_requests.discard(info.name)  # meant for the worker that held the name before
+            self._workers[info.name] = (info, now + ttl)
             return info.name in self._stop_requests
 
-    def remove_worker(self, name: str) -> None:
+    def remove_worker(self, name: str, instance: str | None = None) -> None:
         with self._cond:
-            self._workers.pop(name, None)
+            holder = self._workers.get(name)
+            if holder is None or (instance is not None and holder[0].instance != instance):
+                return
+            del self._workers[name]
             self._stop_requests.discard(name)
 
     def workers(self) -> list[WorkerInfo]:

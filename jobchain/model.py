@@ -410,6 +410,8 @@ class WorkerInfo:
     started_at: float
     heartbeat_at: float
     state: str = "running"
+    #: random per Worker object: tells a live re-heartbeat of this worker from another one of the same name
+    instance: str = ""
 
     def to_wire(self) -> dict[str, Json]:
         return {
@@ -422,6 +424,7 @@ class WorkerInfo:
             "started_at": self.started_at,
             "heartbeat_at": self.heartbeat_at,
             "state": self.state,
+            "instance": self.instance,
         }
 
     @classmethod

@@ -33,6 +33,7 @@ import inspect
 import json
 import os
 import random
+import secrets
 import socket
 import threading
 import time
@@ -52,6 +53,7 @@ from jobchain.errors import (
     ResultTooLarge,
     UnknownTaskError,
     WorkerLost,
+    WorkerNameTakenError,
 )
 from jobchain.errortext import cap, describe, format_traceback, type_name
 from jobchain.model import (
@@ -69,7 +71,7 @@ from jobchain.model import (
     WorkerInfo,
 )
 from jobchain.outage import Backoff, Outage, is_unavailable
-from jobchain.payload import find_non_json, has_non_str_key
+from jobchain.payload import find_non_json, has_unstorable
 
 if TYPE_CHECKING:
     from jobchain.app import App
@@ -143,6 +145,14 @@ class Worker:
     when the backend refuses its credentials (:class:`~jobchain.BackendAuthError`):
     :meth:`start` raises it, and met later it stops the worker, is kept in
     :attr:`fatal` and raised by :meth:`run`.
+
+    A name is held by one live worker at a time: :meth:`start` raises
+    :class:`~jobchain.errors.WorkerNameTakenError` when another worker with a
+    fresh heartbeat holds ``name``, and the worker reserves nothing before its
+    registration went through (so it resumes a dead namesake's jobs only once
+    the name is its own). A worker that finds its name taken later (it was
+    paused past its heartbeat ttl and another worker took the name) stops
+    reserving and stops; :attr:`name_lost` then holds the error.
     """
 
     #: how many times an outcome refused on its own is tried before a failure is settled instead
@@ -182,6 +192,10 @@ class Worker:
             raise ValueError(f"queues must be non-empty names, got {queues!r}")
         self.concurrency = concurrency
         self.name = name or _default_name()
+        #: random per Worker object, stored in the registration: tells this worker from a namesake
+        self.instance = secrets.token_hex(8)
+        #: set when another worker took this worker's name while it ran (it then stops)
+        self.name_lost: WorkerNameTakenError | None = None
         self.labels = dict(labels or {})
         self.lease = float(lease)
         self.prefetch = prefetch or concurrency
@@ -227,6 +241,8 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        #: the name is registered as this worker's: nothing is reserved before
+        self._registered = threading.Event()
         self._threads: list[threading.Thread] = []
         self._monitor: threading.Thread | None = None
         self._started_at = 0.0
@@ -244,10 +260,12 @@ class Worker:
         self.counters = _Counters()
         try:
             self._heartbeat()
-        except BackendAuthError:
-            raise  # waiting does not fix a password: refuse to start
+        except (BackendAuthError, WorkerNameTakenError):
+            raise  # waiting fixes neither a password nor a name held by a live worker: refuse to start
         except Exception as exc:  # the monitor registers the worker once the backend answers
             self.outage.failed("heartbeat", exc)
+        else:
+            self._registered.set()
         self.plugins.emit(
             "jobchain_worker_started", worker=self.name, queues=self.queues, concurrency=self.concurrency
         )
@@ -359,7 +377,7 @@ class Worker:
 
     def _unregister(self) -> None:
         try:
-            self.backend.remove_worker(self.name)
+            self.backend.remove_worker(self.name, self.instance)
         except Exception as exc:
             self.log.warning("worker_unregister_failed", error=str(exc), error_type=type(exc).__name__)
 
@@ -522,7 +540,8 @@ class Worker:
         backoff = self._reserve_backoff
         while True:
             with self._cv:
-                while self._buffer and not self._stopping.is_set():
+                # not before the name is registered: a reserve may resume the jobs of a dead namesake
+                while (self._buffer or not self._registered.is_set()) and not self._stopping.is_set():
                     self._fetch_cv.wait(0.2)
                 if self._stopping.is_set():
                     return
@@ -927,6 +946,7 @@ class Worker:
             started_at=self._started_at,
             heartbeat_at=self.app.clock.now(),
             state="stopping" if self._stopping.is_set() else "running",
+            instance=self.instance,
         )
         return self.backend.heartbeat(info, self.heartbeat_ttl)
 
@@ -934,10 +954,26 @@ class Worker:
         """Refresh the registration and see if a stop was requested; False if the backend failed."""
         try:
             asked = self._heartbeat()
+        except WorkerNameTakenError as exc:
+            self.outage.succeeded("heartbeat")
+            if self.name_lost is None:
+                self.name_lost = exc
+                self.log.error(
+                    "worker_name_lost",
+                    holder_host=exc.host,
+                    holder_pid=exc.pid,
+                    reason="another worker took the name (was this one paused past its ttl?); stopping",
+                )
+            self.request_stop()
+            return True
         except Exception as exc:
             self._backend_failed("heartbeat", exc)
             return False
         self.outage.succeeded("heartbeat")
+        if not self._registered.is_set():
+            self._registered.set()
+            with self._cv:
+                self._fetch_cv.notify_all()
         if asked and not self._stopping.is_set():
             self.log.info("worker_stop_requested")
             self.request_stop()
@@ -1049,8 +1085,8 @@ def _is_outage(exc: Exception) -> bool:
 def _result_too_large(result: Any, limit: int) -> int | None:
     """The UTF-8 size of the result's JSON if over ``limit``, else None; raises if JSON cannot carry it."""
     encoded = _result_encoder.encode(result)  # ASCII, escapes included: never smaller than the UTF-8 form
-    if has_non_str_key(result):  # {1: x} would come back as {"1": x} from other backends
-        raise TypeError("keys must be str")
+    if has_unstorable(result):  # {1: x} would come back as {"1": x}; "\ud800", 65 levels: unstorable
+        raise TypeError("keys must be str, strings valid UTF-8, nesting bounded")
     if len(encoded) <= limit:
         return None
     size = len(_utf8_encoder.encode(result).encode("utf-8", "surrogatepass"))
@@ -1063,7 +1099,7 @@ def _where_not_json(result: Any, exc: Exception) -> str:
         where = find_non_json(result, "result")
     except Exception:  # the value's own methods raise: say so below
         where = None
-    if where is not None and isinstance(exc, TypeError | ValueError):
+    if where is not None and isinstance(exc, TypeError | ValueError | RecursionError):
         return where
     return f"result: {type(result).__name__} ({type_name(exc)}: {cap(describe(exc), 1024)})"
 

@@ -21,6 +21,7 @@ from jobchain import (
     chain,
 )
 from jobchain.memory import MemoryBackend
+from jobchain.payload import MAX_DEPTH
 
 WHEN = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
@@ -84,6 +85,60 @@ def test_non_json_argument_to_chain_names_its_path(tasks: App) -> None:
     echo = tasks.tasks["echo"]
     with pytest.raises(InvalidJobError, match=r"args\[0\]\['when'\]: datetime"):
         chain(echo, echo.s({"when": WHEN})).submit(1)
+    assert nothing_stored(tasks)
+
+
+# --- strings no backend can store, and nesting too deep -----------------------------------------
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "path"),
+    [
+        (("\ud800",), {}, "args[0]: lone surrogate '\\ud800' at index 0 (not valid UTF-8)"),
+        (("ok", ["x", "ab\udc80"]), {}, "args[1][1]: lone surrogate '\\udc80' at index 2"),
+        ((), {"name": "\udfff"}, "kwargs['name']: lone surrogate"),
+        (({"k\ud800": 1},), {}, "args[0]: key with a lone surrogate '\\ud800' at index 1"),
+    ],
+    ids=["arg", "nested", "kwarg", "key"],
+)
+def test_lone_surrogate_is_refused_naming_where(
+    tasks: App, args: tuple[Any, ...], kwargs: dict[str, Any], path: str
+) -> None:
+    """A lone surrogate (not encodable as UTF-8, so no backend can store it) is refused at submit."""
+    with pytest.raises(InvalidJobError) as info:
+        tasks.submit("echo", *args, **kwargs)
+    assert path in str(info.value)
+    assert nothing_stored(tasks)
+
+
+@pytest.mark.parametrize("depth", [65, 1_000, 100_000])
+def test_nesting_over_the_depth_limit_is_refused(tasks: App, depth: int) -> None:
+    """An argument nested deeper than MAX_DEPTH is refused with InvalidJobError, never RecursionError."""
+    with pytest.raises(InvalidJobError, match="nested too deeply") as info:
+        tasks.submit("echo", _nested(depth))
+    assert "args[0][0][0]" in str(info.value)
+    assert len(str(info.value)) < 200  # the path is cut short
+    assert nothing_stored(tasks)
+
+
+def test_nesting_at_the_depth_limit_is_accepted(tasks: App) -> None:
+    """64 levels in an argument (and in a keyword argument) are accepted."""
+    assert MAX_DEPTH == 64
+    handle = tasks.submit("echo", _nested(64), deep=_nested(64))
+    assert handle.id
+
+
+def test_deep_nesting_in_a_chain_argument_is_refused(tasks: App) -> None:
+    """A chain's arguments are checked the same way."""
+    with pytest.raises(InvalidJobError, match="nested too deeply"):
+        chain(tasks.tasks["echo"], tasks.tasks["echo"]).submit(_nested(2_000))
     assert nothing_stored(tasks)
 
 

@@ -515,6 +515,14 @@ def test_unknown_task_in_stored_job_is_failed_and_worker_goes_on(app: App, start
     )
 
 
+def _nested(depth: int) -> Any:
+    """``[[...[0]...]]``: ``depth`` levels of lists."""
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("value", "where"),
     [
@@ -522,7 +530,18 @@ def test_unknown_task_in_stored_job_is_failed_and_worker_goes_on(app: App, start
         ([1, {2, 3}], "result[1]: set"),
         ({1: "one"}, "result: key 1 of type int (keys must be str)"),
         (float("inf"), "result: inf (not finite)"),
+        (["ok", "bad \ud800"], "result[1]: lone surrogate '\\ud800' at index 4 (not valid UTF-8)"),
+        ({"k\udfff": 1}, "result: key with a lone surrogate '\\udfff' at index 1 (not valid UTF-8)"),
+        (
+            _nested(65),
+            "result" + "[0]" * 14 + "…: nested too deeply (more than 64 levels of lists and objects)",
+        ),
+        (
+            _nested(5000),
+            "result" + "[0]" * 14 + "…: nested too deeply (more than 64 levels of lists and objects)",
+        ),
     ],
+    ids=["datetime", "set", "int-key", "inf", "surrogate", "surrogate-key", "65-deep", "5000-deep"],
 )
 def test_result_that_is_not_json_fails_the_job(
     app: App, start_worker: StartWorker, value: Any, where: str

@@ -165,8 +165,8 @@ class FlakyBackend(Backend):
     def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
         return self._call("heartbeat", self.inner.heartbeat, info, ttl)
 
-    def remove_worker(self, name: str) -> None:
-        self._call("remove_worker", self.inner.remove_worker, name)
+    def remove_worker(self, name: str, instance: str | None = None) -> None:
+        self._call("remove_worker", self.inner.remove_worker, name, instance)
 
     def workers(self) -> list[WorkerInfo]:
         return self.inner.workers()
@@ -529,3 +529,26 @@ def test_outage_tracker_counts_every_failing_call_into_one_outage() -> None:
     ]
     back = logs[1]
     assert (back["outage_seconds"], back["failed_calls"], back["first_failed"]) == (3.5, 3, "reserve")
+
+
+def test_worker_reserves_nothing_before_its_name_is_registered(
+    flaky_app: App, flaky: FlakyBackend, workers: Any
+) -> None:
+    """While its registration fails the worker reserves nothing (a reserve may resume a namesake's jobs)."""
+
+    @flaky_app.task
+    def ok(n: int) -> int:
+        return n
+
+    handle = ok.submit(7)
+    flaky.down(only=["heartbeat"])
+    workers(flaky_app, concurrency=1, heartbeat_ttl=0.3)
+    assert eventually(lambda: flaky.count("heartbeat", ok=False) >= 3)
+    assert flaky.count("reserve") == 0
+    assert job_state(flaky_app, handle.id) is JobState.QUEUED
+    flaky.up()
+    assert handle.wait(timeout=10) == 7
+    with flaky._lock:
+        first_beat = min(t for op, t, good in flaky.calls if op == "heartbeat" and good)
+        first_reserve = min(t for op, t, _ in flaky.calls if op == "reserve")
+    assert first_beat <= first_reserve

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from jobchain.app import App
+from jobchain.payload import MAX_DEPTH
 from jobchain.plugins import default_plugins, scheme_of
 
 if TYPE_CHECKING:
@@ -170,6 +171,11 @@ def parse_args_json(raw: str | None, what: str = "ARGS_JSON") -> tuple[tuple[Any
     except json.JSONDecodeError as exc:
         raise click.BadParameter(
             f"not valid JSON ({exc.msg} at column {exc.colno}): {raw!r}", param_hint=what
+        ) from None
+    except RecursionError:
+        raise click.BadParameter(
+            f"nested too deeply (arguments may nest at most {MAX_DEPTH} levels of lists and objects)",
+            param_hint=what,
         ) from None
     return split_args(value)
 

@@ -58,7 +58,12 @@ def configure_logging(level: str = "warning", fmt: str = "auto") -> None:
         structlog.processors.StackInfoRenderer(),
     ]
     if console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        # plain tracebacks: a rich one would print every frame's local variables (request bodies, secrets)
+        processors.append(
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        )
     else:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     structlog.configure(

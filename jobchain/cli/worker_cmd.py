@@ -157,13 +157,13 @@ def worker(
             "will run; use --backend to serve a shared backend",
             err=True,
         )
-    click.echo(
-        f"worker {consumer.name}: queues {', '.join(consumer.queues)} · {concurrency} threads · "
-        f"{app.backend_url} (Ctrl-C to stop)",
-        err=True,
-    )
     with _stop_on_signals(consumer):
-        consumer.start()
+        consumer.start()  # a name held by a live worker: WorkerNameTakenError, one line, exit 1
+        click.echo(
+            f"worker {consumer.name}: queues {', '.join(consumer.queues)} · {concurrency} threads · "
+            f"{app.backend_url} (Ctrl-C to stop)",
+            err=True,
+        )
         try:
             while not consumer.stopping:
                 time.sleep(0.2)
@@ -180,6 +180,8 @@ def worker(
         err=True,
     )
     app.close()
+    if consumer.name_lost is not None:
+        raise CliError(f"stopped: another worker took the name: {consumer.name_lost}")
 
 
 def _default_base() -> str:

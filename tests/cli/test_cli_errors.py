@@ -138,6 +138,27 @@ def test_bad_args_json_for_submit(jobchain: Run) -> None:
     assert_short_error(result, 2, "ARGS_JSON", "not valid JSON")
 
 
+@pytest.mark.parametrize(
+    ("args_json", "fragment"),
+    [
+        ('["\\ud800"]', "args[0]: lone surrogate '\\ud800' at index 0"),
+        ('{"rows": ["ok", "\\udc80"]}', "kwargs['rows'][1]: lone surrogate"),
+    ],
+    ids=["arg", "kwarg"],
+)
+def test_a_lone_surrogate_in_args_json_is_refused(jobchain: Run, args_json: str, fragment: str) -> None:
+    """JSON escapes of a lone surrogate parse, but no backend can store them: one line naming where."""
+    result = jobchain("submit", "-c", "examples/etl.py", "load", args_json)
+    assert_short_error(result, 1, fragment, "not valid UTF-8")
+
+
+@pytest.mark.parametrize("depth", [66, 1_500, 60_000])  # the outer array is the argument list
+def test_args_json_nested_too_deeply_is_refused(jobchain: Run, depth: int) -> None:
+    """JSON nested past the limit (even past Python's recursion limit) is one short error."""
+    result = jobchain("submit", "-c", "examples/etl.py", "load", "[" * depth + "]" * depth)
+    assert_short_error(result, 2 if depth > 500 else 1, "nested too deeply", "64 levels")
+
+
 def test_arguments_the_task_cannot_take(jobchain: Run) -> None:
     """Arguments that do not fit the task's signature are refused at submit time."""
     result = jobchain("submit", "--config", "examples/seed.py", "nap", '{"nope": 1}')

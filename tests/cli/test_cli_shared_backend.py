@@ -182,3 +182,26 @@ def test_run_on_redis(jobchain: Run, backend_url: str) -> None:
     assert r["backend"] == backend_url
     assert r["jobs_succeeded"] + r["jobs_failed"] + r["jobs_not_executed"] == 60
     assert r["failed_queue"] == r["jobs_failed"]
+
+
+def test_a_second_worker_under_a_live_name_is_refused(jobchain: Run, backend_url: str, worker: str) -> None:
+    """`jobchain worker -n NAME` while a live worker holds NAME exits 1 with one line naming its host and pid.
+
+    The first worker keeps its registration and its jobs: it still serves what is submitted.
+    """
+    b = ("-b", backend_url)
+    [holder] = jobchain("workers", *b, "--json").json()
+    second = jobchain("worker", "-c", CONFIG, *b, "-n", worker, "-j", "2", timeout=30)
+    assert second.code == 1, second
+    lines = second.err.strip().splitlines()
+    assert len(lines) == 1, second
+    assert "taken by a live worker" in lines[0]
+    assert f"host {holder['host']}, pid {holder['pid']}" in lines[0]
+    assert "Traceback" not in second.err
+
+    [still] = jobchain("workers", *b, "--json").json()
+    assert (still["name"], still["pid"]) == (worker, holder["pid"])
+    loaded = jobchain(
+        "submit", "-c", CONFIG, *b, "load", '[[{"id": 1, "eur": 2.5}]]', "--wait", "--timeout", "20"
+    )
+    assert loaded.code == 0, loaded

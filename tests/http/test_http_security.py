@@ -69,7 +69,7 @@ def test_wrong_token_is_401(gateway: GatewayProcess) -> None:
 def test_openapi_and_health_need_no_token(gateway: GatewayProcess) -> None:
     """The OpenAPI document and the liveness check are public; nothing else is."""
     assert httpx.get(f"{gateway.url}/openapi.json").json()["openapi"].startswith("3.1")
-    assert httpx.get(f"{gateway.url}/v1/health").json() == {"ok": True}
+    assert httpx.get(f"{gateway.url}/v1/health").json() == {"ok": True, "max_body": 65536}
 
 
 def test_submit_by_name_works(client: httpx.Client) -> None:

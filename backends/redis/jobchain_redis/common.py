@@ -25,7 +25,7 @@ from attrs import evolve, frozen
 
 from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL
-from jobchain.backend import Backend
+from jobchain.backend import Backend, name_taken
 from jobchain.clock import Clock
 from jobchain.errors import BackendError, ConfigurationError, InvalidJobError, NotInFailedQueueError
 from jobchain.model import (
@@ -1185,23 +1185,46 @@ class RedisBackend(Backend):
 
     # --- workers ---------------------------------------------------------------------
 
+    def _holder(self, tx: Transaction, name: str) -> tuple[WorkerInfo | None, float | None]:
+        """WATCH the registration of ``name`` and read it: who holds the name, until when."""
+        worker_key = self.keys.worker(name)
+        tx.watch(self.keys.workers, worker_key)
+        until, raw = tx.read(lambda r: (r.zscore(self.keys.workers, name), r.get(worker_key)))
+        return (None if raw is None else WorkerInfo.from_wire(loads(raw))), until
+
     @boundary
     def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
-        def writes(pipe: Pipe) -> None:
+        # WATCH: two workers claiming a free name at once cannot both succeed
+        now = self.now()
+
+        def body(tx: Transaction) -> None:
+            holder, until = self._holder(tx, info.name)
+            live = until is not None and until > now
+            taken = name_taken(holder, live, info)
+            if taken is not None:
+                raise taken
+            pipe = tx.multi()
+            if holder is None or not live or holder.instance != info.instance:
+                pipe.srem(self.keys.stop, info.name)  # a stop request for the name's last holder
             pipe.set(self.keys.worker(info.name), dumps(info.to_wire()))
-            pipe.zadd(self.keys.workers, {info.name: self.now() + ttl})
+            pipe.zadd(self.keys.workers, {info.name: now + ttl})
             pipe.sismember(self.keys.stop, info.name)
 
-        return bool(self._multi(self.keys.workers, writes)[2])
+        return bool(self._transact(body, on=self.keys.workers)[1][-1])
 
     @boundary
-    def remove_worker(self, name: str) -> None:
-        def writes(pipe: Pipe) -> None:
+    def remove_worker(self, name: str, instance: str | None = None) -> None:
+        def body(tx: Transaction) -> None:
+            if instance is not None:
+                holder, _ = self._holder(tx, name)
+                if holder is None or holder.instance != instance:
+                    return  # another worker holds the name now: its registration stays
+            pipe = tx.multi()
             pipe.zrem(self.keys.workers, name)
             pipe.delete(self.keys.worker(name))
             pipe.srem(self.keys.stop, name)
 
-        self._multi(self.keys.workers, writes)
+        self._transact(body, on=self.keys.workers)
 
     @boundary
     def workers(self) -> list[WorkerInfo]:

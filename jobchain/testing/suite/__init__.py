@@ -33,7 +33,7 @@ from jobchain.testing.suite.jobs import (
 from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
 from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
 from jobchain.testing.suite.signing import SignedJobs
-from jobchain.testing.suite.workers import WorkerRegistry, WorkerRuns
+from jobchain.testing.suite.workers import WorkerNames, WorkerRegistry, WorkerRuns
 
 __all__ = [
     "AtomicChainAdvance",
@@ -60,6 +60,7 @@ __all__ = [
     "Retries",
     "SignedJobs",
     "StaleSettlement",
+    "WorkerNames",
     "WorkerRegistry",
     "WorkerRuns",
 ]
@@ -89,6 +90,7 @@ class BackendConformance(
     BadPayloads,
     SignedJobs,
     WorkerRegistry,
+    WorkerNames,
     WorkerRuns,
 ):
     """Every rule of the Semantics. Subclass it as ``Test<YourBackend>`` and override ``backend``."""

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import pytest
 
 from jobchain.app import App
 from jobchain.backend import Backend
 from jobchain.canvas import chain, group
 from jobchain.clock import ManualClock
-from jobchain.errors import Fail
+from jobchain.errors import Fail, WorkerNameTakenError
 from jobchain.model import ChainState, WorkerInfo
-from jobchain.testing.helpers import MakeJob, run_worker
+from jobchain.testing.helpers import MakeJob, reserve_one, run_worker
 from jobchain.testing.suite._base import ConformanceBase
+from jobchain.worker import Worker
 
-__all__ = ["WorkerRegistry", "WorkerRuns", "worker_info"]
+__all__ = ["WorkerNames", "WorkerRegistry", "WorkerRuns", "worker_info"]
 
 
 def worker_info(clock: ManualClock, name: str = "w-1", **changes: Any) -> WorkerInfo:
@@ -192,3 +196,100 @@ class WorkerRuns(ConformanceBase):
         assert entry.error.type == "UnknownTaskError"
         assert "no_such_task" in entry.error.message
         assert good.result() == "ok"
+
+
+def _until(predicate: Any, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; its last answer."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class WorkerNames(ConformanceBase):
+    """A worker name is held by one live worker instance at a time; a dead worker's name can be taken."""
+
+    def test_live_name_is_refused_naming_its_holder(self, backend: Backend, clock: ManualClock) -> None:
+        """Another instance's heartbeat under a live worker's name raises, naming the holder's host, pid."""
+        holder = worker_info(clock, instance="a")
+        backend.heartbeat(holder, 30.0)
+        with pytest.raises(WorkerNameTakenError) as caught:
+            backend.heartbeat(worker_info(clock, instance="b", host="host-2", pid=7), 30.0)
+        assert (caught.value.name, caught.value.host, caught.value.pid) == ("w-1", "host-1", 4242)
+        assert backend.workers() == [holder]
+
+    def test_same_instance_refreshes_its_name(self, backend: Backend, clock: ManualClock) -> None:
+        """The instance that holds a name refreshes it with every heartbeat."""
+        backend.heartbeat(worker_info(clock, instance="a"), 30.0)
+        clock.advance(20.0)
+        latest = worker_info(clock, instance="a", heartbeat_at=clock.now())
+        assert backend.heartbeat(latest, 30.0) is False
+        assert backend.workers() == [latest]
+
+    def test_expired_name_is_taken_by_another_instance(self, backend: Backend, clock: ManualClock) -> None:
+        """Once a holder's heartbeat expired, another instance takes the name, and the old one is refused."""
+        backend.heartbeat(worker_info(clock, instance="a"), 10.0)
+        clock.advance(11.0)
+        successor = worker_info(clock, instance="b", pid=7)
+        assert backend.heartbeat(successor, 10.0) is False
+        assert backend.workers() == [successor]
+        with pytest.raises(WorkerNameTakenError) as caught:
+            backend.heartbeat(worker_info(clock, instance="a"), 10.0)
+        assert caught.value.pid == 7
+
+    def test_removed_name_is_free(self, backend: Backend, clock: ManualClock) -> None:
+        """After its holder removed itself, another instance takes the name at once."""
+        backend.heartbeat(worker_info(clock, instance="a"), 30.0)
+        backend.remove_worker("w-1", "a")
+        backend.heartbeat(worker_info(clock, instance="b"), 30.0)
+        assert [w.instance for w in backend.workers()] == ["b"]
+
+    def test_remove_by_another_instance_keeps_the_holder(self, backend: Backend, clock: ManualClock) -> None:
+        """remove_worker with an instance that does not hold the name leaves the registration alone."""
+        holder = worker_info(clock, instance="a")
+        backend.heartbeat(holder, 30.0)
+        backend.remove_worker("w-1", "b")
+        assert backend.workers() == [holder]
+        assert backend.request_stop("w-1") is True
+
+    def test_stop_request_for_a_dead_holder_does_not_stop_its_successor(
+        self, backend: Backend, clock: ManualClock
+    ) -> None:
+        """A stop request the dead holder never saw does not stop the worker that takes its name."""
+        backend.heartbeat(worker_info(clock, instance="a"), 10.0)
+        backend.request_stop("w-1")
+        clock.advance(11.0)
+        assert backend.heartbeat(worker_info(clock, instance="b"), 10.0) is False
+
+    def test_worker_refuses_to_start_under_a_live_name(
+        self, app: App, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A Worker whose name a live worker holds raises at start and takes none of the holder's jobs."""
+        backend.enqueue([make_job(), make_job()])
+        backend.heartbeat(worker_info(clock, "same", instance="first"), 30.0)
+        held = reserve_one(backend, worker="same")
+        second = Worker(app, name="same", queues=["default"], concurrency=1)
+        with pytest.raises(WorkerNameTakenError, match="host-1") as caught:
+            second.start()
+        assert (caught.value.name, caught.value.pid) == ("same", 4242)
+        assert backend.extend([held], 30.0) == [True]  # still the first worker's
+        assert reserve_one(backend).delivery_count == 1  # the other job was not reserved by the refused one
+        assert [w.instance for w in backend.workers()] == ["first"]
+
+    def test_worker_stops_when_its_name_was_taken(
+        self, app: App, backend: Backend, clock: ManualClock
+    ) -> None:
+        """A worker that finds its registration taken by another instance stops, and records why."""
+        worker = Worker(app, name="same", queues=["default"], concurrency=1, heartbeat_ttl=10.0)
+        worker.start()
+        try:
+            clock.advance(11.0)  # as if the worker had been paused past its ttl
+            backend.heartbeat(worker_info(clock, "same", instance="other", pid=7), 10.0)
+            assert _until(lambda: worker.stopping)
+            assert worker.name_lost is not None
+            assert worker.name_lost.pid == 7
+        finally:
+            worker.stop(timeout=10.0)
+        assert [w.instance for w in backend.workers()] == ["other"]  # its stop did not remove the new holder

@@ -34,6 +34,7 @@ from jobchain.errors import (
     InvalidJobError,
     NotInFailedQueueError,
     UnknownTaskError,
+    WorkerNameTakenError,
 )
 from jobchain.model import (
     ChainRecord,
@@ -68,6 +69,18 @@ TOKEN_ENV = "JOBCHAIN_HTTP_TOKEN"
 #: the longest wait one long-poll request asks for; longer waits are several requests
 POLL_CHUNK = 20.0
 BATCH = 1000
+#: the body limit assumed of a gateway that does not say its own (the gateway's default)
+DEFAULT_MAX_BODY = 1024 * 1024
+_SETTLE_HEAD = b'{"outcomes":['
+_SETTLE_TAIL = b"]}"
+
+
+class _BodyTooLargeError(InvalidJobError):
+    """The gateway answered 413; ``limit`` is the limit it said it has (None if it did not)."""
+
+    def __init__(self, message: str, limit: int | None) -> None:
+        self.limit = limit
+        super().__init__(message)
 
 
 def _ref(d: Delivery) -> dict[str, Any]:
@@ -97,6 +110,7 @@ class HttpBackend(Backend):
         delivery: str = "stream",
         prefetch: int | None = None,
         timeout: float = 30.0,
+        max_body: int | None = None,
         clock: Clock | None = None,
         aging_interval: float = DEFAULT_AGING_INTERVAL,
     ) -> None:
@@ -105,6 +119,10 @@ class HttpBackend(Backend):
             raise ValueError(f"delivery must be 'stream' or 'poll', got {delivery!r}")
         if prefetch is not None and prefetch < 1:
             raise ValueError(f"prefetch must be >= 1, got {prefetch!r}")
+        if max_body is not None and max_body < 1024:
+            raise ValueError(f"max_body must be >= 1024 bytes, got {max_body!r}")
+        #: the largest request body the gateway takes: given, or asked of the gateway on first use
+        self.max_body = max_body
         parts = urlsplit(url)
         secret = parts.password or parts.username
         netloc = parts.hostname or ""
@@ -137,10 +155,10 @@ class HttpBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> HttpBackend:
-        """``http[s]://[:TOKEN@]host:port[/prefix][?delivery=stream|poll&prefetch=N&timeout=S]``."""
+        """``http[s]://[:TOKEN@]host:port[/prefix][?delivery=stream|poll&prefetch=N&timeout=S&max_body=B]``."""
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"delivery", "prefetch", "timeout", "token"}
+        unknown = set(query) - {"delivery", "prefetch", "timeout", "token", "max_body"}
         if unknown:
             raise ValueError(f"unknown option(s) in backend URL: {', '.join(sorted(unknown))}")
         if "delivery" in query:
@@ -151,6 +169,8 @@ class HttpBackend(Backend):
             options.setdefault("timeout", float(query["timeout"]))
         if "token" in query:
             options.setdefault("token", query["token"])
+        if "max_body" in query:
+            options.setdefault("max_body", int(query["max_body"]))
         return cls(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), **options)
 
     # --- plumbing ------------------------------------------------------------------------
@@ -167,12 +187,18 @@ class HttpBackend(Backend):
         params: Any = None,
         timeout: float | None = None,
         missing_ok: bool = False,
+        content: bytes | None = None,
     ) -> Any:
-        """One request to the gateway; its JSON answer, None for a 404 when ``missing_ok``."""
+        """One request to the gateway; its JSON answer, None for a 404 when ``missing_ok``.
+
+        ``body`` is sent as JSON; ``content`` is a body already encoded as JSON.
+        A 4xx answer raises an error that is not an outage (retrying cannot
+        help); a 5xx or no answer raises :class:`BackendUnavailableError`.
+        """
         headers = dict(self._headers)
-        content = None
         if body is not None:
             content = dumps(body)
+        if content is not None:
             headers["content-type"] = "application/json"
         try:
             response = self._client.request(
@@ -193,23 +219,39 @@ class HttpBackend(Backend):
 
     def _error(self, response: httpx.Response) -> Exception:
         status = response.status_code
+        error: Any = {}
         try:
             error = response.json()["error"]
             message, code, path = str(error["message"]), str(error.get("code", "")), error.get("path")
         except Exception:
             message, code, path = response.text[:200] or response.reason_phrase, "", None
         where = f" (at {path})" if path else ""
+        if status >= 500:  # the gateway or its backend is in trouble: an outage, worth retrying
+            return BackendUnavailableError(self.url, f"HTTP {status}: {message}")
         if code == "not_in_failed_queue":
             return NotInFailedQueueError([str(i) for i in error.get("ids") or []])
         if status == 401:
             return BackendError(f"the gateway at {self.url} refused the token: {message} (set {TOKEN_ENV})")
+        if code == "worker_name_taken":
+            holder = error.get("holder") if isinstance(error.get("holder"), dict) else {}
+            pid = holder.get("pid")
+            return WorkerNameTakenError(
+                str(holder.get("name", "")),
+                str(holder.get("host", "?")),
+                pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
+            )
         if code in ("unknown_task", "unknown_target"):
             name = message.split("'")[1] if message.count("'") >= 2 else message
             return UnknownTaskError(name, [])
-        if status in (403, 404, 413, 422):
+        if status == 413:
+            limit = error.get("limit") if isinstance(error, dict) else None
+            return _BodyTooLargeError(
+                f"the gateway at {self.url} refused it: {message}",
+                limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+            )
+        if status in (403, 404, 422):
             return InvalidJobError(f"the gateway at {self.url} refused it: {message}{where}")
-        if status in (502, 503, 504):
-            return BackendUnavailableError(self.url, f"HTTP {status}: {message}")
+        # any other 4xx: this request is wrong, and sending it again cannot help; not an outage
         return BackendError(f"the gateway at {self.url} answered {status}: {message}{where}")
 
     # --- jobs ----------------------------------------------------------------------------
@@ -260,12 +302,74 @@ class HttpBackend(Backend):
             out.extend(bool(v) for v in answer["extended"])
         return out
 
+    def body_limit(self) -> int:
+        """The largest request body the gateway takes: ``max_body`` if given, else what the gateway says."""
+        if self.max_body is None:
+            answer = self.request("GET", "/v1/health", missing_ok=True) or {}
+            limit = answer.get("max_body") if isinstance(answer, dict) else None
+            if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+                self.max_body = limit
+            else:  # a gateway that does not say: assume the default
+                self.max_body = DEFAULT_MAX_BODY
+        return self.max_body
+
     def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        """Settle in as many requests as it takes for each body to fit the gateway's body limit.
+
+        An outcome too large to fit a request alone (a huge result or error)
+        refuses the whole call with :class:`InvalidJobError` before anything is
+        sent, naming the job: the caller settles the others without it.
+        """
+        if not outcomes:
+            return []
+        encoded = [self._encode_outcome(o) for o in outcomes]
+        for index in range(len(encoded)):  # refuse before anything is sent, so nothing is settled twice
+            self._fit(encoded, index, outcomes)
         out: list[SettleResult] = []
-        for part in _chunks(outcomes):
-            answer = self.request("POST", "/v1/settle", body={"outcomes": [outcome_to_wire(o) for o in part]})
+        start = 0
+        while start < len(outcomes):
+            end = self._fit(encoded, start, outcomes)
+            part = encoded[start:end]
+            try:
+                answer = self.request(
+                    "POST", "/v1/settle", content=_SETTLE_HEAD + b",".join(part) + _SETTLE_TAIL
+                )
+            except _BodyTooLargeError as exc:
+                # the gateway's limit is lower than we thought (it restarted with another --max-body)
+                if exc.limit is None or exc.limit >= self.body_limit():
+                    raise
+                self.max_body = exc.limit
+                continue
             out.extend(settle_result_from_wire(r) for r in answer["results"])
+            start = end
         return out
+
+    def _encode_outcome(self, outcome: Outcome) -> bytes:
+        try:
+            return dumps(outcome_to_wire(outcome))
+        except (TypeError, ValueError) as exc:  # a lone surrogate (UnicodeEncodeError), a NaN
+            raise InvalidJobError(
+                f"the outcome of job {outcome.delivery.job.id} cannot be sent as JSON: {exc}"
+            ) from None
+
+    def _fit(self, encoded: Sequence[bytes], start: int, outcomes: Sequence[Outcome]) -> int:
+        """The end of the longest run from ``start`` that fits one request (at most BATCH outcomes)."""
+        limit = self.body_limit()
+        size = len(_SETTLE_HEAD) + len(_SETTLE_TAIL)
+        end = start
+        while end < len(encoded) and end - start < BATCH:
+            grown = size + len(encoded[end]) + (1 if end > start else 0)
+            if grown > limit:
+                break
+            size = grown
+            end += 1
+        if end == start:
+            raise InvalidJobError(
+                f"the outcome of job {outcomes[start].delivery.job.id} is {len(encoded[start])} bytes, "
+                f"over the body limit of {limit} bytes of the gateway at {self.url}; "
+                "return less data from the task (or raise the gateway's --max-body)"
+            )
+        return end
 
     def get_job(self, job_id: str) -> JobRecord | None:
         raw = self.request("GET", f"/v1/jobs/{quote(job_id, safe='')}", missing_ok=True)
@@ -306,9 +410,10 @@ class HttpBackend(Backend):
         body = {"info": info.to_wire(), "ttl": ttl}
         return bool(self.request("PUT", f"/v1/workers/{quote(info.name, safe='')}", body=body)["stop"])
 
-    def remove_worker(self, name: str) -> None:
+    def remove_worker(self, name: str, instance: str | None = None) -> None:
         self._stop_readers(lambda key: key[2] == name)
-        self.request("DELETE", f"/v1/workers/{quote(name, safe='')}")
+        params = None if instance is None else {"instance": instance}
+        self.request("DELETE", f"/v1/workers/{quote(name, safe='')}", params=params)
 
     def workers(self) -> list[WorkerInfo]:
         return [worker_from_wire(w) for w in self.request("GET", "/v1/workers")["workers"]]

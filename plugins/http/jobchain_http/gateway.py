@@ -22,7 +22,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jobchain.backend import Backend
-from jobchain.errors import BackendUnavailableError, InvalidJobError, JobchainError, NotInFailedQueueError
+from jobchain.errors import (
+    BackendUnavailableError,
+    InvalidJobError,
+    JobchainError,
+    NotInFailedQueueError,
+    WorkerNameTakenError,
+)
 from jobchain.model import Delivery, Job, Released
 from jobchain_http import openapi
 from jobchain_http.catalog import Catalog, parse_submissions
@@ -90,11 +96,46 @@ async def read_json(request: Request) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        return json.loads(raw, parse_constant=no_constants)
+        value = json.loads(raw, parse_constant=no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise HttpError(400, "bad_json", "the body is nested too deeply") from None
+    where = _lone_surrogate(value)
+    if where is not None:  # "\ud800" is valid JSON but no backend can store it as UTF-8
+        raise HttpError(
+            400,
+            "bad_json",
+            "the body has a string with a lone surrogate (\\ud800-\\udfff), not UTF-8",
+            path=where,
+        )
+    return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The JSON path of the first string (or key) holding a lone surrogate, or None."""
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and not _utf8(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not key.isascii() and not _utf8(key):
+                    return path
+                stack.append((child, f"{path}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def q_number(
@@ -174,7 +215,7 @@ class Gateway:
         return JSONBody(self.document)
 
     async def health(self, request: Request) -> Response:
-        return JSONBody({"ok": True})
+        return JSONBody({"ok": True, "max_body": self.config.max_body})
 
     async def time(self, request: Request) -> Response:
         return JSONBody({"now": await self.hub.call(self.backend.now)})
@@ -367,11 +408,20 @@ class Gateway:
         if info.name != name:
             raise WireError("$.info.name", f"the worker's name is {name!r} in the path")
         ttl = number(body.get("ttl"), "$.ttl", minimum=0.001, maximum=self.config.max_lease)
-        stop = await self.hub.call(self.backend.heartbeat, info, ttl)
+        try:
+            stop = await self.hub.call(self.backend.heartbeat, info, ttl)
+        except WorkerNameTakenError as exc:
+            raise HttpError(
+                409,
+                "worker_name_taken",
+                str(exc),
+                holder={"name": exc.name, "host": exc.host, "pid": exc.pid},
+            ) from None
         return JSONBody({"stop": stop})
 
     async def remove_worker(self, request: Request) -> Response:
-        await self.hub.call(self.backend.remove_worker, request.path_params["name"])
+        instance = request.query_params.get("instance")
+        await self.hub.call(self.backend.remove_worker, request.path_params["name"], instance)
         return JSONBody({"removed": True})
 
     async def workers(self, request: Request) -> Response:
@@ -386,7 +436,9 @@ class Gateway:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HttpError)
     return Response(
-        error_body(exc.status, exc.code, exc.message, exc.path), exc.status, media_type="application/json"
+        error_body(exc.status, exc.code, exc.message, exc.path, **exc.extra),
+        exc.status,
+        media_type="application/json",
     )
 
 

@@ -6,13 +6,16 @@ a declared ``Content-Length`` over the limit (and, for a chunked body, as soon
 as the bytes read pass it: the body is never read whole), 415 for a body that
 is not JSON. Every error a request can cause is an :class:`HttpError`,
 answered as ``{"error": {"status", "code", "message", "path"}}``; anything
-unexpected is logged and answered 500 with no traceback.
+unexpected is logged (its type and the frames it passed, never the request
+body, local variables or its message) and answered 500 with no traceback.
 """
 
 from __future__ import annotations
 
 import hmac
+import traceback
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -37,21 +40,27 @@ SECURITY_HEADERS = [
 class HttpError(Exception):
     """An answer other than 2xx: ``status``, a short ``code``, a message and, for bad input, its ``path``."""
 
-    def __init__(self, status: int, code: str, message: str, *, path: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, path: str | None = None, **extra: Any
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.path = path
+        #: more facts for the client, beside the message (the holder of a taken worker name)
+        self.extra = extra
         super().__init__(message)
 
 
 class BodyTooLargeError(HttpError):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, "body_too_large", f"the request body is over the limit of {limit} bytes")
+        super().__init__(
+            413, "body_too_large", f"the request body is over the limit of {limit} bytes", limit=limit
+        )
 
 
-def error_body(status: int, code: str, message: str, path: str | None = None) -> bytes:
-    error: dict[str, Any] = {"status": status, "code": code, "message": message}
+def error_body(status: int, code: str, message: str, path: str | None = None, **extra: Any) -> bytes:
+    error: dict[str, Any] = {"status": status, "code": code, "message": message, **extra}
     if path is not None:
         error["path"] = path
     return dumps({"error": error})
@@ -66,6 +75,12 @@ async def send_json(send: Send, status: int, body: bytes, extra: Iterable[tuple[
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _where(exc: BaseException, frames: int = 8) -> list[str]:
+    """``file:line in function`` of the innermost ``frames`` frames of ``exc``'s traceback: no values."""
+    found = traceback.extract_tb(exc.__traceback__)[-frames:]
+    return [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in found]
 
 
 class Guard:
@@ -99,9 +114,18 @@ class Guard:
             if started:
                 return
             extra = [(b"www-authenticate", b'Bearer realm="jobchain"')] if exc.status == 401 else []
-            await send_json(send, exc.status, error_body(exc.status, exc.code, exc.message, exc.path), extra)
-        except Exception:
-            logger.error("request_failed", method=scope.get("method"), path=scope.get("path"), exc_info=True)
+            body = error_body(exc.status, exc.code, exc.message, exc.path, **exc.extra)
+            await send_json(send, exc.status, body, extra)
+        except Exception as exc:
+            # no exc_info: a traceback renderer may print local variables (the request body), and the
+            # message may quote data; the error's type and where it was raised are enough to find it
+            logger.error(
+                "request_failed",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                error_type=type(exc).__name__,
+                where=_where(exc),
+            )
             if not started:
                 await send_json(
                     send, 500, error_body(500, "internal", "internal error; see the gateway's log")

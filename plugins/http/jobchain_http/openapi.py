@@ -157,6 +157,7 @@ def _schemas() -> dict[str, Schema]:
             "started_at": _NUM,
             "heartbeat_at": _NUM,
             "state": _STR,
+            "instance": {"type": "string", "description": "random per worker object; tells namesakes apart"},
         },
         ["name", "started_at", "heartbeat_at"],
     )
@@ -184,6 +185,8 @@ def _schemas() -> dict[str, Schema]:
                         "message": {"type": "string"},
                         "path": {"type": "string"},
                         "ids": {"type": "array", "items": {"type": "string"}},
+                        "holder": _obj({"name": {"type": "string"}, "host": {"type": "string"}, "pid": _INT}),
+                        "limit": {"type": "integer", "description": "413: the gateway's body limit, bytes"},
                     },
                     ["status", "code", "message"],
                 )
@@ -302,7 +305,15 @@ def document(
             "get": _op(
                 "Liveness (no token needed)",
                 "health",
-                _answer("200", _obj({"ok": {"type": "boolean"}})),
+                _answer(
+                    "200",
+                    _obj(
+                        {
+                            "ok": {"type": "boolean"},
+                            "max_body": {"type": "integer", "description": "the largest request body, bytes"},
+                        }
+                    ),
+                ),
                 security=[],
             )
         },
@@ -497,7 +508,9 @@ def document(
         },
         "/v1/workers/{name}": {
             "put": _op(
-                "Register or refresh a worker (heartbeat); `stop` says it was asked to stop",
+                "Register or refresh a worker (heartbeat); `stop` says it was asked to stop. "
+                "409 `worker_name_taken` (with the live `holder`'s host and pid) when another "
+                "instance with a fresh heartbeat holds the name",
                 "heartbeat",
                 _answer("200", _obj({"stop": {"type": "boolean"}}, ["stop"])),
                 parameters=[_p("name", "worker name")],
@@ -512,10 +525,13 @@ def document(
                 ),
             ),
             "delete": _op(
-                "Forget a worker (it stopped)",
+                "Forget a worker (it stopped); with `instance`, only if that instance holds the name",
                 "removeWorker",
                 _answer("200", _obj({"removed": {"type": "boolean"}})),
-                parameters=[_p("name", "worker name")],
+                parameters=[
+                    _p("name", "worker name"),
+                    _q("instance", {"type": "string"}, "the instance that registered the name"),
+                ],
             ),
         },
         "/v1/workers/{name}/stop": {

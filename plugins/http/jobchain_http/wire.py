@@ -383,6 +383,7 @@ def worker_from_wire(raw: Any, path: str = "$") -> WorkerInfo:
         started_at=number(data.get("started_at"), f"{path}.started_at"),
         heartbeat_at=number(data.get("heartbeat_at"), f"{path}.heartbeat_at"),
         state=text(data.get("state", "running"), f"{path}.state"),
+        instance=text(data.get("instance", ""), f"{path}.instance", empty=True),
     )
 
 
