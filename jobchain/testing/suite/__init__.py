@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from jobchain.testing.suite._base import ConformanceBase
 from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups, NextStepHandOff
+from jobchain.testing.suite.crashes import CrashCounting
 from jobchain.testing.suite.failed import FailedQueue, Redrive
 from jobchain.testing.suite.jobs import (
     BadPayloads,
@@ -41,6 +42,7 @@ __all__ = [
     "BatchOperations",
     "ChainHalting",
     "ConformanceBase",
+    "CrashCounting",
     "DelayedJobs",
     "FailedQueue",
     "FifoOrdering",
@@ -70,6 +72,7 @@ class BackendConformance(
     StaleSettlement,
     LeaseExtension,
     Release,
+    CrashCounting,
     BatchOperations,
     JobRecords,
     IdempotentEnqueue,
