@@ -251,6 +251,7 @@ class ListsBackend(RedisBackend):
                     picked.append((queue, key, job_id, token, len(pipe.command_stack)))
                     pipe.hincrby(job_key, "deliveries", 1)
                     pipe.hget(job_key, "job")
+                    pipe.hget(job_key, "crashes")
                     leases.setdefault(queue, {})[job_id] = lease_until
             for queue, mapping in leases.items():
                 pipe.zadd(keys.leases(queue), mapping)
@@ -264,7 +265,7 @@ class ListsBackend(RedisBackend):
         out: list[Delivery] = []
         bad: list[tuple[str, str, str | None, str]] = []
         for queue, _, job_id, token, at in picked:
-            count, raw = results[at], results[at + 1]
+            count, raw, crashes = results[at], results[at + 1], results[at + 2]
             try:
                 if raw is None:
                     raise InvalidJobError("the job's hash has no payload")
@@ -273,7 +274,14 @@ class ListsBackend(RedisBackend):
                 bad.append((queue, job_id, raw, str(exc)))
                 continue
             out.append(
-                Delivery(job=job, token=token, lease_until=lease_until, worker=worker, delivery_count=count)
+                Delivery(
+                    job=job,
+                    token=token,
+                    lease_until=lease_until,
+                    worker=worker,
+                    delivery_count=count,
+                    crashes=int(crashes or 0),
+                )
             )
         if bad:
             self._quarantine_all(bad, worker)
@@ -344,17 +352,20 @@ class ListsBackend(RedisBackend):
             tx.watch(leases, *job_keys)
             rows = tx.read(
                 lambda r: (
-                    [r.zscore(leases, j) for j in expired] + [r.hmget(k, "job", "worker") for k in job_keys]
+                    [r.zscore(leases, j) for j in expired]
+                    + [r.hmget(k, "job", "worker", "token", "running") for k in job_keys]
                 )
             )
             scores, fields = rows[: len(expired)], rows[len(expired) :]
             pipe = tx.multi()
             writes = _Writes(self.keys)
             back: list[tuple[Job, str]] = []
-            for score, (raw, worker) in zip(scores, fields, strict=True):
+            for score, (raw, worker, token, running) in zip(scores, fields, strict=True):
                 if score is None or score > now or raw is None:
                     continue  # settled or extended since
-                back.append((Job.from_wire(loads(raw)), worker or ""))
+                job = Job.from_wire(loads(raw))
+                self._charge(pipe, self.keys.job(job.id, queue), token, running)
+                back.append((job, worker or ""))
             # each goes to the head of its band: push the least urgent first so they keep their order
             for job, worker in sorted(back, key=lambda jw: (self._band(jw[0]), jw[0].id), reverse=True):
                 key = self.keys.job(job.id, queue)
