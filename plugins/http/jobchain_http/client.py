@@ -71,6 +71,7 @@ def _ref(d: Delivery) -> dict[str, Any]:
         "worker": d.worker,
         "lease_until": d.lease_until,
         "delivery_count": d.delivery_count,
+        "crashes": d.crashes,
     }
 
 
@@ -250,6 +251,13 @@ class HttpBackend(Backend):
                 "POST", "/v1/extend", body={"deliveries": [_ref(d) for d in part], "lease": lease}
             )
             out.extend(bool(v) for v in answer["extended"])
+        return out
+
+    def mark_running(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        out: list[bool] = []
+        for part in _chunks(deliveries):
+            answer = self.request("POST", "/v1/running", body={"deliveries": [_ref(d) for d in part]})
+            out.extend(bool(v) for v in answer["running"])
         return out
 
     def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
