@@ -205,6 +205,7 @@ class Worker:
         #: token -> local monotonic time after which a reserved, unstarted delivery may no longer start
         self._deadline: dict[str, float] = {}
         self._lease_margin = min(1.0, self.lease / 10)
+        self._wait = min(self.poll, self.lease / 4)
         #: pool thread -> the delivery it runs (set by _next; cleared by its next call to _next)
         self._busy: dict[threading.Thread, Delivery] = {}
         #: job id of the suspect that runs (or waits to run) alone; no other job starts meanwhile
@@ -514,8 +515,10 @@ class Worker:
             got: list[Delivery] = []
             since = time.monotonic()  # the backend's leases start after this
             try:
+                # a blocking reserve may lease a job at the end of its wait: waits of a quarter lease at
+                # most leave every delivery most of its lease to start in (see _note_leased)
                 got = self.backend.reserve(
-                    self.queues, limit=self.prefetch, lease=self.lease, worker=self.name, wait=self.poll
+                    self.queues, limit=self.prefetch, lease=self.lease, worker=self.name, wait=self._wait
                 )
             except Exception as exc:
                 self.outage.failed("reserve", exc)
