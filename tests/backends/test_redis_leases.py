@@ -247,6 +247,9 @@ def test_poison_job_fails_alone(rig: Rig) -> None:
             rig.start(name if deaths % 2 else f"{name}-r{deaths}", threads=4, lease=lease)
         time.sleep(0.05)
     rig.wait_finished(handles, 60)
+    # a worker restarted just now stops cleanly once it is up (its signal handlers installed)
+    names = set(rig.procs)
+    wait_for(lambda: names <= {w.name for w in rig.app.workers()}, 20, "the restarted workers to register")
     assert rig.stop() == [0] * len(rig.procs), rig.output()
 
     failed = rig.app.failed.list()
