@@ -99,6 +99,25 @@ class Backend(abc.ABC):
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
         """Push the leases of deliveries ``lease`` seconds from now; False where no longer held."""
 
+    def mark_running(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Record that the worker starts these deliveries now; False where the lease is no longer held.
+
+        The worker calls it before it runs a *suspect* (a job delivered before in
+        this attempt, :attr:`Delivery.suspect`), alone. A backend that tracks it
+        counts, per job and attempt, the leases lost while the job was marked
+        (a delivery whose lease ends unsettled after a mark), and reports that
+        count as :attr:`Delivery.crashes` of the job's later deliveries; a lease
+        lost by a delivery that was never marked (a job only reserved, or a
+        first delivery) is not counted. The mark ends with the delivery (settled,
+        or its lease lost). The check judges the lease on the backend's clock:
+        True only if the delivery's token is the job's current one and its lease
+        has not ended.
+
+        The default marks nothing and answers True for every delivery: the
+        backend's ``crashes`` stays ``delivery_count - 1``, every lost lease counts.
+        """
+        return [True] * len(deliveries)
+
     @abc.abstractmethod
     def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
         """Apply completions, retries, failures and releases, each atomically, in order."""

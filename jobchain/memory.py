@@ -70,6 +70,10 @@ class MemoryBackend(Backend):
         self._inflight: dict[str, Delivery] = {}
         self._leases: list[tuple[float, str, str]] = []
         self._deliveries: dict[str, int] = {}
+        #: job id -> token of the delivery marked running (mark_running), until it is settled or lost
+        self._marked: dict[str, str] = {}
+        #: job id -> leases of this attempt lost while marked running
+        self._crashes: dict[str, int] = {}
         self._failed: dict[str, FailedEntry] = {}
         self._chains: dict[str, ChainRecord] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
@@ -120,6 +124,8 @@ class MemoryBackend(Backend):
             if delivery is None or delivery.token != token or delivery.lease_until != lease_until:
                 continue  # settled or extended since
             del self._inflight[job_id]
+            if self._marked.pop(job_id, None) == token:
+                self._crashes[job_id] = self._crashes.get(job_id, 0) + 1
             self._push_ready(delivery.job)
             self._records[job_id] = evolve(self._records[job_id], state=JobState.QUEUED)
             logger.info("lease_expired", job_id=job_id, worker=delivery.worker)
@@ -140,6 +146,7 @@ class MemoryBackend(Backend):
                 lease_until=lease_until,
                 worker=worker,
                 delivery_count=count,
+                crashes=self._crashes.get(job.id, 0),
             )
             self._inflight[job.id] = delivery
             heapq.heappush(self._leases, (lease_until, delivery.token, job.id))
@@ -201,6 +208,19 @@ class MemoryBackend(Backend):
                 out.append(True)
         return out
 
+    def mark_running(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        out: list[bool] = []
+        with self._cond:
+            now = self.clock.now()
+            self._promote(now)
+            for delivery in deliveries:
+                current = self._inflight.get(delivery.job.id)
+                held = current is not None and current.token == delivery.token and current.lease_until > now
+                if held:
+                    self._marked[delivery.job.id] = delivery.token
+                out.append(held)
+        return out
+
     def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
         results: list[SettleResult] = []
         with self._cond:
@@ -220,6 +240,9 @@ class MemoryBackend(Backend):
                     results.append(SettleResult(accepted=False))
                     continue
                 del self._inflight[job.id]
+                self._marked.pop(job.id, None)
+                if not isinstance(outcome, Released):
+                    self._crashes.pop(job.id, None)  # a new attempt, or the end: a fresh count
                 chain = None
                 if isinstance(outcome, Completed):
                     chain = self._complete(outcome, now)
@@ -331,6 +354,7 @@ class MemoryBackend(Backend):
                 if job.expires_at is not None:
                     job = evolve(job, expires_at=now + (entry.job.expires_at or now) - entry.job.enqueued_at)
                 self._deliveries.pop(job_id, None)
+                self._crashes.pop(job_id, None)
                 self._place(job, now)
                 if job.chain is not None and job.chain.chain_id in self._chains:
                     chain = self._chains[job.chain.chain_id]

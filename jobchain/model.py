@@ -11,7 +11,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
-from attrs import evolve, field, frozen
+from attrs import Factory, evolve, field, frozen
 from attrs import validators as v
 
 from jobchain.errors import InvalidJobError
@@ -270,13 +270,26 @@ class Job:
 
 @frozen(kw_only=True)
 class Delivery:
-    """A job handed to a worker under a lease; ``token`` proves which delivery it is."""
+    """A job handed to a worker under a lease; ``token`` proves which delivery it is.
+
+    ``delivery_count`` counts the deliveries of this attempt, this one
+    included. ``crashes`` counts the leases of this attempt lost while the job
+    was marked running (:meth:`jobchain.backend.Backend.mark_running`): the
+    deaths it may have caused. A backend that does not track it leaves the
+    default, ``delivery_count - 1`` (every lost lease counts).
+    """
 
     job: Job
     token: str
     lease_until: float
     worker: str
     delivery_count: int = 1
+    crashes: int = field(default=Factory(lambda self: self.delivery_count - 1, takes_self=True))
+
+    @property
+    def suspect(self) -> bool:
+        """Delivered before in this attempt: its last worker may have died running it."""
+        return self.delivery_count > 1
 
 
 @frozen(kw_only=True)

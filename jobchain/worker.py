@@ -85,6 +85,7 @@ SETTLE_REFUSED = "SettleRefused"
 
 _result_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 _utf8_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_NEVER = float("inf")
 
 
 class JobExpired(Exception):  # noqa: N818 - recorded as the error type name
@@ -136,9 +137,21 @@ class Worker:
     ``concurrency``: threads. ``lease``: seconds a delivery is held before it is
     given to another worker unless extended (the monitor extends every
     ``lease / 3``). ``prefetch``: deliveries reserved per batch (default:
-    ``concurrency``). ``max_redeliveries``: lost leases tolerated per attempt
-    before the job is failed as ``WorkerLost`` (this does not use up retry
-    attempts). ``poll``: longest blocking wait of one reserve call.
+    ``concurrency``). ``max_redeliveries``: leases lost while the job was
+    running (its worker died or stalled) tolerated per attempt before the job
+    is failed as ``WorkerLost`` (this does not use up retry attempts; leases
+    lost by jobs only reserved do not count, see :meth:`Backend.mark_running
+    <jobchain.backend.Backend.mark_running>`). ``poll``: longest blocking wait
+    of one reserve call.
+
+    A job is started only while the worker still holds its lease: each
+    reserved delivery has a local deadline (the monotonic time before the
+    reserve call, plus the lease, minus a margin), pushed on by every
+    successful extension; a delivery past it, or whose extension the backend
+    refused, is dropped unstarted (logged as ``lease_expired_before_start``).
+    A job delivered before in this attempt (a *suspect*: its last worker may
+    have died running it) is marked running on the backend first, which also
+    checks the lease there, and runs alone on this worker.
     ``reconnect_base``, ``reconnect_cap``: a backend call that fails is retried
     after an exponential backoff from ``reconnect_base`` seconds, capped at
     ``reconnect_cap`` seconds, with jitter; the worker never gives up, except
@@ -238,6 +251,14 @@ class Worker:
         self._held: dict[str, Delivery] = {}
         #: how many pool threads died running each job (a bug): the second death fails the job
         self._deaths: dict[str, int] = {}
+        #: token -> local monotonic time after which a reserved, unstarted delivery may no longer start
+        self._deadline: dict[str, float] = {}
+        self._lease_margin = min(1.0, self.lease / 10)
+        self._wait = min(self.poll, self.lease / 4)
+        #: pool thread -> the delivery it runs (set by _next; cleared by its next call to _next)
+        self._busy: dict[threading.Thread, Delivery] = {}
+        #: job id of the suspect that runs (or waits to run) alone; no other job starts meanwhile
+        self._solo: str | None = None
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -467,6 +488,10 @@ class Worker:
         outcome: Outcome | None = None
         with self._cv:
             self.counters.threads_died += 1
+            self._busy.pop(threading.current_thread(), None)
+            if delivery is not None and delivery.job.id == self._solo:  # let the other threads go on
+                self._solo = None
+                self._cv.notify_all()
             if delivery is not None:
                 deaths = self._deaths[delivery.job.id] = self._deaths.get(delivery.job.id, 0) + 1
                 if deaths < 2:
@@ -522,18 +547,96 @@ class Worker:
                 self.log.error("settle_crashed", exc_info=True)
 
     def _next(self) -> Delivery | None:
-        """The next reserved job for a thread; the fetcher refills the buffer when it runs dry."""
-        with self._cv:
-            while True:
-                if self._stopping.is_set():
-                    return None
-                if self._buffer:
-                    delivery = self._buffer.popleft()
-                    if not self._buffer:
-                        self._fetch_cv.notify()  # reserve the next batch while this one runs
+        """The next reserved job for a thread; the fetcher refills the buffer when it runs dry.
+
+        The thread's previous job (if any) is over when it asks. A delivery whose
+        lease the worker may no longer hold is dropped, never started. A suspect
+        (delivered before) waits until no other job runs, holds back the other
+        threads while it runs, and is marked running on the backend first.
+        """
+        me = threading.current_thread()
+        while True:
+            with self._cv:
+                done = self._busy.pop(me, None)
+                if done is not None and done.job.id == self._solo:
+                    self._solo = None
+                    self._cv.notify_all()
+                delivery = self._take_next(me)
+                if delivery is None or not (delivery.suspect and delivery.crashes <= self.max_redeliveries):
                     return delivery
+            # a suspect: every other job has finished, none starts until it does; mark it on the backend
+            try:
+                [held] = self.backend.mark_running([delivery])
+            except Exception as exc:
+                self._backend_failed("mark_running", exc)
+                with self._cv:  # give it back unstarted: its next delivery tries again
+                    self._pending.append(Released(delivery=delivery))
+                    self._settle_cv.notify()
+                continue
+            self.outage.succeeded("mark_running")
+            if held:
+                return delivery
+            with self._cv:
+                self._drop([delivery], "lease_lost_before_start")
+
+    def _take_next(self, me: threading.Thread) -> Delivery | None:
+        """Pop the next delivery that may start (the lock is held); None when stopping."""
+        while True:
+            if self._stopping.is_set():
+                return None
+            if self._buffer and self._solo is None:
+                delivery = self._buffer.popleft()
+                if not self._buffer:
+                    self._fetch_cv.notify()  # reserve the next batch while this one runs
+                if self._deadline.pop(delivery.token, _NEVER) <= time.monotonic():
+                    self._drop([delivery], "lease_expired_before_start")
+                    continue
+                self._busy[me] = delivery
+                if delivery.suspect and delivery.crashes <= self.max_redeliveries:
+                    self._solo = delivery.job.id
+                    # threads that died running a job (replaced since) do not hold the suspect back
+                    while any(t is not me and t.is_alive() for t in self._busy):
+                        if self._stopping.is_set():
+                            self._busy.pop(me, None)
+                            self._solo = None
+                            self._buffer.appendleft(delivery)  # stop() releases it
+                            self._cv.notify_all()
+                            return None
+                        self._cv.wait(0.1)
+                return delivery
+            if not self._buffer:
                 self._fetch_cv.notify()
-                self._cv.wait()
+            self._cv.wait()
+
+    def _drop(self, deliveries: Sequence[Delivery], event: str) -> None:
+        """Forget unstarted deliveries whose lease is gone (the lock is held): never run, never settled.
+
+        Their jobs are another worker's now, or will be when the backend sees the
+        lease ended; a release would be rejected, so none is sent.
+        """
+        for delivery in deliveries:
+            self._deadline.pop(delivery.token, None)
+            if self._held.get(delivery.job.id) is delivery:
+                del self._held[delivery.job.id]
+        self.log.warning(event, job_ids=[d.job.id for d in deliveries][:50], count=len(deliveries))
+
+    def _drop_expired(self, now: float) -> None:
+        """Drop buffered deliveries past their local deadline (the monitor, each tick)."""
+        with self._cv:
+            if not self._buffer:
+                return
+            deadline = self._deadline
+            expired = [d for d in self._buffer if deadline.get(d.token, _NEVER) <= now]
+            if expired:
+                gone = {id(d) for d in expired}
+                self._buffer = deque(d for d in self._buffer if id(d) not in gone)
+                self._drop(expired, "lease_expired_before_start")
+
+    def _note_leased(self, deliveries: Iterable[Delivery], since: float) -> None:
+        """Record deadlines of deliveries leased by a backend call made at monotonic ``since`` (lock held)."""
+        until = since + self.lease - self._lease_margin
+        for delivery in deliveries:
+            self._deadline[delivery.token] = until
 
     def _fetcher_main(self) -> None:
         """Reserve a batch whenever the buffer is empty, off the threads' path from job to job."""
@@ -547,9 +650,12 @@ class Worker:
                     return
                 self._fetching = True
             got: list[Delivery] = []
+            since = time.monotonic()  # the backend's leases start after this
             try:
+                # a blocking reserve may lease a job at the end of its wait: waits of a quarter lease at
+                # most leave every delivery most of its lease to start in (see _note_leased)
                 got = self.backend.reserve(
-                    self.queues, limit=self.prefetch, lease=self.lease, worker=self.name, wait=self.poll
+                    self.queues, limit=self.prefetch, lease=self.lease, worker=self.name, wait=self._wait
                 )
             except Exception as exc:
                 self._backend_failed("reserve", exc)
@@ -563,6 +669,7 @@ class Worker:
                     self._fetching = False
                     for delivery in got:
                         self._held[delivery.job.id] = delivery
+                    self._note_leased(got, since)
                     self._buffer.extend(got)
                     self._cv.notify_all()
 
@@ -571,10 +678,10 @@ class Worker:
         app = self.app
         now = app.clock.now()
         slot.jobs += 1
-        if delivery.delivery_count > self.max_redeliveries + 1:
+        if delivery.crashes > self.max_redeliveries:
             error = WorkerLost(
-                f"lease lost {delivery.delivery_count - 1} times (workers holding the job died or stalled); "
-                f"max_redeliveries is {self.max_redeliveries}"
+                f"lease lost {delivery.crashes} times while the job ran (workers running it died or "
+                f"stalled); max_redeliveries is {self.max_redeliveries}"
             )
             return self._failure_outcome(delivery, error, slot, 0.0, retry_allowed=False)
         forged = signing.check_job(app.signer, job)  # before anything of the job is trusted
@@ -892,9 +999,13 @@ class Worker:
             free = self.concurrency - len(self._running) - len(self._buffer)
         if free < 1 or self._stopping.is_set() or not any(o.delivery.job.chain for o in batch):
             return self.backend.settle(batch), []
-        return self.backend.settle_and_take(
+        since = time.monotonic()
+        results, taken = self.backend.settle_and_take(
             batch, worker=self.name, queues=self.queues, lease=self.lease, limit=free
         )
+        with self._cv:
+            self._note_leased(taken, since)
+        return results, taken
 
     def _after_settle(self, batch: list[Outcome], results: list[Any]) -> None:
         counters = self.counters
@@ -1006,6 +1117,7 @@ class Worker:
             now = time.monotonic()
             try:
                 self._enforce_timeouts(now)
+                self._drop_expired(now)
                 if now >= next_extend:
                     ok = self._extend_leases()
                     next_extend = time.monotonic() + (extend_every if ok else min(extend_every, retry.next()))
@@ -1044,6 +1156,7 @@ class Worker:
             held = list(self._held.values())
         if not held:
             return True
+        since = time.monotonic()
         try:
             kept = self.backend.extend(held, self.lease)
         except Exception as exc:
@@ -1059,6 +1172,16 @@ class Worker:
                 for d, ok in zip(held, kept, strict=True)
                 if not ok and self._held.get(d.job.id) is d and d.job.id not in settling
             ]
+            # unstarted deliveries: a kept lease may start until the new deadline, a lost one never
+            unstarted = self._deadline
+            self._note_leased(
+                (d for d, ok in zip(held, kept, strict=True) if ok and d.token in unstarted), since
+            )
+            gone = {d.token for d, ok in zip(held, kept, strict=True) if not ok}
+            dropped = [d for d in self._buffer if d.token in gone]
+            if dropped:
+                self._buffer = deque(d for d in self._buffer if d.token not in gone)
+                self._drop(dropped, "lease_expired_before_start")
         if lost:
             self.log.warning("leases_lost", job_ids=lost[:10], count=len(lost))
         return True

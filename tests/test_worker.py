@@ -34,7 +34,7 @@ from jobchain import (
 from jobchain.ids import new_id
 from jobchain.logplugin import JobLogger
 from jobchain.memory import MemoryBackend
-from jobchain.model import Completed, Delivery, Outcome, SettleResult
+from jobchain.model import Completed, Delivery, Outcome, Released, SettleResult
 
 StartWorker = Callable[..., Worker]
 FAST_RETRY = {"base": 0.01, "factor": 1.0, "jitter": False}
@@ -479,8 +479,9 @@ def test_redelivery_cap_fails_job_as_worker_lost(
         calls.append(1)
 
     handle = doomed.submit()
-    for _ in range(3):
-        assert manual_app.backend.reserve(["default"], limit=1, lease=5.0, worker="dead")
+    for _ in range(3):  # three workers died running it
+        held = manual_app.backend.reserve(["default"], limit=1, lease=5.0, worker="dead")
+        assert manual_app.backend.mark_running(held) == [True]
         clock.advance(6.0)
     start_worker(manual_app, max_redeliveries=2)
     with pytest.raises(JobFailedError, match="WorkerLost"):
@@ -489,7 +490,120 @@ def test_redelivery_cap_fails_job_as_worker_lost(
     entry = manual_app.failed.show(handle.id)
     assert entry is not None
     assert (entry.error.type, entry.job.attempt) == ("WorkerLost", 1)
-    assert "lease lost 3 times" in entry.error.message
+    assert "lease lost 3 times while the job ran" in entry.error.message
+
+
+def test_leases_lost_while_only_reserved_do_not_count_towards_the_cap(
+    manual_app: App, clock: ManualClock, start_worker: StartWorker
+) -> None:
+    """A job whose leases ran out while workers only held it reserved (never started) is not WorkerLost."""
+
+    @manual_app.task
+    def innocent() -> str:
+        return "ran"
+
+    handle = innocent.submit()
+    for _ in range(4):  # reserved alongside a poison job by workers it killed, never started
+        assert manual_app.backend.reserve(["default"], limit=1, lease=5.0, worker="dead")
+        clock.advance(6.0)
+    start_worker(manual_app, max_redeliveries=1)
+    assert handle.wait(timeout=2) == "ran"
+    assert manual_app.failed.list() == []
+
+
+def test_suspect_runs_alone(manual_app: App, clock: ManualClock, start_worker: StartWorker) -> None:
+    """A job whose last worker died running it starts once the jobs before it ended; none starts beside it."""
+    spans: dict[str, tuple[float, float]] = {}
+
+    @manual_app.task
+    def work(name: str) -> str:
+        start = time.monotonic()
+        time.sleep(0.1)
+        spans[name] = (start, time.monotonic())
+        return name
+
+    handles = [work.submit(name) for name in ("a", "b", "suspect", "c", "d")]
+    backend = manual_app.backend
+    held = backend.reserve(["default"], limit=3, lease=5.0, worker="dead")
+    assert [d.job.args for d in held] == [("a",), ("b",), ("suspect",)]
+    assert backend.mark_running(held[2:]) == [True]  # the dead worker was running it
+    backend.settle([Released(delivery=d) for d in held[:2]])
+    clock.advance(6.0)
+    start_worker(manual_app, concurrency=4)
+    assert [h.wait(timeout=3) for h in handles] == ["a", "b", "suspect", "c", "d"]
+    start, end = spans["suspect"]
+    overlapping = [n for n, (s, e) in spans.items() if n != "suspect" and s < end and e > start]
+    assert overlapping == []
+    assert manual_app.failed.list() == []
+
+
+def test_buffered_job_whose_lease_was_reported_lost_never_starts(
+    app: App, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefetched job whose extension the backend refused is dropped unstarted, and logged."""
+    gate, started = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @app.task
+    def blocker() -> None:
+        started.set()
+        gate.wait(3)
+
+    @app.task
+    def queued(name: str) -> None:
+        ran.append(name)
+
+    blocked = blocker.submit()
+    waiting = [queued.submit(f"q{i}") for i in range(3)]
+    monkeypatch.setattr(app.backend, "extend", lambda deliveries, lease: [False] * len(deliveries))
+    with structlog.testing.capture_logs() as logs:
+        worker = start_worker(app, concurrency=1, prefetch=4, lease=0.3)
+        assert started.wait(2)
+        assert eventually(lambda: worker.held() == 1)  # the blocker only: the buffered jobs were dropped
+        gate.set()
+        assert eventually(lambda: blocked.status() != "running")
+    dropped = [e for e in logs if e["event"] == "lease_expired_before_start"]
+    assert sorted(j for e in dropped for j in e["job_ids"]) == sorted(h.id for h in waiting)
+    assert ran == []
+
+
+def test_buffered_job_past_its_lease_never_starts(
+    app: App, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefetched job whose lease ran out while the worker could not extend it is dropped unstarted.
+
+    Its job is delivered again (to this worker, here) and runs once, under the new lease.
+    """
+    gate, started = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @app.task
+    def blocker() -> None:
+        started.set()
+        gate.wait(3)
+
+    @app.task
+    def queued(name: str) -> None:
+        ran.append(name)
+
+    blocked = blocker.submit()
+    waiting = [queued.submit(f"q{i}") for i in range(3)]
+
+    def down(deliveries: object, lease: float) -> list[bool]:
+        raise ConnectionError("the backend is away")
+
+    monkeypatch.setattr(app.backend, "extend", down)
+    with structlog.testing.capture_logs() as logs:
+        worker = start_worker(app, concurrency=1, prefetch=4, lease=0.3)
+        assert started.wait(2)
+        assert eventually(lambda: worker.held() == 1)  # past 0.3s, with no extension: dropped
+        gate.set()
+        assert eventually(lambda: blocked.status() != "running")
+        # the backend let them go when their leases ended: they run once, under a new delivery
+        assert [h.wait(timeout=3) for h in waiting] == [None] * 3
+    assert sorted(ran) == ["q0", "q1", "q2"]
+    dropped = [e for e in logs if e["event"] == "lease_expired_before_start"]
+    assert sorted(j for e in dropped for j in e["job_ids"]) == sorted(h.id for h in waiting)
 
 
 # --- bad jobs -----------------------------------------------------------------------------------

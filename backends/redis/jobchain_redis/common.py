@@ -470,6 +470,14 @@ class RedisBackend(Backend):
         PEL is there); in the one-tag layout any of ``queues``.
         """
 
+    @staticmethod
+    def _charge(pipe: Pipe, key: str, token: str | None, running: str | None) -> None:
+        """Queue the writes of a lease that ended unsettled: a crash if the job ran under it."""
+        if running is not None:
+            pipe.hdel(key, "running")
+            if running == token:
+                pipe.hincrby(key, "crashes", 1)
+
     def _refresh(self, pipe: Pipe, delivery: Delivery, row: dict[str, str | None]) -> None:
         """Extra writes when a lease is extended (redis-streams: keep the entry's idle time fresh)."""
 
@@ -592,6 +600,45 @@ class RedisBackend(Backend):
                         )
                         pipe.hset(key, "lease_until", repr(lease_until))
                         self._refresh(pipe, delivery, dict(zip(fields, row, strict=True)))
+                return ok
+
+            for (index, _), mine in zip(group, self._transact(body, on=job_keys[0])[0], strict=True):
+                held[index] = mine
+        return [held[i] for i in range(len(deliveries))]
+
+    @boundary
+    def mark_running(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Mark deliveries running (``running`` = token in the job hash) where their lease is held.
+
+        Held means: the token is the job's current one and its lease (the score
+        in the lease set) ends after the backend's now. One WATCH/MULTI/EXEC per
+        queue tag. The lease expiry that finds a job still marked by its current
+        token counts a crash (``crashes`` in the hash); a settlement ends the mark.
+        """
+        held: dict[int, bool] = {}
+        for group in self._by_tag(enumerate(deliveries), lambda item: item[1].job.queue):
+            job_keys = [self.keys.job(d.job.id, d.job.queue) for _, d in group]
+
+            def body(
+                tx: Transaction, group: list[tuple[int, Delivery]] = group, job_keys: list[str] = job_keys
+            ) -> list[bool]:
+                tx.watch(*job_keys)
+                rows = tx.read(
+                    lambda r: (
+                        [r.hget(k, "token") for k in job_keys]
+                        + [r.zscore(self.keys.leases(d.job.queue), d.job.id) for _, d in group]
+                    )
+                )
+                tokens, scores = rows[: len(group)], rows[len(group) :]
+                now = self.now()
+                ok = [
+                    token is not None and token == d.token and score is not None and float(score) > now
+                    for (_, d), token, score in zip(group, tokens, scores, strict=True)
+                ]
+                pipe = tx.multi()
+                for (_, delivery), key, mine in zip(group, job_keys, ok, strict=True):
+                    if mine:
+                        pipe.hset(key, "running", delivery.token)
                 return ok
 
             for (index, _), mine in zip(group, self._transact(body, on=job_keys[0])[0], strict=True):
@@ -739,7 +786,9 @@ class RedisBackend(Backend):
         )
         writes.lease(job.queue, job.id, until)
         self._hold(pipe, job, take.worker)
-        return Delivery(job=job, token=token, lease_until=until, worker=take.worker, delivery_count=1)
+        return Delivery(
+            job=job, token=token, lease_until=until, worker=take.worker, delivery_count=1, crashes=0
+        )
 
     def _hold(self, pipe: Pipe, job: Job, worker: str) -> None:
         """Backend-specific writes for a job leased without a reservation (lists: the processing list)."""
@@ -767,6 +816,7 @@ class RedisBackend(Backend):
         held[job.id] = {**row, "token": None}  # a second outcome for this delivery is stale
         key = self.keys.job(job.id, job.queue)
         drop = self._unlease(pipe, writes, job, delivery.worker, row, done=not isinstance(outcome, Released))
+        drop.append("running")  # the mark ends with the delivery
         record = chains.get(job.chain.chain_id) if job.chain is not None else None
         if isinstance(outcome, Completed):
             pipe.hset(
@@ -778,7 +828,7 @@ class RedisBackend(Backend):
                     "finished_at": repr(outcome.finished_at),
                 },
             )
-            pipe.hdel(key, "error", "deliveries", *drop)
+            pipe.hdel(key, "error", "deliveries", "crashes", *drop)
             self._expire(pipe, key)
             if job.chain is not None and events is not None:
                 return self._to_outbox(pipe, events, ChainEvent.of(outcome, job.chain, now))
@@ -803,7 +853,7 @@ class RedisBackend(Backend):
             return SettleResult(accepted=True, chain=updated if done else None)
         if isinstance(outcome, Retried):
             retry = job.retried(not_before=now + outcome.delay)
-            pipe.hdel(key, *drop)
+            pipe.hdel(key, "crashes", *drop)
             self._place(pipe, writes, retry, now, front=True)
             pipe.hset(key, mapping={"error": dumps(outcome.error.to_wire()), "deliveries": 0})
             return SettleResult(accepted=True)
@@ -816,7 +866,7 @@ class RedisBackend(Backend):
                     "finished_at": repr(now),
                 },
             )
-            pipe.hdel(key, "deliveries", *drop)
+            pipe.hdel(key, "deliveries", "crashes", *drop)
             pipe.zadd(self.keys.failed_in(job.queue), {job.id: now})
             if job.chain is not None and events is not None:
                 return self._to_outbox(pipe, events, ChainEvent.of(outcome, job.chain, now))

@@ -25,7 +25,10 @@ key                                type    holds
 ``{q}:job:<id>``                   hash    ``job`` (wire JSON), ``state``, ``result``,
                                            ``error``, ``started_at``, ``finished_at``,
                                            ``token``, ``worker``, ``lease_until``,
-                                           ``deliveries``, ``queue``, ``raw`` (the stored
+                                           ``deliveries``, ``running`` (the token of the
+                                           delivery marked running), ``crashes`` (leases
+                                           of this attempt lost while marked running),
+                                           ``queue``, ``raw`` (the stored
                                            text of a job that could not be read, filed as
                                            failed); redis-streams adds
                                            ``stream``, ``entry``, ``band`` (where its entry is)

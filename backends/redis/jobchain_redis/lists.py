@@ -260,6 +260,7 @@ class ListsBackend(RedisBackend):
                     picked.append((queue, key, job_id, token, len(pipe.command_stack)))
                     pipe.hincrby(job_key, "deliveries", 1)
                     pipe.hget(job_key, "job")
+                    pipe.hget(job_key, "crashes")
                     leases.setdefault(queue, {})[job_id] = lease_until
             for queue, mapping in leases.items():
                 pipe.zadd(keys.leases(queue), mapping)
@@ -273,14 +274,21 @@ class ListsBackend(RedisBackend):
         out: list[Delivery] = []
         bad: list[tuple[str, str, str | None, str]] = []
         for queue, _, job_id, token, at in picked:
-            count, raw = results[at], results[at + 1]
+            count, raw, crashes = results[at], results[at + 1], results[at + 2]
             try:
                 job = parse_job(raw)
             except UNREADABLE as exc:
                 bad.append((queue, job_id, raw, str(exc)))
                 continue
             out.append(
-                Delivery(job=job, token=token, lease_until=lease_until, worker=worker, delivery_count=count)
+                Delivery(
+                    job=job,
+                    token=token,
+                    lease_until=lease_until,
+                    worker=worker,
+                    delivery_count=count,
+                    crashes=int(crashes or 0),
+                )
             )
         if bad:
             self._quarantine_all(bad, worker)
@@ -367,23 +375,27 @@ class ListsBackend(RedisBackend):
             tx.watch(leases, *job_keys)
             rows = tx.read(
                 lambda r: (
-                    [r.zscore(leases, j) for j in expired] + [r.hmget(k, "job", "worker") for k in job_keys]
+                    [r.zscore(leases, j) for j in expired]
+                    + [r.hmget(k, "job", "worker", "token", "running") for k in job_keys]
                 )
             )
             scores, fields = rows[: len(expired)], rows[len(expired) :]
             pipe = tx.multi()
             writes = _Writes(self.keys)
             back: list[tuple[Job, str]] = []
-            for job_id, score, (raw, worker) in zip(expired, scores, fields, strict=True):
+            for job_id, score, (raw, worker, token, running) in zip(expired, scores, fields, strict=True):
                 if score is None or score > now or raw is None:
                     continue  # settled or extended since
                 worker = worker if worker and decodable(worker) else ""
                 try:
-                    back.append((parse_job(raw), worker))
+                    job = parse_job(raw)
                 except UNREADABLE as exc:
                     if worker:
                         pipe.lrem(self.keys.processing(worker, queue), 1, job_id)
                     self._quarantine(pipe, queue, job_id, raw, str(exc), now)
+                    continue
+                self._charge(pipe, self.keys.job(job.id, queue), token, running)
+                back.append((job, worker))
             # each goes to the head of its band: push the least urgent first so they keep their order
             for job, worker in sorted(back, key=lambda jw: (self._band(jw[0]), jw[0].id), reverse=True):
                 key = self.keys.job(job.id, queue)

@@ -345,7 +345,7 @@ class StreamsBackend(RedisBackend):
         where: dict[str, str | int] | None = None,
         count: int = 1,
     ) -> int:
-        """Queue the lease of one job (HSET, HINCRBY, HGET); return where HINCRBY's reply will be.
+        """Queue the lease of one job (HSET, HINCRBY, HGET job, crashes); return where HINCRBY's reply is.
 
         ``where`` (the entry just read with ``>``) marks a first delivery of
         this entry: its count is 1 (a retry's new entry starts a new count), so
@@ -368,6 +368,7 @@ class StreamsBackend(RedisBackend):
         if not where:
             pipe.hincrby(key, "deliveries", 1)
         pipe.hget(key, "job")
+        pipe.hget(key, "crashes")
         leases.setdefault(queue, {})[job_id] = lease_until
         return at
 
@@ -426,13 +427,16 @@ class StreamsBackend(RedisBackend):
                 where: dict[str, str | int] = {"stream": stream, "entry": entry, "band": band}
                 count = 1 + int(fields.get("d") or 0)
                 self._lease_writes(pipe, leases, queue, job_id, token, lease_until, worker, where, count)
-                leased.append((job_id, token, count, len(pipe.command_stack) - 1))
+                leased.append((job_id, token, count, len(pipe.command_stack) - 2))
             self._zadd_leases(pipe, leases)
             return leased
 
         leased, results = self._transact(body, on=stream)
         return self._collect(
-            [(queue, job_id, token, count, results[at]) for job_id, token, count, at in leased],
+            [
+                (queue, job_id, token, count, results[at], results[at + 1])
+                for job_id, token, count, at in leased
+            ],
             lease_until,
             worker,
         )
@@ -449,13 +453,15 @@ class StreamsBackend(RedisBackend):
             rows = tx.read(
                 lambda r: (
                     [r.zscore(self.keys.leases(q), job_id) for q, job_id in jobs]
-                    + [r.hmget(k, "job", "entry", "deliveries") for k in job_keys]
+                    + [r.hmget(k, "job", "entry", "deliveries", "token", "running") for k in job_keys]
                 )
             )
             scores, fields = rows[: len(jobs)], rows[len(jobs) :]
             pipe = tx.multi()
             writes = self._writes()
-            for (q, job_id), score, (raw, entry, count) in zip(jobs, scores, fields, strict=True):
+            for (q, job_id), score, (raw, entry, count, token, running) in zip(
+                jobs, scores, fields, strict=True
+            ):
                 if score is None or score > now or entry or raw is None:
                     continue  # settled, extended or requeued since
                 try:
@@ -464,6 +470,7 @@ class StreamsBackend(RedisBackend):
                     pipe.srem(self.keys.taken(q), job_id)
                     self._quarantine(pipe, q, job_id, raw, str(exc), now)
                     continue
+                self._charge(pipe, self.keys.job(job_id, q), token, running)
                 writes.unlease(q, job_id)
                 writes.carry[job_id] = int(count) if count and count.isdigit() else 0
                 pipe.srem(self.keys.taken(q), job_id)
@@ -508,16 +515,19 @@ class StreamsBackend(RedisBackend):
             rows = tx.read(
                 lambda r: (
                     [r.zscore(self.keys.leases(q), job_id) for q, job_id, _, _ in claims]
-                    + [r.hget(k, "entry") for k in job_keys]
+                    + [r.hmget(k, "entry", "token", "running") for k in job_keys]
                 )
             )
             scores, entries = rows[: len(claims)], rows[len(claims) :]
             pipe = tx.multi()
             picked: list[tuple[str, str, str, str, int]] = []
             leases: dict[str, dict[str, float]] = {}
-            for (q, job_id, stream, entry), score, current in zip(claims, scores, entries, strict=True):
+            for (q, job_id, stream, entry), score, (current, old, running) in zip(
+                claims, scores, entries, strict=True
+            ):
                 if score is None or score > now or current != entry:
                     continue  # settled, extended or claimed since
+                self._charge(pipe, self.keys.job(job_id, q), old, running)
                 token = secrets.token_hex(8)
                 pipe.xclaim(stream, GROUP, worker, 0, [entry], justid=True)
                 at = self._lease_writes(pipe, leases, q, job_id, token, lease_until, worker)
@@ -527,18 +537,24 @@ class StreamsBackend(RedisBackend):
 
         picked, results = self._transact(body, on=job_keys[0])
         return self._collect(
-            [(q, job_id, token, results[at], results[at + 1]) for q, job_id, _, token, at in picked],
+            [
+                (q, job_id, token, results[at], results[at + 1], results[at + 2])
+                for q, job_id, _, token, at in picked
+            ],
             lease_until,
             worker,
         )
 
     def _collect(
-        self, rows: Sequence[tuple[str, str, str, Any, str | None]], lease_until: float, worker: str
+        self,
+        rows: Sequence[tuple[str, str, str, Any, str | None, str | None]],
+        lease_until: float,
+        worker: str,
     ) -> list[Delivery]:
-        """Deliveries from (queue, job id, token, delivery count, payload); bad jobs are quarantined."""
+        """Deliveries from (queue, job id, token, delivery count, payload, crashes); bad ones quarantined."""
         out: list[Delivery] = []
         bad: list[tuple[str, str, str | None, str]] = []
-        for queue, job_id, token, count, raw in rows:
+        for queue, job_id, token, count, raw, crashes in rows:
             try:
                 job = parse_job(raw)
             except UNREADABLE as exc:
@@ -546,7 +562,12 @@ class StreamsBackend(RedisBackend):
                 continue
             out.append(
                 Delivery(
-                    job=job, token=token, lease_until=lease_until, worker=worker, delivery_count=int(count)
+                    job=job,
+                    token=token,
+                    lease_until=lease_until,
+                    worker=worker,
+                    delivery_count=int(count),
+                    crashes=int(crashes or 0),
                 )
             )
         if bad:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from jobchain.testing.suite._base import ConformanceBase
 from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups, NextStepHandOff
+from jobchain.testing.suite.crashes import CrashCounting
 from jobchain.testing.suite.failed import FailedPaging, FailedQueue, Redrive
 from jobchain.testing.suite.jobs import (
     BadPayloads,
@@ -42,6 +43,7 @@ __all__ = [
     "BatchOperations",
     "ChainHalting",
     "ConformanceBase",
+    "CrashCounting",
     "DelayedJobs",
     "FailedPaging",
     "FailedQueue",
@@ -74,6 +76,7 @@ class BackendConformance(
     StaleSettlement,
     LeaseExtension,
     Release,
+    CrashCounting,
     BatchOperations,
     JobRecords,
     IdempotentEnqueue,

@@ -90,6 +90,7 @@ def _ref(d: Delivery) -> dict[str, Any]:
         "worker": d.worker,
         "lease_until": d.lease_until,
         "delivery_count": d.delivery_count,
+        "crashes": d.crashes,
     }
 
 
@@ -312,6 +313,13 @@ class HttpBackend(Backend):
             else:  # a gateway that does not say: assume the default
                 self.max_body = DEFAULT_MAX_BODY
         return self.max_body
+
+    def mark_running(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        out: list[bool] = []
+        for part in _chunks(deliveries):
+            answer = self.request("POST", "/v1/running", body={"deliveries": [_ref(d) for d in part]})
+            out.extend(bool(v) for v in answer["running"])
+        return out
 
     def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
         """Settle in as many requests as it takes for each body to fit the gateway's body limit.

@@ -39,10 +39,10 @@ from jobchain_http.wire import (
     arr,
     chain_from_wire,
     chain_to_wire,
+    counts,
     delivery_to_wire,
     dumps,
     failed_to_wire,
-    integer,
     job_from_wire,
     number,
     obj,
@@ -316,9 +316,7 @@ class Gateway:
                     token=ref["token"],
                     lease_until=number(ref.get("lease_until", 0.0), f"{where}.lease_until"),
                     worker=str(ref.get("worker", "")),
-                    delivery_count=integer(
-                        ref.get("delivery_count", 1), f"{where}.delivery_count", minimum=1
-                    ),
+                    **counts(ref, where),
                 )
         out = [d for d in found if d is not None]
         assert len(out) == len(found)
@@ -354,6 +352,16 @@ class Gateway:
         self.hub.extended([d.token for d, ok in zip(deliveries, kept, strict=True) if ok], lease_until)
         self.hub.forget([d.token for d, ok in zip(deliveries, kept, strict=True) if not ok])
         return JSONBody({"extended": kept})
+
+    async def mark_running(self, request: Request) -> Response:
+        body = obj(await read_json(request), "$")
+        raw = arr(body.get("deliveries"), "$.deliveries")
+        if len(raw) > self.config.max_limit:
+            raise WireError("$.deliveries", f"at most {self.config.max_limit} deliveries per request")
+        deliveries = await self.deliveries(raw, "$.deliveries")
+        held = await self.hub.call(self.backend.mark_running, deliveries)
+        self.hub.forget([d.token for d, ok in zip(deliveries, held, strict=True) if not ok])
+        return JSONBody({"running": held})
 
     # --- failed queue --------------------------------------------------------------------
 
@@ -500,6 +508,7 @@ def create_app(config: GatewayConfig) -> GatewayApp:
         Route("/v1/stream", gw.stream, methods=["GET"]),
         Route("/v1/settle", gw.settle, methods=["POST"]),
         Route("/v1/extend", gw.extend, methods=["POST"]),
+        Route("/v1/running", gw.mark_running, methods=["POST"]),
         Route("/v1/failed", gw.failed, methods=["GET"]),
         Route("/v1/failed/redrive", gw.redrive, methods=["POST"]),
         Route("/v1/failed/purge", gw.purge, methods=["POST"]),

@@ -116,6 +116,7 @@ def _schemas() -> dict[str, Schema]:
             "lease_until": _NUM,
             "worker": {"type": "string"},
             "delivery_count": {"type": "integer", "minimum": 1},
+            "crashes": {"type": "integer", "minimum": 0},
         },
         ["job", "token", "lease_until", "worker", "delivery_count"],
     )
@@ -126,6 +127,7 @@ def _schemas() -> dict[str, Schema]:
             "worker": {"type": "string"},
             "lease_until": _NUM,
             "delivery_count": {"type": "integer", "minimum": 1},
+            "crashes": {"type": "integer", "minimum": 0},
         },
         ["job_id", "token"],
     )
@@ -455,6 +457,28 @@ def document(
                             "lease": {"type": "number", "minimum": 0.001, "maximum": max_lease},
                         },
                         ["deliveries", "lease"],
+                    )
+                ),
+            )
+        },
+        "/v1/running": {
+            "post": _op(
+                "Mark deliveries running before their jobs start (a worker does it for a redelivered job); "
+                "false where the lease is no longer held. Leases lost while marked count as crashes.",
+                "mark_running",
+                _answer(
+                    "200", _obj({"running": {"type": "array", "items": {"type": "boolean"}}}, ["running"])
+                ),
+                requestBody=_json_body(
+                    _obj(
+                        {
+                            "deliveries": {
+                                "type": "array",
+                                "maxItems": max_limit,
+                                "items": _ref("DeliveryRef"),
+                            }
+                        },
+                        ["deliveries"],
                     )
                 ),
             )

@@ -41,6 +41,7 @@ __all__ = [
     "WireError",
     "chain_from_wire",
     "chain_to_wire",
+    "counts",
     "delivery_from_wire",
     "delivery_to_wire",
     "dumps",
@@ -188,6 +189,7 @@ def delivery_to_wire(delivery: Delivery) -> dict[str, Json]:
         "lease_until": delivery.lease_until,
         "worker": delivery.worker,
         "delivery_count": delivery.delivery_count,
+        "crashes": delivery.crashes,
     }
 
 
@@ -198,8 +200,16 @@ def delivery_from_wire(raw: Any, path: str = "$") -> Delivery:
         token=text(data.get("token"), f"{path}.token"),
         lease_until=number(data.get("lease_until"), f"{path}.lease_until"),
         worker=text(data.get("worker"), f"{path}.worker", empty=True),
-        delivery_count=integer(data.get("delivery_count", 1), f"{path}.delivery_count", minimum=1),
+        **counts(data, path),
     )
+
+
+def counts(data: Mapping[str, Any], path: str) -> dict[str, int]:
+    """``delivery_count`` and ``crashes`` of a delivery or a reference to one (crashes when given)."""
+    found = {"delivery_count": integer(data.get("delivery_count", 1), f"{path}.delivery_count", minimum=1)}
+    if data.get("crashes") is not None:
+        found["crashes"] = integer(data["crashes"], f"{path}.crashes", minimum=0)
+    return found
 
 
 def record_to_wire(record: JobRecord) -> dict[str, Json]:
@@ -398,6 +408,7 @@ def outcome_to_wire(outcome: Outcome) -> dict[str, Json]:
         "worker": d.worker,
         "lease_until": d.lease_until,
         "delivery_count": d.delivery_count,
+        "crashes": d.crashes,
     }
     if isinstance(outcome, Completed):
         raw.update(
