@@ -1103,6 +1103,10 @@ def test_a_hook_raising_a_base_exception_kills_no_thread(app: App, start_worker:
         assert first.wait(timeout=3) == 2
         second = (inc >> inc).submit(5)
         assert second.wait(timeout=3) == 7
+        # the chain events fire on the settler thread just after the record says completed
+        assert eventually(
+            lambda: sum(e.get("hook") == "jobchain_chain_completed" for e in logs) == 2, timeout=3
+        )
     assert worker._settler is not None
     assert worker._settler.is_alive()
     assert worker.counters.threads_died == 0
