@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from jobchain.errortext import cap
 from jobchain.hookspecs import hookimpl
 from jobchain.model import ChainRecord, ErrorInfo, Job
 
@@ -22,10 +23,15 @@ logger = structlog.get_logger("jobchain.jobs")
 
 
 class JobLogger:
-    """Logs job and chain events; ``verbose`` adds a line per started and succeeded job."""
+    """Logs job and chain events; ``verbose`` adds a line per started and succeeded job.
 
-    def __init__(self, *, verbose: bool = False) -> None:
+    An error's message is logged cut to ``max_message_bytes`` UTF-8 bytes (the
+    failed queue keeps it in full, up to ``App(max_error_bytes=...)``).
+    """
+
+    def __init__(self, *, verbose: bool = False, max_message_bytes: int = 4096) -> None:
         self.verbose = verbose
+        self.max_message_bytes = max_message_bytes
 
     @hookimpl
     def jobchain_job_started(self, job: Job, worker: str, thread: str) -> None:
@@ -58,7 +64,7 @@ class JobLogger:
             task=job.task,
             attempt=job.attempt,
             error=error.type,
-            message=error.message,
+            message=cap(error.message, self.max_message_bytes),
             delay=round(delay, 3),
             worker=worker,
             thread=thread,
@@ -72,7 +78,7 @@ class JobLogger:
             task=job.task,
             attempt=job.attempt,
             error=error.type,
-            message=error.message,
+            message=cap(error.message, self.max_message_bytes),
             worker=worker,
             thread=thread,
         )

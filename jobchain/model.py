@@ -401,7 +401,9 @@ class FailedEntry:
     ``raw`` is set for a job the backend could not read (garbage bytes, a
     payload of an unknown version, a record missing fields): it holds the
     stored text as found, and ``job`` is a placeholder with the task name
-    :data:`UNREADABLE_TASK`. Such an entry cannot be re-driven.
+    :data:`UNREADABLE_TASK`. Such an entry cannot be re-driven. Bytes that
+    are not UTF-8 are kept as ``base64:`` and their base64; a backend may cap
+    what it keeps (the Redis backends: 64 KiB, then a ``[cut: …]`` line).
     """
 
     job: Job

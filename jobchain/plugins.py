@@ -26,6 +26,7 @@ from jobchain.errors import (
     PluginLoadError,
     UnknownBackendError,
 )
+from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, cap, describe, format_traceback, type_name
 from jobchain.registry import BackendRegistry
 
 if TYPE_CHECKING:
@@ -196,15 +197,30 @@ class Plugins:
         return bool(self._impls(hook))
 
     def emit(self, hook: str, **kwargs: Any) -> None:
-        """Call every implementation of an event hook; one that raises is logged, the rest still run."""
+        """Call every implementation of an event hook; one that raises is logged, the rest still run.
+
+        Whatever a hook raises is caught, ``SystemExit`` and other ``BaseException``
+        subclasses included (a hook must not end a worker thread), except a
+        ``KeyboardInterrupt`` on the main thread, which is the user's Ctrl-C.
+        """
         impls = self._impl_cache.get(hook)
         if impls is None:
             impls = self._impls(hook)
         for plugin_name, function, argnames in impls:
             try:
                 function(**{name: kwargs[name] for name in argnames})
-            except Exception:
-                logger.warning("hook_failed", hook=hook, plugin=plugin_name, exc_info=True)
+            except BaseException as exc:
+                on_main = threading.current_thread() is threading.main_thread()
+                if isinstance(exc, KeyboardInterrupt) and on_main:
+                    raise
+                logger.warning(
+                    "hook_failed",
+                    hook=hook,
+                    plugin=plugin_name,
+                    error_type=type_name(exc),
+                    error=cap(describe(exc), 1024),
+                    traceback=cap(format_traceback(exc), DEFAULT_MAX_ERROR_BYTES, keep_tail=True),
+                )
 
     def call_all(self, hook: str, **kwargs: Any) -> list[Any]:
         """Call a non-event hook through pluggy (errors propagate)."""

@@ -509,8 +509,6 @@ class Worker:
                         at=self.app.clock.now(),
                     )
                     outcome = Failed(delivery=delivery, error=error)
-                self._pending.append(outcome)
-                self._settle_cv.notify()
             replaced: str | None = None
             if not self._stopping.is_set():
                 try:
@@ -522,16 +520,22 @@ class Worker:
                     current = threading.current_thread()
                     self._threads = [thread if t is current else t for t in self._threads]
                     replaced = "yes"
-        self.log.error(
-            "worker_thread_died",
-            thread=slot.name,
-            job_id=job_id,
-            outcome=None if outcome is None else type(outcome).__name__,
-            replaced=replaced or "no: the worker is stopping",
-            error_type=type_name(exc),
-            error=cap(describe(exc), 1024),
-            traceback=cap(format_traceback(exc), self.app.max_error_bytes, keep_tail=True),
-        )
+        try:
+            self.log.error(
+                "worker_thread_died",
+                thread=slot.name,
+                job_id=job_id,
+                outcome=None if outcome is None else type(outcome).__name__,
+                replaced=replaced or "no: the worker is stopping",
+                error_type=type_name(exc),
+                error=cap(describe(exc), 1024),
+                traceback=cap(format_traceback(exc), self.app.max_error_bytes, keep_tail=True),
+            )
+        finally:  # settled after the line is logged (stop() waits for this thread before it settles)
+            if outcome is not None:
+                with self._cv:
+                    self._pending.append(outcome)
+                    self._settle_cv.notify()
 
     def _settler_main(self) -> None:
         """Settle the threads' outcomes in batches, off their path from one job to the next."""
@@ -976,10 +980,10 @@ class Worker:
         with self._cv:
             if not replacement:
                 self.counters.refused += 1
-            if let_go:
-                self._held.pop(job.id, None)  # its lease expires; then the job is delivered again
         if let_go:
             self.log.error("outcome_dropped", job_id=job.id, outcome=kind, error=reason)
+            with self._cv:
+                self._held.pop(job.id, None)  # its lease expires; then the job is delivered again
             return None
         self.log.warning("outcome_refused", job_id=job.id, outcome=kind, error=reason)
         message = f"the backend refused this job's outcome ({kind}): {reason}"

@@ -329,7 +329,8 @@ def test_raising_hook_is_logged_and_later_hooks_still_run(plugins: Plugins) -> N
         "jobchain_job_started",
         "warning",
     )
-    assert entry["exc_info"] is True
+    assert (entry["error_type"], entry["error"]) == ("RuntimeError", "broken plugin saw t")
+    assert entry["traceback"].endswith("RuntimeError: broken plugin saw t\n")
 
 
 def test_plugin_without_a_name_is_logged_by_its_class(plugins: Plugins) -> None:

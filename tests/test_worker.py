@@ -998,9 +998,12 @@ def test_job_that_kills_threads_twice_is_failed(
 # --- bounded errors and results -----------------------------------------------------------------
 
 
-def test_huge_error_message_is_capped_in_the_record_and_the_log(plugins: Plugins) -> None:
-    """A 10 MB exception message is stored and logged cut to App(max_error_bytes), with the cut marked."""
-    app = App(MemoryBackend(), plugins=plugins, max_error_bytes=4096)
+@pytest.mark.parametrize(("options", "stored"), [({}, 64 * 1024), ({"max_error_bytes": 2000}, 2000)])
+def test_huge_error_message_is_capped_in_the_record_and_the_log(
+    plugins: Plugins, options: dict[str, Any], stored: int
+) -> None:
+    """A 10 MB exception message is stored cut to App(max_error_bytes) and logged cut to 4 KiB, marked."""
+    app = App(MemoryBackend(), plugins=plugins, **options)
     plugins.register(JobLogger())
 
     @app.task
@@ -1020,10 +1023,13 @@ def test_huge_error_message_is_capped_in_the_record_and_the_log(plugins: Plugins
     assert entry.error.type == "ValueError"
     assert entry.error.traceback is not None
     for text in (entry.error.message, entry.error.traceback):
-        assert 4000 <= len(text.encode()) <= 4096
-        assert re.search(r"… \[cut 9,99\d,\d{3} bytes\]", text)
+        assert stored - 100 <= len(text.encode()) <= stored
+        assert re.search(r"… \[cut 9,9\d\d,\d{3} bytes\]", text)
     (line,) = [e for e in logs if e["event"] == "job_failed"]
-    assert line["message"] == entry.error.message
+    logged = line["message"]
+    assert min(stored, 4096) - 100 <= len(logged.encode()) <= min(stored, 4096)
+    assert logged.startswith("AAAA")
+    assert re.search(r"… \[cut [\d,]+ bytes\]$", logged)
     app.close()
 
 
@@ -1202,3 +1208,40 @@ def test_a_refusal_that_passes_is_retried_not_failed(plugins: Plugins) -> None:
     assert len(backend.refused) == 4
     assert worker.counters.refused == 0
     app.close()
+
+
+class ExitingPlugin:
+    """A plugin whose hooks call sys.exit() (a BaseException) on every job and chain event."""
+
+    @hookimpl
+    def jobchain_job_succeeded(self, job: Job) -> None:
+        sys.exit("plugin quits")
+
+    @hookimpl
+    def jobchain_chain_completed(self, chain: ChainRecord) -> None:
+        sys.exit("plugin quits")
+
+
+def test_a_hook_raising_a_base_exception_kills_no_thread(app: App, start_worker: StartWorker) -> None:
+    """A hook that raises SystemExit is logged like any failing hook; jobs, chains and threads go on."""
+    app.plugins.register(ExitingPlugin())
+
+    @app.task
+    def inc(x: int) -> int:
+        return x + 1
+
+    with structlog.testing.capture_logs() as logs:
+        worker = start_worker(app, concurrency=1)
+        first = (inc >> inc).submit(0)
+        assert first.wait(timeout=3) == 2
+        second = (inc >> inc).submit(5)
+        assert second.wait(timeout=3) == 7
+        # the chain events fire on the settler thread just after the record says completed
+        assert eventually(
+            lambda: sum(e.get("hook") == "jobchain_chain_completed" for e in logs) == 2, timeout=3
+        )
+    assert worker._settler is not None
+    assert worker._settler.is_alive()
+    assert worker.counters.threads_died == 0
+    hooks = {e["hook"] for e in logs if e["event"] == "hook_failed"}
+    assert hooks == {"jobchain_job_succeeded", "jobchain_chain_completed"}

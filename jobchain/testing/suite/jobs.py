@@ -13,7 +13,8 @@ from jobchain.backend import Backend
 from jobchain.canvas import chain
 from jobchain.clock import ManualClock
 from jobchain.errors import InvalidJobError
-from jobchain.model import ChainRef, Completed, Delivery, Job, JobState, QueueStats
+from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES
+from jobchain.model import ChainRef, Completed, Delivery, ErrorInfo, Failed, Job, JobState, QueueStats
 from jobchain.testing.helpers import (
     MakeJob,
     completed,
@@ -91,6 +92,25 @@ class JobRecords(ConformanceBase):
         assert record.state is JobState.FAILED
         assert record.error is not None
         assert (record.error.type, record.error.message) == ("OSError", "disk full")
+
+    def test_an_error_at_the_default_cap_is_kept_exactly(
+        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A failure whose message and traceback were cut to the default cap is stored and read unchanged."""
+        try:
+            raise ValueError("héllo ✓ 😀 \ud800 " * 1_000_000)  # 22 MB, with a lone surrogate
+        except ValueError as exc:
+            error = ErrorInfo.from_exception(exc, attempt=1, at=clock.now())
+        assert len(error.message.encode()) > DEFAULT_MAX_ERROR_BYTES - 100
+        job = make_job()
+        backend.enqueue([job])
+        backend.settle([Failed(delivery=reserve_one(backend), error=error)])
+        record = backend.get_job(job.id)
+        assert record is not None
+        assert record.error == error
+        entry = backend.get_failed(job.id)
+        assert entry is not None
+        assert entry.error == error
 
     def test_unknown_job_has_no_record(self, backend: Backend) -> None:
         """``get_job`` of an id never enqueued is None."""
