@@ -221,7 +221,7 @@ class Worker:
         self._started_at = self.app.clock.now()
         self.counters = _Counters()
         try:
-            self._heartbeat()
+            self._claim()
         except WorkerNameTakenError:
             raise  # before any thread started: nothing to undo
         except Exception as exc:  # the monitor registers the worker once the backend answers
@@ -322,6 +322,27 @@ class Worker:
             "worker_stopped", processed=processed, released=len(unstarted), clean=clean, unsettled=len(left)
         )
         return clean and not left
+
+    def _claim(self) -> None:
+        """Register the name; take it over from a holder whose process on this host is gone.
+
+        A supervisor restarting a killed worker at once finds the dead one's
+        heartbeat still fresh: its host is this one and its pid no longer
+        exists, so it is dead and its name is free to take.
+        """
+        try:
+            self._heartbeat()
+        except WorkerNameTakenError as exc:
+            if not _gone_from_this_host(exc.host, exc.pid):
+                raise
+            holder = next((w for w in self.backend.workers() if w.name == self.name), None)
+            if holder is None or (holder.host, holder.pid) != (exc.host, exc.pid):
+                raise
+            self.log.info(
+                "worker_name_taken_over", dead_pid=exc.pid, reason="its process on this host is gone"
+            )
+            self.backend.remove_worker(self.name, holder.instance)
+            self._heartbeat()  # a third worker taking the name meanwhile makes this raise
 
     def _unregister(self) -> None:
         try:
@@ -823,6 +844,19 @@ class Worker:
                     job = running.delivery.job
                     self.log.warning("job_timeout", job_id=job.id, task=job.task)
                     _raise_in_thread(running.thread_id, JobTimeout)
+
+
+def _gone_from_this_host(host: str, pid: int) -> bool:
+    """True if ``host`` is this host and no process ``pid`` runs here (POSIX only; elsewhere False)."""
+    if os.name != "posix" or host != socket.gethostname() or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        return False
+    return False
 
 
 def _bounded(
