@@ -35,7 +35,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from attrs import define, field
 
-from jobchain.errors import InvalidJobError, JobTimeout, UnknownTaskError, WorkerLost, WorkerNameTakenError
+from jobchain.errors import (
+    ConfigurationError,
+    InvalidJobError,
+    JobTimeout,
+    UnknownTaskError,
+    WorkerLost,
+    WorkerNameTakenError,
+)
 from jobchain.model import (
     ChainRecord,
     ChainState,
@@ -158,6 +165,9 @@ class Worker:
             raise ValueError(f"queues must be non-empty names, got {queues!r}")
         self.concurrency = concurrency
         self.name = name or _default_name()
+        where = find_non_json(self.name, "name") or find_non_json(dict(labels or {}), "labels")
+        if where is not None:  # a name from undecodable command-line bytes: no backend could store it
+            raise ConfigurationError(f"worker name and labels must be valid UTF-8 text; found {where}")
         #: random per Worker object, stored in the registration: tells this worker from a namesake
         self.instance = secrets.token_hex(8)
         #: set when another worker took this worker's name while it ran (it then stops)

@@ -15,6 +15,7 @@ from jobchain import (
     App,
     ChainHaltedError,
     ChainRecord,
+    ConfigurationError,
     ErrorInfo,
     Fail,
     Job,
@@ -635,3 +636,15 @@ def test_chain_events_follow_their_jobs(app: App, start_worker: StartWorker) -> 
         ("job_failed", "refuse", 1, "Fail"),
         ("chain_halted", "inc (completed) -> refuse (failed) -> inc (not executed)"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "where"),
+    [({"name": "box-\udcff"}, "name: lone surrogate"), ({"labels": {"zone": "\ud800"}}, "labels['zone']")],
+    ids=["name", "label"],
+)
+def test_worker_name_and_labels_must_be_utf8(app: App, options: dict[str, Any], where: str) -> None:
+    """A name or label no backend can store (undecodable command-line bytes) is refused at once."""
+    with pytest.raises(ConfigurationError, match="valid UTF-8") as caught:
+        app.worker(**options)
+    assert where in str(caught.value)
