@@ -48,6 +48,7 @@ from jobchain import signing
 from jobchain.errors import (
     BackendAuthError,
     BackendFullError,
+    ConfigurationError,
     InvalidJobError,
     JobTimeout,
     ResultTooLarge,
@@ -205,6 +206,9 @@ class Worker:
             raise ValueError(f"queues must be non-empty names, got {queues!r}")
         self.concurrency = concurrency
         self.name = name or _default_name()
+        where = find_non_json(self.name, "name") or find_non_json(dict(labels or {}), "labels")
+        if where is not None:  # a name from undecodable command-line bytes: no backend could store it
+            raise ConfigurationError(f"worker name and labels must be valid UTF-8 text; found {where}")
         #: random per Worker object, stored in the registration: tells this worker from a namesake
         self.instance = secrets.token_hex(8)
         #: set when another worker took this worker's name while it ran (it then stops)
@@ -280,7 +284,7 @@ class Worker:
         self._started_at = self.app.clock.now()
         self.counters = _Counters()
         try:
-            self._heartbeat()
+            self._claim()
         except (BackendAuthError, WorkerNameTakenError):
             raise  # waiting fixes neither a password nor a name held by a live worker: refuse to start
         except Exception as exc:  # the monitor registers the worker once the backend answers
@@ -395,6 +399,27 @@ class Worker:
             with self._cv:
                 if self._threads == threads or _left(deadline) == 0.0:
                     return not any(t.is_alive() for t in self._threads)
+
+    def _claim(self) -> None:
+        """Register the name; take it over from a holder whose process on this host is gone.
+
+        A supervisor restarting a killed worker at once finds the dead one's
+        heartbeat still fresh: its host is this one and its pid no longer
+        exists, so it is dead and its name is free to take.
+        """
+        try:
+            self._heartbeat()
+        except WorkerNameTakenError as exc:
+            if not _gone_from_this_host(exc.host, exc.pid):
+                raise
+            holder = next((w for w in self.backend.workers() if w.name == self.name), None)
+            if holder is None or (holder.host, holder.pid) != (exc.host, exc.pid):
+                raise
+            self.log.info(
+                "worker_name_taken_over", dead_pid=exc.pid, reason="its process on this host is gone"
+            )
+            self.backend.remove_worker(self.name, holder.instance)
+            self._heartbeat()  # a third worker taking the name meanwhile makes this raise
 
     def _unregister(self) -> None:
         try:
@@ -1229,6 +1254,19 @@ def _where_not_json(result: Any, exc: Exception) -> str:
     if where is not None and isinstance(exc, TypeError | ValueError | RecursionError):
         return where
     return f"result: {type(result).__name__} ({type_name(exc)}: {cap(describe(exc), 1024)})"
+
+
+def _gone_from_this_host(host: str, pid: int) -> bool:
+    """True if ``host`` is this host and no process ``pid`` runs here (POSIX only; elsewhere False)."""
+    if os.name != "posix" or host != socket.gethostname() or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        return False
+    return False
 
 
 def _bounded(

@@ -18,6 +18,7 @@ from jobchain import (
     BackendError,
     ChainHaltedError,
     ChainRecord,
+    ConfigurationError,
     ErrorInfo,
     Fail,
     InvalidJobError,
@@ -1245,3 +1246,15 @@ def test_a_hook_raising_a_base_exception_kills_no_thread(app: App, start_worker:
     assert worker.counters.threads_died == 0
     hooks = {e["hook"] for e in logs if e["event"] == "hook_failed"}
     assert hooks == {"jobchain_job_succeeded", "jobchain_chain_completed"}
+
+
+@pytest.mark.parametrize(
+    ("options", "where"),
+    [({"name": "box-\udcff"}, "name: lone surrogate"), ({"labels": {"zone": "\ud800"}}, "labels['zone']")],
+    ids=["name", "label"],
+)
+def test_worker_name_and_labels_must_be_utf8(app: App, options: dict[str, Any], where: str) -> None:
+    """A name or label no backend can store (undecodable command-line bytes) is refused at once."""
+    with pytest.raises(ConfigurationError, match="valid UTF-8") as caught:
+        app.worker(**options)
+    assert where in str(caught.value)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -293,3 +297,31 @@ class WorkerNames(ConformanceBase):
         finally:
             worker.stop(timeout=10.0)
         assert [w.instance for w in backend.workers()] == ["other"]  # its stop did not remove the new holder
+
+    @pytest.mark.skipif(os.name != "posix", reason="tells a dead process with os.kill(pid, 0)")
+    def test_worker_takes_the_name_of_a_dead_process_on_this_host(
+        self, app: App, backend: Backend, clock: ManualClock
+    ) -> None:
+        """A fresh registration whose process on this very host is gone does not keep its name.
+
+        That is a supervisor restarting a killed worker at once, before its heartbeat expired.
+        """
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()  # reaped: its pid names no process now
+        here = socket.gethostname()
+        backend.heartbeat(worker_info(clock, "same", instance="dead", host=here, pid=gone.pid), 30.0)
+        worker = Worker(app, name="same", queues=["default"], concurrency=1).start()
+        try:
+            [holder] = backend.workers()
+            assert (holder.instance, holder.pid) == (worker.instance, os.getpid())
+        finally:
+            worker.stop(timeout=10.0)
+
+    def test_a_live_process_on_this_host_keeps_its_name(
+        self, app: App, backend: Backend, clock: ManualClock
+    ) -> None:
+        """A registration from this host whose process still runs is refused like any live holder."""
+        here = socket.gethostname()
+        backend.heartbeat(worker_info(clock, "same", instance="alive", host=here, pid=os.getppid()), 30.0)
+        with pytest.raises(WorkerNameTakenError):
+            Worker(app, name="same", queues=["default"], concurrency=1).start()

@@ -331,8 +331,10 @@ class HttpBackend(Backend):
         if not outcomes:
             return []
         encoded = [self._encode_outcome(o) for o in outcomes]
-        for index in range(len(encoded)):  # refuse before anything is sent, so nothing is settled twice
-            self._fit(encoded, index, outcomes)
+        room = self.body_limit() - len(_SETTLE_HEAD) - len(_SETTLE_TAIL)
+        for index, one in enumerate(encoded):  # refuse before anything is sent, so nothing is settled twice
+            if len(one) > room:
+                self._fit(encoded, index, outcomes)  # raises, naming the job
         out: list[SettleResult] = []
         start = 0
         while start < len(outcomes):
