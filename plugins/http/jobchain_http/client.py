@@ -28,7 +28,13 @@ import structlog
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.clock import Clock
-from jobchain.errors import BackendError, BackendUnavailableError, InvalidJobError, UnknownTaskError
+from jobchain.errors import (
+    BackendAuthError,
+    BackendError,
+    BackendUnavailableError,
+    InvalidJobError,
+    UnknownTaskError,
+)
 from jobchain.model import (
     ChainRecord,
     Delivery,
@@ -194,7 +200,7 @@ class HttpBackend(Backend):
             message, code, path = response.text[:200] or response.reason_phrase, "", None
         where = f" (at {path})" if path else ""
         if status == 401:
-            return BackendError(f"the gateway at {self.url} refused the token: {message} (set {TOKEN_ENV})")
+            return BackendAuthError(self.url, f"the gateway refused the token: {message} (set {TOKEN_ENV})")
         if code in ("unknown_task", "unknown_target"):
             name = message.split("'")[1] if message.count("'") >= 2 else message
             return UnknownTaskError(name, [])
