@@ -11,6 +11,7 @@ Both Redis backends, on the session's real redis-server.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -147,3 +148,44 @@ def test_wrong_type_key_fails_closed_and_the_rest_flows(
             assert worker.stop(timeout=10.0)
     failed = [e.job.id for e in backend.failed()]
     assert failed == ([first[0].id] if where == "job-hash" else [])
+
+
+def test_job_hash_replaced_while_its_job_runs(backend: RedisBackend, raw: Any) -> None:
+    """The running job's hash turns into a string: its outcome is refused, the others settle, it is filed."""
+    gate, started = threading.Event(), threading.Event()
+    app = App(backend=backend)
+
+    @app.task(name="slow")
+    def slow() -> str:
+        started.set()
+        gate.wait(10)
+        return "slow"
+
+    @app.task(name="noop")
+    def noop() -> str:
+        return "ok"
+
+    clock = ManualClock(backend.now())
+    held = make_job(clock, "slow", queue="q1")
+    backend.enqueue([held])
+    worker = Worker(app, queues=["q1"], concurrency=2, lease=1.0, poll=0.05)
+    key = backend.keys.job(held.id)
+    with structlog.testing.capture_logs() as logs:
+        worker.start()
+        try:
+            assert started.wait(10)
+            raw.delete(key)
+            raw.set(key, GARBAGE)
+            others = [make_job(ManualClock(backend.now()), "noop", queue="q1") for _ in range(4)]
+            backend.enqueue(others)
+            gate.set()
+            assert _wait(lambda: _succeeded(backend, others)), "the other jobs stopped settling"
+            assert _wait(lambda: backend.get_failed(held.id) is not None), "the job was not filed"
+            assert raw.get(key) == GARBAGE
+            assert all(t.is_alive() for t in worker._threads)
+        finally:
+            gate.set()
+            worker.stop(timeout=10.0)
+    assert any(e["event"] == "redis_key_wrong_type" and e.get("key") == key for e in logs)
+    assert worker.counters.rejected == 1
+    assert worker.counters.done == 4

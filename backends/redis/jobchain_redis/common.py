@@ -469,6 +469,26 @@ class RedisBackend(Backend):
             self._block(queue, key, operation)
         return kept, out
 
+    def _job_rows(self, rows: list[Any], width: int | None = None) -> list[Any]:
+        """Job-hash rows read under WATCH (``tolerant``); a hash of the wrong type reads as a job not held.
+
+        The delivery's outcome is then rejected as stale, or its lease not
+        extended: the other jobs of the batch settle, and the bad one is filed
+        when its lease runs out (see ``_park``). Any other error is raised.
+        """
+        out: list[Any] = []
+        for row in rows:
+            if isinstance(row, Exception):
+                key = wrong_type(row)
+                if key is None:
+                    raise row
+                logger.error(
+                    "redis_key_wrong_type", key=key, url=self.url, hint="a job's hash holds another type"
+                )
+                row = [None] * (width or 1)
+            out.append(row)
+        return out
+
     def _park(self, pipe: Pipe, queue: str, job_id: str, now: float) -> None:
         """File a job whose hash is of the wrong type in the failed queue, without touching the hash."""
         logger.error(
@@ -661,7 +681,8 @@ class RedisBackend(Backend):
                 tx: Transaction, group: list[tuple[int, Delivery]] = group, job_keys: list[str] = job_keys
             ) -> list[bool]:
                 tx.watch(*job_keys)
-                rows = tx.read(lambda r: [r.hmget(k, *fields) for k in job_keys])
+                read = tx.read(lambda r: [r.hmget(k, *fields) for k in job_keys], tolerant=True)
+                rows = self._job_rows(read, len(fields))
                 lease_until = self.now() + lease
                 ok = [
                     row[0] is not None and row[0] == d.token for (_, d), row in zip(group, rows, strict=True)
@@ -767,10 +788,18 @@ class RedisBackend(Backend):
                 for q in take_queues:
                     self._most_urgent(r, q, now)
 
-            rows = tx.read(reads)
-            urgent = rows[len(jobs) + len(chain_ids) :]
-            held = {j.id: dict(zip(fields, row, strict=True)) for j, row in zip(jobs, rows, strict=False)}
+            rows = tx.read(reads, tolerant=True)
             n = len(jobs) + len(chain_ids)
+            rows[: len(jobs)] = self._job_rows(rows[: len(jobs)], len(fields))
+            for at, row in enumerate(rows[len(jobs) :], start=len(jobs)):
+                if isinstance(row, Exception):
+                    if at < n and wrong_type(row) is not None:  # a chain record of another type: as if gone
+                        logger.error("redis_key_wrong_type", key=wrong_type(row), url=self.url)
+                        rows[at] = None
+                    else:
+                        raise row
+            urgent = rows[n:]
+            held = {j.id: dict(zip(fields, row, strict=True)) for j, row in zip(jobs, rows, strict=False)}
             chains = {
                 c: record
                 for c, raw in zip(chain_ids, rows[len(jobs) : n], strict=True)
