@@ -10,6 +10,7 @@ and one started with ``requirepass`` for this module.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import subprocess
@@ -32,13 +33,31 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "backends"))  # redis_
 
 
 @pytest.fixture
-def jobchain(jobchain: Run, installed_cli_env: dict[str, str]) -> Run:
-    """The conftest's runner, with the installed plugins (the redis backends) enabled."""
+def redis_env(installed_cli_env: dict[str, str]) -> dict[str, str]:
+    """The environment with jobchain-redis enabled and every other installed plugin disabled.
+
+    Another plugin installed here (one under development that fails to load, say)
+    would add its own warning line to stderr, which these tests count.
+    """
     if importlib.util.find_spec("jobchain_redis") is None:
         pytest.skip("jobchain-redis is not installed (pip install -e backends/redis)")
+    others = sorted(
+        ep.name
+        for ep in importlib.metadata.entry_points(group="jobchain")
+        if ep.dist is not None and ep.dist.name not in ("jobchain", "jobchain-redis")
+    )
+    env = dict(installed_cli_env)
+    if others:
+        env["JOBCHAIN_DISABLE_PLUGINS"] = ",".join(others)
+    return env
+
+
+@pytest.fixture
+def jobchain(jobchain: Run, redis_env: dict[str, str]) -> Run:
+    """The conftest's runner, with the redis backends enabled."""
 
     def run(*args: str, **options: Any) -> Any:
-        options.setdefault("env", installed_cli_env)
+        options.setdefault("env", redis_env)
         return jobchain(*args, **options)
 
     return run
@@ -131,7 +150,7 @@ def test_worker_with_a_wrong_password_exits_at_start(jobchain: Run, locked_serve
 
 @pytest.mark.parametrize("scheme", ["redis-lists", "redis-streams"])
 def test_worker_exits_when_its_permissions_are_revoked(
-    repo_root: Path, installed_cli_env: dict[str, str], jobchain: Run, locked_server: Any, scheme: str
+    repo_root: Path, redis_env: dict[str, str], jobchain: Run, locked_server: Any, scheme: str
 ) -> None:
     """Credentials refused while a worker runs (an ACL change: NOPERM): it stops and exits 1 at once."""
     from jobchain_redis.keys import Keys
@@ -161,7 +180,7 @@ def test_worker_exits_when_its_permissions_are_revoked(
             "5",
         ],
         cwd=repo_root,
-        env=installed_cli_env,
+        env=redis_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

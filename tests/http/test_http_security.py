@@ -66,6 +66,21 @@ def test_wrong_token_is_401(gateway: GatewayProcess) -> None:
         error_of(response)
 
 
+def test_client_reports_a_refused_token_as_an_authentication_failure(gateway: GatewayProcess) -> None:
+    """The http:// backend turns a 401 into BackendAuthError (not an outage): a worker stops on it."""
+    from jobchain_http.client import HttpBackend
+
+    from jobchain.errors import BackendAuthError, BackendUnavailableError
+
+    backend = HttpBackend.from_url(gateway.url.replace("://", f"://:{TOKEN}x@"))
+    try:
+        with pytest.raises(BackendAuthError, match="refused the token") as caught:
+            backend.stats()
+        assert not isinstance(caught.value, BackendUnavailableError)
+    finally:
+        backend.close()
+
+
 def test_openapi_and_health_need_no_token(gateway: GatewayProcess) -> None:
     """The OpenAPI document and the liveness check are public; nothing else is."""
     assert httpx.get(f"{gateway.url}/openapi.json").json()["openapi"].startswith("3.1")

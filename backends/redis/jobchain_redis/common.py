@@ -60,6 +60,7 @@ from jobchain_redis.connection import (
     decode_tolerantly,
     number_option,
     parse_url,
+    wrong_type,
 )
 from jobchain_redis.keys import DEFAULT_PREFIX, Keys
 from jobchain_redis.safety import EvictionCheck, refuse_oom
@@ -120,6 +121,11 @@ K = TypeVar("K", bound=Hashable)
 WAKE_WAIT = 0.5
 #: seconds it waits on the wake-ups of one queue tag before the next, when its queues span tags (Cluster)
 TAG_TURN = 0.05
+
+#: seconds a queue one of whose keys holds the wrong type is left out of reservations, then tried again
+BLOCK_WAIT = 5.0
+#: error codes a transaction that reports counts tolerates (a key of the wrong type counts as empty)
+COUNT_TOLERATE = ("WRONGTYPE",)
 
 #: seconds between two looks of a reserver at its queues' outboxes (spread layout)
 OUTBOX_SWEEP = 2.0
@@ -358,6 +364,8 @@ class RedisBackend(Backend):
         #: queues this backend has put in the queue list (spread layout: written apart, once)
         self._noted: set[str] = set()
         self._outbox_swept = time.monotonic()
+        #: queues with a key of the wrong type (see :meth:`_guarded`): monotonic time to try them again
+        self._blocked: dict[str, float] = {}
 
     def close(self) -> None:
         if self._owns_client:
@@ -399,6 +407,105 @@ class RedisBackend(Backend):
         if new:
             self.client.sadd(self.keys.queues, *new)
             self._noted.update(new)
+
+    # --- keys of the wrong type ------------------------------------------------------
+
+    def _open_queues(self, queues: Sequence[str]) -> list[str]:
+        """``queues`` but those left out for a key of the wrong type (for ``BLOCK_WAIT`` seconds)."""
+        if not self._blocked:
+            return list(queues)
+        now = time.monotonic()
+        for queue in [q for q, until in self._blocked.items() if until <= now]:
+            del self._blocked[queue]
+        return [q for q in queues if q not in self._blocked]
+
+    def _block(self, queue: str, key: str, operation: str) -> None:
+        """Leave ``queue`` out of reservations for a while: ``key`` holds a type jobchain did not write."""
+        self._blocked[queue] = time.monotonic() + BLOCK_WAIT
+        logger.error(
+            "redis_key_wrong_type",
+            key=key,
+            queue=queue,
+            operation=operation,
+            url=self.url,
+            retry_in=BLOCK_WAIT,
+            hint="the key holds a value of another type than jobchain's layout; rename or delete it",
+        )
+
+    def _guarded(self, queue: str, operation: str, step: Callable[[], R], key: str | None = None) -> R | None:
+        """Run one queue's ``step``; on a key of the wrong type, block the queue (logged) and return None.
+
+        The step failed before its EXEC (its reads under WATCH met the key), so
+        nothing of it was applied; the other queues go on.
+        """
+        try:
+            return step()
+        except redis.ResponseError as exc:
+            named = wrong_type(exc, key)
+            if named is None:
+                raise
+            self._block(queue, named, operation)
+            return None
+
+    def _per_queue(
+        self,
+        queues: Sequence[str],
+        replies: Sequence[Any],
+        keys_of: Callable[[str], Sequence[str]],
+        operation: str,
+    ) -> tuple[list[str], list[Any]]:
+        """Replies of a pipeline of ``len(keys_of(q))`` reads per queue, without the queues that met a
+        key of the wrong type (blocked, logged): the queues kept and their replies."""
+        kept: list[str] = []
+        out: list[Any] = []
+        at = 0
+        for queue in queues:
+            keys = keys_of(queue)
+            chunk = list(replies[at : at + len(keys)])
+            at += len(keys)
+            failed = [(key, r) for key, r in zip(keys, chunk, strict=True) if isinstance(r, Exception)]
+            if not failed:
+                kept.append(queue)
+                out += chunk
+                continue
+            key = wrong_type(failed[0][1], failed[0][0])
+            if key is None:
+                raise failed[0][1]
+            self._block(queue, key, operation)
+        return kept, out
+
+    def _job_rows(self, rows: list[Any], width: int | None = None) -> list[Any]:
+        """Job-hash rows read under WATCH (``tolerant``); a hash of the wrong type reads as a job not held.
+
+        The delivery's outcome is then rejected as stale, or its lease not
+        extended: the other jobs of the batch settle, and the bad one is filed
+        when its lease runs out (see ``_park``). Any other error is raised.
+        """
+        out: list[Any] = []
+        for row in rows:
+            if isinstance(row, Exception):
+                key = wrong_type(row)
+                if key is None:
+                    raise row
+                logger.error(
+                    "redis_key_wrong_type", key=key, url=self.url, hint="a job's hash holds another type"
+                )
+                row = [None] * (width or 1)
+            out.append(row)
+        return out
+
+    def _park(self, pipe: Pipe, queue: str, job_id: str, now: float) -> None:
+        """File a job whose hash is of the wrong type in the failed queue, without touching the hash."""
+        logger.error(
+            "redis_key_wrong_type",
+            key=self.keys.job(job_id, queue),
+            queue=queue,
+            job_id=job_id,
+            url=self.url,
+            hint="the job's hash holds another type: filed in the failed queue; purge it to delete the key",
+        )
+        pipe.zrem(self.keys.leases(queue), job_id)
+        pipe.zadd(self.keys.failed_in(queue), {job_id: now})
 
     @staticmethod
     def _wait_slice(tags: int, remaining: float) -> float:
@@ -587,7 +694,8 @@ class RedisBackend(Backend):
                 tx: Transaction, group: list[tuple[int, Delivery]] = group, job_keys: list[str] = job_keys
             ) -> list[bool]:
                 tx.watch(*job_keys)
-                rows = tx.read(lambda r: [r.hmget(k, *fields) for k in job_keys])
+                read = tx.read(lambda r: [r.hmget(k, *fields) for k in job_keys], tolerant=True)
+                rows = self._job_rows(read, len(fields))
                 lease_until = self.now() + lease
                 ok = [
                     row[0] is not None and row[0] == d.token for (_, d), row in zip(group, rows, strict=True)
@@ -732,10 +840,18 @@ class RedisBackend(Backend):
                 for q in take_queues:
                     self._most_urgent(r, q, now)
 
-            rows = tx.read(reads)
-            urgent = rows[len(jobs) + len(chain_ids) :]
-            held = {j.id: dict(zip(fields, row, strict=True)) for j, row in zip(jobs, rows, strict=False)}
+            rows = tx.read(reads, tolerant=True)
             n = len(jobs) + len(chain_ids)
+            rows[: len(jobs)] = self._job_rows(rows[: len(jobs)], len(fields))
+            for at, row in enumerate(rows[len(jobs) :], start=len(jobs)):
+                if isinstance(row, Exception):
+                    if at < n and wrong_type(row) is not None:  # a chain record of another type: as if gone
+                        logger.error("redis_key_wrong_type", key=wrong_type(row), url=self.url)
+                        rows[at] = None
+                    else:
+                        raise row
+            urgent = rows[n:]
+            held = {j.id: dict(zip(fields, row, strict=True)) for j, row in zip(jobs, rows, strict=False)}
             chains = {
                 c: record
                 for c, raw in zip(chain_ids, rows[len(jobs) : n], strict=True)
@@ -969,13 +1085,24 @@ class RedisBackend(Backend):
 
     @boundary
     def get_job(self, job_id: str) -> JobRecord | None:
-        if not self.keys.spread:
-            raw = self.client.hgetall(self.keys.job(job_id))
-        else:  # the key depends on the queue: look in each
-            pipe = self.client.pipeline(transaction=False)
-            for queue in sorted(self.client.smembers(self.keys.queues)):
-                pipe.hgetall(self.keys.job(job_id, queue))
-            raw = next((found for found in pipe.execute() if found and "job" in found), {})
+        pipe = self.client.pipeline(transaction=False)
+        queues = sorted(self.client.smembers(self.keys.queues)) if self.keys.spread else [None]
+        for queue in queues:  # spread layout: the key depends on the queue, so look in each
+            pipe.hgetall(self.keys.job(job_id, queue))
+        replies = pipe.execute(raise_on_error=False)
+        for queue, reply in zip(queues, replies, strict=True):
+            key = wrong_type(reply, self.keys.job(job_id, queue))
+            if key is not None:
+                return JobRecord(
+                    job=_placeholder(job_id, queue, 0.0),
+                    state=JobState.FAILED,
+                    error=ErrorInfo(
+                        type="UnreadableJob", message=_wrong_type_message(key), attempt=1, at=0.0
+                    ),
+                )
+            if isinstance(reply, Exception):
+                raise reply
+        raw: dict[str, str] = next((found for found in replies if found and "job" in found), {})
         if not raw or "job" not in raw:
             return None
         return _record(job_id, raw)
@@ -1050,7 +1177,22 @@ class RedisBackend(Backend):
         for queue, job_id, _ in scored:
             pipe.hmget(self.keys.job(job_id, queue), "job", "error", "raw")
         out: list[FailedEntry] = []
-        for (queue, job_id, failed_at), (payload, error, raw) in zip(scored, pipe.execute(), strict=True):
+        for (queue, job_id, failed_at), reply in zip(scored, pipe.execute(raise_on_error=False), strict=True):
+            key = wrong_type(reply, self.keys.job(job_id, queue))
+            if key is not None:
+                out.append(
+                    FailedEntry(
+                        job=_placeholder(job_id, queue, failed_at),
+                        error=ErrorInfo(
+                            type="UnreadableJob", message=_wrong_type_message(key), attempt=1, at=failed_at
+                        ),
+                        failed_at=failed_at,
+                    )
+                )
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            payload, error, raw = reply
             if payload is None or error is None:
                 continue
             try:
@@ -1319,6 +1461,10 @@ def _record(job_id: str, raw: dict[str, str]) -> JobRecord:
             state=JobState.FAILED,
             error=ErrorInfo(type="UnreadableJob", message=reason, attempt=1, at=0.0),
         )
+
+
+def _wrong_type_message(key: str) -> str:
+    return f"Redis key {key!r} holds a value of the wrong type (not a hash): it was not written by jobchain"
 
 
 def _job_or_none(raw: str | None) -> Job | None:

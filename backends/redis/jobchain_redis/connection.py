@@ -444,12 +444,18 @@ def _auth_refused(exc: redis.RedisError) -> bool:
     return isinstance(exc, redis.ResponseError) and _AUTH_REFUSED.search(str(exc)) is not None
 
 
-def wrong_type(exc: BaseException) -> str | None:
-    """For a ``WRONGTYPE`` error, the key the failing command named ("?" if unknown); else None."""
+def wrong_type(exc: BaseException, key: str | None = None) -> str | None:
+    """For a ``WRONGTYPE`` error, the key the failing command named; None for any other error.
+
+    The key is read from the error (a pipeline's, or one :meth:`Transaction.read`
+    marked), else ``key`` (the caller's knowledge), else "?".
+    """
     if not isinstance(exc, redis.ResponseError) or _WRONGTYPE.search(str(exc)) is None:
         return None
     named = _PIPELINE_COMMAND.match(str(exc))
-    return named.group(2) if named else getattr(exc, "jobchain_key", "?")
+    if named:
+        return named.group(2)
+    return str(getattr(exc, "jobchain_key", None) or key or "?")
 
 
 def _not_master(exc: redis.RedisError) -> bool:
@@ -542,7 +548,12 @@ class Transaction:
     def watch(self, *keys: str) -> None:
         self._watch.extend(keys)
 
-    def read(self, queue_reads: Callable[[Pipe], object]) -> list[Any]:
+    def read(self, queue_reads: Callable[[Pipe], object], *, tolerant: bool = False) -> list[Any]:
+        """Send ``WATCH`` (the keys noted) and the reads in one packet; their replies.
+
+        An error reply is raised once every reply is read (``tolerant``: left in
+        its place); it carries the key its command named (see :func:`wrong_type`).
+        """
         recorder = self._client.pipeline(transaction=False)
         queue_reads(recorder)
         reads: list[tuple[tuple[Any, ...], dict[str, Any]]] = list(recorder.command_stack)
@@ -567,12 +578,13 @@ class Transaction:
                 try:
                     replies.append(self._client.parse_response(conn, args[0], **dict(options)))
                 except redis.ResponseError as exc:  # read every reply, so the connection (and WATCH) stay
+                    exc.jobchain_key = str(args[1]) if len(args) > 1 else "?"  # type: ignore[attr-defined]
                     error = error or exc
                     replies.append(exc)
         except BaseException:
             conn.disconnect()  # replies may be left unread: the connection cannot be reused
             raise
-        if error is not None:
+        if error is not None and not tolerant:
             raise error
         return replies
 

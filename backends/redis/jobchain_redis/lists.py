@@ -25,10 +25,13 @@ so an extension or a settlement that wins the race keeps the job).
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import redis
 import structlog
 
 from jobchain.ids import new_id
@@ -39,8 +42,8 @@ from jobchain.model import (
     QueueStats,
 )
 from jobchain_redis.codec import decodable, dumps, to_bytes
-from jobchain_redis.common import UNREADABLE, RedisBackend, Writes, parse_job
-from jobchain_redis.connection import Pipe, Transaction, boundary
+from jobchain_redis.common import COUNT_TOLERATE, UNREADABLE, RedisBackend, Writes, parse_job
+from jobchain_redis.connection import Pipe, Transaction, boundary, wrong_type
 from jobchain_redis.keys import Keys
 
 __all__ = ["ListsBackend"]
@@ -168,23 +171,29 @@ class ListsBackend(RedisBackend):
         return []
 
     def _scan(self, queues: Sequence[str], limit: int, now: float) -> list[tuple[float, str, str]]:
-        """Promote due jobs and lost leases, then list the most urgent bands, most urgent first."""
+        """Promote due jobs and lost leases, then list the most urgent bands, most urgent first.
+
+        A queue one of whose keys holds the wrong type is left out for a while (see ``_guarded``).
+        """
         keys = self.keys
 
-        def read_index(r: Pipe) -> None:
+        def read_index(queues: Sequence[str]) -> tuple[list[str], list[Any]]:
+            pipe = self.client.pipeline(transaction=False)
             for q in queues:
-                r.zrangebyscore(keys.delayed(q), "-inf", now, start=0, num=1)
-                r.zrangebyscore(keys.leases(q), "-inf", now, start=0, num=1)
-                r.zrange(keys.bands(q), 0, limit - 1, withscores=True)
+                pipe.zrangebyscore(keys.delayed(q), "-inf", now, start=0, num=1)
+                pipe.zrangebyscore(keys.leases(q), "-inf", now, start=0, num=1)
+                pipe.zrange(keys.bands(q), 0, limit - 1, withscores=True)
+            return self._per_queue(
+                queues,
+                pipe.execute(raise_on_error=False),
+                lambda q: (keys.delayed(q), keys.leases(q), keys.bands(q)),
+                "reserve",
+            )
 
-        pipe = self.client.pipeline(transaction=False)
-        read_index(pipe)
-        found = pipe.execute()
+        queues, found = read_index(self._open_queues(queues))
         if any(found[i] or found[i + 1] for i in range(0, len(found), 3)):
             self._promote(queues, now)
-            pipe = self.client.pipeline(transaction=False)
-            read_index(pipe)
-            found = pipe.execute()
+            queues, found = read_index(self._open_queues(queues))
         ranked = sorted(
             (score, q, band) for q, index in zip(queues, found[2::3], strict=True) for band, score in index
         )
@@ -266,7 +275,27 @@ class ListsBackend(RedisBackend):
                 pipe.zadd(keys.leases(queue), mapping)
             return picked, empty
 
-        (picked, empty), results = self._transact(body, on=ready_keys[0])
+        try:
+            # WRONGTYPE tolerated in the EXEC's results: a job hash of another type is found there
+            (picked, empty), results = self.route.transact(ready_keys[0], body, tolerate=COUNT_TOLERATE)
+        except redis.ResponseError as exc:  # a band list of another type, met by the reads under WATCH
+            key = wrong_type(exc)
+            if key is None:
+                raise
+            by_key = {k: q for (_, q, _), k in zip(candidates, ready_keys, strict=True)}
+            self._block(by_key.get(key, candidates[0][1]), key, "reserve")
+            return None
+        stray = [r for r in results if isinstance(r, redis.ResponseError)]
+        bad_hashes = {
+            (queue, job_id)
+            for queue, _, job_id, _, at in picked
+            if isinstance(results[at], redis.ResponseError) and wrong_type(results[at]) is not None
+        }
+        if len(stray) > 3 * len(bad_hashes):  # an error on another key than a job hash: as before, raised
+            raise stray[0]
+        if bad_hashes:
+            self._park_all(sorted(bad_hashes), worker)
+            picked = [row for row in picked if (row[0], row[2]) not in bad_hashes]
         if empty:
             self._drop_empty_bands(empty)
         if not picked:
@@ -306,6 +335,22 @@ class ListsBackend(RedisBackend):
 
             self._transact(body, on=ready)
 
+    def _park_all(self, jobs: Sequence[tuple[str, str]], worker: str) -> None:
+        """Take jobs whose hash is of the wrong type out of the worker's hands, into the failed queue.
+
+        The reservation moved them with the others (MULTI has no rollback); this
+        undoes it for them in one MULTI per tag, leaving their keys untouched.
+        """
+        now = self.now()
+        for group in self._by_tag(jobs, lambda item: item[0]):
+
+            def writes(pipe: Pipe, group: list[tuple[str, str]] = group) -> None:
+                for queue, job_id in group:
+                    pipe.lrem(self.keys.processing(worker, queue), 1, job_id)
+                    self._park(pipe, queue, job_id, now)
+
+            self._multi(self.keys.failed_in(group[0][0]), writes)
+
     def _quarantine_all(self, bad: Sequence[tuple[str, str, str | None, str]], worker: str) -> None:
         """File unreadable jobs in the failed queue with their stored text (see ``_quarantine``)."""
         now = self.now()
@@ -321,8 +366,8 @@ class ListsBackend(RedisBackend):
     def _promote(self, queues: Sequence[str], now: float) -> None:
         """Move due delayed jobs and jobs whose lease ran out back to the head of their bands."""
         for queue in queues:
-            self._promote_delayed(queue, now)
-            self._expire_leases(queue, now)
+            self._guarded(queue, "promote", functools.partial(self._promote_delayed, queue, now))
+            self._guarded(queue, "promote", functools.partial(self._expire_leases, queue, now))
 
     def _promote_delayed(self, queue: str, now: float) -> None:
         delayed = self.keys.delayed(queue)
@@ -377,13 +422,23 @@ class ListsBackend(RedisBackend):
                 lambda r: (
                     [r.zscore(leases, j) for j in expired]
                     + [r.hmget(k, "job", "worker", "token", "running") for k in job_keys]
-                )
+                ),
+                tolerant=True,
             )
             scores, fields = rows[: len(expired)], rows[len(expired) :]
+            for row in scores:
+                if isinstance(row, Exception):
+                    raise row
             pipe = tx.multi()
             writes = _Writes(self.keys)
             back: list[tuple[Job, str]] = []
-            for job_id, score, (raw, worker, token, running) in zip(expired, scores, fields, strict=True):
+            for job_id, score, row in zip(expired, scores, fields, strict=True):
+                if isinstance(row, Exception):
+                    if wrong_type(row) is None:
+                        raise row
+                    self._park(pipe, queue, job_id, now)  # its hash is of another type: out of the leases
+                    continue
+                raw, worker, token, running = row
                 if score is None or score > now or raw is None:
                     continue  # settled or extended since
                 worker = worker if worker and decodable(worker) else ""
@@ -439,8 +494,8 @@ class ListsBackend(RedisBackend):
                 pipe.hlen(self.keys.outbox(q))
             return bands
 
-        bands, rows = self._transact(body, on=band_index[0])
-        counts = iter(rows)
+        bands, rows = self.route.transact(band_index[0], body, tolerate=COUNT_TOLERATE)
+        counts = iter(n if isinstance(n, int) else 0 for n in rows)  # a key of the wrong type: counted empty
         out: dict[str, QueueStats] = {}
         for q, names in zip(queues, bands, strict=True):
             ready = sum(next(counts) for _ in names)

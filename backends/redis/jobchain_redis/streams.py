@@ -44,6 +44,7 @@ text. No Lua.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Sequence
@@ -56,8 +57,8 @@ import structlog
 from jobchain.ids import new_id
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis.codec import decodable, dumps, to_bytes
-from jobchain_redis.common import UNREADABLE, RedisBackend, RedisOptions, Writes, parse_job
-from jobchain_redis.connection import Pipe, Transaction, boundary, number_option
+from jobchain_redis.common import COUNT_TOLERATE, UNREADABLE, RedisBackend, RedisOptions, Writes, parse_job
+from jobchain_redis.connection import Pipe, Transaction, boundary, number_option, wrong_type
 from jobchain_redis.keys import Keys
 
 __all__ = ["GROUP", "StreamsBackend"]
@@ -265,7 +266,7 @@ class StreamsBackend(RedisBackend):
             turn += 1
             block = int(self._wait_slice(len(groups), remaining) * 1000)
             self.client.xread(
-                {self.keys.wake(q): wakes[self.keys.wake(q)] for q in group}, count=1, block=block
+                {self.keys.wake(q): wakes.get(self.keys.wake(q), "$") for q in group}, count=1, block=block
             )
 
     def _reserve_once(
@@ -277,21 +278,26 @@ class StreamsBackend(RedisBackend):
             self._swept = time.monotonic()
             self._sweep_orphans(queues, worker)
 
-        def read_index() -> list[Any]:
+        def read_index(queues: Sequence[str]) -> tuple[list[str], list[Any]]:
             pipe = self.client.pipeline(transaction=False)
             for q in queues:
                 pipe.zrangebyscore(keys.delayed(q), "-inf", now, start=0, num=1)
                 pipe.zrangebyscore(keys.leases(q), "-inf", now, start=0, num=limit)
                 pipe.zrange(keys.fresh(q), 0, limit + _EXTRA_BANDS - 1, withscores=True)
                 pipe.xrevrange(keys.wake(q), count=1)
-            return list(pipe.execute())
+            return self._per_queue(  # a queue with a key of the wrong type is left out for a while
+                queues,
+                pipe.execute(raise_on_error=False),
+                lambda q: (keys.delayed(q), keys.leases(q), keys.fresh(q), keys.wake(q)),
+                "reserve",
+            )
 
-        found = read_index()
+        queues, found = read_index(self._open_queues(queues))
         due = [q for q, hit in zip(queues, found[0::4], strict=True) if hit]
         for q in due:
-            self._promote_delayed(q, now)
+            self._guarded(q, "promote", functools.partial(self._promote_delayed, q, now))
         if due:
-            found = read_index()
+            queues, found = read_index(self._open_queues(queues))
         wakes = {
             keys.wake(q): (last[0][0] if last else "0-0") for q, last in zip(queues, found[3::4], strict=True)
         }
@@ -303,7 +309,17 @@ class StreamsBackend(RedisBackend):
             for q, job_id in expired:
                 pipe.hmget(keys.job(job_id, q), "stream", "entry", "band")
             unentried: list[tuple[str, str]] = []
-            for (q, job_id), (stream, entry, band) in zip(expired, pipe.execute(), strict=True):
+            for (q, job_id), row in zip(expired, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(row, Exception):
+                    if wrong_type(row) is None:
+                        raise row
+                    # its hash is of another type: out of the leases (its entry, once the orphan sweep
+                    # finds it, is dropped by _adopt)
+                    self._multi(
+                        keys.leases(q), functools.partial(self._park, queue=q, job_id=job_id, now=now)
+                    )
+                    continue
+                stream, entry, band = row
                 if stream and entry and band is not None and all(map(decodable, (stream, entry, band))):
                     plan.append((int(band), 0, _entry_order(entry), q, job_id, stream, entry))
                 else:
@@ -328,7 +344,8 @@ class StreamsBackend(RedisBackend):
             if claims:
                 taken += self._claim(claims, now, now + lease, worker)
                 claims = []
-            taken += self._read_new(q, band, limit - len(taken), now + lease, worker)
+            read = functools.partial(self._read_new, q, band, limit - len(taken), now + lease, worker)
+            taken += self._guarded(q, "reserve", read, key=stream) or []
         if claims:
             taken += self._claim(claims, now, now + lease, worker)
         return taken, wakes
@@ -397,7 +414,17 @@ class StreamsBackend(RedisBackend):
             # under WATCH: an entry whose job is not waiting to be delivered (already leased through
             # another entry, or finished) is a duplicate, e.g. of a submit re-sent after a lost reply
             tx.watch(*job_keys)
-            rows = tx.read(lambda r: [r.hmget(k, "state", "token") for k in job_keys]) if ids else []
+            rows = (
+                tx.read(lambda r: [r.hmget(k, "state", "token") for k in job_keys], tolerant=True)
+                if ids
+                else []
+            )
+            for row in rows:
+                if isinstance(row, Exception) and wrong_type(row) is None:
+                    raise row
+            # a job hash of another type: its entry is dropped and the job filed as failed, its key untouched
+            wrong = {j for j, row in zip(ids, rows, strict=True) if isinstance(row, Exception)}
+            rows = [(None, None) if isinstance(row, Exception) else row for row in rows]
             waiting = {
                 j for j, (state, token) in zip(ids, rows, strict=True) if token is None and state in _WAITING
             }
@@ -415,6 +442,12 @@ class StreamsBackend(RedisBackend):
                 if not job_id or not _readable(fields):
                     reason = "stream entry is not valid UTF-8" if job_id else "stream entry has no job id"
                     self._discard_entry(pipe, queue, stream, entry, dumps(fields), reason)
+                    continue
+                if job_id in wrong:
+                    pipe.xack(stream, GROUP, entry)
+                    pipe.xdel(stream, entry)
+                    self._park(pipe, queue, job_id, self.now())
+                    wrong.discard(job_id)
                     continue
                 if job_id not in waiting and job_id not in garbled:
                     logger.warning("duplicate_entry_dropped", job_id=job_id, stream=stream, entry=entry)
@@ -677,18 +710,21 @@ class StreamsBackend(RedisBackend):
 
     def _sweep_orphans(self, queues: Sequence[str], worker: str) -> None:
         """Mark pending entries that no lease covers (their reserver died before leasing) for claiming."""
+        for queue in self._open_queues(queues):
+            self._guarded(queue, "orphan sweep", functools.partial(self._sweep_queue, queue, worker))
+
+    def _sweep_queue(self, queue: str, worker: str) -> None:
         idle_ms = int(self.orphan_idle * 1000)
-        for queue in queues:
-            for name in self.client.zrange(self.keys.bands(queue), 0, -1):
-                stream = self.keys.stream(queue, int(name))
-                try:
-                    reply = self.client.xautoclaim(stream, GROUP, worker, idle_ms, "0-0", count=100)
-                except redis.ResponseError:
-                    continue
-                entries = reply[1] if reply and isinstance(reply[1], list) else []
-                for entry, fields in entries:
-                    self._adopt(queue, int(name), stream, entry, fields or {})
-            self._drop_empty_bands(queue)
+        for name in self.client.zrange(self.keys.bands(queue), 0, -1):
+            stream = self.keys.stream(queue, int(name))
+            try:
+                reply = self.client.xautoclaim(stream, GROUP, worker, idle_ms, "0-0", count=100)
+            except redis.ResponseError:
+                continue
+            entries = reply[1] if reply and isinstance(reply[1], list) else []
+            for entry, fields in entries:
+                self._adopt(queue, int(name), stream, entry, fields or {})
+        self._drop_empty_bands(queue)
 
     def _adopt(self, queue: str, band: int, stream: str, entry: str, fields: dict[str, str]) -> None:
         job_id = fields.get("id")
@@ -702,7 +738,16 @@ class StreamsBackend(RedisBackend):
 
         def body(tx: Transaction) -> None:
             tx.watch(key)
-            [(current, state, token)] = tx.read(lambda r: r.hmget(key, "entry", "state", "token"))
+            [row] = tx.read(lambda r: r.hmget(key, "entry", "state", "token"), tolerant=True)
+            if isinstance(row, Exception):
+                if wrong_type(row) is None:
+                    raise row
+                pipe = tx.multi()  # its hash is of another type: the entry goes, the job is filed as failed
+                pipe.xack(stream, GROUP, entry)
+                pipe.xdel(stream, entry)
+                self._park(pipe, queue, job_id, self.now())
+                return
+            current, state, token = row
             if current == entry:
                 return  # leased, or already marked
             pipe = tx.multi()
@@ -727,7 +772,7 @@ class StreamsBackend(RedisBackend):
             return []
         now = self.now()
         for q in queues:
-            self._promote_delayed(q, now)
+            self._guarded(q, "promote", functools.partial(self._promote_delayed, q, now))
         reader = self.client.pipeline(transaction=False)
         for q in queues:
             reader.zrange(self.keys.bands(q), 0, -1)
@@ -752,7 +797,11 @@ class StreamsBackend(RedisBackend):
                 pipe.zcard(self.keys.failed_in(q))
                 pipe.hlen(self.keys.outbox(q))
 
-        counts = iter(self._multi(self.keys.leases(queues[0][0]), writes))
+        tolerate = self.tolerate + COUNT_TOLERATE  # a key of the wrong type is counted empty
+        results = self.route.transact(
+            self.keys.leases(queues[0][0]), lambda tx: writes(tx.multi()), tolerate=tolerate
+        )
+        counts = iter(n if isinstance(n, int) else 0 for n in results[1])
         out: dict[str, QueueStats] = {}
         for q, names in queues:
             entries = sum(next(counts) for _ in names)

@@ -29,6 +29,7 @@ from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.clock import Clock
 from jobchain.errors import (
+    BackendAuthError,
     BackendError,
     BackendUnavailableError,
     InvalidJobError,
@@ -232,7 +233,7 @@ class HttpBackend(Backend):
         if code == "not_in_failed_queue":
             return NotInFailedQueueError([str(i) for i in error.get("ids") or []])
         if status == 401:
-            return BackendError(f"the gateway at {self.url} refused the token: {message} (set {TOKEN_ENV})")
+            return BackendAuthError(self.url, f"the gateway refused the token: {message} (set {TOKEN_ENV})")
         if code == "worker_name_taken":
             holder = error.get("holder") if isinstance(error.get("holder"), dict) else {}
             pid = holder.get("pid")
