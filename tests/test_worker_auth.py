@@ -8,6 +8,7 @@ raises it, a running worker stops on it (``fatal``), and ``run()`` raises it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -88,6 +89,9 @@ def test_a_running_worker_stops_when_the_credentials_are_refused() -> None:
 
     with structlog.testing.capture_logs() as logs:
         threading.Thread(target=run, daemon=True).start()
+        deadline = time.monotonic() + 5.0  # running: registered and reserving, then the password changes
+        while backend.reserves == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
         backend.locked.set()
         assert done.wait(10.0), "the worker went on retrying refused credentials"
     assert worker.fatal is not None

@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,14 +127,16 @@ def test_a_chain_step_input_rewritten_in_redis_fails(backend: RedisBackend) -> N
     assert [(e.job.id, e.error.type) for e in backend.failed()] == [(forged_step, "BadSignature")]
 
 
-def test_unverified_tls_is_warned_at_connect() -> None:
+def test_unverified_tls_is_warned_at_connect(tmp_path: Path) -> None:
     """``rediss-…://?ssl_cert_reqs=none`` logs a warning naming the risk and the fix, without the password."""
     import structlog.testing
     from jobchain_redis.connection import connect, parse_url
 
+    ca = tmp_path / "ca.pem"  # (a CA file must exist: a missing one is refused when the URL is read)
+    ca.write_text("")
     with structlog.testing.capture_logs() as logs:
         connect(parse_url("rediss-lists://:hunter2-secret@127.0.0.1:1/0?ssl_cert_reqs=none")).close()
-        connect(parse_url("rediss-lists://127.0.0.1:1/0?ssl_ca_certs=/nonexistent/ca.pem")).close()
+        connect(parse_url(f"rediss-lists://127.0.0.1:1/0?ssl_ca_certs={ca}")).close()
     warnings = [e for e in logs if e["event"] == "tls_certificate_not_verified"]
     assert len(warnings) == 1
     assert warnings[0]["log_level"] == "warning"
