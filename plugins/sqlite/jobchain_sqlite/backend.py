@@ -294,10 +294,14 @@ class SqliteBackend(Backend):
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        except sqlite3.Error as exc:
+        except sqlite3.OperationalError as exc:
             raise ConfigurationError(
                 f"cannot open the SQLite database {self.path}: {exc} "
                 "(does its directory exist, and may this user write to it?)"
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(
+                f"{self.path} is not a SQLite database jobchain can use ({exc}): name another file"
             ) from exc
         with self._connections_lock:
             self._connections.append(conn)
