@@ -10,6 +10,8 @@ python -m pip install -e '.[dev]'
 python -m pip install -e './backends/redis[test,hiredis]'
 # the HTTP gateway plugin (jobchain-http) and its test extras (schemathesis)
 python -m pip install -e './plugins/http[test]'
+# the SQLite backend (jobchain-sqlite): the standard library's sqlite3, no new dependency
+python -m pip install -e './plugins/sqlite[test]'
 
 # The Redis backends' tests need a real server; install Debian's when it is missing.
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -31,3 +33,4 @@ ruff check .
 mypy
 mypy --strict backends/redis/jobchain_redis
 mypy --strict plugins/http/jobchain_http
+mypy --strict plugins/sqlite/jobchain_sqlite
