@@ -28,7 +28,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
         apt-get install -y --no-install-recommends redis-server
 fi
 
-python -m pytest -q
+# every core: one pytest worker per core, each test file kept on one worker (its servers started once)
+python -m pytest -q -n auto --dist loadfile
 ruff check .
 mypy
 mypy --strict backends/redis/jobchain_redis

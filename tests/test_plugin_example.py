@@ -38,6 +38,8 @@ def installed_env(tmp_path: Path) -> dict[str, str]:
     (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     env = dict(os.environ)
     env.pop("JOBCHAIN_DISABLE_PLUGINS", None)
+    for name in [n for n in env if n.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST"))]:
+        del env[name]  # under pytest-xdist: the nested pytest is a run of its own, not a worker
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), str(EXAMPLE), env.get("PYTHONPATH")) if p)
     return env
