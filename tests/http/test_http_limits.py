@@ -141,3 +141,26 @@ def test_max_body_from_the_url() -> None:
         assert backend.body_limit() == 4096
     finally:
         backend.close()
+
+
+def test_a_result_at_the_default_payload_limit_settles_through_a_default_gateway() -> None:
+    """A result of exactly the core's default max_payload fits a default gateway's body with its envelope."""
+    from jobchain.payload import DEFAULT_MAX_PAYLOAD
+
+    clock = ManualClock()
+    served = ThreadedGateway(MemoryBackend(clock=clock), token=TOKEN)
+    try:
+        backend = HttpBackend(served.url, token=TOKEN, delivery="poll")
+        try:
+            backend.enqueue([make_job(clock)])
+            (delivery,) = reserve(backend)
+            result = "x" * (DEFAULT_MAX_PAYLOAD - 2)  # its JSON, quotes included, is exactly the limit
+            (answer,) = backend.settle([completed(delivery, result, clock=clock)])
+            assert answer.accepted
+            record = backend.get_job(delivery.job.id)
+            assert record is not None
+            assert record.result == result
+        finally:
+            backend.close()
+    finally:
+        served.stop()

@@ -85,7 +85,7 @@ def http() -> None:
 @click.option(
     "--allow-task", "allow", multiple=True, metavar="NAME", help="Only these tasks (repeatable, or A,B)."
 )
-@click.option("--max-body", default="1MiB", show_default=True, metavar="SIZE", help="Largest request body.")
+@click.option("--max-body", default="2MiB", show_default=True, metavar="SIZE", help="Largest request body.")
 @click.option(
     "--max-wait",
     type=click.FloatRange(min=0),

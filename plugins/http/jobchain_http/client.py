@@ -71,7 +71,7 @@ TOKEN_ENV = "JOBCHAIN_HTTP_TOKEN"
 POLL_CHUNK = 20.0
 BATCH = 1000
 #: the body limit assumed of a gateway that does not say its own (the gateway's default)
-DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_MAX_BODY = 2 * 1024 * 1024  # the gateway's default
 _SETTLE_HEAD = b'{"outcomes":['
 _SETTLE_TAIL = b"]}"
 

@@ -68,7 +68,8 @@ class GatewayConfig:
     backend: Backend
     catalog: Catalog | None = None
     token: str | None = None
-    max_body: int = 1024 * 1024
+    #: room for a job or a result of the core's default max_payload (1 MiB) with its envelope and error
+    max_body: int = 2 * 1024 * 1024
     max_wait: float = 30.0
     max_limit: int = MAX_BATCH
     max_lease: float = 86400.0
