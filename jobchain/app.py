@@ -14,7 +14,7 @@ from attrs import field, frozen
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.buffer import PendingSubmit, SubmitBuffer, SubmitQueue
-from jobchain.canvas import Chain, Group, Signature, chain
+from jobchain.canvas import Chain, Group, Signature, TaskBase, chain
 from jobchain.clock import Clock, SystemClock
 from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
@@ -60,7 +60,7 @@ def _is_async(function: Callable[..., Any]) -> bool:
     return any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in candidates if c)
 
 
-class Task(Generic[P, R]):
+class Task(TaskBase, Generic[P, R]):
     """A function declared with ``@app.task``. Calling it runs the function here, now."""
 
     def __init__(

@@ -24,15 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import structlog
 from attrs import define, field
 
-from jobchain.errors import (
-    BackendAuthError,
-    ConfigurationError,
-    WorkerNameTakenError,
-)
-from jobchain.model import (
-    Delivery,
-    Outcome,
-)
+from jobchain.errors import BackendAuthError, ConfigurationError, WorkerNameTakenError
+from jobchain.model import Delivery, Outcome
 from jobchain.outage import Backoff, Outage
 from jobchain.payload import find_non_json
 from jobchain.worker._runtime import Runtime, SupportsRuntime

@@ -10,22 +10,9 @@ import time
 from typing import Any
 
 from jobchain import signing
-from jobchain.errors import (
-    InvalidJobError,
-    JobTimeout,
-    ResultTooLarge,
-    UnknownTaskError,
-    WorkerLost,
-)
+from jobchain.errors import InvalidJobError, JobTimeout, ResultTooLarge, UnknownTaskError, WorkerLost
 from jobchain.errortext import cap, describe, type_name
-from jobchain.model import (
-    Completed,
-    Delivery,
-    ErrorInfo,
-    Failed,
-    Outcome,
-    Retried,
-)
+from jobchain.model import Completed, Delivery, ErrorInfo, Failed, Outcome, Retried
 from jobchain.payload import find_non_json, has_unstorable
 from jobchain.worker._core import SlotStats, WorkerCore, _Running
 

@@ -7,13 +7,8 @@ import socket
 import time
 from collections import deque
 
-from jobchain.errors import (
-    JobTimeout,
-    WorkerNameTakenError,
-)
-from jobchain.model import (
-    WorkerInfo,
-)
+from jobchain.errors import JobTimeout, WorkerNameTakenError
+from jobchain.model import WorkerInfo
 from jobchain.outage import Backoff
 from jobchain.worker._core import _NEVER, WorkerCore
 from jobchain.worker._execution import _raise_in_thread

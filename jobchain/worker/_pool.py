@@ -6,13 +6,7 @@ import threading
 import time
 
 from jobchain.errortext import cap, describe, format_traceback, type_name
-from jobchain.model import (
-    Delivery,
-    ErrorInfo,
-    Failed,
-    Outcome,
-    Released,
-)
+from jobchain.model import Delivery, ErrorInfo, Failed, Outcome, Released
 from jobchain.worker._core import _NEVER, SlotStats, WorkerCore, _left
 
 

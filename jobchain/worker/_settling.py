@@ -7,11 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from jobchain.errors import (
-    BackendAuthError,
-    BackendFullError,
-    InvalidJobError,
-)
+from jobchain.errors import BackendAuthError, BackendFullError, InvalidJobError
 from jobchain.errortext import cap, describe, type_name
 from jobchain.model import (
     ChainRecord,

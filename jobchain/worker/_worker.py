@@ -9,13 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from jobchain.errors import (
-    BackendAuthError,
-    WorkerNameTakenError,
-)
-from jobchain.model import (
-    Released,
-)
+from jobchain.errors import BackendAuthError, WorkerNameTakenError
+from jobchain.model import Released
 from jobchain.worker._core import _Counters, _left
 from jobchain.worker._execution import Execution
 from jobchain.worker._monitor import Monitor
