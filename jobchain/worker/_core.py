@@ -107,6 +107,8 @@ class WorkerCore:
         if max_redeliveries < 0:
             raise ValueError(f"max_redeliveries must be >= 0, got {max_redeliveries!r}")
         if not isinstance(runtime, Runtime):
+            if not callable(getattr(runtime, "runtime", None)):
+                raise TypeError(f"a Worker runs on a jobchain.worker.Runtime or an App, got {runtime!r}")
             runtime = runtime.runtime()
         #: what the worker runs on: its tasks, the backend, the events facade, the clock, settings
         self.runtime: Runtime = runtime
