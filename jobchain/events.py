@@ -38,33 +38,34 @@ EventName = Literal[
 class Events:
     """One typed method per event hook, over a plugin manager."""
 
-    __slots__ = ("plugins",)
+    __slots__ = ("_emit", "plugins")
 
     def __init__(self, plugins: Plugins) -> None:
         self.plugins = plugins
+        self._emit = plugins.emit
 
     def has_listeners(self, event: EventName) -> bool:
         """True if some plugin implements the event (to skip building its arguments otherwise)."""
         return self.plugins.has_listeners("jobchain_" + event)
 
     def worker_started(self, *, worker: str, queues: tuple[str, ...], concurrency: int) -> None:
-        self.plugins.emit("jobchain_worker_started", worker=worker, queues=queues, concurrency=concurrency)
+        self._emit("jobchain_worker_started", worker=worker, queues=queues, concurrency=concurrency)
 
     def worker_stopped(self, *, worker: str, processed: int) -> None:
-        self.plugins.emit("jobchain_worker_stopped", worker=worker, processed=processed)
+        self._emit("jobchain_worker_stopped", worker=worker, processed=processed)
 
     def job_started(self, *, job: Job, worker: str, thread: str) -> None:
-        self.plugins.emit("jobchain_job_started", job=job, worker=worker, thread=thread)
+        self._emit("jobchain_job_started", job=job, worker=worker, thread=thread)
 
     def job_succeeded(self, *, job: Job, result: Any, duration: float, worker: str, thread: str) -> None:
-        self.plugins.emit(
+        self._emit(
             "jobchain_job_succeeded", job=job, result=result, duration=duration, worker=worker, thread=thread
         )
 
     def job_retrying(
         self, *, job: Job, error: ErrorInfo, delay: float, duration: float, worker: str, thread: str
     ) -> None:
-        self.plugins.emit(
+        self._emit(
             "jobchain_job_retrying",
             job=job,
             error=error,
@@ -75,19 +76,19 @@ class Events:
         )
 
     def job_failed(self, *, job: Job, error: ErrorInfo, duration: float, worker: str, thread: str) -> None:
-        self.plugins.emit(
+        self._emit(
             "jobchain_job_failed", job=job, error=error, duration=duration, worker=worker, thread=thread
         )
 
     def chain_completed(self, *, chain: ChainRecord, worker: str) -> None:
-        self.plugins.emit("jobchain_chain_completed", chain=chain, worker=worker)
+        self._emit("jobchain_chain_completed", chain=chain, worker=worker)
 
     def chain_halted(self, *, chain: ChainRecord, worker: str) -> None:
-        self.plugins.emit("jobchain_chain_halted", chain=chain, worker=worker)
+        self._emit("jobchain_chain_halted", chain=chain, worker=worker)
 
     def progress(
         self, *, worker: str, total: int | None, done: int, failed: int, left: int | None, rate: float
     ) -> None:
-        self.plugins.emit(
+        self._emit(
             "jobchain_progress", worker=worker, total=total, done=done, failed=failed, left=left, rate=rate
         )

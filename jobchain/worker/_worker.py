@@ -19,8 +19,10 @@ from jobchain.worker._settling import Settling
 
 
 class Worker(Execution, Settling, Monitor, Pool):
-    """Runs the App's tasks from its backend.
+    """Runs the tasks of a :class:`~jobchain.worker.Runtime` from its backend.
 
+    ``runtime``: the tasks, backend, events, clock and settings it runs with;
+    an App (anything with a ``runtime()`` method) stands for ``app.runtime()``.
     ``queues``: which queues to take jobs from (default: every queue a task uses).
     ``concurrency``: threads. ``lease``: seconds a delivery is held before it is
     given to another worker unless extended (the monitor extends every
