@@ -7,17 +7,18 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from attrs import field, frozen
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.buffer import PendingSubmit, SubmitBuffer, SubmitQueue
-from jobchain.canvas import Chain, Group, Signature, chain
+from jobchain.canvas import Chain, Group, Signature, TaskBase, chain
 from jobchain.clock import Clock, SystemClock
 from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
+from jobchain.events import Events
 from jobchain.handles import ChainHandle, JobHandle
 from jobchain.ids import new_id
 from jobchain.model import (
@@ -33,10 +34,8 @@ from jobchain.payload import DEFAULT_MAX_PAYLOAD, check_payload
 from jobchain.plugins import Plugins, default_plugins
 from jobchain.retry import Retry
 from jobchain.signing import Signer, sign_job, sign_member, signer_from_config
+from jobchain.worker import Runtime, Worker
 from jobchain.workflow import first_jobs
-
-if TYPE_CHECKING:
-    from jobchain.worker import Worker
 
 __all__ = ["App", "FailedPage", "FailedQueue", "Task"]
 
@@ -61,7 +60,7 @@ def _is_async(function: Callable[..., Any]) -> bool:
     return any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in candidates if c)
 
 
-class Task(Generic[P, R]):
+class Task(TaskBase, Generic[P, R]):
     """A function declared with ``@app.task``. Calling it runs the function here, now."""
 
     def __init__(
@@ -635,11 +634,22 @@ class App:
         """Ask a live worker to stop gracefully; False if no worker has that name."""
         return self.backend.request_stop(name)
 
+    def runtime(self) -> Runtime:
+        """What a worker of this App runs on: its tasks, backend (opened now), events, clock, settings."""
+        return Runtime(
+            tasks=self.tasks,
+            backend=self.backend,
+            events=Events(self.plugins),
+            clock=self.clock,
+            queues=self.queues,
+            max_payload=self.max_payload,
+            max_error_bytes=self.max_error_bytes,
+            signer=self.signer,
+        )
+
     def worker(self, **options: Any) -> Worker:
         """A :class:`jobchain.Worker` for this App (see its options)."""
-        from jobchain.worker import Worker
-
-        return Worker(self, **options)
+        return Worker(self.runtime(), **options)
 
     def close(self, timeout: float = 10.0) -> None:
         """Store what the submit buffer holds (waiting up to ``timeout`` seconds), then close the backend.

@@ -11,7 +11,7 @@ list of their results (in order) to the next step.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 from attrs import evolve, field, frozen
 
@@ -27,13 +27,21 @@ __all__ = ["Chain", "Group", "Signature", "chain", "group"]
 Stepish = Union["Task[..., Any]", "Signature", "Group", "Chain"]
 
 
-def _as_signature(item: Any, where: str) -> Signature:
-    from jobchain.app import Task
+class TaskBase:
+    """The base class of :class:`jobchain.Task`: what the DSL recognises as a task.
 
+    It lives here so that the DSL tells a task from anything else without
+    importing the App (whose module imports this one).
+    """
+
+    __slots__ = ()
+
+
+def _as_signature(item: Any, where: str) -> Signature:
     if isinstance(item, Signature):
         return item
-    if isinstance(item, Task):
-        return Signature(task=item)
+    if isinstance(item, TaskBase):
+        return Signature(task=cast("Task[..., Any]", item))
     raise InvalidJobError(
         f"{where} is {item!r} ({type(item).__name__}); expected a task declared with @app.task, "
         "a signature (task.s(...)) or a group"

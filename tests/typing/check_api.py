@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobchain import App, ChainHandle, JobHandle, Retry, SubmitBuffer, Task, chain, group
+from jobchain import App, ChainHandle, JobHandle, Retry, SubmitBuffer, Task, Worker, chain, group
+from jobchain.worker import RunnableTask, Runtime
 
 app = App("memory://", retry=Retry(attempts=3, base=0.1))
 
@@ -35,3 +36,10 @@ waiting: bool = job.buffered
 stored: None = job.wait_stored(timeout=5.0) if False else None
 held: int = len(buffered_app.buffer) if buffered_app.buffer is not None else 0
 closed: None = buffered_app.close(timeout=10.0) if False else None
+
+# a worker runs on a narrow runtime: App.runtime() builds it, and Worker(app) is Worker(app.runtime())
+runtime: Runtime = app.runtime()
+tasks_of_runtime: RunnableTask | None = runtime.tasks.get("add")
+from_runtime: Worker = Worker(runtime, concurrency=2)
+from_app: Worker = Worker(app, concurrency=2)
+from_method: Worker = app.worker(concurrency=2)

@@ -1,0 +1,239 @@
+"""The worker's shared state, and what every part of the worker uses.
+
+One lock (``_cv``, and the conditions made from it) guards all of it: the
+buffer of reserved deliveries, the pending outcomes, the deliveries held, the
+local deadlines of unstarted ones, the running jobs with a timeout. So the
+parts of the worker are mixins over this one state, one concern per module:
+:mod:`._pool` (threads, the fetcher, taking the next job), :mod:`._execution`
+(running one job), :mod:`._settling` (the pending outcomes and their
+settlement) and :mod:`._monitor` (leases, heartbeats, timeouts, progress);
+:class:`~jobchain.worker.Worker` composes them and holds the life cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+
+import structlog
+from attrs import define, field
+
+from jobchain.errors import BackendAuthError, ConfigurationError, WorkerNameTakenError
+from jobchain.model import Delivery, Outcome
+from jobchain.outage import Backoff, Outage
+from jobchain.payload import find_non_json
+from jobchain.worker._runtime import Runtime, SupportsRuntime
+
+__all__ = ["SlotStats", "WorkerCore"]
+
+logger = structlog.get_logger("jobchain.worker")
+
+#: the deadline of a delivery that has none
+_NEVER = float("inf")
+
+
+@define
+class SlotStats:
+    """What one worker thread did."""
+
+    name: str
+    jobs: int = 0
+    succeeded: int = 0
+    retries: int = 0
+    failures: int = 0
+    busy_seconds: float = 0.0
+
+
+@define
+class _Running:
+    delivery: Delivery
+    thread_id: int
+    deadline: float | None
+    timed_out: bool = False
+
+
+@define
+class _Counters:
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    #: pool threads that died (a bug in the worker, never a task's doing) and were replaced
+    threads_died: int = 0
+    #: outcomes the backend refused (not an outage): turned into failures, or left for lease expiry
+    refused: int = 0
+    started: float = field(factory=time.monotonic)
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(16):04x}"
+
+
+class WorkerCore:
+    """The state the parts of a :class:`~jobchain.worker.Worker` share, and the helpers they all use."""
+
+    def __init__(
+        self,
+        runtime: Runtime | SupportsRuntime,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 8,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        lease: float = 30.0,
+        prefetch: int | None = None,
+        max_redeliveries: int = 3,
+        poll: float = 1.0,
+        heartbeat_ttl: float | None = None,
+        progress_interval: float = 0.5,
+        slot_names: Sequence[str] | None = None,
+        rng: random.Random | None = None,
+        reconnect_base: float = 0.05,
+        reconnect_cap: float = 5.0,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if lease <= 0:
+            raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
+        if prefetch is not None and prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch!r}")
+        if max_redeliveries < 0:
+            raise ValueError(f"max_redeliveries must be >= 0, got {max_redeliveries!r}")
+        if not isinstance(runtime, Runtime):
+            if not callable(getattr(runtime, "runtime", None)):
+                raise TypeError(f"a Worker runs on a jobchain.worker.Runtime or an App, got {runtime!r}")
+            runtime = runtime.runtime()
+        #: what the worker runs on: its tasks, the backend, the events facade, the clock, settings
+        self.runtime: Runtime = runtime
+        self.backend = runtime.backend
+        self.queues = tuple(queues) if queues else runtime.queues
+        if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
+            raise ValueError(f"queues must be non-empty names, got {queues!r}")
+        self.concurrency = concurrency
+        self.name = name or _default_name()
+        where = find_non_json(self.name, "name") or find_non_json(dict(labels or {}), "labels")
+        if where is not None:  # a name from undecodable command-line bytes: no backend could store it
+            raise ConfigurationError(f"worker name and labels must be valid UTF-8 text; found {where}")
+        #: random per Worker object, stored in the registration: tells this worker from a namesake
+        self.instance = secrets.token_hex(8)
+        #: set when another worker took this worker's name while it ran (it then stops)
+        self.name_lost: WorkerNameTakenError | None = None
+        self.labels = dict(labels or {})
+        self.lease = float(lease)
+        self.prefetch = prefetch or concurrency
+        self.max_redeliveries = max_redeliveries
+        self.poll = poll
+        self.heartbeat_ttl = heartbeat_ttl or max(10.0, self.lease)
+        self.progress_interval = progress_interval
+        self.rng = rng or random.Random()
+        names = list(slot_names or [f"worker-{i + 1}" for i in range(concurrency)])
+        if len(names) != concurrency:
+            raise ValueError("slot_names must name every thread")
+        self.slots = [SlotStats(name=n) for n in names]
+        self.expected: int | None = None
+        self.counters = _Counters()
+        self.events = runtime.events
+        self.log = logger.bind(worker=self.name)
+        self.reconnect_base = reconnect_base
+        self.reconnect_cap = reconnect_cap
+        # one backoff per role: only the fetching thread reserves, only the flushing one settles
+        self._reserve_backoff = Backoff(base=reconnect_base, cap=reconnect_cap, rng=self.rng)
+        self._settle_backoff = Backoff(base=reconnect_base, cap=reconnect_cap, rng=self.rng)
+        self.outage = Outage(self.log)
+
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)
+        #: wakes the settler thread (same lock as ``_cv``: it guards the pending outcomes too)
+        self._settle_cv = threading.Condition(lock)
+        #: wakes the fetcher thread when the buffer of reserved jobs runs dry
+        self._fetch_cv = threading.Condition(lock)
+        self._settler: threading.Thread | None = None
+        self._fetcher: threading.Thread | None = None
+        self._buffer: deque[Delivery] = deque()
+        self._fetching = False
+        self._pending: list[Outcome] = []
+        self._flushing = False
+        self._settling: list[Outcome] = []
+        # set once stop() ran out of time: a settle that fails from then on is given up
+        self._abandon = threading.Event()
+        self._finished = False
+        self._held: dict[str, Delivery] = {}
+        #: how many pool threads died running each job (a bug): the second death fails the job
+        self._deaths: dict[str, int] = {}
+        #: token -> local monotonic time after which a reserved, unstarted delivery may no longer start
+        self._deadline: dict[str, float] = {}
+        self._lease_margin = min(1.0, self.lease / 10)
+        self._wait = min(self.poll, self.lease / 4)
+        #: pool thread -> the delivery it runs (set by _next; cleared by its next call to _next)
+        self._busy: dict[threading.Thread, Delivery] = {}
+        #: job id of the suspect that runs (or waits to run) alone; no other job starts meanwhile
+        self._solo: str | None = None
+        self._running: dict[str, _Running] = {}
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        #: the name is registered as this worker's: nothing is reserved before
+        self._registered = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._monitor: threading.Thread | None = None
+        self._started_at = 0.0
+        self._idle_threads = 0
+        #: the error that stopped the worker: the backend refused its credentials (BackendAuthError)
+        self.fatal: BackendAuthError | None = None
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop; returns at once (safe from a signal handler)."""
+        self._stopping.set()
+        if self._cv.acquire(blocking=False):
+            try:
+                self._cv.notify_all()
+            finally:
+                self._cv.release()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _backend_failed(self, operation: str, exc: Exception) -> None:
+        """Note a failed backend call; credentials refused stop the worker (:attr:`fatal` says why)."""
+        if not isinstance(exc, BackendAuthError):
+            self.outage.failed(operation, exc)
+            return
+        if self.fatal is None:
+            self.fatal = exc
+            self.log.error("worker_stopped_by_backend_auth", operation=operation, error=str(exc))
+            self.request_stop()
+            self.outage.kick()
+
+    def _drop(self, deliveries: Sequence[Delivery], event: str) -> None:
+        """Forget unstarted deliveries whose lease is gone (the lock is held): never run, never settled.
+
+        Their jobs are another worker's now, or will be when the backend sees the
+        lease ended; a release would be rejected, so none is sent.
+        """
+        for delivery in deliveries:
+            self._deadline.pop(delivery.token, None)
+            if self._held.get(delivery.job.id) is delivery:
+                del self._held[delivery.job.id]
+        self.log.warning(event, job_ids=[d.job.id for d in deliveries][:50], count=len(deliveries))
+
+    def _note_leased(self, deliveries: Iterable[Delivery], since: float) -> None:
+        """Record deadlines of deliveries leased by a backend call made at monotonic ``since`` (lock held)."""
+        until = since + self.lease - self._lease_margin
+        for delivery in deliveries:
+            self._deadline[delivery.token] = until
+
+    def _run_job(self, delivery: Delivery, slot: SlotStats) -> Outcome:
+        """Run one job and return its outcome (:class:`~jobchain.worker._execution.Execution`)."""
+        raise NotImplementedError
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (never negative), or None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

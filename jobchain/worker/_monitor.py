@@ -1,0 +1,167 @@
+"""The monitor thread: lease extension, heartbeats, deadlines of unstarted jobs, timeouts, progress."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import deque
+
+from jobchain.errors import JobTimeout, WorkerNameTakenError
+from jobchain.model import WorkerInfo
+from jobchain.outage import Backoff
+from jobchain.worker._core import _NEVER, WorkerCore
+from jobchain.worker._execution import _raise_in_thread
+
+
+class Monitor(WorkerCore):
+    """What the monitor thread does every tick, and the heartbeat that registers the worker."""
+
+    def _heartbeat(self) -> bool:
+        info = WorkerInfo(
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            labels=self.labels,
+            concurrency=self.concurrency,
+            started_at=self._started_at,
+            heartbeat_at=self.runtime.clock.now(),
+            state="stopping" if self._stopping.is_set() else "running",
+            instance=self.instance,
+        )
+        return self.backend.heartbeat(info, self.heartbeat_ttl)
+
+    def _beat(self) -> bool:
+        """Refresh the registration and see if a stop was requested; False if the backend failed."""
+        try:
+            asked = self._heartbeat()
+        except WorkerNameTakenError as exc:
+            self.outage.succeeded("heartbeat")
+            if self.name_lost is None:
+                self.name_lost = exc
+                self.log.error(
+                    "worker_name_lost",
+                    holder_host=exc.host,
+                    holder_pid=exc.pid,
+                    reason="another worker took the name (was this one paused past its ttl?); stopping",
+                )
+            self.request_stop()
+            return True
+        except Exception as exc:
+            self._backend_failed("heartbeat", exc)
+            return False
+        self.outage.succeeded("heartbeat")
+        if not self._registered.is_set():
+            self._registered.set()
+            with self._cv:
+                self._fetch_cv.notify_all()
+        if asked and not self._stopping.is_set():
+            self.log.info("worker_stop_requested")
+            self.request_stop()
+        return True
+
+    def _monitor_main(self) -> None:
+        tick = min(0.1, self.lease / 10)
+        extend_every = self.lease / 3
+        beat_every = min(self.heartbeat_ttl / 3, 2.0)
+        # after a failure the next try comes sooner than the regular interval, so leases and the
+        # registration are fresh again soon after the backend returns
+        retry = Backoff(base=self.reconnect_base, cap=self.reconnect_cap, rng=self.rng)
+        now = time.monotonic()
+        next_extend, next_beat, last_progress = now + extend_every, now + beat_every, now
+        while not self._stopped.is_set():
+            if self._stopping.is_set() and not any(t.is_alive() for t in self._threads):
+                break
+            time.sleep(tick)
+            now = time.monotonic()
+            try:
+                self._enforce_timeouts(now)
+                self._drop_expired(now)
+                if now >= next_extend:
+                    ok = self._extend_leases()
+                    next_extend = time.monotonic() + (extend_every if ok else min(extend_every, retry.next()))
+                if now >= next_beat:
+                    ok = self._beat()
+                    next_beat = time.monotonic() + (beat_every if ok else min(beat_every, retry.next()))
+                    if ok:
+                        retry.reset()
+                if now - last_progress >= self.progress_interval:
+                    last_progress = now
+                    self.emit_progress()
+            except Exception:  # a bug here must not end lease extension for good
+                self.log.error("monitor_failed", exc_info=True)
+
+    def emit_progress(self) -> None:
+        """Emit a ``jobchain_progress`` event with the current counts."""
+        if not self.events.has_listeners("progress"):
+            return
+        c = self.counters
+        elapsed = max(1e-9, time.monotonic() - c.started)
+        finished = c.done + c.failed
+        left = None if self.expected is None else max(0, self.expected - finished - c.skipped)
+        self.events.progress(
+            worker=self.name,
+            total=self.expected,
+            done=c.done,
+            failed=c.failed,
+            left=left,
+            rate=finished / elapsed,
+        )
+
+    def _extend_leases(self) -> bool:
+        """Extend the lease of everything held; False if the backend failed (retried soon)."""
+        with self._cv:
+            held = list(self._held.values())
+        if not held:
+            return True
+        since = time.monotonic()
+        try:
+            kept = self.backend.extend(held, self.lease)
+        except Exception as exc:
+            self._backend_failed("extend", exc)
+            return False
+        self.outage.succeeded("extend")
+        with self._cv:
+            # a delivery settled meanwhile (or whose settlement is under way, perhaps applied already
+            # with its reply lost) has no lease to extend: that is not a lost lease
+            settling = {o.delivery.job.id for o in self._settling}
+            lost = [
+                d.job.id
+                for d, ok in zip(held, kept, strict=True)
+                if not ok and self._held.get(d.job.id) is d and d.job.id not in settling
+            ]
+            # unstarted deliveries: a kept lease may start until the new deadline, a lost one never
+            unstarted = self._deadline
+            self._note_leased(
+                (d for d, ok in zip(held, kept, strict=True) if ok and d.token in unstarted), since
+            )
+            gone = {d.token for d, ok in zip(held, kept, strict=True) if not ok}
+            dropped = [d for d in self._buffer if d.token in gone]
+            if dropped:
+                self._buffer = deque(d for d in self._buffer if d.token not in gone)
+                self._drop(dropped, "lease_expired_before_start")
+        if lost:
+            self.log.warning("leases_lost", job_ids=lost[:10], count=len(lost))
+        return True
+
+    def _enforce_timeouts(self, now: float) -> None:
+        with self._cv:
+            for running in self._running.values():
+                if running.deadline is not None and not running.timed_out and now >= running.deadline:
+                    running.timed_out = True
+                    job = running.delivery.job
+                    self.log.warning("job_timeout", job_id=job.id, task=job.task)
+                    _raise_in_thread(running.thread_id, JobTimeout)
+
+    def _drop_expired(self, now: float) -> None:
+        """Drop buffered deliveries past their local deadline (the monitor, each tick)."""
+        with self._cv:
+            if not self._buffer:
+                return
+            deadline = self._deadline
+            expired = [d for d in self._buffer if deadline.get(d.token, _NEVER) <= now]
+            if expired:
+                gone = {id(d) for d in expired}
+                self._buffer = deque(d for d in self._buffer if id(d) not in gone)
+                self._drop(expired, "lease_expired_before_start")
