@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Union, cast
 
 from attrs import evolve, field, frozen
 
+from jobchain._values import json_tuple as _json_tuple
 from jobchain.errors import InvalidJobError
-from jobchain.model import _json_tuple
 
 if TYPE_CHECKING:
     from jobchain.app import Task

@@ -1,23 +1,39 @@
 """The values jobchain stores and passes around.
 
 Values are frozen attrs classes, validated when built and changed by building
-a new one with :func:`attrs.evolve`. ``to_wire``/``from_wire`` spell out the
-stored format (plain JSON-compatible dicts) for backends that serialise.
+a new one with :func:`attrs.evolve`. Every value that crosses a process
+boundary has one ``to_wire``/``from_wire`` pair here (chain records in
+:mod:`jobchain._chains`, errors in :mod:`jobchain._values`, both re-exported):
+its JSON form, plain JSON-compatible dicts, the same for what a backend stores
+and what the HTTP gateway sends. ``from_wire`` trusts what it reads to have
+the right types (a store it wrote, or a message checked against a schema) and
+fills in the fields a writer left out; it raises ValueError, TypeError or
+KeyError (a job: :class:`InvalidJobError`) for what it cannot read.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
 from attrs import Factory, evolve, field, frozen
 from attrs import validators as v
 
+from jobchain._chains import CHAIN_WIRE_VERSION, ChainRecord, Step, StepMember
+from jobchain._values import (
+    ChainState,
+    ErrorInfo,
+    JobState,
+    Json,
+    StepState,
+    json_tuple,
+    opt_text,
+    wire_object,
+)
 from jobchain.errors import InvalidJobError
-from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, cap, describe, format_traceback, type_name
 
 __all__ = [
+    "CHAIN_WIRE_VERSION",
     "UNREADABLE_TASK",
     "WIRE_VERSION",
     "ChainRecord",
@@ -41,67 +57,14 @@ __all__ = [
     "StepMember",
     "StepState",
     "WorkerInfo",
+    "outcome_from_wire",
 ]
-
-#: A JSON-compatible value: None, bool, int, float, str, list or dict with str keys.
-Json: TypeAlias = Any
 
 #: The version of a job's stored form (``"v"`` in :meth:`Job.to_wire`); others are refused.
 WIRE_VERSION = 1
 
 #: The task name of the placeholder job a backend files in the failed queue for a job it could not read.
 UNREADABLE_TASK = "jobchain.unreadable"
-
-
-class JobState(enum.StrEnum):
-    """Where a job is in its life.
-
-    ``BUFFERED`` is never stored: a handle reports it while its job waits in the
-    client's submit buffer for an unreachable backend (see :mod:`jobchain.buffer`).
-    """
-
-    BUFFERED = "buffered"
-    QUEUED = "queued"
-    DELAYED = "delayed"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED)
-
-
-class StepState(enum.StrEnum):
-    """The state of one step (or one member of a group step) of a chain."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    NOT_EXECUTED = "not_executed"
-
-    @property
-    def label(self) -> str:
-        return self.value.replace("_", " ")
-
-
-class ChainState(enum.StrEnum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    HALTED = "halted"
-
-
-def _json_tuple(value: Iterable[Json]) -> tuple[Json, ...]:
-    return tuple(value)
-
-
-def _members(value: Iterable[StepMember]) -> tuple[StepMember, ...]:
-    return tuple(value)
-
-
-def _steps(value: Iterable[Step]) -> tuple[Step, ...]:
-    return tuple(value)
 
 
 def _strings(value: Iterable[str]) -> tuple[str, ...]:
@@ -116,60 +79,6 @@ def _int_not_bool(_inst: object, attribute: Any, value: object) -> None:
 def _opt_number(_inst: object, attribute: Any, value: float | None) -> None:
     if value is not None and not isinstance(value, int | float):
         raise InvalidJobError(f"{attribute.name} must be a number of seconds, not {value!r}")
-
-
-def _opt_text(value: Json, name: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{name} must be a string")
-    return value
-
-
-@frozen(kw_only=True)
-class ErrorInfo:
-    """Why a job failed: the exception's type name, message and traceback."""
-
-    type: str
-    message: str
-    traceback: str | None = None
-    attempt: int = 1
-    at: float = 0.0
-
-    @classmethod
-    def from_exception(
-        cls, exc: BaseException, *, attempt: int, at: float, max_bytes: int = DEFAULT_MAX_ERROR_BYTES
-    ) -> ErrorInfo:
-        """The record of ``exc``; never raises, whatever the exception's own methods do.
-
-        The message is ``str(exc)``, else ``repr(exc)``, else ``<unprintable ExcType>``.
-        Message and traceback are capped at ``max_bytes`` UTF-8 bytes each, with a
-        marker saying how much was cut (see :func:`jobchain.errortext.cap`).
-        """
-        return cls(
-            type=type_name(exc),
-            message=cap(describe(exc), max_bytes),
-            traceback=cap(format_traceback(exc), max_bytes, keep_tail=True),
-            attempt=attempt,
-            at=at,
-        )
-
-    def to_wire(self) -> dict[str, Json]:
-        return {
-            "type": self.type,
-            "message": self.message,
-            "traceback": self.traceback,
-            "attempt": self.attempt,
-            "at": self.at,
-        }
-
-    @classmethod
-    def from_wire(cls, raw: Mapping[str, Json]) -> ErrorInfo:
-        return cls(
-            type=str(raw["type"]),
-            message=str(raw["message"]),
-            traceback=raw.get("traceback"),
-            attempt=int(raw.get("attempt", 1)),
-            at=float(raw.get("at", 0.0)),
-        )
 
 
 @frozen(kw_only=True)
@@ -187,7 +96,7 @@ class Job:
 
     id: str = field(validator=v.min_len(1))
     task: str = field(validator=v.min_len(1))
-    args: tuple[Json, ...] = field(default=(), converter=_json_tuple)
+    args: tuple[Json, ...] = field(default=(), converter=json_tuple)
     kwargs: Mapping[str, Json] = field(factory=dict, hash=False)
     queue: str = field(default="default", validator=v.min_len(1))
     priority: int = field(default=0, validator=_int_not_bool)
@@ -259,8 +168,8 @@ class Job:
                 not_before=raw.get("not_before"),
                 expires_at=raw.get("expires_at"),
                 chain=ref,
-                sig=_opt_text(raw.get("sig"), "sig"),
-                psig=_opt_text(raw.get("psig"), "psig"),
+                sig=opt_text(raw.get("sig"), "sig"),
+                psig=opt_text(raw.get("psig"), "psig"),
             )
         except InvalidJobError:
             raise
@@ -291,6 +200,45 @@ class Delivery:
         """Delivered before in this attempt: its last worker may have died running it."""
         return self.delivery_count > 1
 
+    def to_wire(self) -> dict[str, Json]:
+        return {
+            "job": self.job.to_wire(),
+            "token": self.token,
+            "lease_until": self.lease_until,
+            "worker": self.worker,
+            "delivery_count": self.delivery_count,
+            "crashes": self.crashes,
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Json) -> Delivery:
+        data = wire_object(raw, "delivery")
+        return cls.from_ref(data, Job.from_wire(data["job"]))
+
+    def ref_to_wire(self) -> dict[str, Json]:
+        """What names this delivery to whoever handed it out: the job's id and the token, with the lease."""
+        return {
+            "job_id": self.job.id,
+            "token": self.token,
+            "worker": self.worker,
+            "lease_until": self.lease_until,
+            "delivery_count": self.delivery_count,
+            "crashes": self.crashes,
+        }
+
+    @classmethod
+    def from_ref(cls, raw: Mapping[str, Json], job: Job) -> Delivery:
+        """The delivery of ``job`` that ``raw`` (a :meth:`ref_to_wire` or :meth:`to_wire` form) names."""
+        crashes = raw.get("crashes")
+        return cls(
+            job=job,
+            token=raw["token"],
+            lease_until=float(raw.get("lease_until", 0.0)),
+            worker=str(raw.get("worker", "")),
+            delivery_count=raw.get("delivery_count", 1),
+            **({} if crashes is None else {"crashes": crashes}),
+        )
+
 
 @frozen(kw_only=True)
 class JobRecord:
@@ -303,95 +251,27 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
 
+    def to_wire(self) -> dict[str, Json]:
+        return {
+            "job": self.job.to_wire(),
+            "state": self.state.value,
+            "result": self.result,
+            "error": None if self.error is None else self.error.to_wire(),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
 
-@frozen(kw_only=True)
-class StepMember:
-    """One job of a chain step: what to run and what happened to it."""
-
-    job_id: str
-    task: str
-    args: tuple[Json, ...] = field(default=(), converter=_json_tuple)
-    kwargs: Mapping[str, Json] = field(factory=dict, hash=False)
-    queue: str = "default"
-    priority: int = 0
-    immutable: bool = False
-    expires: float | None = None
-    #: the signature of the member's static part (:func:`jobchain.signing.sign_member`), or None
-    sig: str | None = None
-    #: the signature of its result, made by the worker that returned it, or None
-    result_sig: str | None = None
-    state: StepState = StepState.PENDING
-    result: Json = None
-    error: ErrorInfo | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-
-
-@frozen(kw_only=True)
-class Step:
-    """A step of a chain: one task, or a group of tasks run in parallel."""
-
-    kind: str = field(validator=v.in_(("task", "group")))
-    members: tuple[StepMember, ...] = field(converter=_members, validator=v.min_len(1))
-
-    @property
-    def state(self) -> StepState:
-        states = {m.state for m in self.members}
-        if StepState.FAILED in states:
-            return StepState.FAILED
-        if states == {StepState.COMPLETED}:
-            return StepState.COMPLETED
-        if states == {StepState.NOT_EXECUTED}:
-            return StepState.NOT_EXECUTED
-        if StepState.RUNNING in states or StepState.COMPLETED in states:
-            return StepState.RUNNING
-        return StepState.PENDING
-
-    @property
-    def label(self) -> str:
-        names = ", ".join(m.task for m in self.members)
-        return names if self.kind == "task" else f"group({names})"
-
-    @property
-    def result(self) -> Json:
-        if self.kind == "task":
-            return self.members[0].result
-        return [m.result for m in self.members]
-
-
-@frozen(kw_only=True)
-class ChainRecord:
-    """A chain (or a group submitted on its own) and the state of every step."""
-
-    id: str
-    name: str | None = None
-    kind: str = field(default="chain", validator=v.in_(("chain", "group")))
-    state: ChainState = ChainState.RUNNING
-    steps: tuple[Step, ...] = field(converter=_steps, validator=v.min_len(1))
-    created_at: float
-    finished_at: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state is not ChainState.RUNNING
-
-    @property
-    def result(self) -> Json:
-        """The last step's result (a list for a group step); None until completed."""
-        if self.state is not ChainState.COMPLETED:
-            return None
-        return self.steps[-1].result
-
-    def failed_step(self) -> tuple[int, StepMember] | None:
-        for index, step in enumerate(self.steps):
-            for member in step.members:
-                if member.state is StepState.FAILED:
-                    return index, member
-        return None
-
-    def render(self) -> str:
-        """``A (completed) -> B (failed) -> C (not executed)``."""
-        return " -> ".join(f"{s.label} ({s.state.label})" for s in self.steps)
+    @classmethod
+    def from_wire(cls, raw: Json) -> JobRecord:
+        data = wire_object(raw, "job record")
+        return cls(
+            job=Job.from_wire(data["job"]),
+            state=JobState(data["state"]),
+            result=data.get("result"),
+            error=ErrorInfo.maybe(data.get("error")),
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
+        )
 
 
 @frozen(kw_only=True)
@@ -410,6 +290,27 @@ class FailedEntry:
     error: ErrorInfo
     failed_at: float
     raw: str | None = None
+
+    def to_wire(self) -> dict[str, Json]:
+        """``raw`` is written only when set (an unreadable job's stored text)."""
+        wire: dict[str, Json] = {
+            "job": self.job.to_wire(),
+            "error": self.error.to_wire(),
+            "failed_at": self.failed_at,
+        }
+        if self.raw is not None:
+            wire["raw"] = self.raw
+        return wire
+
+    @classmethod
+    def from_wire(cls, raw: Json) -> FailedEntry:
+        data = wire_object(raw, "failed entry")
+        return cls(
+            job=Job.from_wire(data["job"]),
+            error=ErrorInfo.from_wire(data["error"]),
+            failed_at=float(data["failed_at"]),
+            raw=opt_text(data.get("raw"), "raw"),
+        )
 
 
 @frozen(kw_only=True)
@@ -443,8 +344,20 @@ class WorkerInfo:
         }
 
     @classmethod
-    def from_wire(cls, raw: Mapping[str, Json]) -> WorkerInfo:
-        return cls(**raw)
+    def from_wire(cls, raw: Json) -> WorkerInfo:
+        data = wire_object(raw, "worker")
+        return cls(
+            name=data["name"],
+            host=data.get("host", ""),
+            pid=data.get("pid", 0),
+            queues=data.get("queues", ()),
+            labels=data.get("labels", {}),
+            concurrency=data.get("concurrency", 1),
+            started_at=data["started_at"],
+            heartbeat_at=data["heartbeat_at"],
+            state=data.get("state", "running"),
+            instance=data.get("instance", ""),
+        )
 
 
 @frozen(kw_only=True)
@@ -457,8 +370,32 @@ class QueueStats:
     in_flight: int = 0
     failed: int = 0
 
+    def to_wire(self) -> dict[str, Json]:
+        return {
+            "queue": self.queue,
+            "ready": self.ready,
+            "delayed": self.delayed,
+            "in_flight": self.in_flight,
+            "failed": self.failed,
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Json) -> QueueStats:
+        data = wire_object(raw, "queue stats")
+        return cls(
+            queue=data["queue"],
+            ready=data.get("ready", 0),
+            delayed=data.get("delayed", 0),
+            in_flight=data.get("in_flight", 0),
+            failed=data.get("failed", 0),
+        )
+
 
 # --- outcomes a worker reports back with Backend.settle() ------------------------
+#
+# On the wire an outcome is its delivery's reference (Delivery.ref_to_wire), the
+# kind ("outcome": completed, retried, failed or released) and the kind's fields;
+# it is read back against the delivery it names (outcome_from_wire).
 
 
 @frozen(kw_only=True)
@@ -472,6 +409,25 @@ class Completed:
     #: for a chain step with signing on, the worker's signature of ``result`` (:mod:`jobchain.signing`)
     result_sig: str | None = None
 
+    def to_wire(self) -> dict[str, Json]:
+        wire = self.delivery.ref_to_wire()
+        wire.update(
+            outcome="completed", result=self.result, started_at=self.started_at, finished_at=self.finished_at
+        )
+        if self.result_sig is not None:
+            wire["result_sig"] = self.result_sig
+        return wire
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Json], delivery: Delivery) -> Completed:
+        return cls(
+            delivery=delivery,
+            result=raw.get("result"),
+            started_at=float(raw["started_at"]),
+            finished_at=float(raw["finished_at"]),
+            result_sig=opt_text(raw.get("result_sig"), "result_sig"),
+        )
+
 
 @frozen(kw_only=True)
 class Retried:
@@ -481,6 +437,15 @@ class Retried:
     error: ErrorInfo
     delay: float = field(validator=v.ge(0))
 
+    def to_wire(self) -> dict[str, Json]:
+        wire = self.delivery.ref_to_wire()
+        wire.update(outcome="retried", error=self.error.to_wire(), delay=self.delay)
+        return wire
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Json], delivery: Delivery) -> Retried:
+        return cls(delivery=delivery, error=ErrorInfo.from_wire(raw["error"]), delay=float(raw["delay"]))
+
 
 @frozen(kw_only=True)
 class Failed:
@@ -489,6 +454,15 @@ class Failed:
     delivery: Delivery
     error: ErrorInfo
 
+    def to_wire(self) -> dict[str, Json]:
+        wire = self.delivery.ref_to_wire()
+        wire.update(outcome="failed", error=self.error.to_wire())
+        return wire
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Json], delivery: Delivery) -> Failed:
+        return cls(delivery=delivery, error=ErrorInfo.from_wire(raw["error"]))
+
 
 @frozen(kw_only=True)
 class Released:
@@ -496,8 +470,33 @@ class Released:
 
     delivery: Delivery
 
+    def to_wire(self) -> dict[str, Json]:
+        wire = self.delivery.ref_to_wire()
+        wire["outcome"] = "released"
+        return wire
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Json], delivery: Delivery) -> Released:
+        return cls(delivery=delivery)
+
 
 Outcome: TypeAlias = Completed | Retried | Failed | Released
+
+_OUTCOMES: dict[str, type[Completed] | type[Retried] | type[Failed] | type[Released]] = {
+    "completed": Completed,
+    "retried": Retried,
+    "failed": Failed,
+    "released": Released,
+}
+
+
+def outcome_from_wire(raw: Json, delivery: Delivery) -> Outcome:
+    """The outcome ``raw`` (an outcome's ``to_wire``) describes, applied to ``delivery``, the one it names."""
+    data = wire_object(raw, "outcome")
+    kind = _OUTCOMES.get(data.get("outcome"))  # type: ignore[arg-type]
+    if kind is None:
+        raise ValueError(f"unknown outcome {data.get('outcome')!r}: expected {', '.join(_OUTCOMES)}")
+    return kind.from_wire(data, delivery)
 
 
 @frozen(kw_only=True)
@@ -511,3 +510,15 @@ class SettleResult:
 
     accepted: bool
     chain: ChainRecord | None = None
+
+    def to_wire(self) -> dict[str, Json]:
+        return {"accepted": self.accepted, "chain": None if self.chain is None else self.chain.to_wire()}
+
+    @classmethod
+    def from_wire(cls, raw: Json) -> SettleResult:
+        data = wire_object(raw, "settle result")
+        chain = data.get("chain")
+        return cls(
+            accepted=data.get("accepted") is True,
+            chain=None if chain is None else ChainRecord.from_wire(chain),
+        )

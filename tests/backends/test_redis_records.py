@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 from jobchain import App
 from jobchain.canvas import chain
 from jobchain.clock import ManualClock
+from jobchain.model import ChainRecord, Job
 from jobchain.testing import completed, failed, make_job, reserve_one
 
 redis = pytest.importorskip("redis", reason="jobchain-redis is not installed (pip install -e backends/redis)")
@@ -99,3 +101,35 @@ def test_result_ttl_none_keeps_records(kind: type[RedisBackend], clock: ManualCl
 def test_result_ttl_must_be_positive(kind: type[RedisBackend]) -> None:
     with pytest.raises(ValueError, match="result_ttl"):
         kind(fakeredis.FakeRedis(decode_responses=True), result_ttl=0)
+
+
+#: a chain record and a job as the Redis backends stored them before the core owned the wire format
+OLD_CHAIN = (
+    '{"v":1,"id":"old-chain","name":"pair","kind":"chain","state":"running","steps":[{"kind":"task",'
+    '"members":[{"job_id":"old-1","task":"step","args":[1],"kwargs":{},"queue":"default","priority":0,'
+    '"immutable":false,"expires":null,"state":"completed","result":2,"error":null,"started_at":10.0,'
+    '"finished_at":11.0}]},{"kind":"group","members":[{"job_id":"old-2","task":"step","args":[],'
+    '"kwargs":{"k":"v"},"queue":"default","priority":0,"immutable":false,"expires":null,"sig":"s",'
+    '"state":"pending","result":null,"error":null,"started_at":null,"finished_at":null}]}],'
+    '"created_at":9.0,"finished_at":null}'
+)
+OLD_JOB = (
+    '{"v":1,"id":"old-2","task":"step","args":[2],"kwargs":{"k":"v"},"queue":"default","priority":0,'
+    '"attempt":1,"enqueued_at":9.0,"chain":["old-chain",1,0]}'
+)
+
+
+def test_records_stored_before_stay_readable_and_are_written_the_same(backend: RedisBackend) -> None:
+    """A chain record and a job in the format of earlier versions read, and write back byte for byte."""
+    record = ChainRecord.from_wire(json.loads(OLD_CHAIN))
+    job = Job.from_wire(json.loads(OLD_JOB))
+    backend.enqueue([job], [record])
+    assert backend.client.get(backend.keys.chain("old-chain")) == OLD_CHAIN
+    assert backend.client.hget(backend.keys.job("old-2"), "job") == OLD_JOB
+    backend.client.set(backend.keys.chain("other-chain"), OLD_CHAIN.replace("old-chain", "other-chain"))
+    assert backend.get_chain("other-chain") == ChainRecord.from_wire(
+        json.loads(OLD_CHAIN.replace("old-chain", "other-chain"))
+    )
+    got = backend.get_job("old-2")
+    assert got is not None
+    assert got.job == job

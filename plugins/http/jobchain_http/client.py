@@ -48,19 +48,9 @@ from jobchain.model import (
     SettleResult,
     WorkerInfo,
 )
+from jobchain_http import schema
 from jobchain_http.reader import StreamReader
-from jobchain_http.wire import (
-    chain_from_wire,
-    chain_to_wire,
-    delivery_from_wire,
-    dumps,
-    failed_from_wire,
-    outcome_to_wire,
-    record_from_wire,
-    settle_result_from_wire,
-    stats_from_wire,
-    worker_from_wire,
-)
+from jobchain_http.wire import dumps, read, value
 
 __all__ = ["TOKEN_ENV", "HttpBackend"]
 
@@ -82,17 +72,6 @@ class _BodyTooLargeError(InvalidJobError):
     def __init__(self, message: str, limit: int | None) -> None:
         self.limit = limit
         super().__init__(message)
-
-
-def _ref(d: Delivery) -> dict[str, Any]:
-    return {
-        "job_id": d.job.id,
-        "token": d.token,
-        "worker": d.worker,
-        "lease_until": d.lease_until,
-        "delivery_count": d.delivery_count,
-        "crashes": d.crashes,
-    }
 
 
 def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
@@ -190,10 +169,13 @@ class HttpBackend(Backend):
         timeout: float | None = None,
         missing_ok: bool = False,
         content: bytes | None = None,
+        answer: type[Any] | None = None,
     ) -> Any:
         """One request to the gateway; its JSON answer, None for a 404 when ``missing_ok``.
 
         ``body`` is sent as JSON; ``content`` is a body already encoded as JSON.
+        With ``answer`` (a :mod:`jobchain_http.schema` type) the answer is
+        checked against it: :class:`~jobchain_http.wire.WireError` if it is off.
         A 4xx answer raises an error that is not an outage (retrying cannot
         help); a 5xx or no answer raises :class:`BackendUnavailableError`.
         """
@@ -217,6 +199,8 @@ class HttpBackend(Backend):
             return None
         if response.status_code >= 400:
             raise self._error(response)
+        if answer is not None:
+            return read(response.content, answer)
         return response.json()
 
     def _error(self, response: httpx.Response) -> Exception:
@@ -264,7 +248,7 @@ class HttpBackend(Backend):
     def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
         if not jobs and not chains:
             return
-        body = {"jobs": [j.to_wire() for j in jobs], "chains": [chain_to_wire(c) for c in chains]}
+        body = {"jobs": [j.to_wire() for j in jobs], "chains": [c.to_wire() for c in chains]}
         self.request("POST", "/v1/enqueue", body=body)
 
     def reserve(
@@ -290,17 +274,18 @@ class HttpBackend(Backend):
                 ("worker", worker),
                 ("wait", repr(round(chunk, 3))),
             ]
-            answer = self.request("POST", "/v1/reserve", params=params, timeout=chunk + self.timeout)
-            got = [delivery_from_wire(raw) for raw in answer["deliveries"]]
+            answer = self.request(
+                "POST", "/v1/reserve", params=params, timeout=chunk + self.timeout, answer=schema.Deliveries
+            )
+            got = [value(Delivery.from_wire, raw, "$.deliveries[]") for raw in answer["deliveries"]]
             if got or time.monotonic() >= deadline:
                 return got
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
         out: list[bool] = []
         for part in _chunks(deliveries):
-            answer = self.request(
-                "POST", "/v1/extend", body={"deliveries": [_ref(d) for d in part], "lease": lease}
-            )
+            body = {"deliveries": [d.ref_to_wire() for d in part], "lease": lease}
+            answer = self.request("POST", "/v1/extend", body=body, answer=schema.Extended)
             out.extend(bool(v) for v in answer["extended"])
         return out
 
@@ -318,7 +303,8 @@ class HttpBackend(Backend):
     def mark_running(self, deliveries: Sequence[Delivery]) -> list[bool]:
         out: list[bool] = []
         for part in _chunks(deliveries):
-            answer = self.request("POST", "/v1/running", body={"deliveries": [_ref(d) for d in part]})
+            body = {"deliveries": [d.ref_to_wire() for d in part]}
+            answer = self.request("POST", "/v1/running", body=body, answer=schema.Running)
             out.extend(bool(v) for v in answer["running"])
         return out
 
@@ -343,7 +329,10 @@ class HttpBackend(Backend):
             part = encoded[start:end]
             try:
                 answer = self.request(
-                    "POST", "/v1/settle", content=_SETTLE_HEAD + b",".join(part) + _SETTLE_TAIL
+                    "POST",
+                    "/v1/settle",
+                    content=_SETTLE_HEAD + b",".join(part) + _SETTLE_TAIL,
+                    answer=schema.SettleResults,
                 )
             except _BodyTooLargeError as exc:
                 # the gateway's limit is lower than we thought (it restarted with another --max-body)
@@ -351,13 +340,13 @@ class HttpBackend(Backend):
                     raise
                 self.max_body = exc.limit
                 continue
-            out.extend(settle_result_from_wire(r) for r in answer["results"])
+            out.extend(value(SettleResult.from_wire, r, "$.results[]") for r in answer["results"])
             start = end
         return out
 
     def _encode_outcome(self, outcome: Outcome) -> bytes:
         try:
-            return dumps(outcome_to_wire(outcome))
+            return dumps(outcome.to_wire())
         except (TypeError, ValueError) as exc:  # a lone surrogate (UnicodeEncodeError), a NaN
             raise InvalidJobError(
                 f"the outcome of job {outcome.delivery.job.id} cannot be sent as JSON: {exc}"
@@ -383,12 +372,16 @@ class HttpBackend(Backend):
         return end
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        raw = self.request("GET", f"/v1/jobs/{quote(job_id, safe='')}", missing_ok=True)
-        return None if raw is None else record_from_wire(raw)
+        raw = self.request(
+            "GET", f"/v1/jobs/{quote(job_id, safe='')}", missing_ok=True, answer=schema.JobRecord
+        )
+        return None if raw is None else value(JobRecord.from_wire, raw, "$")
 
     def get_chain(self, chain_id: str) -> ChainRecord | None:
-        raw = self.request("GET", f"/v1/chains/{quote(chain_id, safe='')}", missing_ok=True)
-        return None if raw is None else chain_from_wire(raw)
+        raw = self.request(
+            "GET", f"/v1/chains/{quote(chain_id, safe='')}", missing_ok=True, answer=schema.ChainRecord
+        )
+        return None if raw is None else value(ChainRecord.from_wire, raw, "$")
 
     # --- failed queue --------------------------------------------------------------------
 
@@ -396,19 +389,22 @@ class HttpBackend(Backend):
         out: list[FailedEntry] = []
         while len(out) < limit:
             page = min(BATCH, limit - len(out))
-            raw = self.request("GET", "/v1/failed", params={"limit": page, "offset": offset + len(out)})
-            entries = [failed_from_wire(e) for e in raw["entries"]]
+            params = {"limit": page, "offset": offset + len(out)}
+            raw = self.request("GET", "/v1/failed", params=params, answer=schema.FailedEntries)
+            entries = [value(FailedEntry.from_wire, e, "$.entries[]") for e in raw["entries"]]
             out.extend(entries)
             if len(entries) < page:
                 break
         return out
 
     def get_failed(self, job_id: str) -> FailedEntry | None:
-        raw = self.request("GET", f"/v1/failed/{quote(job_id, safe='')}", missing_ok=True)
-        return None if raw is None else failed_from_wire(raw)
+        raw = self.request(
+            "GET", f"/v1/failed/{quote(job_id, safe='')}", missing_ok=True, answer=schema.FailedEntry
+        )
+        return None if raw is None else value(FailedEntry.from_wire, raw, "$")
 
     def redrive(self, job_ids: Sequence[str]) -> list[str]:
-        answer = self.request("POST", "/v1/failed/redrive", body={"ids": list(job_ids)})
+        answer = self.request("POST", "/v1/failed/redrive", body={"ids": list(job_ids)}, answer=schema.Moved)
         return [str(i) for i in answer["moved"]]
 
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
@@ -427,13 +423,15 @@ class HttpBackend(Backend):
         self.request("DELETE", f"/v1/workers/{quote(name, safe='')}", params=params)
 
     def workers(self) -> list[WorkerInfo]:
-        return [worker_from_wire(w) for w in self.request("GET", "/v1/workers")["workers"]]
+        answer = self.request("GET", "/v1/workers", answer=schema.Workers)
+        return [value(WorkerInfo.from_wire, w, "$.workers[]") for w in answer["workers"]]
 
     def request_stop(self, name: str) -> bool:
         return bool(self.request("POST", f"/v1/workers/{quote(name, safe='')}/stop")["stopped"])
 
     def stats(self) -> list[QueueStats]:
-        return [stats_from_wire(s) for s in self.request("GET", "/v1/stats")["queues"]]
+        answer = self.request("GET", "/v1/stats", answer=schema.Stats)
+        return [value(QueueStats.from_wire, s, "$.queues[]") for s in answer["queues"]]
 
     # --- streams -------------------------------------------------------------------------
 

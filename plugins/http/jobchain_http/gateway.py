@@ -9,10 +9,12 @@ parses, checks and answers.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import structlog
 from attrs import define, field
 from starlette.applications import Starlette
@@ -29,30 +31,12 @@ from jobchain.errors import (
     NotInFailedQueueError,
     WorkerNameTakenError,
 )
-from jobchain.model import Delivery, Job, Released
-from jobchain_http import openapi
+from jobchain.model import ChainRecord, Delivery, Job, Outcome, Released, WorkerInfo, outcome_from_wire
+from jobchain_http import openapi, schema
 from jobchain_http.catalog import Catalog, parse_submissions
 from jobchain_http.guard import Guard, HttpError, error_body
 from jobchain_http.streams import DeliveryStream, Hub
-from jobchain_http.wire import (
-    WireError,
-    arr,
-    chain_from_wire,
-    chain_to_wire,
-    counts,
-    delivery_to_wire,
-    dumps,
-    failed_to_wire,
-    job_from_wire,
-    number,
-    obj,
-    outcome_from_wire,
-    record_to_wire,
-    settle_result_to_wire,
-    stats_to_wire,
-    text,
-    worker_from_wire,
-)
+from jobchain_http.wire import WireError, check, decode, dumps, value
 
 __all__ = ["Gateway", "GatewayApp", "GatewayConfig", "create_app"]
 
@@ -88,29 +72,43 @@ class JSONBody(Response):
 # --- request helpers ----------------------------------------------------------------------
 
 
-async def read_json(request: Request) -> Any:
+async def read_json(request: Request, kind: type[Any] | None = None) -> Any:
+    """The request's JSON body, checked against ``kind`` (a :mod:`jobchain_http.schema` type) if given.
+
+    400 ``bad_json`` for a body that is not JSON any backend can store, 422
+    ``invalid`` (a :class:`WireError`) for one of the wrong shape.
+    """
     raw = await request.body()
     if not raw:
         raise HttpError(422, "invalid", "expected a JSON body", path="$")
+    try:
+        body = decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _bad_json(raw, exc) from None
+    return body if kind is None else check(body, kind)
+
+
+def _bad_json(raw: bytes, refused: Exception) -> HttpError:
+    """Why msgspec refused ``raw``, in the words of Python's JSON reader, with a lone surrogate's path."""
 
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        value = json.loads(raw, parse_constant=no_constants)
+        body = json.loads(raw, parse_constant=no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise HttpError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+        return HttpError(400, "bad_json", f"the body is not valid JSON: {exc}")
     except RecursionError:
-        raise HttpError(400, "bad_json", "the body is nested too deeply") from None
-    where = _lone_surrogate(value)
+        return HttpError(400, "bad_json", "the body is nested too deeply")
+    where = _lone_surrogate(body)
     if where is not None:  # "\ud800" is valid JSON but no backend can store it as UTF-8
-        raise HttpError(
+        return HttpError(
             400,
             "bad_json",
             "the body has a string with a lone surrogate (\\ud800-\\udfff), not UTF-8",
             path=where,
         )
-    return value
+    return HttpError(400, "bad_json", f"the body is not valid JSON: {refused}")  # a number out of range
 
 
 def _lone_surrogate(value: Any) -> str | None:
@@ -198,6 +196,7 @@ class Gateway:
         self.backend = config.backend
         self.hub = config.hub or Hub(config.backend, ping_interval=config.ping_interval)
         self.catalog = config.catalog or Catalog(config.backend)
+        self.bodies = schema.bodies(config.max_limit, config.max_lease)
         self.document = openapi.document(
             max_wait=config.max_wait,
             max_limit=config.max_limit,
@@ -225,6 +224,7 @@ class Gateway:
 
     async def submit(self, request: Request) -> Response:
         body = await read_json(request)
+        check(body, schema.SubmitBatch if isinstance(body, dict) and "items" in body else schema.Submission)
         items = parse_submissions(body)
         out = await self.hub.call(self.catalog.submit, items)
         if "items" in body:
@@ -232,13 +232,12 @@ class Gateway:
         return JSONBody(out[0], status_code=201)
 
     async def enqueue(self, request: Request) -> Response:
-        body = obj(await read_json(request), "$")
-        jobs_raw = arr(body.get("jobs"), "$.jobs")
-        chains_raw = arr(body.get("chains", []), "$.chains")
-        if len(jobs_raw) > self.config.max_limit * 10 or len(chains_raw) > self.config.max_limit * 10:
-            raise WireError("$.jobs", f"at most {self.config.max_limit * 10} jobs and chains per request")
-        jobs = [job_from_wire(raw, f"$.jobs[{i}]") for i, raw in enumerate(jobs_raw)]
-        chains = [chain_from_wire(raw, f"$.chains[{i}]") for i, raw in enumerate(chains_raw)]
+        body = await read_json(request, self.bodies.enqueue)
+        jobs = [value(Job.from_wire, raw, f"$.jobs[{i}]") for i, raw in enumerate(body["jobs"])]
+        chains = [
+            value(ChainRecord.from_wire, raw, f"$.chains[{i}]")
+            for i, raw in enumerate(body.get("chains", []))
+        ]
         self.catalog.check_raw(jobs, chains)
         await self.hub.call(self.backend.enqueue, jobs, chains)
         return JSONBody({"enqueued": len(jobs), "chains": len(chains)}, status_code=201)
@@ -248,18 +247,18 @@ class Gateway:
         record = await self.hub.call(self.backend.get_job, job_id)
         if record is None:
             raise HttpError(404, "not_found", f"no job {job_id!r}")
-        return JSONBody(record_to_wire(record))
+        return JSONBody(record.to_wire())
 
     async def get_chain(self, request: Request) -> Response:
         chain_id = request.path_params["chain_id"]
         record = await self.hub.call(self.backend.get_chain, chain_id)
         if record is None:
             raise HttpError(404, "not_found", f"no chain {chain_id!r}")
-        return JSONBody(chain_to_wire(record))
+        return JSONBody(record.to_wire())
 
     async def stats(self, request: Request) -> Response:
         stats = await self.hub.call(self.backend.stats)
-        return JSONBody({"queues": [stats_to_wire(s) for s in stats]})
+        return JSONBody({"queues": [s.to_wire() for s in stats]})
 
     # --- workers: reserve, stream, settle, extend --------------------------------------
 
@@ -278,7 +277,7 @@ class Gateway:
             await self.hub.call(self.backend.settle, [Released(delivery=d) for d in got])
             got = []
         self.hub.track(got)
-        return JSONBody({"deliveries": [delivery_to_wire(d) for d in got]})
+        return JSONBody({"deliveries": [d.to_wire() for d in got]})
 
     async def stream(self, request: Request) -> Response:
         c = self.config
@@ -290,60 +289,43 @@ class Gateway:
             raise HttpError(503, "shutting_down", "the gateway is shutting down")
         return DeliveryStream(self.hub, self.hub.open_stream(queues, prefetch, lease, worker))
 
-    async def deliveries(self, refs: Sequence[Any], path: str) -> list[Delivery]:
-        """The gateway's copies of the deliveries ``refs`` name (job id + token)."""
+    async def deliveries(self, refs: Sequence[Mapping[str, Any]], path: str) -> list[Delivery]:
+        """The gateway's copies of the deliveries ``refs`` (checked references: job id + token) name."""
         found: list[Delivery | None] = []
-        missing: list[tuple[int, str, dict[str, Any]]] = []
-        for i, raw in enumerate(refs):
-            where = f"{path}[{i}]"
-            ref = obj(raw, where)
-            job_id = text(ref.get("job_id"), f"{where}.job_id")
-            token = text(ref.get("token"), f"{where}.token")
-            known = self.hub.lookup(token)
+        missing: list[tuple[int, str, Mapping[str, Any]]] = []
+        for i, ref in enumerate(refs):
+            job_id = ref["job_id"]
+            known = self.hub.lookup(ref["token"])
             if known is not None and known.job.id == job_id:
                 found.append(known)
             else:
                 found.append(None)
-                missing.append((i, job_id, dict(ref)))
+                missing.append((i, job_id, ref))
         if missing:
             records = await self.hub.call(lambda: [self.backend.get_job(job_id) for _, job_id, _ in missing])
             for (i, job_id, ref), record in zip(missing, records, strict=True):
-                where = f"{path}[{i}]"
                 # not handed out by this gateway (it restarted, or another replica did): the backend's
                 # current job, with the client's token, which the backend accepts only if it is current
                 job = record.job if record is not None else Job(id=job_id, task="unknown", enqueued_at=0.0)
-                found[i] = Delivery(
-                    job=job,
-                    token=ref["token"],
-                    lease_until=number(ref.get("lease_until", 0.0), f"{where}.lease_until"),
-                    worker=str(ref.get("worker", "")),
-                    **counts(ref, where),
-                )
+                found[i] = value(functools.partial(Delivery.from_ref, job=job), ref, f"{path}[{i}]")
         out = [d for d in found if d is not None]
         assert len(out) == len(found)
         return out
 
     async def settle(self, request: Request) -> Response:
-        body = obj(await read_json(request), "$")
-        raw = arr(body.get("outcomes"), "$.outcomes")
-        if len(raw) > self.config.max_limit:
-            raise WireError("$.outcomes", f"at most {self.config.max_limit} outcomes per request")
+        raw = (await read_json(request, self.bodies.settle))["outcomes"]
         deliveries = await self.deliveries(raw, "$.outcomes")
         outcomes = [
-            outcome_from_wire(obj(r, f"$.outcomes[{i}]"), d, f"$.outcomes[{i}]")
-            for i, (r, d) in enumerate(zip(raw, deliveries, strict=True))
+            _outcome(r, d, f"$.outcomes[{i}]") for i, (r, d) in enumerate(zip(raw, deliveries, strict=True))
         ]
         results = await self.hub.call(self.backend.settle, outcomes)
         self.hub.forget([d.token for d in deliveries])
-        return JSONBody({"results": [settle_result_to_wire(r) for r in results]})
+        return JSONBody({"results": [r.to_wire() for r in results]})
 
     async def extend(self, request: Request) -> Response:
-        body = obj(await read_json(request), "$")
-        raw = arr(body.get("deliveries"), "$.deliveries")
-        if len(raw) > self.config.max_limit * 10:
-            raise WireError("$.deliveries", f"at most {self.config.max_limit * 10} deliveries per request")
-        lease = number(body.get("lease"), "$.lease", minimum=0.001, maximum=self.config.max_lease)
-        deliveries = await self.deliveries(raw, "$.deliveries")
+        body = await read_json(request, self.bodies.extend)
+        lease = float(body["lease"])
+        deliveries = await self.deliveries(body["deliveries"], "$.deliveries")
 
         def extend() -> tuple[list[bool], float]:
             kept = self.backend.extend(deliveries, lease)
@@ -355,11 +337,8 @@ class Gateway:
         return JSONBody({"extended": kept})
 
     async def mark_running(self, request: Request) -> Response:
-        body = obj(await read_json(request), "$")
-        raw = arr(body.get("deliveries"), "$.deliveries")
-        if len(raw) > self.config.max_limit:
-            raise WireError("$.deliveries", f"at most {self.config.max_limit} deliveries per request")
-        deliveries = await self.deliveries(raw, "$.deliveries")
+        body = await read_json(request, self.bodies.running)
+        deliveries = await self.deliveries(body["deliveries"], "$.deliveries")
         held = await self.hub.call(self.backend.mark_running, deliveries)
         self.hub.forget([d.token for d, ok in zip(deliveries, held, strict=True) if not ok])
         return JSONBody({"running": held})
@@ -370,27 +349,17 @@ class Gateway:
         limit = q_int(request, "limit", 100, 1, self.config.max_limit)
         offset = q_int(request, "offset", 0, 0, 10**9)
         entries = await self.hub.call(lambda: self.backend.failed(limit=limit, offset=offset))
-        return JSONBody({"entries": [failed_to_wire(e) for e in entries]})
+        return JSONBody({"entries": [e.to_wire() for e in entries]})
 
     async def failed_one(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
         entry = await self.hub.call(self.backend.get_failed, job_id)
         if entry is None:
             raise HttpError(404, "not_found", f"no failed job {job_id!r}")
-        return JSONBody(failed_to_wire(entry))
-
-    def _ids(self, body: Any, *, nullable: bool) -> list[str] | None:
-        data = obj(body, "$")
-        raw = data.get("ids")
-        if raw is None and nullable:
-            return None
-        ids = arr(raw, "$.ids")
-        if len(ids) > self.config.max_limit * 10:
-            raise WireError("$.ids", f"at most {self.config.max_limit * 10} ids per request")
-        return [text(v, f"$.ids[{i}]") for i, v in enumerate(ids)]
+        return JSONBody(entry.to_wire())
 
     async def redrive(self, request: Request) -> Response:
-        ids = self._ids(await read_json(request), nullable=False) or []
+        ids: list[str] = (await read_json(request, self.bodies.redrive))["ids"]
         try:
             moved = await self.hub.call(self.backend.redrive, ids)
         except NotInFailedQueueError as exc:  # nothing moved; the ids travel so the client can name them
@@ -404,7 +373,7 @@ class Gateway:
         return JSONBody({"moved": moved})
 
     async def purge(self, request: Request) -> Response:
-        ids = self._ids(await read_json(request), nullable=True)
+        ids: list[str] | None = (await read_json(request, self.bodies.purge)).get("ids")
         count = await self.hub.call(self.backend.purge_failed, ids)
         return JSONBody({"purged": count})
 
@@ -412,11 +381,11 @@ class Gateway:
 
     async def heartbeat(self, request: Request) -> Response:
         name = request.path_params["name"]
-        body = obj(await read_json(request), "$")
-        info = worker_from_wire(body.get("info"), "$.info")
+        body = await read_json(request, self.bodies.heartbeat)
+        info = value(WorkerInfo.from_wire, body["info"], "$.info")
         if info.name != name:
             raise WireError("$.info.name", f"the worker's name is {name!r} in the path")
-        ttl = number(body.get("ttl"), "$.ttl", minimum=0.001, maximum=self.config.max_lease)
+        ttl = float(body["ttl"])
         try:
             stop = await self.hub.call(self.backend.heartbeat, info, ttl)
         except WorkerNameTakenError as exc:
@@ -440,6 +409,10 @@ class Gateway:
     async def stop_worker(self, request: Request) -> Response:
         stopped = await self.hub.call(self.backend.request_stop, request.path_params["name"])
         return JSONBody({"stopped": stopped})
+
+
+def _outcome(raw: Mapping[str, Any], delivery: Delivery, path: str) -> Outcome:
+    return value(lambda r: outcome_from_wire(r, delivery), raw, path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

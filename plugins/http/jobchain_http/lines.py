@@ -21,7 +21,7 @@ from starlette.routing import Route
 from jobchain.ids import new_id
 from jobchain.model import Completed, Delivery, Job, Released
 from jobchain_http.guard import HttpError
-from jobchain_http.wire import WireError, arr, obj, text
+from jobchain_http.wire import WireError
 
 if TYPE_CHECKING:
     from jobchain_http.gateway import Gateway
@@ -30,7 +30,6 @@ __all__ = ["LINE_TASK", "backend_queue", "line_routes"]
 
 LINE_TASK = "jobchain.lines"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,120}$")
 
 
 def backend_queue(queue: str) -> str:
@@ -66,27 +65,17 @@ def line_routes(gw: Gateway) -> list[Route]:
 
     async def push(request: Request) -> Response:
         queue = _queue(request)
-        body = obj(await read_json(request), "$")
-        messages = arr(body.get("messages"), "$.messages")
-        if len(messages) > config.max_limit:
-            raise WireError("$.messages", f"at most {config.max_limit} messages per request")
+        messages = (await read_json(request, gw.bodies.lines_push))["messages"]
         gw.catalog.check_allowed(LINE_TASK, "$.messages")
         now = await hub.call(gw.backend.now)
         jobs: list[Job] = []
-        for i, raw in enumerate(messages):
-            where = f"$.messages[{i}]"
-            message = obj(raw, where)
-            lines = arr(message.get("lines"), f"{where}.lines")
-            for j, line in enumerate(lines):
-                text(line, f"{where}.lines[{j}]", empty=True)
+        for message in messages:
             key = message.get("key")
-            if key is not None and (not isinstance(key, str) or not _KEY.match(key)):
-                raise WireError(f"{where}.key", "a key is 1 to 120 of A-Z a-z 0-9 . _ : -")
             jobs.append(
                 Job(
                     id=f"line:{queue}:{key}" if key else new_id(),
                     task=LINE_TASK,
-                    args=(list(lines), message.get("partial_last") is True),
+                    args=(list(message["lines"]), message.get("partial_last") is True),
                     queue=backend_queue(queue),
                     enqueued_at=now,
                 )
@@ -112,13 +101,9 @@ def line_routes(gw: Gateway) -> list[Route]:
 
     async def ack(request: Request) -> Response:
         queue = _queue(request)
-        body = obj(await read_json(request), "$")
-        refs = arr(body.get("messages"), "$.messages")
-        if len(refs) > config.max_limit:
-            raise WireError("$.messages", f"at most {config.max_limit} messages per request")
+        body = await read_json(request, gw.bodies.lines_ack)
         release = body.get("release") is True
-        named = [dict(obj(r, f"$.messages[{i}]")) for i, r in enumerate(refs)]
-        deliveries = await gw.deliveries([{**r, "job_id": r.get("id")} for r in named], "$.messages")
+        deliveries = await gw.deliveries([{**r, "job_id": r["id"]} for r in body["messages"]], "$.messages")
         for i, d in enumerate(deliveries):
             if d.job.queue != backend_queue(queue):
                 raise WireError(f"$.messages[{i}].id", f"message {d.job.id!r} is not in line queue {queue!r}")

@@ -23,7 +23,8 @@ import structlog
 
 from jobchain.errors import BackendUnavailableError
 from jobchain.model import Delivery, Released
-from jobchain_http.wire import delivery_from_wire
+from jobchain_http import schema
+from jobchain_http.wire import check, value
 
 if TYPE_CHECKING:
     from jobchain_http.client import HttpBackend
@@ -161,7 +162,8 @@ class StreamReader:
                 message = json.loads(line)
                 kind = message.get("type")
                 if kind == "delivery":
-                    delivery = delivery_from_wire(message["delivery"], "$.delivery")
+                    raw = check(message["delivery"], schema.Delivery, "$.delivery")
+                    delivery = value(Delivery.from_wire, raw, "$.delivery")
                     if self._stopping.is_set():
                         self._release([delivery])
                         continue

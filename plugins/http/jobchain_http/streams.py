@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 from jobchain.backend import Backend
 from jobchain.model import Delivery, Released
 from jobchain_http.guard import SECURITY_HEADERS
-from jobchain_http.wire import delivery_to_wire, dumps
+from jobchain_http.wire import dumps
 
 __all__ = ["DeliveryStream", "Hub", "Stream"]
 
@@ -266,9 +266,7 @@ class DeliveryStream(Response):
             if got:
                 hub.track(got, stream)
                 stream.delivered += len(got)
-                body = b"".join(
-                    dumps({"type": "delivery", "delivery": delivery_to_wire(d)}) + b"\n" for d in got
-                )
+                body = b"".join(dumps({"type": "delivery", "delivery": d.to_wire()}) + b"\n" for d in got)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 last_write = time.monotonic()
             elif time.monotonic() - last_write >= ping:

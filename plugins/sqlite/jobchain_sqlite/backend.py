@@ -12,7 +12,7 @@ Layout (schema version :data:`SCHEMA_VERSION`, in the ``meta`` table):
   ``not_before`` of delayed rows, the lease (``token``, ``worker``,
   ``lease_until``), the deliveries of the attempt, the crash count and the
   running mark (:meth:`Backend.mark_running`), result, error and timings;
-* ``chains``: one row per chain or group, its record as JSON;
+* ``chains``: one row per chain or group, its record as JSON (``ChainRecord.to_wire``);
 * ``failed``: the failed queue, oldest first (``pos``), with ``raw`` kept for
   a job that could not be read;
 * ``workers``: the registered workers, the expiry of their heartbeat and a
@@ -71,9 +71,6 @@ from jobchain.model import (
     Released,
     Retried,
     SettleResult,
-    Step,
-    StepMember,
-    StepState,
     WorkerInfo,
 )
 
@@ -211,32 +208,12 @@ def _job_from(value: Any, job_id: str) -> Job:
 
 
 def _chain_to_json(record: ChainRecord) -> str:
-    # StrEnum states dump as their values; tuples as lists
-    return _dumps(attrs.asdict(record, recurse=True))
+    return _dumps(record.to_wire())
 
 
 def _chain_from_json(text: str) -> ChainRecord:
-    raw = json.loads(text)
-
-    def member(m: dict[str, Any]) -> StepMember:
-        error = m.pop("error")
-        return StepMember(
-            **{
-                **m,
-                "state": StepState(m["state"]),
-                "error": None if error is None else ErrorInfo.from_wire(error),
-            }
-        )
-
-    return ChainRecord(
-        id=raw["id"],
-        name=raw["name"],
-        kind=raw["kind"],
-        state=ChainState(raw["state"]),
-        steps=[Step(kind=s["kind"], members=[member(m) for m in s["members"]]) for s in raw["steps"]],
-        created_at=raw["created_at"],
-        finished_at=raw["finished_at"],
-    )
+    """A stored chain record: the core's wire form (records stored before it had ``"v"`` read as well)."""
+    return ChainRecord.from_wire(json.loads(text))
 
 
 def _error_from(text: str | None) -> ErrorInfo | None:

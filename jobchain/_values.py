@@ -1,0 +1,139 @@
+"""The leaf values of :mod:`jobchain.model`: states, the JSON alias and :class:`ErrorInfo`.
+
+They import nothing else of the model, so the modules that build on them
+(:mod:`jobchain._chains`, :mod:`jobchain.model`) import them without a cycle.
+Import them from :mod:`jobchain.model`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeAlias
+
+from attrs import frozen
+
+from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, cap, describe, format_traceback, type_name
+
+__all__ = [
+    "ChainState",
+    "ErrorInfo",
+    "JobState",
+    "Json",
+    "StepState",
+    "json_tuple",
+    "opt_text",
+    "wire_object",
+]
+
+#: A JSON-compatible value: None, bool, int, float, str, list or dict with str keys.
+Json: TypeAlias = Any
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its life.
+
+    ``BUFFERED`` is never stored: a handle reports it while its job waits in the
+    client's submit buffer for an unreachable backend (see :mod:`jobchain.buffer`).
+    """
+
+    BUFFERED = "buffered"
+    QUEUED = "queued"
+    DELAYED = "delayed"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+class StepState(enum.StrEnum):
+    """The state of one step (or one member of a group step) of a chain."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    NOT_EXECUTED = "not_executed"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+class ChainState(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    HALTED = "halted"
+
+
+def json_tuple(value: Iterable[Json]) -> tuple[Json, ...]:
+    return tuple(value)
+
+
+def opt_text(value: Json, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string")
+    return value
+
+
+def wire_object(raw: Json, what: str) -> Mapping[str, Json]:
+    """``raw`` if it is a JSON object; TypeError naming ``what`` otherwise (a stored list, a string)."""
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"malformed {what}: expected an object, got {type(raw).__name__}")
+    return raw
+
+
+@frozen(kw_only=True)
+class ErrorInfo:
+    """Why a job failed: the exception's type name, message and traceback."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    attempt: int = 1
+    at: float = 0.0
+
+    @classmethod
+    def from_exception(
+        cls, exc: BaseException, *, attempt: int, at: float, max_bytes: int = DEFAULT_MAX_ERROR_BYTES
+    ) -> ErrorInfo:
+        """The record of ``exc``; never raises, whatever the exception's own methods do.
+
+        The message is ``str(exc)``, else ``repr(exc)``, else ``<unprintable ExcType>``.
+        Message and traceback are capped at ``max_bytes`` UTF-8 bytes each, with a
+        marker saying how much was cut (see :func:`jobchain.errortext.cap`).
+        """
+        return cls(
+            type=type_name(exc),
+            message=cap(describe(exc), max_bytes),
+            traceback=cap(format_traceback(exc), max_bytes, keep_tail=True),
+            attempt=attempt,
+            at=at,
+        )
+
+    def to_wire(self) -> dict[str, Json]:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+            "attempt": self.attempt,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Json]) -> ErrorInfo:
+        return cls(
+            type=str(raw["type"]),
+            message=str(raw["message"]),
+            traceback=raw.get("traceback"),
+            attempt=int(raw.get("attempt", 1)),
+            at=float(raw.get("at", 0.0)),
+        )
+
+    @classmethod
+    def maybe(cls, raw: Mapping[str, Json] | None) -> ErrorInfo | None:
+        """:meth:`from_wire`, or None for a missing (null) error."""
+        return None if raw is None else cls.from_wire(raw)
