@@ -405,14 +405,16 @@ class App:
         return self._buffered
 
     def _attach(self, backend: Backend) -> None:
-        """Make ``backend`` the App's, with the submit buffer around it (which keeps what it holds)."""
+        """Make ``backend`` the App's, with the submit buffer around it (which keeps what it holds).
+
+        The buffer is set first: a submit that sees the backend also sees it.
+        """
+        if self._buffer_config is not None:
+            if self._buffered is None:
+                self._buffered = BufferedSubmits(backend, self._buffer_config)
+            else:
+                self._buffered.backend = backend
         self._backend = backend
-        if self._buffer_config is None:
-            return
-        if self._buffered is None:
-            self._buffered = BufferedSubmits(backend, self._buffer_config)
-        else:
-            self._buffered.backend = backend
 
     def use_backend(self, backend: str | Backend) -> None:
         """Switch to another backend (before anything was submitted): the CLI's ``--backend``."""

@@ -115,19 +115,21 @@ def make_job(
 def member_job(record: ChainRecord, step: int, member: int, previous: tuple[Json, ...], now: float) -> Job:
     """The job that runs ``member`` of ``step``; ``previous`` is prepended unless immutable.
 
-    Pure: backends call it (as :func:`jobchain.workflow.job_for_member`) inside their transitions.
+    Pure: backends call it (as :func:`jobchain.workflow.job_for_member`) inside their
+    transitions, so it builds the :class:`Job` itself (what :func:`make_job` does,
+    without the extra call on that hot path).
     """
     spec = record.steps[step].members[member]
     takes_result = step > 0 and not spec.immutable
-    return make_job(
-        job_id=spec.job_id,
+    return Job(
+        id=spec.job_id,
         task=spec.task,
         args=spec.args if spec.immutable else previous + spec.args,
         kwargs=spec.kwargs,
         queue=spec.queue,
         priority=spec.priority,
-        now=now,
-        expires=spec.expires,
+        enqueued_at=now,
+        expires_at=None if spec.expires is None else now + spec.expires,
         chain=ChainRef(chain_id=record.id, step=step, member=member),
         sig=spec.sig,
         psig=previous_sigs(record, step) if takes_result and spec.sig is not None else None,
