@@ -13,36 +13,25 @@ from attrs import field, frozen
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
-from jobchain.buffer import PendingSubmit, SubmitBuffer, SubmitQueue
+from jobchain.buffer import DEFAULT_BUFFER, BufferedSubmits, PendingSubmit, SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, TaskBase, chain
 from jobchain.clock import Clock, SystemClock
 from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
 from jobchain.events import Events
 from jobchain.handles import ChainHandle, JobHandle
-from jobchain.ids import new_id
-from jobchain.model import (
-    ChainRecord,
-    FailedEntry,
-    Job,
-    QueueStats,
-    Step,
-    StepMember,
-    WorkerInfo,
-)
-from jobchain.payload import DEFAULT_MAX_PAYLOAD, check_payload
+from jobchain.model import ChainRecord, FailedEntry, Job, QueueStats, WorkerInfo
+from jobchain.payload import DEFAULT_MAX_PAYLOAD
 from jobchain.plugins import Plugins, default_plugins
 from jobchain.retry import Retry
-from jobchain.signing import Signer, sign_job, sign_member, signer_from_config
+from jobchain.signing import Signer, signer_from_config
+from jobchain.submission import Builder
 from jobchain.worker import Runtime, Worker
-from jobchain.workflow import first_jobs
 
 __all__ = ["App", "FailedPage", "FailedQueue", "Task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-_PLACEHOLDER = object()
 
 
 def _check_number(name: str, value: Any, *, allow_none: bool = True, minimum: float = 0.0) -> None:
@@ -103,9 +92,26 @@ class Task(TaskBase, Generic[P, R]):
         """Bind arguments and ignore the previous step's result (an immutable step)."""
         return Signature(task=self, args=args, kwargs=kwargs, immutable=True)
 
-    def submit(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        """Enqueue one run of this task."""
-        handle: JobHandle = self.app.submit(self, *args, **kwargs)
+    @overload
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle: ...
+
+    @overload
+    def submit(self, *args: Any, job_id: str | None, **kwargs: Any) -> JobHandle: ...
+
+    def submit(self, *args: Any, **kwargs: Any) -> JobHandle:
+        """Enqueue one run of this task.
+
+        ``job_id=`` gives the job that id instead of a fresh one (see
+        :func:`jobchain.submission.check_id`); when a job with that id exists,
+        nothing is stored and the handle is the existing job's. (So a task
+        taking an argument named ``job_id`` gets it with ``task.s(job_id=...)``.)
+        """
+        job_id = kwargs.pop("job_id", None)
+        handle: JobHandle = (
+            self.app.submit(self, *args, **kwargs)
+            if job_id is None
+            else self.app.submit_as(job_id, self, *args, **kwargs)
+        )
         return handle
 
     def submit_many(self, calls: Iterable[Sequence[Any]]) -> list[JobHandle]:
@@ -316,7 +322,7 @@ class App:
         default_queue: str = "default",
         clock: Clock | None = None,
         plugins: Plugins | None = None,
-        buffer: SubmitBuffer | None = SubmitBuffer(),  # noqa: B008 - frozen, so sharing it is safe
+        buffer: SubmitBuffer | None = DEFAULT_BUFFER,
         signing_keys: Sequence[str | bytes] | None = None,
         require_signatures: bool = True,
     ) -> None:
@@ -343,16 +349,18 @@ class App:
         self.max_error_bytes = max_error_bytes
         self.default_queue = default_queue
         self.clock: Clock = clock or SystemClock()
+        #: builds what is submitted into jobs and chain records (checked, signed)
+        self.builder = Builder(max_payload=max_payload, signer=self.signer, default_queue=default_queue)
         self._plugins = plugins
-        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self._buffer_config = buffer
+        self._buffered: BufferedSubmits | None = None
+        self._backend: Backend | None = None
         self._backend_url = None if isinstance(backend, Backend) else backend
         self._backend_lock = threading.Lock()
+        if isinstance(backend, Backend):
+            self._attach(backend)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.failed = FailedQueue(self)
-        #: the submit buffer (None when turned off): ``len(app.buffer)`` jobs wait in it
-        self.buffer: SubmitQueue | None = (
-            None if buffer is None else SubmitQueue(buffer, lambda: self.backend, lambda: self.backend_url)
-        )
 
     # --- configuration ---------------------------------------------------------------
 
@@ -375,19 +383,47 @@ class App:
         if backend is None:
             with self._backend_lock:
                 if self._backend is None:
-                    self._backend = self.plugins.open_backend(
-                        self.backend_url, clock=self.clock, aging_interval=self.aging_interval
+                    self._attach(
+                        self.plugins.open_backend(
+                            self.backend_url, clock=self.clock, aging_interval=self.aging_interval
+                        )
                     )
                 backend = self._backend
+                assert backend is not None
         return backend
+
+    @property
+    def buffer(self) -> BufferedSubmits | None:
+        """The submit buffer around the backend (None when turned off): ``len(app.buffer)`` jobs wait in it.
+
+        Opens the backend if it is not open yet.
+        """
+        if self._buffer_config is None:
+            return None
+        self.backend  # noqa: B018 - opened, so that the buffer wraps it
+        return self._buffered
+
+    def _attach(self, backend: Backend) -> None:
+        """Make ``backend`` the App's, with the submit buffer around it (which keeps what it holds).
+
+        The buffer is set first: a submit that sees the backend also sees it.
+        """
+        if self._buffer_config is not None:
+            if self._buffered is None:
+                self._buffered = BufferedSubmits(backend, self._buffer_config)
+            else:
+                self._buffered.backend = backend
+        self._backend = backend
 
     def use_backend(self, backend: str | Backend) -> None:
         """Switch to another backend (before anything was submitted): the CLI's ``--backend``."""
         with self._backend_lock:
             if self._backend is not None and self._backend is not backend:
                 self._backend.close()
-            self._backend = backend if isinstance(backend, Backend) else None
+            self._backend = None
             self._backend_url = None if isinstance(backend, Backend) else backend
+            if isinstance(backend, Backend):
+                self._attach(backend)
 
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
@@ -495,22 +531,45 @@ class App:
         buffered (the handle says ``buffered``; see :meth:`JobHandle.wait_stored`);
         :class:`~jobchain.errors.SubmitBufferFullError` when the buffer is full.
         """
+        return self._submit(target, args, kwargs, None)
+
+    def submit_as(self, submit_id: str, target: Any, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`submit` under an explicit id: the job's (task, signature) or the chain's (chain, group).
+
+        The id must pass :func:`jobchain.submission.check_id`. A chain's members
+        get job ids derived from it (``CHAIN.STEP.MEMBER``). When the id exists
+        already, nothing is stored and the handle is the existing job's or chain's.
+        """
+        return self._submit(target, args, kwargs, submit_id)
+
+    def _submit(
+        self, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], submit_id: str | None
+    ) -> JobHandle | ChainHandle:
         resolved = self._resolve(target)
         now = self.clock.now()
         if isinstance(resolved, Signature):
-            job = self._job(resolved, args, kwargs, now)
-            return JobHandle(self, job.id, self._store([job], ()))
-        if isinstance(resolved, Group):
-            resolved = Chain(steps=(resolved,), kind="group")
-        record, jobs = self._chain(resolved, args, kwargs, now)
-        return ChainHandle(self, record.id, self._store(jobs, [record]))
+            job = self.builder.job(resolved, args, kwargs, now=now, job_id=submit_id)
+            fresh = submit_id is None and resolved.job_id is None
+            return JobHandle(self, job.id, self._store([job], (), fresh))
+        self._check_owned(resolved)
+        record, jobs = self.builder.chain(resolved, args, kwargs, now=now, chain_id=submit_id)
+        return ChainHandle(self, record.id, self._store(jobs, [record], submit_id is None))
 
-    def _store(self, jobs: Sequence[Job], chains: Sequence[ChainRecord]) -> PendingSubmit | None:
-        """Store a submit's fresh jobs and chains, or buffer them while the backend is away."""
-        if self.buffer is None:
-            self.backend.enqueue_new(jobs, chains)
-            return None
-        return self.buffer.submit(jobs, chains)
+    def _store(self, jobs: Sequence[Job], chains: Sequence[ChainRecord], fresh: bool) -> PendingSubmit | None:
+        """Store a submit's jobs and chains, or buffer them while the backend is away.
+
+        ``fresh``: every id was generated just now (``enqueue_new``); otherwise some
+        may exist, and ``enqueue`` skips those.
+        """
+        backend = self.backend
+        buffered = self._buffered
+        if buffered is not None:
+            return buffered.enqueue_new(jobs, chains) if fresh else buffered.enqueue(jobs, chains)
+        if fresh:
+            backend.enqueue_new(jobs, chains)
+        else:
+            backend.enqueue(jobs, chains)
+        return None
 
     def submit_many(self, targets: Iterable[Any]) -> list[Any]:
         """Enqueue many tasks or chains in one backend call; returns their handles in order."""
@@ -518,101 +577,28 @@ class App:
         jobs: list[Job] = []
         records: list[ChainRecord] = []
         made: list[tuple[type[JobHandle] | type[ChainHandle], str]] = []
+        fresh = True
         for target in targets:
             resolved = self._resolve(target)
             if isinstance(resolved, Signature):
-                job = self._job(resolved, (), {}, now)
+                job = self.builder.job(resolved, now=now)
                 jobs.append(job)
                 made.append((JobHandle, job.id))
+                fresh = fresh and resolved.job_id is None
                 continue
-            if isinstance(resolved, Group):
-                resolved = Chain(steps=(resolved,), kind="group")
-            record, first = self._chain(resolved, (), {}, now)
+            self._check_owned(resolved)
+            record, first = self.builder.chain(resolved, now=now)
             records.append(record)
             jobs.extend(first)
             made.append((ChainHandle, record.id))
-        pending = self._store(jobs, records) if jobs else None
+        pending = self._store(jobs, records, fresh) if jobs else None
         return [kind(self, made_id, pending) for kind, made_id in made]
 
-    def _job(self, sig: Signature, args: tuple[Any, ...], kwargs: Mapping[str, Any], now: float) -> Job:
-        task = sig.task
-        all_args = sig.args + tuple(args)
-        all_kwargs = {**sig.kwargs, **kwargs} if kwargs else dict(sig.kwargs)
-        check_payload(all_args, all_kwargs, limit=self.max_payload, what=f"task {task.name!r}")
-        task.check_call(all_args, all_kwargs)
-        job = Job(
-            id=new_id(),
-            task=task.name,
-            args=all_args,
-            kwargs=all_kwargs,
-            queue=sig.queue or task.queue,
-            priority=sig.priority if sig.priority is not None else task.priority,
-            enqueued_at=now,
-            not_before=now + sig.delay if sig.delay else None,
-            expires_at=now + task.expires if task.expires is not None else None,
-        )
-        return sign_job(self.signer, job)
-
-    def _member(
-        self, sig: Signature, first: bool, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> StepMember:
-        task = sig.task
-        merged = {**sig.kwargs, **kwargs} if first and kwargs else dict(sig.kwargs)
-        check_payload(sig.args, merged, limit=self.max_payload, what=f"task {task.name!r}")
-        if first or sig.immutable:
-            task.check_call((sig.args if sig.immutable else tuple(args) + sig.args), merged)
-        else:
-            task.check_call((_PLACEHOLDER, *sig.args), merged)
-        return StepMember(
-            job_id=new_id(),
-            task=task.name,
-            args=sig.args,
-            kwargs=merged,
-            queue=sig.queue or task.queue,
-            priority=sig.priority if sig.priority is not None else task.priority,
-            immutable=sig.immutable,
-            expires=task.expires,
-        )
-
-    def _chain(
-        self, spec: Chain, args: tuple[Any, ...], kwargs: Mapping[str, Any], now: float
-    ) -> tuple[ChainRecord, list[Job]]:
-        for item in spec.steps:
+    def _check_owned(self, spec: Chain | Group) -> None:
+        for item in spec.steps if isinstance(spec, Chain) else (spec,):
             for sig in item.members if isinstance(item, Group) else (item,):
                 if sig.task.app is not self:
                     raise InvalidJobError(f"task {sig.task.name!r} belongs to another App")
-        check_payload(args, kwargs, limit=self.max_payload, what="chain")
-        steps = []
-        for index, item in enumerate(spec.steps):
-            first = index == 0
-            if isinstance(item, Group):
-                members = tuple(self._member(m, first, args, kwargs) for m in item.members)
-                steps.append(Step(kind="group", members=members))
-            else:
-                steps.append(Step(kind="task", members=(self._member(item, first, args, kwargs),)))
-        record = ChainRecord(id=new_id(), name=spec.name, kind=spec.kind, steps=tuple(steps), created_at=now)
-        if self.signer is not None:
-            record = self._sign_members(record, tuple(args))
-        return record, first_jobs(record, tuple(args), now)
-
-    def _sign_members(self, record: ChainRecord, args: tuple[Any, ...]) -> ChainRecord:
-        """The record with every member's static part signed (the first step's with the submit's args)."""
-        steps = []
-        for index, step in enumerate(record.steps):
-            members = tuple(
-                sign_member(
-                    self.signer,
-                    record,
-                    index,
-                    m,
-                    spec.args if index > 0 or spec.immutable else args + spec.args,
-                )
-                for m, spec in enumerate(step.members)
-            )
-            steps.append(Step(kind=step.kind, members=members))
-        return ChainRecord(
-            id=record.id, name=record.name, kind=record.kind, steps=tuple(steps), created_at=record.created_at
-        )
 
     # --- lookups ---------------------------------------------------------------------
 
@@ -659,8 +645,8 @@ class App:
         closed all the same.
         """
         try:
-            if self.buffer is not None:
-                self.buffer.close(timeout)
+            if self._buffered is not None:
+                self._buffered.close(timeout)
         finally:
             with self._backend_lock:
                 if self._backend is not None:

@@ -2,8 +2,8 @@
 
 When storing a submit raises :class:`~jobchain.BackendUnavailableError` (the
 backend is down, restarting or cut off; never for a job the backend refused),
-the :class:`~jobchain.App` hands the submit to its :class:`SubmitQueue`
-instead, and the handle it returns says ``buffered``. A background thread
+the :class:`BufferedSubmits` wrapped around it (what an App submits through)
+holds the submit instead, and the handle says ``buffered``. A background thread
 stores what the queue holds once the backend answers again. The rules:
 
 * **Submit order.** Submits are stored in the order they were accepted. While
@@ -18,7 +18,7 @@ stores what the queue holds once the backend answers again. The rules:
   (their JSON form). A submit that does not fit raises
   :class:`~jobchain.errors.SubmitBufferFullError` and is not kept: the caller
   knows at once, nothing is dropped behind its back.
-* **Nothing silent.** :meth:`SubmitQueue.close` (``App.close(timeout)``) stores
+* **Nothing silent.** :meth:`BufferedSubmits.close` (``App.close(timeout)``) stores
   what is left within its timeout or raises
   :class:`~jobchain.errors.SubmitsNotStoredError` naming the job ids (and
   carrying the jobs). At interpreter exit a queue that still holds submits is
@@ -37,7 +37,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -57,7 +57,7 @@ from jobchain.outage import Backoff
 if TYPE_CHECKING:
     from jobchain.backend import Backend
 
-__all__ = ["LOGGED_IDS", "NOT_STORED", "PendingSubmit", "SubmitBuffer", "SubmitQueue"]
+__all__ = ["LOGGED_IDS", "NOT_STORED", "BufferedSubmits", "PendingSubmit", "SubmitBuffer"]
 
 logger = structlog.get_logger("jobchain.buffer")
 
@@ -107,6 +107,10 @@ class SubmitBuffer:
             )
 
 
+#: the limits ``App`` uses when given none
+DEFAULT_BUFFER = SubmitBuffer()
+
+
 def _size(jobs: Sequence[Job], chains: Sequence[ChainRecord]) -> int:
     """The bytes a submit holds in the buffer: its jobs and chain records as compact JSON."""
     compact = (",", ":")
@@ -146,17 +150,20 @@ class PendingSubmit:
         self._done.set()
 
 
-class SubmitQueue:
-    """An App's buffer of submits waiting for the backend, and the thread that stores them.
+class BufferedSubmits:
+    """A backend's submits, held in a buffer while it cannot be reached, and the thread that stores them.
 
-    ``backend`` returns the App's backend (opened on first use); ``url`` its
-    public URL, for messages.
+    Wraps a :class:`~jobchain.backend.Backend` with the same two ways to store
+    (:meth:`enqueue_new` for fresh ids, :meth:`enqueue` for ids that may exist),
+    each returning None once stored, or the :class:`PendingSubmit` it holds.
+    :class:`~jobchain.App` keeps one (``app.buffer``) and submits through it;
+    ``backend`` may be replaced (``App.use_backend``), and what is held goes
+    to the new one.
     """
 
-    def __init__(self, config: SubmitBuffer, backend: Callable[[], Backend], url: Callable[[], str]) -> None:
+    def __init__(self, backend: Backend, config: SubmitBuffer = DEFAULT_BUFFER) -> None:
+        self.backend = backend
         self.config = config
-        self._backend = backend
-        self._url = url
         self._cond = threading.Condition()
         self._queue: deque[PendingSubmit] = deque()
         self._jobs = 0
@@ -164,20 +171,37 @@ class SubmitQueue:
         self._thread: threading.Thread | None = None
         self._nudged = False
 
-    # --- what App uses -----------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The backend's public URL (for messages)."""
+        return self.backend.url
 
-    def submit(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> PendingSubmit | None:
-        """Store a fresh submit now (None), or buffer it (its :class:`PendingSubmit`).
+    # --- storing -----------------------------------------------------------------------
+
+    def enqueue_new(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> PendingSubmit | None:
+        """Store a submit of fresh ids now (None), or buffer it (its :class:`PendingSubmit`).
 
         It is buffered when the backend cannot be reached, or when earlier
         submits are buffered still (it goes behind them). Raises
         :class:`SubmitBufferFullError` when it must be buffered but does not fit.
         """
+        return self._store(jobs, chains, fresh=True)
+
+    def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> PendingSubmit | None:
+        """As :meth:`enqueue_new`, for ids that may exist (explicit ones): the backend skips those."""
+        return self._store(jobs, chains, fresh=False)
+
+    def _store(
+        self, jobs: Sequence[Job], chains: Sequence[ChainRecord], *, fresh: bool
+    ) -> PendingSubmit | None:
         with self._cond:
             if self._queue:
                 return self._hold(jobs, chains, None)
         try:
-            self._backend().enqueue_new(jobs, chains)
+            if fresh:
+                self.backend.enqueue_new(jobs, chains)
+            else:
+                self.backend.enqueue(jobs, chains)
         except BackendUnavailableError as exc:
             with self._cond:
                 return self._hold(jobs, chains, exc)
@@ -223,7 +247,7 @@ class SubmitQueue:
         error = SubmitsNotStoredError(
             [job for p in left for job in p.jobs],
             [chain for p in left for chain in p.chains],
-            f"the backend {self._url()} did not take them within {timeout:g}s",
+            f"the backend {self.url} did not take them within {timeout:g}s",
             shown=_SHOWN_IDS,
         )
         for pending in left:
@@ -231,7 +255,7 @@ class SubmitQueue:
         shown = error.job_ids if log_all else error.job_ids[:LOGGED_IDS]
         logger.error(
             "buffered_submits_not_stored",
-            url=self._url(),
+            url=self.url,
             jobs=len(error.job_ids),
             job_ids=list(shown),
             chain_ids=list(error.chain_ids if log_all else error.chain_ids[:LOGGED_IDS]),
@@ -249,7 +273,7 @@ class SubmitQueue:
         config = self.config
         if self._jobs + len(jobs) > config.max_jobs or self._bytes + size > config.max_bytes:
             raise SubmitBufferFullError(
-                cause.url if cause is not None else self._url(),
+                cause.url if cause is not None else self.url,
                 needed_jobs=len(jobs),
                 needed_bytes=size,
                 held_jobs=self._jobs,
@@ -261,7 +285,7 @@ class SubmitQueue:
         if not self._queue:
             logger.warning(
                 "submits_buffered",
-                url=self._url(),
+                url=self.url,
                 reason=str(cause) if cause is not None else "a flush is under way",
                 max_jobs=config.max_jobs,
                 max_bytes=config.max_bytes,
@@ -329,7 +353,7 @@ class SubmitQueue:
                     if stored:
                         logger.info(
                             "submit_buffer_flushed",
-                            url=self._url(),
+                            url=self.url,
                             jobs=stored,
                             attempts=attempts,
                             seconds=round(time.monotonic() - started, 3),
@@ -340,11 +364,11 @@ class SubmitQueue:
             chains = [chain for p in taken for chain in p.chains]
             attempts += 1
             try:
-                self._backend().enqueue(jobs, chains)
+                self.backend.enqueue(jobs, chains)
             except BackendUnavailableError as exc:
                 if failing != "unavailable":
                     failing = "unavailable"
-                    logger.info("submit_buffer_waiting", url=self._url(), error=str(exc), jobs=self._jobs)
+                    logger.info("submit_buffer_waiting", url=self.url, error=str(exc), jobs=self._jobs)
                 delay = backoff.next()
                 continue
             except InvalidJobError as exc:
@@ -353,7 +377,7 @@ class SubmitQueue:
                     continue
                 logger.error(
                     "buffered_submit_refused",
-                    url=self._url(),
+                    url=self.url,
                     job_ids=[job.id for job in jobs],
                     error=str(exc),
                 )
@@ -365,9 +389,7 @@ class SubmitQueue:
                 # submits, log once per streak, try again later; close() reports what never went
                 if failing != type(exc).__name__:
                     failing = type(exc).__name__
-                    logger.warning(
-                        "submit_buffer_flush_failed", url=self._url(), error=str(exc), exc_info=True
-                    )
+                    logger.warning("submit_buffer_flush_failed", url=self.url, error=str(exc), exc_info=True)
                 delay = backoff.next()
                 continue
             self._settled(taken, None)
@@ -377,7 +399,7 @@ class SubmitQueue:
 
 
 #: queues that held submits, checked at interpreter exit
-_LIVE: weakref.WeakSet[SubmitQueue] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[BufferedSubmits] = weakref.WeakSet()
 
 
 @atexit.register

@@ -71,15 +71,26 @@ class Signature:
     queue: str | None = None
     priority: int | None = None
     delay: float | None = None
+    #: the job's id, instead of a fresh one (see :func:`jobchain.submission.check_id`)
+    job_id: str | None = None
 
     @property
     def name(self) -> str:
         return self.task.name
 
     def set(
-        self, *, queue: str | None = None, priority: int | None = None, delay: float | None = None
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        job_id: str | None = None,
     ) -> Signature:
-        """The same signature with other options (queue, priority, delay in seconds)."""
+        """The same signature with other options (queue, priority, delay in seconds, the job's id).
+
+        A job submitted under an id that exists already is not stored again:
+        the handle returned is the existing job's.
+        """
         if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
             raise InvalidJobError(f"priority must be an int, got {priority!r}")
         if delay is not None and (not isinstance(delay, int | float) or delay < 0):
@@ -91,11 +102,13 @@ class Signature:
             queue=queue if queue is not None else self.queue,
             priority=priority if priority is not None else self.priority,
             delay=delay if delay is not None else self.delay,
+            job_id=job_id if job_id is not None else self.job_id,
         )
 
-    def submit(self, *args: Any, **kwargs: Any) -> JobHandle:
-        """Enqueue this task; extra arguments come after the bound ones."""
-        handle: JobHandle = self.task.app.submit(self, *args, **kwargs)
+    def submit(self, *args: Any, job_id: str | None = None, **kwargs: Any) -> JobHandle:
+        """Enqueue this task; extra arguments come after the bound ones. ``job_id``: see :meth:`set`."""
+        target = self if job_id is None else evolve(self, job_id=job_id)
+        handle: JobHandle = self.task.app.submit(target, *args, **kwargs)
         return handle
 
     def __rshift__(self, other: Stepish) -> Chain:
@@ -119,9 +132,12 @@ class Group:
     def app(self) -> Any:
         return self.members[0].task.app
 
-    def submit(self, *args: Any, **kwargs: Any) -> ChainHandle:
-        """Run every member; each gets ``args``/``kwargs`` before its own bound arguments."""
-        return Chain(steps=(self,), kind="group").submit(*args, **kwargs)
+    def submit(self, *args: Any, chain_id: str | None = None, **kwargs: Any) -> ChainHandle:
+        """Run every member; each gets ``args``/``kwargs`` before its own bound arguments.
+
+        ``chain_id``: the group's id instead of a fresh one (see :meth:`Chain.submit`).
+        """
+        return Chain(steps=(self,), kind="group").submit(*args, chain_id=chain_id, **kwargs)
 
     def __rshift__(self, other: Stepish) -> Chain:
         return chain(self, other)
@@ -146,9 +162,20 @@ class Chain:
         first = self.steps[0]
         return first.app if isinstance(first, Group) else first.task.app
 
-    def submit(self, *args: Any, **kwargs: Any) -> ChainHandle:
-        """Enqueue the first step with these arguments; returns a handle carrying the chain id."""
-        handle: ChainHandle = self.app.submit(self, *args, **kwargs)
+    def submit(self, *args: Any, chain_id: str | None = None, **kwargs: Any) -> ChainHandle:
+        """Enqueue the first step with these arguments; returns a handle carrying the chain id.
+
+        ``chain_id`` is the chain's id instead of a fresh one; its members' job
+        ids are derived from it (``CHAIN.STEP.MEMBER``). A chain submitted under
+        an id that exists already is not stored again: the handle returned is
+        the existing chain's.
+        """
+        app = self.app
+        handle: ChainHandle = (
+            app.submit(self, *args, **kwargs)
+            if chain_id is None
+            else app.submit_as(chain_id, self, *args, **kwargs)
+        )
         return handle
 
     def __rshift__(self, other: Stepish) -> Chain:

@@ -3,7 +3,9 @@
 Backends call these inside their atomic transition (a lock, a Redis
 transaction) so that every backend advances chains the same way:
 
-* :func:`first_jobs` builds the jobs of step 0 when a chain is submitted;
+* :func:`first_jobs` builds the jobs of step 0 when a chain is submitted, and
+  :func:`job_for_member` the job of any member (both with
+  :func:`jobchain.submission.member_job`, the submit pipeline's builder);
 * :func:`apply_completed` records a member's result and, once its whole step
   has completed, returns the jobs of the next step (or completes the chain);
 * :func:`apply_failed` halts the chain: later steps become ``not_executed``;
@@ -34,36 +36,18 @@ from jobchain.model import (
     StepMember,
     StepState,
 )
-from jobchain.signing import previous_sigs
+from jobchain.submission import member_job
 
 __all__ = ["apply_completed", "apply_failed", "apply_redrive", "due_after", "first_jobs", "job_for_member"]
 
 
-def job_for_member(
-    record: ChainRecord, step: int, member: int, previous: tuple[Json, ...], now: float
-) -> Job:
-    """The job that runs ``member`` of ``step``; ``previous`` is prepended unless immutable."""
-    spec = record.steps[step].members[member]
-    args = spec.args if spec.immutable else previous + spec.args
-    takes_result = step > 0 and not spec.immutable
-    return Job(
-        id=spec.job_id,
-        task=spec.task,
-        args=args,
-        kwargs=spec.kwargs,
-        queue=spec.queue,
-        priority=spec.priority,
-        enqueued_at=now,
-        expires_at=None if spec.expires is None else now + spec.expires,
-        chain=ChainRef(chain_id=record.id, step=step, member=member),
-        sig=spec.sig,
-        psig=previous_sigs(record, step) if takes_result and spec.sig is not None else None,
-    )
+#: the job that runs a member of a step (built by :func:`jobchain.submission.member_job`)
+job_for_member = member_job
 
 
 def first_jobs(record: ChainRecord, args: tuple[Json, ...], now: float) -> list[Job]:
     """Jobs of the first step; ``args`` are the submit arguments, given to each member."""
-    return [job_for_member(record, 0, m, args, now) for m in range(len(record.steps[0].members))]
+    return [member_job(record, 0, m, args, now) for m in range(len(record.steps[0].members))]
 
 
 def _replace_member(record: ChainRecord, step: int, member: int, new: StepMember) -> ChainRecord:

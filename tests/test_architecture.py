@@ -29,8 +29,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "jobchain"
 TYPE_ONLY_CYCLES = [
     # errors.py names the model types its exceptions carry; model.py raises InvalidJobError
     {"jobchain.errors", "jobchain.model"},
-    # a Signature holds a Task, a handle its App; the App builds both
-    {"jobchain.app", "jobchain.canvas", "jobchain.handles"},
+    # a Signature holds a Task, a handle its App; the App builds both, its jobs through submission
+    {"jobchain.app", "jobchain.canvas", "jobchain.handles", "jobchain.submission"},
 ]
 
 

@@ -53,6 +53,13 @@ __all__ = ["submit"]
     metavar="SECONDS",
     help="While the backend cannot be reached, keep trying to store the submit this long, then fail.",
 )
+@click.option(
+    "--id",
+    "submit_id",
+    metavar="ID",
+    help="The job's id (the chain's, for a chain or group) instead of a fresh one; "
+    "when it exists already nothing is stored and its id is printed.",
+)
 @json_option
 @click.pass_context
 def submit(
@@ -64,12 +71,16 @@ def submit(
     wait: bool,
     timeout: float | None,
     store_timeout: float,
+    submit_id: str | None,
     as_json: bool,
 ) -> None:
     """Enqueue TARGET (a task, chain or group of --config) and print its id.
 
     ARGS_JSON: a JSON array (positional arguments), an object (keywords) or
     one value, e.g. '["https://example.com"]' or '{"n": 3}'.
+
+    --id ID submits under that id (printable, no spaces or '/', at most 200
+    characters); submitting an id that exists stores nothing.
     """
     setup_logging(ctx)
     args, kwargs = parse_args_json(args_json)
@@ -77,7 +88,11 @@ def submit(
     assert opened.loaded is not None
     app = opened.app
     found = find_target(opened.loaded, target)
-    handle: JobHandle | ChainHandle = app.submit(found, *args, **kwargs)
+    handle: JobHandle | ChainHandle = (
+        app.submit(found, *args, **kwargs)
+        if submit_id is None
+        else app.submit_as(submit_id, found, *args, **kwargs)
+    )
     kind = "chain" if isinstance(handle, ChainHandle) else "job"
     if handle.buffered:  # the backend could not be reached: the App holds the submit in its buffer
         try:

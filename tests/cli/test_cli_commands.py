@@ -211,6 +211,35 @@ def test_submit_wait_reports_a_failure(jobchain: Run, populated: str) -> None:
     assert "Traceback" not in result.err
 
 
+def test_submit_with_id_uses_it(jobchain: Run) -> None:
+    """`submit --id ID` stores the job (or chain) under ID and prints it."""
+    data = jobchain(
+        "submit", "--config", "examples/seed.py", "nap", "[1, 2]", "--id", "nap-1", "--json"
+    ).json()
+    assert data["id"] == "nap-1"
+    assert data["state"] == "succeeded"
+    data = jobchain(
+        "submit", "--config", "examples/fanout.py", "thumbnails", '["img-7"]', "--id", "th-7", "--json"
+    ).json()
+    assert data["id"] == "th-7"
+    assert data["kind"] == "chain"
+
+
+def test_submit_with_an_existing_id_stores_nothing(jobchain: Run, populated: str) -> None:
+    """`submit --id` of an id that exists answers with the existing job: t-0001 is ok(1), done already."""
+    data = jobchain("submit", "--config", populated, "ok", "[5]", "--id", "t-0001", "--json").json()
+    assert data["id"] == "t-0001"
+    assert data["result"] == 1
+
+
+def test_submit_with_an_invalid_id_is_refused(jobchain: Run) -> None:
+    """`submit --id` with whitespace in it: a clear error, exit code 1, nothing run."""
+    result = jobchain("submit", "--config", "examples/seed.py", "nap", "[1, 2]", "--id", "has space")
+    assert result.code == 1, result
+    assert "job id 'has space' has whitespace" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_worker_stops_gracefully_on_sigterm(repo_root: Path, cli_env: dict[str, str], populated: str) -> None:
     """`worker` runs jobs until SIGTERM, then stops cleanly with exit code 0."""
     command = [

@@ -23,8 +23,10 @@ def double(x: int) -> int:
 typed_task: Task[[int, int], int] = add
 direct: int = add(1, 2)
 job: JobHandle = add.submit(1, 2)
+named: JobHandle = add.submit(1, 2, job_id="sum-1-2")  # an explicit id
 status: str = job.status()
 handle: ChainHandle = chain(add.s(1, 2), double, name="sum").submit()
+named_chain: ChainHandle = chain(add.s(1, 2), double).submit(chain_id="sum-chain")
 fan: ChainHandle = group(double.s(1), double.s(2)).submit()
 pipeline = add.s(1, 2) >> double >> double
 rendered: str = pipeline.submit().render()

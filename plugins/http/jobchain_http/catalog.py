@@ -20,9 +20,9 @@ from attrs import frozen
 from jobchain.backend import Backend
 from jobchain.canvas import Chain, Group, Signature
 from jobchain.errors import InvalidJobError
-from jobchain.ids import new_id
 from jobchain.model import ChainRecord, Job
-from jobchain.payload import DEFAULT_MAX_PAYLOAD, check_payload
+from jobchain.payload import DEFAULT_MAX_PAYLOAD
+from jobchain.submission import Builder, check_id
 from jobchain_http.guard import HttpError
 from jobchain_http.wire import WireError, arr, integer, number, obj, text
 
@@ -45,6 +45,17 @@ class Submission:
     priority: int | None
     delay: float | None
     path: str
+    #: the job's (or chain's) id instead of a fresh one
+    id: str | None = None
+
+
+def _submit_id(value: Any, path: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_id(value, "id")
+    except InvalidJobError as exc:
+        raise WireError(path, str(exc)) from None
 
 
 def parse_submission(raw: Any, path: str) -> Submission:
@@ -64,6 +75,7 @@ def parse_submission(raw: Any, path: str) -> Submission:
         else integer(priority, f"{path}.priority", minimum=-(10**9), maximum=10**9),
         delay=None if delay is None else number(delay, f"{path}.delay", minimum=0, maximum=MAX_DELAY),
         path=path,
+        id=_submit_id(data.get("id"), f"{path}.id"),
     )
 
 
@@ -84,6 +96,8 @@ class Catalog:
         self.module = module
         self.allow = None if allow is None else frozenset(allow)
         self.max_payload = app.max_payload if app is not None else max_payload
+        #: builds the jobs and chain records: the App's builder (its limits, its signing keys) when given one
+        self.builder = app.builder if app is not None else Builder(max_payload=max_payload)
 
     # --- checks ---------------------------------------------------------------------
 
@@ -128,96 +142,63 @@ class Catalog:
     # --- submitting -----------------------------------------------------------------
 
     def submit(self, items: Sequence[Submission]) -> list[dict[str, Any]]:
-        """Check every item (403/404/422 before anything is stored), then enqueue them in order.
-
-        Plain tasks go to the backend in one call; chains and groups are submitted one by one.
-        """
+        """Check and build every item (403/404/422 before anything is stored), then store them in one call."""
         resolved = []
         for item in items:
             resolved.append(self._resolve(item))  # 404 for a name the config does not know
             self.check_allowed(item.target, f"{item.path}.target")  # 403 for one it may not take
         now = self.backend.now()
-        plans: list[tuple[Submission, Any, Job | None]] = []
+        jobs: list[Job] = []
+        chains: list[ChainRecord] = []
+        out: list[dict[str, Any]] = []
         for item, target in zip(items, resolved, strict=True):
             try:
-                plans.append((item, target, self._plan(item, target, now)))
+                if isinstance(target, Chain | Group):
+                    record, first = self._chain(item, target, now)
+                    chains.append(record)
+                    jobs.extend(first)
+                    out.append({"id": record.id, "kind": "chain", "target": item.target})
+                else:
+                    job = self._job(item, target, now)
+                    jobs.append(job)
+                    out.append({"id": job.id, "kind": "job", "target": item.target})
             except InvalidJobError as exc:
                 raise HttpError(422, "invalid_arguments", str(exc), path=f"{item.path}.args") from None
-        jobs = [job for _, _, job in plans if job is not None]
-        if jobs:
-            self.backend.enqueue(jobs)
-        out: list[dict[str, Any]] = []
-        for item, target, job in plans:
-            if job is not None:
-                out.append({"id": job.id, "kind": "job", "target": item.target})
-                continue
-            assert self.app is not None
-            try:
-                handle = self.app.submit(target, *item.args, **item.kwargs)
-            except InvalidJobError as exc:
-                submitted = [o["id"] for o in out]
-                raise HttpError(
-                    422,
-                    "invalid_arguments",
-                    f"{exc} (already submitted: {submitted})",
-                    path=f"{item.path}.args",
-                ) from None
-            out.append({"id": handle.id, "kind": "chain", "target": item.target})
+        if any(item.id is not None for item in items):
+            self.backend.enqueue(jobs, chains)  # ids that exist are skipped
+        else:
+            self.backend.enqueue_new(jobs, chains)
         return out
 
-    def _plan(self, item: Submission, target: Any, now: float) -> Job | None:
-        """The job for a task item (checked), or None for a chain or group (checked here as far as can be)."""
-        if target is None:  # no config: a plain job of any (allowed) task name
-            check_payload(item.args, item.kwargs, limit=self.max_payload, what=f"task {item.target!r}")
-            return self._job(item.target, item.args, item.kwargs, item, now, None, None)
-        if isinstance(target, Chain | Group):
-            if item.queue is not None or item.priority is not None or item.delay is not None:
-                raise InvalidJobError("queue, priority and delay apply to tasks, not to chains or groups")
-            check_payload(item.args, item.kwargs, limit=self.max_payload, what="chain")
-            first = target.steps[0] if isinstance(target, Chain) else target
-            for sig in first.members if isinstance(first, Group) else (first,):
-                if not sig.immutable:
-                    sig.task.check_call(tuple(item.args) + sig.args, {**sig.kwargs, **item.kwargs})
-            return None
+    def _job(self, item: Submission, target: Task[Any, Any] | Signature | None, now: float) -> Job:
+        """The job of a task item; without a config (``target`` None), of any task name."""
+        if target is None:
+            return self.builder.named_job(
+                item.target,
+                item.args,
+                item.kwargs,
+                now=now,
+                job_id=item.id,
+                queue=item.queue,
+                priority=item.priority,
+                delay=item.delay,
+            )
         sig = target if isinstance(target, Signature) else Signature(task=target)
-        task: Task[Any, Any] = sig.task
-        args = sig.args + tuple(item.args)
-        kwargs = {**sig.kwargs, **item.kwargs}
-        check_payload(args, kwargs, limit=self.max_payload, what=f"task {task.name!r}")
-        task.check_call(args, kwargs)
-        return self._job(
-            task.name,
-            args,
-            kwargs,
-            item,
-            now,
-            sig.queue or task.queue,
-            task.expires,
-            priority=sig.priority if sig.priority is not None else task.priority,
+        return self.builder.job(
+            sig,
+            item.args,
+            item.kwargs,
+            now=now,
+            job_id=item.id,
+            queue=item.queue,
+            priority=item.priority,
+            delay=item.delay,
         )
 
-    @staticmethod
-    def _job(
-        task: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        item: Submission,
-        now: float,
-        queue: str | None,
-        expires: float | None,
-        priority: int = 0,
-    ) -> Job:
-        return Job(
-            id=new_id(),
-            task=task,
-            args=tuple(args),
-            kwargs=dict(kwargs),
-            queue=item.queue or queue or "default",
-            priority=item.priority if item.priority is not None else priority,
-            enqueued_at=now,
-            not_before=now + item.delay if item.delay else None,
-            expires_at=None if expires is None else now + expires,
-        )
+    def _chain(self, item: Submission, target: Chain | Group, now: float) -> tuple[ChainRecord, list[Job]]:
+        if item.queue is not None or item.priority is not None or item.delay is not None:
+            raise InvalidJobError("queue, priority and delay apply to tasks, not to chains or groups")
+        return self.builder.chain(target, item.args, item.kwargs, now=now, chain_id=item.id)
 
 
 def parse_submissions(body: Any) -> list[Submission]:

@@ -215,6 +215,18 @@ class Submission(Struct, kw_only=True):
     queue: NonEmpty | None = None
     priority: Annotated[int, Meta(ge=-(10**9), le=10**9)] | None = None
     delay: Annotated[float, Meta(ge=0, le=MAX_DELAY)] | None = None
+    id: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=200,
+                pattern="^[^\\s/]+$",
+                description="an explicit job (or chain) id; an id that exists stores nothing",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class SubmitBatch(Struct, kw_only=True):
