@@ -41,14 +41,9 @@ OUTBOX_GRACE = 1.0
 
 @frozen
 class ChainEvent:
-    """A finished chain job whose chain has not yet moved on: an outbox entry (spread layout).
+    """A finished chain job whose chain has not yet moved on: an outbox entry (see the module docstring).
 
-    Settling a chain's job on a Redis Cluster takes two transactions, since the
-    chain record and the next step's queue are in other slots than the job:
-    the first settles the job and writes this event to the outbox of the job's
-    queue; the second applies it to the chain record, then the next step's jobs
-    are stored and the entry is deleted. Each part is idempotent, so whoever
-    finds the entry later (a reserver's sweep) finishes what a dead settler left.
+    Named by the job and its delivery (``field``), so writing it twice is harmless.
     """
 
     queue: str

@@ -11,7 +11,7 @@ is acknowledged and deleted. See :mod:`jobchain_redis.streams` for the layout.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
@@ -58,10 +58,12 @@ def discard_entry(
 class BandKeeper:
     """Retiring and deleting band streams, and adopting orphaned entries."""
 
-    def __init__(self, store: Store, guard: QueueGuard, *, orphan_idle: float) -> None:
+    def __init__(self, store: Store, guard: QueueGuard, grouped: set[str], *, orphan_idle: float) -> None:
         self.store = store
         self.keys = store.keys
         self.guard = guard
+        #: band streams whose group the layout created (see :class:`~jobchain_redis.streams.StreamWrites`)
+        self.grouped = grouped
         #: seconds an entry read by a reserver that died before leasing it waits for the orphan sweep
         self.orphan_idle = orphan_idle
 
@@ -167,3 +169,15 @@ class BandKeeper:
             pipe.zadd(self.keys.leases(queue), {job_id: 0})
 
         self.store.transact(body, on=key)
+
+    def read_after_nogroup(self, stream: str, worker: str, count: int) -> Any:
+        """The band stream has no group: it was deleted and recreated by an XADD, or is gone."""
+        if not self.store.client.exists(stream):
+            return []
+        try:
+            self.store.client.xgroup_create(stream, GROUP, id="0")
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self.grouped.add(stream)
+        return self.store.client.xreadgroup(GROUP, worker, {stream: ">"}, count=count)

@@ -1,13 +1,11 @@
 """How ``redis-streams`` takes ready jobs: claims of lapsed leases, then new entries, band by band.
 
-One look (:meth:`StreamTaker.take`) reads the queues' indexes (due delayed
-jobs, leases run out, fresh bands, the last wake-up) in one pipeline; due
-delayed jobs are promoted and the indexes read again. Then, most urgent band
-first, pending entries whose lease ran out (or was released) are taken over
-with ``XCLAIM`` under WATCH on their jobs, and new entries are read with
-``XREADGROUP`` and leased in one MULTI/EXEC. A job handed off by a settlement
-(no entry) whose lease ran out gets an entry first. See
-:mod:`jobchain_redis.streams` for the layout.
+One look (:meth:`StreamTaker.take`) reads the queues' indexes in one pipeline
+and promotes due delayed jobs; then, most urgent band first, pending entries
+whose lease ran out (or was released) are taken over with ``XCLAIM`` under
+WATCH on their jobs, and new entries are read with ``XREADGROUP`` and leased
+in one MULTI/EXEC. A handed-off job (no entry) whose lease ran out gets one
+first. See :mod:`jobchain_redis.streams` for the layout.
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ class StreamTaker:
         self.guard = guard
         self.layout = layout
         self.orphan_idle = orphan_idle
-        self.bands = BandKeeper(store, guard, orphan_idle=orphan_idle)
+        self.bands = BandKeeper(store, guard, layout.grouped, orphan_idle=orphan_idle)
         #: monotonic time of the last orphan sweep
         self.swept_at = time.monotonic()
 
@@ -192,7 +190,7 @@ class StreamTaker:
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            reply = self._read_after_nogroup(stream, worker, count)
+            reply = self.bands.read_after_nogroup(stream, worker, count)
         entries: list[tuple[str, dict[str, str]]] = reply[0][1] if reply else []
         if len(entries) < count:
             self.bands.retire_band(queue, band)
@@ -304,18 +302,6 @@ class StreamTaker:
             writes.flush(pipe)
 
         self.store.transact(body, on=job_keys[0])
-
-    def _read_after_nogroup(self, stream: str, worker: str, count: int) -> Any:
-        """The band stream has no group: it was deleted and recreated by an XADD, or is gone."""
-        if not self.store.client.exists(stream):
-            return []
-        try:
-            self.store.client.xgroup_create(stream, GROUP, id="0")
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self.layout.grouped.add(stream)
-        return self.store.client.xreadgroup(GROUP, worker, {stream: ">"}, count=count)
 
     def _claim(
         self, claims: Sequence[tuple[str, str, str, str]], now: float, lease_until: float, worker: str
