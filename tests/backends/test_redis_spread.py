@@ -72,12 +72,12 @@ def _cut_after_first_part(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
     def gone(event: common.ChainEvent) -> None:
         raise redis.ConnectionError("connection lost (injected)")
 
-    monkeypatch.setattr(backend, "_advance", gone)
+    monkeypatch.setattr(backend._outbox, "advance", gone)
 
 
 def _sweep_now(backend: RedisBackend, clock: ManualClock) -> None:
     """Let the next reserve look at the outboxes, with the entries past their grace."""
-    backend._outbox_swept = float("-inf")
+    backend._outbox.swept_at = float("-inf")
     clock.advance(common.OUTBOX_GRACE)
 
 
@@ -154,7 +154,7 @@ def test_the_second_part_run_twice_enqueues_the_next_step_once(
     app = App(backend=backend)
     chain(*_tasks(app)).submit(1)
     delivery = reserve_one(backend, ["fetch"])
-    real = backend._advance
+    real = backend._outbox.advance
     with monkeypatch.context() as patch:
         _cut_after_first_part(backend, patch)
         backend.settle([completed(delivery, 2, clock=clock)])
@@ -188,7 +188,7 @@ def test_an_event_swept_after_the_next_step_finished_changes_nothing(
         at=clock.now(),
     )
     before = backend.get_chain(handle.id)
-    assert backend._advance(stale) is None
+    assert backend._outbox.advance(stale) is None
     assert backend.get_chain(handle.id) == before
     assert reserve(backend, ["parse"]) == []
     assert len(reserve(backend, ["store"])) == 1
@@ -382,7 +382,7 @@ def test_a_slot_that_stays_unstable_is_unavailable_not_an_error(
     def unstable(*args: Any, **kwargs: Any) -> Any:
         raise redis.exceptions.TryAgainError("Multiple keys request during rehashing of slot")
 
-    monkeypatch.setattr(backend, "_transact", unstable)
+    monkeypatch.setattr(backend._store, "transact", unstable)
     app = App(backend=backend, buffer=None)
     with pytest.raises(BackendUnavailableError, match="TryAgainError"):
         app.task(name="t", queue="fetch")(lambda: None).submit()

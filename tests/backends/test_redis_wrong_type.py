@@ -28,7 +28,7 @@ from jobchain.worker import Worker
 
 redis = pytest.importorskip("redis", reason="jobchain-redis is not installed (pip install -e backends/redis)")
 
-from jobchain_redis import common  # noqa: E402
+from jobchain_redis import _guard  # noqa: E402
 from jobchain_redis.common import RedisBackend  # noqa: E402
 from jobchain_redis.lists import ListsBackend  # noqa: E402
 from jobchain_redis.streams import StreamsBackend  # noqa: E402
@@ -90,7 +90,7 @@ def _succeeded(backend: RedisBackend, jobs: list[Job]) -> bool:
 def test_wrong_type_key_fails_closed_and_the_rest_flows(
     backend: RedisBackend, raw: Any, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(common, "BLOCK_WAIT", BLOCK_WAIT)
+    monkeypatch.setattr(_guard, "BLOCK_WAIT", BLOCK_WAIT)
     seen: list[str] = []
     app = App(backend=backend)
 

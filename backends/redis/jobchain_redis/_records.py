@@ -1,0 +1,169 @@
+"""Job and chain records and the worker registry of the Redis backends.
+
+A job's record is its hash (payload, state, result or error, times); a
+chain's, its JSON under ``chain``. Workers register under their name in a
+sorted set scored by heartbeat deadline, their registrations alongside; a
+stop request is a set member (see :mod:`jobchain_redis.keys`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from jobchain.backend import name_taken
+from jobchain.errors import BackendError
+from jobchain.model import ChainRecord, ErrorInfo, JobRecord, JobState, WorkerInfo
+from jobchain_redis._reading import UNREADABLE, parse_job, placeholder, printable, wrong_type_message
+from jobchain_redis.codec import chain_from_json, decodable, dumps, loads
+from jobchain_redis.connection import Transaction, wrong_type
+
+if TYPE_CHECKING:
+    from jobchain_redis._store import Store
+
+__all__ = ["Records"]
+
+logger = structlog.get_logger("jobchain.redis")
+
+
+class Records:
+    """``get_job``, ``get_chain`` and the worker registry (``heartbeat``, ``workers`` …)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.keys = store.keys
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        client = self.store.client
+        pipe = client.pipeline(transaction=False)
+        queues = sorted(client.smembers(self.keys.queues)) if self.keys.spread else [None]
+        for queue in queues:  # spread layout: the key depends on the queue, so look in each
+            pipe.hgetall(self.keys.job(job_id, queue))
+        replies = pipe.execute(raise_on_error=False)
+        for queue, reply in zip(queues, replies, strict=True):
+            key = wrong_type(reply, self.keys.job(job_id, queue))
+            if key is not None:
+                return JobRecord(
+                    job=placeholder(job_id, queue, 0.0),
+                    state=JobState.FAILED,
+                    error=ErrorInfo(type="UnreadableJob", message=wrong_type_message(key), attempt=1, at=0.0),
+                )
+            if isinstance(reply, Exception):
+                raise reply
+        raw: dict[str, str] = next((found for found in replies if found and "job" in found), {})
+        if not raw or "job" not in raw:
+            return None
+        return _record(job_id, raw)
+
+    def get_chain(self, chain_id: str) -> ChainRecord | None:
+        raw = self.store.client.get(self.keys.chain(chain_id))
+        if raw is None:
+            return None
+        try:
+            return chain_from_json(raw)
+        except UNREADABLE as exc:
+            raise BackendError(f"the record of chain {chain_id} cannot be read: {exc}") from None
+
+    # --- workers ---------------------------------------------------------------------
+
+    def _holder(self, tx: Transaction, name: str) -> tuple[WorkerInfo | None, float | None]:
+        """WATCH the registration of ``name`` and read it: who holds the name, until when."""
+        worker_key = self.keys.worker(name)
+        tx.watch(self.keys.workers, worker_key)
+        until, raw = tx.read(lambda r: (r.zscore(self.keys.workers, name), r.get(worker_key)))
+        return (None if raw is None else WorkerInfo.from_wire(loads(raw))), until
+
+    def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
+        # WATCH: two workers claiming a free name at once cannot both succeed
+        now = self.store.now()
+
+        def body(tx: Transaction) -> None:
+            holder, until = self._holder(tx, info.name)
+            live = until is not None and until > now
+            taken = name_taken(holder, live, info)
+            if taken is not None:
+                raise taken
+            pipe = tx.multi()
+            if holder is None or not live or holder.instance != info.instance:
+                pipe.srem(self.keys.stop, info.name)  # a stop request for the name's last holder
+            pipe.set(self.keys.worker(info.name), dumps(info.to_wire()))
+            pipe.zadd(self.keys.workers, {info.name: now + ttl})
+            pipe.sismember(self.keys.stop, info.name)
+
+        return bool(self.store.transact(body, on=self.keys.workers)[1][-1])
+
+    def remove_worker(self, name: str, instance: str | None = None) -> None:
+        def body(tx: Transaction) -> None:
+            if instance is not None:
+                holder, _ = self._holder(tx, name)
+                if holder is None or holder.instance != instance:
+                    return  # another worker holds the name now: its registration stays
+            pipe = tx.multi()
+            pipe.zrem(self.keys.workers, name)
+            pipe.delete(self.keys.worker(name))
+            pipe.srem(self.keys.stop, name)
+
+        self.store.transact(body, on=self.keys.workers)
+
+    def workers(self) -> list[WorkerInfo]:
+        client = self.store.client
+        names = client.zrangebyscore(self.keys.workers, f"({self.store.now()!r}", "+inf")
+        if not names:
+            return []
+        raws = client.mget([self.keys.worker(n) if decodable(n) else "" for n in names])
+        infos = [_worker_info(name, raw) for name, raw in zip(names, raws, strict=True)]
+        return sorted((i for i in infos if i is not None), key=lambda i: i.name)
+
+    def request_stop(self, name: str) -> bool:
+        until = self.store.client.zscore(self.keys.workers, name)
+        if until is None or until <= self.store.now():
+            return False
+        self.store.client.sadd(self.keys.stop, name)
+        return True
+
+
+def _float(raw: str | None) -> float | None:
+    return None if raw is None else float(raw)
+
+
+def _record(job_id: str, raw: dict[str, str]) -> JobRecord:
+    """A job's record from its hash; a hash that cannot be read is shown as a failed unreadable job."""
+    try:
+        error = raw.get("error")
+        result = raw.get("result")
+        return JobRecord(
+            job=parse_job(raw["job"]),
+            state=JobState(raw.get("state", JobState.QUEUED.value)),
+            result=None if result is None else loads(result),
+            error=None if error is None else ErrorInfo.from_wire(loads(error)),
+            started_at=_float(raw.get("started_at")),
+            finished_at=_float(raw.get("finished_at")),
+        )
+    except UNREADABLE as exc:
+        bad = sorted(printable(k) for k, v in raw.items() if not decodable(k) or not decodable(v))
+        reason = f"field {', '.join(bad)} is not valid UTF-8" if bad else str(exc)
+        return JobRecord(
+            job=placeholder(job_id, raw.get("queue"), 0.0),
+            state=JobState.FAILED,
+            error=ErrorInfo(type="UnreadableJob", message=reason, attempt=1, at=0.0),
+        )
+
+
+def _worker_info(name: str, raw: str | None) -> WorkerInfo | None:
+    """A worker's registration; one that cannot be read is listed with its name and state ``unreadable``."""
+    if raw is None:
+        return None
+    try:
+        return WorkerInfo.from_wire(loads(raw))
+    except UNREADABLE as exc:
+        logger.warning("worker_registration_unreadable", worker=printable(name), error=str(exc))
+        return WorkerInfo(
+            name=printable(name),
+            host="?",
+            pid=0,
+            queues=(),
+            started_at=0.0,
+            heartbeat_at=0.0,
+            state="unreadable",
+        )
