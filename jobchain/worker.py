@@ -152,7 +152,10 @@ class Worker:
     refused, is dropped unstarted (logged as ``lease_expired_before_start``).
     A job delivered before in this attempt (a *suspect*: its last worker may
     have died running it) is marked running on the backend first, which also
-    checks the lease there, and runs alone on this worker.
+    checks the lease there, and runs alone on this worker: the outcomes of the
+    jobs that ran before it are settled before it starts, and its own outcome
+    before another job starts, so that if it kills the process only it was
+    running (no job that merely finished beside it is charged with the death).
     ``reconnect_base``, ``reconnect_cap``: a backend call that fails is retried
     after an exponential backoff from ``reconnect_base`` seconds, capped at
     ``reconnect_cap`` seconds, with jitter; the worker never gives up, except
@@ -491,6 +494,9 @@ class Worker:
                 with self._cv:
                     self._pending.append(outcome)
                     self._settle_cv.notify()
+                    solo = delivery.job.id == self._solo
+                if solo:  # a suspect's outcome is settled before any other job may start (see _next)
+                    self._settle_now()
                 delivery = None
         except BaseException as exc:  # a bug in the worker: hand the job on and replace this thread
             self._thread_died(slot, delivery, exc)
@@ -593,7 +599,14 @@ class Worker:
                 delivery = self._take_next(me)
                 if delivery is None or not (delivery.suspect and delivery.crashes <= self.max_redeliveries):
                     return delivery
-            # a suspect: every other job has finished, none starts until it does; mark it on the backend
+            # a suspect: every other job has finished, none starts until it does. It may kill this
+            # process (a poison job): what ran before it is settled first, or a job that merely finished
+            # beside it would be delivered again and charged with the death. Then mark it on the backend.
+            if not self._settle_now() or self._stopping.is_set():
+                with self._cv:  # give it back unstarted: its next delivery tries again
+                    self._pending.append(Released(delivery=delivery))
+                    self._settle_cv.notify()
+                continue
             try:
                 [held] = self.backend.mark_running([delivery])
             except Exception as exc:
@@ -607,6 +620,12 @@ class Worker:
                 return delivery
             with self._cv:
                 self._drop([delivery], "lease_lost_before_start")
+
+    def _settle_now(self) -> bool:
+        """Settle every pending outcome now (within a lease); False if some are left (backend down, stop)."""
+        self._flush_until(time.monotonic() + self.lease)
+        with self._cv:
+            return not self._pending and not self._flushing
 
     def _take_next(self, me: threading.Thread) -> Delivery | None:
         """Pop the next delivery that may start (the lock is held); None when stopping."""
