@@ -538,6 +538,59 @@ def test_suspect_runs_alone(manual_app: App, clock: ManualClock, start_worker: S
     assert manual_app.failed.list() == []
 
 
+def test_suspect_starts_and_ends_with_every_outcome_settled(
+    manual_app: App, clock: ManualClock, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A suspect starts only once the jobs before it are settled, and no job starts before it is settled.
+
+    A suspect may kill the worker process (a poison job): a job that merely ran
+    next to it, finished but not yet settled, would be delivered again and, once
+    marked running, charged with the death, up to a ``WorkerLost`` it never earned.
+    """
+    backend = manual_app.backend
+    unsettled_at_start: list[str] = []
+    order: list[str] = []
+
+    @manual_app.task
+    def work(name: str) -> str:
+        if "suspect" in order:  # started after the suspect: it must be settled by now
+            record = backend.get_job(handles[1].id)
+            assert record is not None
+            if not record.state.finished:
+                unsettled_at_start.append(f"{name} started before the suspect was settled")
+        order.append(name)
+        return name
+
+    handles = [work.submit(name) for name in ("a", "suspect", "c")]
+    held = backend.reserve(["default"], limit=3, lease=5.0, worker="dead")
+    assert [d.job.args for d in held] == [("a",), ("suspect",), ("c",)]
+    assert backend.mark_running(held[1:2]) == [True]  # the dead worker was running it
+    backend.settle([Released(delivery=d) for d in (held[0], held[2])])
+    clock.advance(6.0)
+
+    settle, mark_running = backend.settle, backend.mark_running
+
+    def slow_settle(outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        time.sleep(0.2)  # the settler lags behind the threads, as on a busy machine
+        return settle(outcomes)
+
+    def checked_mark_running(deliveries: Sequence[Delivery]) -> list[bool]:
+        for h in handles:
+            record = backend.get_job(h.id)
+            assert record is not None
+            if record.job.args[0] in order and not record.state.finished:
+                unsettled_at_start.append(f"{record.job.args[0]} not settled when the suspect was marked")
+        return mark_running(deliveries)
+
+    monkeypatch.setattr(backend, "settle", slow_settle)
+    monkeypatch.setattr(backend, "mark_running", checked_mark_running)
+    start_worker(manual_app, concurrency=2, prefetch=3)
+    assert [h.wait(timeout=5) for h in handles] == ["a", "suspect", "c"]
+    assert order.index("a") < order.index("suspect") < order.index("c")
+    assert unsettled_at_start == []
+    assert manual_app.failed.list() == []
+
+
 def test_buffered_job_whose_lease_was_reported_lost_never_starts(
     app: App, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -233,6 +233,10 @@ class WorkerCore:
         """Run one job and return its outcome (:class:`~jobchain.worker._execution.Execution`)."""
         raise NotImplementedError
 
+    def _settle_now(self) -> bool:
+        """Settle every pending outcome now (:class:`~jobchain.worker._settling.Settling`)."""
+        raise NotImplementedError
+
 
 def _left(deadline: float | None) -> float | None:
     """Seconds until ``deadline`` (never negative), or None for no deadline."""

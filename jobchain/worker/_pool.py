@@ -41,6 +41,9 @@ class Pool(WorkerCore):
                 with self._cv:
                     self._pending.append(outcome)
                     self._settle_cv.notify()
+                    solo = delivery.job.id == self._solo
+                if solo:  # a suspect's outcome is settled before any other job may start (see _next)
+                    self._settle_now()
                 delivery = None
         except BaseException as exc:  # a bug in the worker: hand the job on and replace this thread
             self._thread_died(slot, delivery, exc)
@@ -123,7 +126,14 @@ class Pool(WorkerCore):
                 delivery = self._take_next(me)
                 if delivery is None or not (delivery.suspect and delivery.crashes <= self.max_redeliveries):
                     return delivery
-            # a suspect: every other job has finished, none starts until it does; mark it on the backend
+            # a suspect: every other job has finished, none starts until it does. It may kill this
+            # process (a poison job): what ran before it is settled first, or a job that merely finished
+            # beside it would be delivered again and charged with the death. Then mark it on the backend.
+            if not self._settle_now() or self._stopping.is_set():
+                with self._cv:  # give it back unstarted: its next delivery tries again
+                    self._pending.append(Released(delivery=delivery))
+                    self._settle_cv.notify()
+                continue
             try:
                 [held] = self.backend.mark_running([delivery])
             except Exception as exc:

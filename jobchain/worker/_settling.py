@@ -95,6 +95,12 @@ class Settling(WorkerCore):
                 self._cv.notify_all()
             raise
 
+    def _settle_now(self) -> bool:
+        """Settle every pending outcome now (within a lease); False if some are left (backend down, stop)."""
+        self._flush_until(time.monotonic() + self.lease)
+        with self._cv:
+            return not self._pending and not self._flushing
+
     def _flush_until(self, deadline: float | None) -> None:
         """Settle everything pending by ``deadline``, waiting for a thread that is settling now."""
         while True:

@@ -41,7 +41,10 @@ class Worker(Execution, Settling, Monitor, Pool):
     refused, is dropped unstarted (logged as ``lease_expired_before_start``).
     A job delivered before in this attempt (a *suspect*: its last worker may
     have died running it) is marked running on the backend first, which also
-    checks the lease there, and runs alone on this worker.
+    checks the lease there, and runs alone on this worker: the outcomes of the
+    jobs that ran before it are settled before it starts, and its own outcome
+    before another job starts, so that if it kills the process only it was
+    running (no job that merely finished beside it is charged with the death).
     ``reconnect_base``, ``reconnect_cap``: a backend call that fails is retried
     after an exponential backoff from ``reconnect_base`` seconds, capped at
     ``reconnect_cap`` seconds, with jitter; the worker never gives up, except

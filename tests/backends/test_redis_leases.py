@@ -127,6 +127,25 @@ class Rig:
     def starts(self) -> list[dict[str, Any]]:
         return sorted((r for r in self.records() if r["kind"] == "start"), key=lambda r: r["at"])
 
+    def stalled(self) -> set[tuple[str, str]]:
+        """(worker name, job id) of each run whose outcome the backend rejected: the worker lost its lease.
+
+        On a loaded machine a worker can stall past its lease (its monitor thread
+        not scheduled for a lease): the job is then delivered again, which the
+        guarantees allow, and the stalled run's outcome is rejected as stale.
+        """
+        found: set[tuple[str, str]] = set()
+        for path in self.logs.glob("*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if '"stale_delivery_rejected"' not in line:
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                found.add((event["worker"], event["job_id"]))
+        return found
+
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.logs.glob("*.log")))
 
@@ -145,8 +164,24 @@ class Rig:
             lambda: not left(), timeout, "every job to finish", lambda: (len(left()), self.output()[-2000:])
         )
 
-    def stop(self) -> list[int | None]:
-        """SIGTERM the worker processes this test started (by PID); SIGKILL what is left."""
+    def wait_up(self, timeout: float = 30) -> None:
+        """Wait until every live worker process registered (under its own pid): its signal handlers are in.
+
+        A process just started is still importing; a SIGTERM then ends it with the
+        default action. The name alone proves nothing: a killed namesake's
+        registration stays fresh for the heartbeat ttl.
+        """
+
+        def missing() -> list[str]:
+            up = {(w.name, w.pid) for w in self.app.workers()}
+            return [n for n, p in self.procs.items() if p.poll() is None and (n, p.pid) not in up]
+
+        wait_for(lambda: not missing(), timeout, "the workers up", lambda: (missing(), self.output()))
+
+    def stop(self, *, up: bool = True) -> list[int | None]:
+        """SIGTERM the worker processes this test started (by PID, once up); SIGKILL what is left."""
+        if up:
+            self.wait_up()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
@@ -162,7 +197,7 @@ class Rig:
         return codes
 
     def close(self) -> None:
-        self.stop()
+        self.stop(up=False)
         backend = self.app.backend
         self.app.use_backend("memory://")
         delete = getattr(backend, "delete_everything", None)
@@ -204,17 +239,29 @@ def test_paused_worker_never_starts_a_job_whose_lease_it_lost(rig: Rig) -> None:
         record = rig.app.backend.get_job(h.id)
         assert record is not None
         assert record.state is JobState.SUCCEEDED, record
-    # a job runs twice only if the paused worker was running it when it was paused
-    twice = {j: rs for j, rs in by_job.items() if len(rs) > 1}
-    bad = {
-        j: rs
-        for j, rs in twice.items()
-        if len(rs) != 2 or not any(r["worker"] == "paused" and r["at"] < stopped_at for r in rs)
-    }
-    assert not bad, f"ran twice without being run by the paused worker at the pause: {list(bad.values())[:3]}"
-    # and nothing the paused worker started after the pause ran anywhere else
+    # a job runs again only after a run that lost its lease: the paused worker's at the pause, or one
+    # whose worker stalled past its lease on this busy machine (its outcome rejected as stale)
+    stalled = rig.stalled()
+    bad = [
+        rs
+        for rs in by_job.values()
+        for first in rs[:-1]
+        if not (first["worker"] == "paused" and first["at"] < stopped_at)
+        and (first["worker"], first["job"]) not in stalled
+    ]
+    assert not bad, f"ran again although no run of it lost its lease: {bad[:3]}"
+    # nothing the paused worker started after the pause had run elsewhere first (its lease was gone),
+    # and what it started after the pause and ran elsewhere too lost its lease after it started
     late = [
-        r for r in starts if r["worker"] == "paused" and r["at"] >= stopped_at and len(by_job[r["job"]]) > 1
+        r
+        for r in starts
+        if r["worker"] == "paused"
+        and r["at"] >= stopped_at
+        and len(by_job[r["job"]]) > 1
+        and (
+            any(o["worker"] != "paused" and o["at"] < r["at"] for o in by_job[r["job"]])
+            or ("paused", r["job"]) not in stalled
+        )
     ]
     assert not late, f"the paused worker started jobs whose lease it had lost: {late[:3]}"
 
@@ -247,9 +294,7 @@ def test_poison_job_fails_alone(rig: Rig) -> None:
             rig.start(name if deaths % 2 else f"{name}-r{deaths}", threads=4, lease=lease)
         time.sleep(0.05)
     rig.wait_finished(handles, 60)
-    # a worker restarted just now stops cleanly once it is up (its signal handlers installed)
-    names = set(rig.procs)
-    wait_for(lambda: names <= {w.name for w in rig.app.workers()}, 20, "the restarted workers to register")
+    # a worker restarted just now stops cleanly once it is up (rig.stop waits for that)
     assert rig.stop() == [0] * len(rig.procs), rig.output()
 
     failed = rig.app.failed.list()
@@ -265,11 +310,11 @@ def test_poison_job_fails_alone(rig: Rig) -> None:
 
 def test_long_jobs_kept_alive_by_the_heartbeat_are_never_redelivered(rig: Rig) -> None:
     """Jobs running 5x the lease keep their leases: each runs once, under one delivery."""
-    lease = 0.6
+    lease = 1.2  # a lease a busy machine keeps (its monitor extends it every 0.4 s)
     handles = rig.app.submit_many(lease_app.work.s(f"long{i}", 5 * lease * 1000) for i in range(4))
     rig.start("w-1", threads=2, lease=lease)
     rig.start("w-2", threads=2, lease=lease)
-    rig.wait_finished(handles, 20)
+    rig.wait_finished(handles, 30)
     assert rig.stop() == [0, 0], rig.output()
     starts = Counter(r["job"] for r in rig.starts())
     assert starts == {h.id: 1 for h in handles}
@@ -304,9 +349,10 @@ def test_delayed_jobs_and_retries_run_once_per_attempt_across_a_worker_kill(rig:
         runs[r["job"], r["attempt"]].append(r)
     expected = {(h.id, 1) for h in delayed} | {(h.id, a) for h in flaky for a in (1, 2)}
     assert set(runs) == expected
-    # twice only if the killed process held it when it died (started it before the kill)
+    # again only after a run that lost its lease: the killed process' (started before the kill), or one
+    # whose worker stalled past its lease on this busy machine (its outcome rejected as stale)
+    stalled = rig.stalled()
     for rs in runs.values():
-        if len(rs) > 1:
-            assert len(rs) == 2, rs
-            assert rs[0]["pid"] == killed.pid, rs
-            assert rs[0]["at"] <= killed_at, rs
+        for first in rs[:-1]:
+            killed_run = first["pid"] == killed.pid and first["at"] <= killed_at
+            assert killed_run or (first["worker"], first["job"]) in stalled, rs

@@ -239,6 +239,9 @@ def test_a_restart_mid_run_loses_nothing(stop: signal.Signals, tmp_path: Path) -
             ) and all((c := app.backend.get_chain(h.id)) is not None and c.finished for h in chains)
 
         wait_for(settled, 40, "every job and chain to finish after the restart")
+        # a worker still importing when the other finished everything dies of the SIGTERM below: wait for both
+        up = {(f"after-{i}", proc.pid) for i, proc in enumerate(procs)}
+        wait_for(lambda: up <= {(w.name, w.pid) for w in app.workers()}, 30, "the restarted workers up")
         for n, handle in enumerate(jobs):
             record = app.backend.get_job(handle.id)
             assert record is not None
