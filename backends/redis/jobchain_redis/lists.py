@@ -34,6 +34,7 @@ from typing import Any
 import redis
 import structlog
 
+from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
 from jobchain.ids import new_id
 from jobchain.model import (
     Delivery,
@@ -76,7 +77,7 @@ class _Writes(Writes):
             pipe.ltrim(signal, -_SIGNALS, -1)
 
 
-class ListsBackend(RedisBackend):
+class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats):
     """Jobs in Redis lists and hashes; see the module docstring for the layout and transitions."""
 
     scheme = "redis-lists"

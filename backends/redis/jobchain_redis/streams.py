@@ -54,6 +54,7 @@ import redis
 import redis.cluster
 import structlog
 
+from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
 from jobchain.ids import new_id
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis.codec import decodable, dumps, to_bytes
@@ -131,7 +132,7 @@ def _entry_order(entry: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-class StreamsBackend(RedisBackend):
+class StreamsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats):
     """Jobs in Redis streams and hashes; see the module docstring for the layout and transitions."""
 
     scheme = "redis-streams"

@@ -27,6 +27,7 @@ import structlog
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
+from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
 from jobchain.clock import Clock
 from jobchain.errors import (
     BackendAuthError,
@@ -100,7 +101,7 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class HttpBackend(Backend):
+class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
     def __init__(
