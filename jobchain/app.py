@@ -15,6 +15,8 @@ from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.buffer import DEFAULT_BUFFER, BufferedSubmits, PendingSubmit, SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, TaskBase, chain
+from jobchain.capabilities import FailedQueue as FailedQueueCapability
+from jobchain.capabilities import Stats, WorkerRegistry, require
 from jobchain.clock import Clock, SystemClock
 from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
@@ -190,13 +192,21 @@ class FailedPage(Sequence[FailedEntry]):
 
 
 class FailedQueue:
-    """The failed queue of an App: list (a page at a time), iterate, show, re-drive and purge."""
+    """The failed queue of an App: list (a page at a time), iterate, show, re-drive and purge.
+
+    Every method raises :class:`~jobchain.errors.NotSupportedError` on a
+    backend without the :class:`~jobchain.capabilities.FailedQueue` capability.
+    """
 
     #: how many entries one backend call fetches while scanning
     PAGE = 500
 
     def __init__(self, app: App) -> None:
         self._app = app
+
+    @property
+    def _backend(self) -> FailedQueueCapability:
+        return require(self._app.backend, FailedQueueCapability)
 
     def list(
         self, *, task: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
@@ -234,7 +244,7 @@ class FailedQueue:
         """(position in the failed queue, entry) of the matching entries from ``offset`` on."""
         page = self.PAGE
         while True:
-            batch = self._app.backend.failed(limit=page, offset=offset)
+            batch = self._backend.failed(limit=page, offset=offset)
             for position, entry in enumerate(batch, offset):
                 if (task is None or entry.job.task == task) and (queue is None or entry.job.queue == queue):
                     yield position, entry
@@ -243,7 +253,7 @@ class FailedQueue:
             offset += page
 
     def show(self, job_id: str) -> FailedEntry | None:
-        return self._app.backend.get_failed(job_id)
+        return self._backend.get_failed(job_id)
 
     def redrive(
         self, job_ids: Sequence[str] = (), *, task: str | None = None, all: bool = False
@@ -259,7 +269,7 @@ class FailedQueue:
             job_ids = [job_ids]
         ids = list(dict.fromkeys(job_ids))
         if ids:
-            moved = self._app.backend.redrive(ids)
+            moved = self._backend.redrive(ids)
             missing = [i for i in ids if i not in set(moved)]
             if missing:  # a backend that does not check first, a purge racing the move, an unreadable entry
                 raise NotInFailedQueueError(missing, moved)
@@ -269,19 +279,22 @@ class FailedQueue:
             found = [e.job.id for e in self.iter(task=None if all else task) if e.job.id not in set(moved)]
             if found:
                 try:
-                    moved += self._app.backend.redrive(found)
+                    moved += self._backend.redrive(found)
                 except NotInFailedQueueError as exc:  # re-driven or purged since the scan: nothing moved
                     gone = set(exc.job_ids)
                     rest = [i for i in found if i not in gone]
-                    moved += self._app.backend.redrive(rest) if rest else []
+                    moved += self._backend.redrive(rest) if rest else []
         return moved
 
     def purge(self, job_ids: Sequence[str] | None = None) -> int:
         """Delete entries (all of them when ``job_ids`` is None)."""
-        return self._app.backend.purge_failed(None if job_ids is None else list(job_ids))
+        return self._backend.purge_failed(None if job_ids is None else list(job_ids))
 
     def __len__(self) -> int:
-        return sum(s.failed for s in self._app.backend.stats())
+        queue = self._backend  # NotSupportedError first
+        if isinstance(queue, Stats):
+            return sum(s.failed for s in queue.stats())
+        return sum(1 for _ in self.iter())
 
 
 class App:
@@ -611,14 +624,16 @@ class App:
         return ChainHandle(self, chain_id)
 
     def stats(self) -> list[QueueStats]:
-        return self.backend.stats()
+        """Counts per queue; :class:`~jobchain.errors.NotSupportedError` without the ``Stats`` capability."""
+        return require(self.backend, Stats).stats()
 
     def workers(self) -> list[WorkerInfo]:
-        return self.backend.workers()
+        """Live workers; :class:`~jobchain.errors.NotSupportedError` without a ``WorkerRegistry``."""
+        return require(self.backend, WorkerRegistry).workers()
 
     def stop_worker(self, name: str) -> bool:
         """Ask a live worker to stop gracefully; False if no worker has that name."""
-        return self.backend.request_stop(name)
+        return require(self.backend, WorkerRegistry).request_stop(name)
 
     def runtime(self) -> Runtime:
         """What a worker of this App runs on: its tasks, backend (opened now), events, clock, settings."""

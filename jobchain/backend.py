@@ -1,4 +1,4 @@
-"""The backend contract: what a third party implements to add a backend.
+"""The required core of the backend contract: what every backend implements.
 
 A backend stores jobs, hands them to workers under leases and applies the
 transitions workers report, each atomically. Every operation is batched:
@@ -6,8 +6,14 @@ one call serves many jobs, so a networked backend pays one round trip per
 batch. The chain logic itself lives in :mod:`jobchain.workflow` (pure
 functions); a backend calls it inside its transition.
 
-Register a backend with the ``jobchain_register_backends`` hook and prove it
-with the conformance suite in :mod:`jobchain.testing`.
+The core is six abstract methods (:meth:`~Backend.enqueue`,
+:meth:`~Backend.reserve`, :meth:`~Backend.extend`, :meth:`~Backend.settle`,
+:meth:`~Backend.get_job`, :meth:`~Backend.get_chain`); the failed queue, the
+worker registry, statistics and the rest are optional capabilities in
+:mod:`jobchain.capabilities`. A backend author imports everything from
+:mod:`jobchain.contract`, registers the backend with the
+``jobchain_register_backends`` hook and proves it with the conformance suite
+in :mod:`jobchain.testing`.
 """
 
 from __future__ import annotations
@@ -21,11 +27,9 @@ from jobchain.errors import WorkerNameTakenError
 from jobchain.model import (
     ChainRecord,
     Delivery,
-    FailedEntry,
     Job,
     JobRecord,
     Outcome,
-    QueueStats,
     SettleResult,
     WorkerInfo,
 )
@@ -45,7 +49,10 @@ def name_taken(holder: WorkerInfo | None, live: bool, info: WorkerInfo) -> Worke
 
 
 class Backend(abc.ABC):
-    """Storage and delivery of jobs. Subclasses implement every abstract method.
+    """Storage and delivery of jobs: the required core. Subclasses implement every abstract method.
+
+    Optional capabilities are declared by inheriting them too
+    (``class MyBackend(Backend, FailedQueue)``, see :mod:`jobchain.capabilities`).
 
     Rules every backend honours (the conformance suite checks them):
 
@@ -120,7 +127,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
-        """Apply completions, retries, failures and releases, each atomically, in order."""
+        """Apply completions, retries, failures and releases, each atomically, in order.
+
+        A ``Failed`` outcome on a backend without a
+        :class:`~jobchain.capabilities.FailedQueue` records the job failed
+        (:meth:`get_job`) and halts its chain all the same; only the entry in
+        the failed queue is missing.
+        """
 
     def settle_and_take(
         self, outcomes: Sequence[Outcome], *, worker: str, queues: Sequence[str], lease: float, limit: int
@@ -143,62 +156,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def get_chain(self, chain_id: str) -> ChainRecord | None:
         """The record of one chain or group, or None."""
-
-    # --- failed queue ----------------------------------------------------------------
-
-    @abc.abstractmethod
-    def failed(self, *, limit: int = 100, offset: int = 0) -> list[FailedEntry]:
-        """Entries of the failed queue, oldest first."""
-
-    @abc.abstractmethod
-    def get_failed(self, job_id: str) -> FailedEntry | None:
-        """One entry of the failed queue, or None."""
-
-    @abc.abstractmethod
-    def redrive(self, job_ids: Sequence[str]) -> list[str]:
-        """Move failed jobs back to ready (attempt 1, chains resumed); return the ids moved.
-
-        Check every id first: when some are not in the failed queue, raise
-        :class:`~jobchain.errors.NotInFailedQueueError` naming them and move
-        none. An entry that is in the failed queue but cannot be re-driven (an
-        unreadable job) is left where it is and missing from the ids returned.
-        """
-
-    @abc.abstractmethod
-    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
-        """Delete the given entries (all when None) from the failed queue; return how many."""
-
-    # --- workers ---------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
-        """Register or refresh a worker for ``ttl`` seconds; True if it was asked to stop.
-
-        A name is held by one worker at a time. In one atomic step: if a live
-        registration (heartbeat within its ttl) of ``info.name`` has another
-        ``info.instance``, raise :class:`~jobchain.errors.WorkerNameTakenError`
-        with the holder's host and pid and change nothing (see
-        :func:`name_taken`); otherwise store ``info``. A worker that takes a
-        name whose holder is gone or expired starts with no stop request.
-        """
-
-    @abc.abstractmethod
-    def remove_worker(self, name: str, instance: str | None = None) -> None:
-        """Forget a worker (it stopped); with ``instance``, only if that instance holds the name."""
-
-    @abc.abstractmethod
-    def workers(self) -> list[WorkerInfo]:
-        """Workers whose last heartbeat is still within its ttl."""
-
-    @abc.abstractmethod
-    def request_stop(self, name: str) -> bool:
-        """Ask the live worker ``name`` to stop gracefully; False if there is no such worker."""
-
-    # --- inspection ------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def stats(self) -> list[QueueStats]:
-        """Counts of ready, delayed, in-flight and failed jobs for every queue seen."""
 
     def close(self) -> None:
         """Release connections and threads. The default does nothing."""

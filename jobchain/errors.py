@@ -7,7 +7,9 @@ The tree::
     │   ├── UnknownBackendError(LookupError)     .scheme .installed .hint
     │   ├── DuplicateSchemeError                 .scheme .first .second
     │   ├── PluginLoadError                      .entry_point .distribution
-    │   └── WorkerNameTakenError                 .name .host .pid: a live worker holds the name
+    │   ├── WorkerNameTakenError                 .name .host .pid: a live worker holds the name
+    │   └── NotSupportedError(NotImplementedError)  .url .capability .supported_by: an optional
+    │                                            part of the backend contract the backend lacks
     ├── InvalidJobError(ValueError)              non-JSON args, oversized payload, bad options
     │   ├── UnknownTaskError(LookupError)        .task .known
     │   └── ResultTooLarge                       .task .size .limit: recorded, never retried
@@ -56,6 +58,7 @@ __all__ = [
     "JobchainError",
     "NotInFailedQueueError",
     "NotReadyError",
+    "NotSupportedError",
     "PluginLoadError",
     "ResultTooLarge",
     "SubmitBufferFullError",
@@ -130,6 +133,27 @@ class WorkerNameTakenError(ConfigurationError):
             f"worker name {name!r} is taken by a live worker (host {host}, pid {pid}); "
             "stop that worker or choose another name (--name)"
         )
+
+
+class NotSupportedError(ConfigurationError, NotImplementedError):
+    """The backend lacks an optional capability of the contract (see :mod:`jobchain.capabilities`).
+
+    ``url`` is the backend's URL (password removed), ``capability`` the name
+    of the capability class (``"FailedQueue"``), ``what`` says it in words
+    and ``supported_by`` lists installed backend schemes that have it.
+    """
+
+    def __init__(self, url: str, capability: str, what: str, supported_by: Sequence[str] = ()) -> None:
+        self.url = url
+        self.capability = capability
+        self.what = what
+        self.supported_by = tuple(supported_by)
+        if self.supported_by:
+            advice = "use a backend that does, e.g. " + ", ".join(f"{s}://" for s in self.supported_by)
+        else:
+            advice = "no installed backend supports it"
+        where = url or "this backend"
+        super().__init__(f"{where} does not support {what} (capability {capability}); {advice}")
 
 
 class InvalidJobError(JobchainError, ValueError):

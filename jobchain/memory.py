@@ -22,6 +22,7 @@ from attrs import evolve
 
 from jobchain import workflow
 from jobchain.backend import Backend, name_taken
+from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
 from jobchain.errors import NotInFailedQueueError
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
@@ -52,7 +53,7 @@ _named: dict[tuple[type[MemoryBackend], str], MemoryBackend] = {}
 _named_lock = threading.Lock()
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats):
     """All state in dicts and heaps in this process."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:

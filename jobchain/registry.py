@@ -25,6 +25,22 @@ class BackendSpec:
     summary: str
     distribution: str
 
+    @property
+    def backend_class(self) -> type[Backend] | None:
+        """The class the factory builds, when it is one or one's classmethod (``X.from_url``)."""
+        from jobchain.backend import Backend
+
+        owner = getattr(self.factory, "__self__", self.factory)
+        return owner if isinstance(owner, type) and issubclass(owner, Backend) else None
+
+    @property
+    def capabilities(self) -> list[str] | None:
+        """The capabilities the backend declares (:mod:`jobchain.capabilities`); None if unknown."""
+        from jobchain.capabilities import capabilities
+
+        cls = self.backend_class
+        return None if cls is None else capabilities(cls)
+
 
 class BackendRegistry:
     """Maps URL schemes to backend factories; handed to ``jobchain_register_backends``."""

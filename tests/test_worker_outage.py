@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from jobchain import App, BackendError, BackendUnavailableError, Worker, chain
 from jobchain.backend import Backend
+from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
 from jobchain.memory import MemoryBackend
 from jobchain.model import (
     ChainRecord,
@@ -49,8 +50,11 @@ T = TypeVar("T")
 FAST = {"reconnect_base": 0.005, "reconnect_cap": 0.04, "poll": 0.02}
 
 
-class FlakyBackend(Backend):
-    """The memory backend with injected faults; records every call as ``(operation, monotonic, ok)``."""
+class FlakyBackend(Backend, FailedQueue, WorkerRegistry, Stats):
+    """The memory backend with injected faults; records every call as ``(operation, monotonic, ok)``.
+
+    It passes every capability of the memory backend through, so it declares them all.
+    """
 
     def __init__(self) -> None:
         self.inner = MemoryBackend()

@@ -11,13 +11,21 @@ from jobchain.plugins import default_plugins
 __all__ = ["backends"]
 
 
+def _capabilities(names: list[str] | None) -> str:
+    if names is None:
+        return "?"  # a factory that is not a Backend class's: nothing to ask without opening it
+    return ", ".join(names) or "core only"
+
+
 @click.command()
 @json_option
 @click.pass_context
 def backends(ctx: click.Context, as_json: bool) -> None:
-    """List installed backend plugins, their URL schemes and distributions.
+    """List installed backend plugins, their URL schemes, distributions and capabilities.
 
-    Plugins that failed to load are listed too, with the reason.
+    Capabilities are the optional parts of the backend contract a backend
+    declares (failed queue, worker registry, stats ...). Plugins that failed
+    to load are listed too, with the reason.
     """
     setup_logging(ctx)
     plugins = default_plugins()
@@ -27,7 +35,13 @@ def backends(ctx: click.Context, as_json: bool) -> None:
         echo_json(
             {
                 "backends": [
-                    {"scheme": s.scheme, "distribution": s.distribution, "summary": s.summary} for s in specs
+                    {
+                        "scheme": s.scheme,
+                        "distribution": s.distribution,
+                        "summary": s.summary,
+                        "capabilities": s.capabilities,
+                    }
+                    for s in specs
                 ],
                 "failed": [
                     {"entry_point": f.entry_point, "distribution": f.distribution, "reason": f.reason}
@@ -37,8 +51,8 @@ def backends(ctx: click.Context, as_json: bool) -> None:
         )
         return
     print_table(
-        [Column("scheme"), Column("distribution"), Column("description")],
-        [[f"{s.scheme}://", s.distribution, s.summary] for s in specs],
+        [Column("scheme"), Column("distribution"), Column("description"), Column("capabilities")],
+        [[f"{s.scheme}://", s.distribution, s.summary, _capabilities(s.capabilities)] for s in specs],
     )
     if failures:
         click.echo()

@@ -22,6 +22,7 @@ from attrs import define
 
 from jobchain.app import App
 from jobchain.backend import Backend
+from jobchain.capabilities import Stats
 from jobchain.cli.common import EXIT_INTERRUPTED
 from jobchain.cli.processes import ChildFailed, ChildSpec, Pool, Totals
 from jobchain.cli.progress import ProgressDisplay
@@ -265,8 +266,8 @@ class _PoolSource:
         return t.done + t.failed + t.skipped
 
     def idle(self) -> bool:
-        if self.pool.held():
-            return False
+        if self.pool.held() or not isinstance(self.backend, Stats):
+            return False  # without counts to read, the records decide
         stats = self.backend.stats()
         return not any(s.ready or s.delayed or s.in_flight for s in stats if s.queue in self.queues)
 

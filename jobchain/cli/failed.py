@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from jobchain.app import App
+from jobchain.capabilities import FailedQueue, require
 from jobchain.cli.common import (
     CliError,
     backend_option,
@@ -33,7 +34,9 @@ def _where(fn: F) -> F:
 
 def _open(ctx: click.Context, config: str | None, backend: str | None) -> App:
     setup_logging(ctx)
-    return open_app(config, backend).app
+    app = open_app(config, backend).app
+    require(app.backend, FailedQueue)  # a one-line error before anything is shown or asked
+    return app
 
 
 def _note(app: App) -> None:

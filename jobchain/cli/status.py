@@ -8,6 +8,7 @@ import click
 from rich.markup import escape
 
 from jobchain.app import App
+from jobchain.capabilities import Stats, WorkerRegistry, require, supports
 from jobchain.cli.common import (
     CliError,
     backend_option,
@@ -51,8 +52,9 @@ def status(
 
 
 def _queues(app: App, as_json: bool) -> None:
-    stats = app.stats()
-    live = app.workers()
+    stats = require(app.backend, Stats).stats()
+    # the worker count is a footnote: a backend without a worker registry still shows its queues
+    live = app.workers() if supports(app.backend, WorkerRegistry) else None
     if as_json:
         echo_json(
             {
@@ -67,7 +69,7 @@ def _queues(app: App, as_json: bool) -> None:
                     }
                     for s in stats
                 ],
-                "workers": len(live),
+                "workers": None if live is None else len(live),
             }
         )
         return
@@ -92,7 +94,8 @@ def _queues(app: App, as_json: bool) -> None:
                 sum(s.failed for s in stats),
             ],
         )
-    click.echo(f"{len(live)} live worker{'s' if len(live) != 1 else ''} on {app.backend_url}")
+    if live is not None:
+        click.echo(f"{len(live)} live worker{'s' if len(live) != 1 else ''} on {app.backend_url}")
 
 
 def _one(app: App, id: str, as_json: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from jobchain.app import App
+from jobchain.capabilities import WorkerRegistry, require
 from jobchain.cli.common import (
     CliError,
     backend_option,
@@ -21,7 +22,9 @@ __all__ = ["workers"]
 
 def _open(ctx: click.Context, config: str | None, backend: str | None) -> App:
     setup_logging(ctx)
-    return open_app(config, backend).app
+    app = open_app(config, backend).app
+    require(app.backend, WorkerRegistry)  # a one-line error, never an AttributeError
+    return app
 
 
 @click.group(invoke_without_command=True)

@@ -1,7 +1,9 @@
 """The backend conformance suite, and a pytest plugin with shared fixtures.
 
 A backend (built in or third party) proves it behaves like the others by
-running :class:`BackendConformance`::
+running :class:`CoreConformance` and the suite of each capability it declares
+(:class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
+:class:`StatsConformance`), or :class:`BackendConformance` for all of them::
 
     # conftest.py at the root of your tests
     pytest_plugins = ["jobchain.testing"]
@@ -38,11 +40,21 @@ from jobchain.testing.helpers import (  # noqa: E402
     retried,
     run_worker,
 )
-from jobchain.testing.suite import BackendConformance  # noqa: E402
+from jobchain.testing.suite import (  # noqa: E402
+    BackendConformance,
+    CoreConformance,
+    FailedQueueConformance,
+    StatsConformance,
+    WorkerRegistryConformance,
+)
 
 __all__ = [
     "BackendConformance",
+    "CoreConformance",
+    "FailedQueueConformance",
     "MakeJob",
+    "StatsConformance",
+    "WorkerRegistryConformance",
     "clock",
     "completed",
     "failed",

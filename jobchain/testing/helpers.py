@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from jobchain.capabilities import Stats, require
 from jobchain.ids import new_id
 from jobchain.model import (
     ChainRef,
@@ -161,8 +162,8 @@ def released(delivery: Delivery) -> Released:
 
 
 def queue_stats(backend: Backend, queue: str = "default") -> QueueStats:
-    """The stats of one queue (all zero if the backend has not seen it)."""
-    for stats in backend.stats():
+    """The stats of one queue (all zero if the backend has not seen it); the backend needs ``Stats``."""
+    for stats in require(backend, Stats).stats():
         if stats.queue == queue:
             return stats
     return QueueStats(queue=queue)

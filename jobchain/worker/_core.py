@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import structlog
 from attrs import define, field
 
+from jobchain.capabilities import WorkerRegistry
 from jobchain.errors import BackendAuthError, ConfigurationError, WorkerNameTakenError
 from jobchain.model import Delivery, Outcome
 from jobchain.outage import Backoff, Outage
@@ -113,6 +114,11 @@ class WorkerCore:
         #: what the worker runs on: its tasks, the backend, the events facade, the clock, settings
         self.runtime: Runtime = runtime
         self.backend = runtime.backend
+        #: where the worker registers its name (None: the backend keeps no worker registry, and the
+        #: worker runs unregistered: no name check, no remote stop, `jobchain workers` cannot list it)
+        self._registry: WorkerRegistry | None = (
+            runtime.backend if isinstance(runtime.backend, WorkerRegistry) else None
+        )
         self.queues = tuple(queues) if queues else runtime.queues
         if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
             raise ValueError(f"queues must be non-empty names, got {queues!r}")

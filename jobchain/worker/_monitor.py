@@ -30,7 +30,9 @@ class Monitor(WorkerCore):
             state="stopping" if self._stopping.is_set() else "running",
             instance=self.instance,
         )
-        return self.backend.heartbeat(info, self.heartbeat_ttl)
+        if self._registry is None:  # a backend without a worker registry: nothing to refresh
+            return False
+        return self._registry.heartbeat(info, self.heartbeat_ttl)
 
     def _beat(self) -> bool:
         """Refresh the registration and see if a stop was requested; False if the backend failed."""

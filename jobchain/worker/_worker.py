@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jobchain.capabilities import Stats, require
 from jobchain.errors import BackendAuthError, WorkerNameTakenError
 from jobchain.model import Released
 from jobchain.worker._core import _Counters, _left
@@ -70,7 +71,8 @@ class Worker(Execution, Settling, Monitor, Pool):
         self._started_at = self.runtime.clock.now()
         self.counters = _Counters()
         try:
-            self._claim()
+            if self._registry is not None:
+                self._claim()
         except (BackendAuthError, WorkerNameTakenError):
             raise  # waiting fixes neither a password nor a name held by a live worker: refuse to start
         except Exception as exc:  # the monitor registers the worker once the backend answers
@@ -171,18 +173,22 @@ class Worker(Execution, Settling, Monitor, Pool):
         except WorkerNameTakenError as exc:
             if not _gone_from_this_host(exc.host, exc.pid):
                 raise
-            holder = next((w for w in self.backend.workers() if w.name == self.name), None)
+            registry = self._registry
+            assert registry is not None  # (only a registry refuses a name)
+            holder = next((w for w in registry.workers() if w.name == self.name), None)
             if holder is None or (holder.host, holder.pid) != (exc.host, exc.pid):
                 raise
             self.log.info(
                 "worker_name_taken_over", dead_pid=exc.pid, reason="its process on this host is gone"
             )
-            self.backend.remove_worker(self.name, holder.instance)
+            registry.remove_worker(self.name, holder.instance)
             self._heartbeat()  # a third worker taking the name meanwhile makes this raise
 
     def _unregister(self) -> None:
+        if self._registry is None:
+            return
         try:
-            self.backend.remove_worker(self.name, self.instance)
+            self._registry.remove_worker(self.name, self.instance)
         except Exception as exc:
             self.log.warning("worker_unregister_failed", error=str(exc), error_type=type(exc).__name__)
 
@@ -211,13 +217,14 @@ class Worker(Execution, Settling, Monitor, Pool):
         stored in one read; the second read sees the next step.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        counts = require(self.backend, Stats)  # before the loop: not an outage to wait out
         queues = set(self.queues)
         idle = 0
         while True:
             busy = bool(self.held())
             if not busy:
                 try:
-                    stats = self.backend.stats()
+                    stats = counts.stats()
                 except Exception as exc:  # cannot tell while the backend is down: keep waiting
                     self.outage.failed("stats", exc)
                     busy = True

@@ -25,7 +25,11 @@ _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 
 
 class DictStoreBackend(MemoryBackend):
-    """Jobs and results cross JSON text on their way in, the way they would over a network."""
+    """Jobs and results cross JSON text on their way in, the way they would over a network.
+
+    It declares what ``MemoryBackend`` declares (the capabilities ``FailedQueue``,
+    ``WorkerRegistry`` and ``Stats``), by inheritance.
+    """
 
     def __init__(self, url: str = "dictstore://", **options: Any) -> None:
         super().__init__(url, **options)

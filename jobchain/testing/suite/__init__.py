@@ -1,23 +1,38 @@
-"""The backend conformance suite: one mixin per rule of the Semantics, combined in BackendConformance.
+"""The backend conformance suite: one mixin per rule, combined per part of the contract.
 
-Run it against a backend by subclassing and overriding the ``backend`` fixture::
+* :class:`CoreConformance`: the required core (:class:`jobchain.backend.Backend`):
+  ordering and aging, leases, stale settlements, crash counting, batches,
+  records, idempotent enqueue, delays, retries, chains and groups, the next
+  step's hand-off, signatures, bad payloads. It observes only through the
+  core (``get_job``, ``get_chain``, ``reserve``).
+* One suite per capability (:mod:`jobchain.capabilities`):
+  :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
+  :class:`StatsConformance`.
+* :class:`BackendConformance`: all of them, plus the rules that need several
+  capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
+  which runs today's Worker). The built-in backends run it.
 
-    from jobchain.testing import BackendConformance
+A backend's test class subclasses the suites of what it declares::
 
-    class TestMyBackend(BackendConformance):
+    from jobchain.testing.suite import CoreConformance, FailedQueueConformance
+
+    class TestMyBackend(CoreConformance, FailedQueueConformance):  # MyBackend(Backend, FailedQueue)
         @pytest.fixture
         def backend(self, clock):
             backend = MyBackend(clock=clock)
             yield backend
             backend.close()
 
-The class is not named ``Test*``, so pytest collects only subclasses. A
-backend that implements part of the contract can subclass single mixins.
-Time-dependent rules move the injected :class:`jobchain.ManualClock`.
+The core suite checks that the class runs the suite of every capability the
+backend declares. The classes are not named ``Test*``, so pytest collects
+only subclasses. Time-dependent rules move the injected
+:class:`jobchain.ManualClock`.
 """
 
 from __future__ import annotations
 
+from jobchain import capabilities as caps
+from jobchain.backend import Backend
 from jobchain.testing.suite._base import ConformanceBase
 from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups, NextStepHandOff
 from jobchain.testing.suite.crashes import CrashCounting
@@ -28,25 +43,32 @@ from jobchain.testing.suite.jobs import (
     DelayedJobs,
     IdempotentEnqueue,
     JobRecords,
-    QueueStatistics,
     Retries,
 )
 from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
 from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
 from jobchain.testing.suite.signing import SignedJobs
+from jobchain.testing.suite.stats import FailedQueueStats, QueueStatistics, StatsFollowTransitions
 from jobchain.testing.suite.workers import WorkerNames, WorkerRegistry, WorkerRuns
 
+# FailedQueue and WorkerRegistry here are rule mixins; the capabilities of those names are caps.*
+
 __all__ = [
+    "SUITES",
     "AtomicChainAdvance",
     "BackendConformance",
     "BadPayloads",
     "BatchOperations",
     "ChainHalting",
     "ConformanceBase",
+    "CoreConformance",
     "CrashCounting",
+    "DeclaredCapabilities",
     "DelayedJobs",
     "FailedPaging",
     "FailedQueue",
+    "FailedQueueConformance",
+    "FailedQueueStats",
     "FifoOrdering",
     "Groups",
     "IdempotentEnqueue",
@@ -62,13 +84,32 @@ __all__ = [
     "Retries",
     "SignedJobs",
     "StaleSettlement",
+    "StatsConformance",
+    "StatsFollowTransitions",
     "WorkerNames",
     "WorkerRegistry",
+    "WorkerRegistryConformance",
     "WorkerRuns",
 ]
 
 
-class BackendConformance(
+class DeclaredCapabilities(ConformanceBase):
+    """A backend's test class runs the suite of every capability the backend declares."""
+
+    def test_every_declared_capability_is_checked(self, backend: Backend) -> None:
+        """For each capability with a suite that the backend declares, this class includes that suite."""
+        missing = [
+            suite.__name__
+            for capability, suite in SUITES.items()
+            if isinstance(backend, capability) and not isinstance(self, suite)
+        ]
+        assert not missing, (
+            f"{type(backend).__name__} declares {', '.join(caps.capabilities(backend))}: "
+            f"add {', '.join(missing)} to {type(self).__name__}'s bases"
+        )
+
+
+class CoreConformance(
     PriorityOrdering,
     FifoOrdering,
     PriorityAging,
@@ -86,14 +127,42 @@ class BackendConformance(
     ChainHalting,
     Groups,
     NextStepHandOff,
-    FailedQueue,
-    FailedPaging,
-    Redrive,
-    QueueStatistics,
     BadPayloads,
     SignedJobs,
-    WorkerRegistry,
-    WorkerNames,
+    DeclaredCapabilities,
+):
+    """The rules of the required core. Every backend runs it."""
+
+
+class FailedQueueConformance(FailedQueue, FailedPaging, Redrive):
+    """The rules of :class:`jobchain.capabilities.FailedQueue`: entries, paging, re-drive, purge."""
+
+
+class WorkerRegistryConformance(WorkerRegistry, WorkerNames):
+    """The rules of :class:`jobchain.capabilities.WorkerRegistry`: heartbeats, names, stop requests."""
+
+
+class StatsConformance(QueueStatistics, StatsFollowTransitions):
+    """The rules of :class:`jobchain.capabilities.Stats`: the counts follow every transition."""
+
+
+#: the suite a backend's test class runs for each capability it declares
+SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
+    caps.FailedQueue: FailedQueueConformance,
+    caps.WorkerRegistry: WorkerRegistryConformance,
+    caps.Stats: StatsConformance,
+}
+
+
+class BackendConformance(
+    CoreConformance,
+    FailedQueueConformance,
+    WorkerRegistryConformance,
+    StatsConformance,
+    FailedQueueStats,
     WorkerRuns,
 ):
-    """Every rule of the Semantics. Subclass it as ``Test<YourBackend>`` and override ``backend``."""
+    """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
+
+    Subclass it as ``Test<YourBackend>`` and override ``backend``.
+    """

@@ -8,11 +8,29 @@ import pytest
 
 from jobchain.app import App
 from jobchain.backend import Backend
+from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
 from jobchain.clock import ManualClock
 from jobchain.plugins import Plugins
 from jobchain.testing.helpers import MakeJob, make_job
 
-__all__ = ["ConformanceBase"]
+__all__ = ["ConformanceBase", "FailedQueueBackend", "FullBackend", "StatsBackend", "WorkerRegistryBackend"]
+
+
+# For annotations only: the type of the ``backend`` fixture in a capability's rules (never built).
+class FailedQueueBackend(Backend, FailedQueue):
+    """A backend with a failed queue."""
+
+
+class WorkerRegistryBackend(Backend, WorkerRegistry):
+    """A backend with a worker registry."""
+
+
+class StatsBackend(Backend, Stats):
+    """A backend with queue statistics."""
+
+
+class FullBackend(Backend, FailedQueue, WorkerRegistry, Stats):
+    """A backend with every capability the built-in backends have."""
 
 
 class ConformanceBase:

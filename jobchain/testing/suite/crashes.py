@@ -8,7 +8,6 @@ from jobchain.model import Delivery
 from jobchain.testing.helpers import (
     MakeJob,
     completed,
-    failed,
     released,
     reserve,
     reserve_one,
@@ -132,15 +131,4 @@ class CrashCounting(ConformanceBase):
         second = _crash(backend, clock, reserve_one(backend, lease=5.0, worker="w-1"))
         assert second.crashes == 1
         backend.settle([retried(second, 0.0, clock=clock)])
-        assert reserve_one(backend).crashes == 0
-
-    def test_redriven_job_starts_a_fresh_crash_count(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
-    ) -> None:
-        """A job failed after crashes and re-driven has none."""
-        job = make_job()
-        backend.enqueue([job])
-        second = _crash(backend, clock, reserve_one(backend, lease=5.0, worker="w-1"))
-        backend.settle([failed(second, "lost", clock=clock, error_type="WorkerLost")])
-        assert backend.redrive([job.id]) == [job.id]
         assert reserve_one(backend).crashes == 0

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from attrs import evolve
 
 from jobchain.app import App, FailedPage
 from jobchain.backend import Backend
 from jobchain.canvas import chain, group
 from jobchain.clock import ManualClock
 from jobchain.errors import NotInFailedQueueError
-from jobchain.model import ChainState, Job, JobState, StepState
-from jobchain.testing.helpers import MakeJob, completed, failed, queue_stats, reserve, reserve_one, retried
-from jobchain.testing.suite._base import ConformanceBase
+from jobchain.model import ChainRef, ChainState, ErrorInfo, Failed, Job, JobState, StepState
+from jobchain.testing.helpers import MakeJob, completed, failed, released, reserve, reserve_one, retried
+from jobchain.testing.suite._base import ConformanceBase, FailedQueueBackend
 from jobchain.testing.suite.chains import declare_tasks, get_chain
 
 __all__ = ["FailedPaging", "FailedQueue", "Redrive"]
@@ -30,7 +31,7 @@ class FailedQueue(ConformanceBase):
     """Permanently failed jobs wait in the failed queue with the error that put them there."""
 
     def test_failed_job_enters_the_failed_queue(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """A failure appends the job, its error (type, message, traceback, attempt) and the time."""
         job = make_job(args=[1])
@@ -51,7 +52,7 @@ class FailedQueue(ConformanceBase):
         assert entry.failed_at == clock.now()
 
     def test_failed_queue_lists_oldest_first(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """``failed()`` lists entries in the order the jobs failed."""
         jobs = [make_job(args=[i]) for i in range(5)]
@@ -60,7 +61,7 @@ class FailedQueue(ConformanceBase):
         assert [e.job.id for e in backend.failed()] == [j.id for j in fail_order]
 
     def test_failed_queue_pages_with_limit_and_offset(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """``limit`` and ``offset`` page through the failed queue, oldest first."""
         jobs = [make_job(args=[i]) for i in range(7)]
@@ -73,19 +74,12 @@ class FailedQueue(ConformanceBase):
             [],
         ]
 
-    def test_failed_entry_of_an_unknown_id_is_none(self, backend: Backend) -> None:
+    def test_failed_entry_of_an_unknown_id_is_none(self, backend: FailedQueueBackend) -> None:
         """``get_failed`` of a job that is not in the failed queue is None."""
         assert backend.get_failed("no-such-job") is None
 
-    def test_failed_jobs_are_counted_per_queue(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
-    ) -> None:
-        """Stats count failed jobs in their own queue."""
-        fail_jobs(backend, clock, [make_job(), make_job()])
-        assert queue_stats(backend).failed == 2
-
     def test_purge_some_removes_only_those(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """Purging some ids deletes those entries, counts them and keeps the rest."""
         jobs = [make_job(args=[i]) for i in range(4)]
@@ -94,20 +88,88 @@ class FailedQueue(ConformanceBase):
         assert [e.job.id for e in backend.failed()] == [jobs[0].id, jobs[2].id]
 
     def test_purge_all_empties_the_failed_queue(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """Purging with no ids deletes every entry and returns how many there were."""
         fail_jobs(backend, clock, [make_job(args=[i]) for i in range(3)])
         assert backend.purge_failed() == 3
         assert backend.failed() == []
-        assert queue_stats(backend).failed == 0
+
+    def test_failed_step_enters_the_failed_queue_with_its_chain(
+        self, app: App, backend: FailedQueueBackend, clock: ManualClock
+    ) -> None:
+        """The failed step's entry in the failed queue knows its chain and step."""
+        fetch, parse, store = declare_tasks(app, "fetch", "parse", "store")
+        handle = chain(fetch, parse, store).submit("url")
+        backend.settle([completed(reserve_one(backend), "body", clock=clock)])
+        backend.settle([failed(reserve_one(backend), "bad markup", clock=clock, error_type="ValueError")])
+        entry = backend.get_failed(handle.job_ids()[1][0])
+        assert entry is not None
+        assert entry.job.chain == ChainRef(chain_id=handle.id, step=1, member=0)
+        assert entry.job.args == ("body",)
+
+    def test_an_error_at_the_default_cap_is_kept_exactly(
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A failure whose message and traceback were cut to the default cap is entered unchanged."""
+        try:
+            raise ValueError("héllo ✓ 😀 \ud800 " * 1_000_000)  # 22 MB, with a lone surrogate
+        except ValueError as exc:
+            error = ErrorInfo.from_exception(exc, attempt=1, at=clock.now())
+        job = make_job()
+        backend.enqueue([job])
+        backend.settle([Failed(delivery=reserve_one(backend), error=error)])
+        entry = backend.get_failed(job.id)
+        assert entry is not None
+        assert entry.error == error
+
+    def test_a_failure_in_a_mixed_batch_is_entered(
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """Of a settle batch that completes, retries, fails and releases, only the failure is entered."""
+        jobs = [make_job(args=[i]) for i in range(4)]
+        backend.enqueue(jobs)
+        done, again, broken, back = reserve(backend, limit=4)
+        backend.settle(
+            [
+                completed(done, "ok", clock=clock),
+                retried(again, 60.0, clock=clock),
+                failed(broken, clock=clock),
+                released(back),
+            ]
+        )
+        assert [e.job.id for e in backend.failed()] == [jobs[2].id]
+
+    def test_stale_failure_is_not_entered(
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A stale worker's failure does not put the job in the failed queue."""
+        job = make_job()
+        backend.enqueue([job])
+        stale = reserve_one(backend, lease=5.0, worker="w-1")
+        clock.advance(6.0)
+        reserve_one(backend, worker="w-2")
+        [result] = backend.settle([failed(stale, clock=clock)])
+        assert not result.accepted
+        assert backend.get_failed(job.id) is None
+        assert backend.failed() == []
+
+    def test_a_settled_delivery_failed_again_is_not_entered(
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A failure for a delivery already completed leaves the failed queue empty."""
+        backend.enqueue([make_job()])
+        delivery = reserve_one(backend)
+        backend.settle([completed(delivery, 1, clock=clock)])
+        assert not backend.settle([failed(delivery, clock=clock)])[0].accepted
+        assert backend.failed() == []
 
 
 class Redrive(ConformanceBase):
     """Re-driving moves failed jobs back to ready as attempt 1 and resumes their chains."""
 
     def test_redrive_moves_a_job_back_to_ready(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """A re-driven job leaves the failed queue and can be reserved again."""
         job = make_job(args=["x"])
@@ -118,7 +180,7 @@ class Redrive(ConformanceBase):
         assert (again.id, again.task, again.args) == (job.id, job.task, job.args)
 
     def test_redrive_of_several_returns_the_ids_moved(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """Re-driving several failed ids (one given twice) moves each once and says which moved."""
         jobs = [make_job(args=[i]) for i in range(3)]
@@ -129,7 +191,7 @@ class Redrive(ConformanceBase):
         assert sorted(d.job.id for d in reserve(backend)) == sorted([jobs[0].id, jobs[2].id])
 
     def test_redrive_of_an_id_not_failed_raises_and_moves_nothing(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """An id not in the failed queue among good ones raises NotInFailedQueueError naming it; none move."""
         jobs = [make_job(args=[i]) for i in range(2)]
@@ -141,7 +203,9 @@ class Redrive(ConformanceBase):
         assert [e.job.id for e in backend.failed()] == [jobs[0].id, jobs[1].id]
         assert reserve(backend) == []
 
-    def test_app_redrive_of_a_typo_raises(self, app: App, backend: Backend, clock: ManualClock) -> None:
+    def test_app_redrive_of_a_typo_raises(
+        self, app: App, backend: FailedQueueBackend, clock: ManualClock
+    ) -> None:
         """``app.failed.redrive`` raises for an unknown id instead of returning [], and moves nothing."""
         (boom,) = declare_tasks(app, "boom")
         handle = boom.submit()
@@ -155,7 +219,7 @@ class Redrive(ConformanceBase):
             app.failed.redrive([handle.id])  # re-driven already
 
     def test_redrive_resets_the_attempt(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """A job that failed on its third attempt comes back as attempt 1."""
         job = make_job()
@@ -171,7 +235,7 @@ class Redrive(ConformanceBase):
         assert (redriven.job.attempt, redriven.delivery_count) == (1, 1)
 
     def test_redriven_job_gets_a_fresh_expiry_window(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """A job that expired and was re-driven may run again: its expiry lies ahead once more."""
         job = make_job(expires_at=clock.now() + 5.0)
@@ -185,7 +249,9 @@ class Redrive(ConformanceBase):
         assert expires_at is not None
         assert expires_at > clock.now()
 
-    def test_redriven_job_can_succeed(self, backend: Backend, clock: ManualClock, make_job: MakeJob) -> None:
+    def test_redriven_job_can_succeed(
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
         """A re-driven job that then completes is recorded as succeeded."""
         job = make_job()
         fail_jobs(backend, clock, [job])
@@ -196,7 +262,7 @@ class Redrive(ConformanceBase):
         assert (record.state, record.result) == (JobState.SUCCEEDED, "fixed")
 
     def test_job_failing_again_goes_to_the_back(
-        self, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """A re-driven job that fails again is listed after the jobs that failed meanwhile."""
         first, second = make_job(args=[1]), make_job(args=[2])
@@ -206,7 +272,9 @@ class Redrive(ConformanceBase):
         backend.settle([failed(reserve_one(backend), clock=clock)])
         assert [e.job.id for e in backend.failed()] == [second.id, first.id]
 
-    def test_redrive_resumes_a_halted_chain(self, app: App, backend: Backend, clock: ManualClock) -> None:
+    def test_redrive_resumes_a_halted_chain(
+        self, app: App, backend: FailedQueueBackend, clock: ManualClock
+    ) -> None:
         """Re-driving a chain's failed step runs it with its input and then the steps after it."""
         fetch, parse, store = declare_tasks(app, "fetch", "parse", "store")
         handle = chain(fetch, parse, store).submit("url")
@@ -225,8 +293,36 @@ class Redrive(ConformanceBase):
         assert (record.state, record.result) == (ChainState.COMPLETED, "stored")
         assert record.render() == "fetch (completed) -> parse (completed) -> store (completed)"
 
+    def test_redriven_job_starts_a_fresh_crash_count(
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """A job failed after crashes and re-driven has none."""
+        job = make_job()
+        backend.enqueue([job])
+        first = reserve_one(backend, lease=5.0, worker="w-1")
+        assert backend.mark_running([first]) == [True]
+        clock.advance(6.0)
+        second = reserve_one(backend, lease=5.0, worker="w-2")
+        backend.settle([failed(second, "lost", clock=clock, error_type="WorkerLost")])
+        assert backend.redrive([job.id]) == [job.id]
+        assert reserve_one(backend).crashes == 0
+
+    def test_redriven_job_keeps_its_signature(
+        self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
+    ) -> None:
+        """``sig`` and ``psig`` are kept in the failed entry and delivered unchanged after a re-drive."""
+        job = evolve(make_job(args=["x"]), sig="v1.signature", psig="t:v1.previous")
+        backend.enqueue([job])
+        backend.settle([failed(reserve_one(backend), clock=clock)])
+        entry = backend.get_failed(job.id)
+        assert entry is not None
+        assert entry.job.sig == job.sig
+        backend.redrive([job.id])
+        again = reserve_one(backend).job
+        assert (again.sig, again.psig) == (job.sig, job.psig)
+
     def test_redrive_of_a_group_member_resumes_the_fan_in(
-        self, app: App, backend: Backend, clock: ManualClock
+        self, app: App, backend: FailedQueueBackend, clock: ManualClock
     ) -> None:
         """Re-driving a failed group member lets the group finish and feed every result to the next step."""
         resize, total = declare_tasks(app, "resize", "total")
@@ -244,7 +340,7 @@ class FailedPaging(ConformanceBase):
     """``app.failed.list()`` is one page that says whether more follow; ``app.failed.iter()`` yields all."""
 
     def test_list_says_when_more_entries_follow(
-        self, app: App, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, app: App, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """A page of ``limit`` entries says there is more and where the next page starts; pages tile."""
         jobs = [make_job(args=[i]) for i in range(7)]
@@ -264,7 +360,7 @@ class FailedPaging(ConformanceBase):
     def test_iter_yields_every_entry_past_a_page(
         self,
         app: App,
-        backend: Backend,
+        backend: FailedQueueBackend,
         clock: ManualClock,
         make_job: MakeJob,
         monkeypatch: pytest.MonkeyPatch,

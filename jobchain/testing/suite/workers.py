@@ -1,4 +1,8 @@
-"""The worker registry, and a few end-to-end runs of a real Worker on the backend under test."""
+"""The worker registry, and a few end-to-end runs of a real Worker on the backend under test.
+
+:class:`WorkerRuns` runs today's Worker, which registers itself (``WorkerRegistry``),
+drains by the counts (``Stats``) and is observed through the failed queue.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,12 @@ from typing import Any
 import pytest
 
 from jobchain.app import App
-from jobchain.backend import Backend
 from jobchain.canvas import chain, group
 from jobchain.clock import ManualClock
 from jobchain.errors import Fail, WorkerNameTakenError
 from jobchain.model import ChainState, WorkerInfo
 from jobchain.testing.helpers import MakeJob, reserve_one, run_worker
-from jobchain.testing.suite._base import ConformanceBase
+from jobchain.testing.suite._base import ConformanceBase, FullBackend, WorkerRegistryBackend
 from jobchain.worker import Worker
 
 __all__ = ["WorkerNames", "WorkerRegistry", "WorkerRuns", "worker_info"]
@@ -44,13 +47,15 @@ def worker_info(clock: ManualClock, name: str = "w-1", **changes: Any) -> Worker
 class WorkerRegistry(ConformanceBase):
     """Workers register with heartbeats that expire, and can be asked to stop by name."""
 
-    def test_heartbeat_registers_a_worker(self, backend: Backend, clock: ManualClock) -> None:
+    def test_heartbeat_registers_a_worker(self, backend: WorkerRegistryBackend, clock: ManualClock) -> None:
         """A worker's first heartbeat lists it with everything it registered."""
         info = worker_info(clock)
         assert backend.heartbeat(info, 30.0) is False
         assert backend.workers() == [info]
 
-    def test_heartbeat_refreshes_the_registration(self, backend: Backend, clock: ManualClock) -> None:
+    def test_heartbeat_refreshes_the_registration(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """A later heartbeat replaces the worker's entry instead of adding one."""
         backend.heartbeat(worker_info(clock), 30.0)
         clock.advance(5.0)
@@ -58,13 +63,17 @@ class WorkerRegistry(ConformanceBase):
         backend.heartbeat(latest, 30.0)
         assert backend.workers() == [latest]
 
-    def test_workers_lists_every_live_worker(self, backend: Backend, clock: ManualClock) -> None:
+    def test_workers_lists_every_live_worker(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """Every worker with a live heartbeat is listed."""
         for name in ("w-3", "w-1", "w-2"):
             backend.heartbeat(worker_info(clock, name), 30.0)
         assert sorted(w.name for w in backend.workers()) == ["w-1", "w-2", "w-3"]
 
-    def test_worker_disappears_after_its_ttl(self, backend: Backend, clock: ManualClock) -> None:
+    def test_worker_disappears_after_its_ttl(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """A worker whose last heartbeat is older than its ttl is no longer listed."""
         backend.heartbeat(worker_info(clock), 10.0)
         clock.advance(9.0)
@@ -72,7 +81,7 @@ class WorkerRegistry(ConformanceBase):
         clock.advance(2.0)
         assert backend.workers() == []
 
-    def test_heartbeat_extends_the_ttl(self, backend: Backend, clock: ManualClock) -> None:
+    def test_heartbeat_extends_the_ttl(self, backend: WorkerRegistryBackend, clock: ManualClock) -> None:
         """Each heartbeat keeps the worker listed for another ttl."""
         backend.heartbeat(worker_info(clock), 10.0)
         clock.advance(8.0)
@@ -81,38 +90,44 @@ class WorkerRegistry(ConformanceBase):
         assert [w.name for w in backend.workers()] == ["w-1"]
 
     def test_stop_request_is_answered_by_the_next_heartbeat(
-        self, backend: Backend, clock: ManualClock
+        self, backend: WorkerRegistryBackend, clock: ManualClock
     ) -> None:
         """After a stop request for a live worker, its heartbeat returns True."""
         backend.heartbeat(worker_info(clock), 30.0)
         assert backend.request_stop("w-1") is True
         assert backend.heartbeat(worker_info(clock), 30.0) is True
 
-    def test_stop_request_for_another_worker_is_not_seen(self, backend: Backend, clock: ManualClock) -> None:
+    def test_stop_request_for_another_worker_is_not_seen(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """A stop request reaches only the worker it names."""
         backend.heartbeat(worker_info(clock, "w-1"), 30.0)
         backend.heartbeat(worker_info(clock, "w-2"), 30.0)
         backend.request_stop("w-1")
         assert backend.heartbeat(worker_info(clock, "w-2"), 30.0) is False
 
-    def test_stop_request_for_an_unknown_worker_is_false(self, backend: Backend) -> None:
+    def test_stop_request_for_an_unknown_worker_is_false(self, backend: WorkerRegistryBackend) -> None:
         """Asking a worker that never registered to stop returns False."""
         assert backend.request_stop("nobody") is False
 
-    def test_stop_request_for_an_expired_worker_is_false(self, backend: Backend, clock: ManualClock) -> None:
+    def test_stop_request_for_an_expired_worker_is_false(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """Asking a worker whose heartbeat expired to stop returns False."""
         backend.heartbeat(worker_info(clock), 10.0)
         clock.advance(11.0)
         assert backend.request_stop("w-1") is False
 
-    def test_removed_worker_is_forgotten(self, backend: Backend, clock: ManualClock) -> None:
+    def test_removed_worker_is_forgotten(self, backend: WorkerRegistryBackend, clock: ManualClock) -> None:
         """A removed worker is no longer listed and cannot be asked to stop."""
         backend.heartbeat(worker_info(clock), 30.0)
         backend.remove_worker("w-1")
         assert backend.workers() == []
         assert backend.request_stop("w-1") is False
 
-    def test_stop_request_does_not_outlive_the_worker(self, backend: Backend, clock: ManualClock) -> None:
+    def test_stop_request_does_not_outlive_the_worker(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """A worker that registers again under a removed worker's name is not asked to stop."""
         backend.heartbeat(worker_info(clock), 30.0)
         backend.request_stop("w-1")
@@ -165,7 +180,7 @@ class WorkerRuns(ConformanceBase):
         assert (entry.job.task, entry.error.type) == ("parse", "Fail")
 
     def test_worker_fails_an_expired_job_as_job_expired(
-        self, app: App, backend: Backend, clock: ManualClock
+        self, app: App, backend: FullBackend, clock: ManualClock
     ) -> None:
         """A job not started before its expiry goes to the failed queue as JobExpired, unrun."""
         ran: list[int] = []
@@ -183,7 +198,7 @@ class WorkerRuns(ConformanceBase):
         assert ran == []
 
     def test_worker_fails_a_stored_job_of_unknown_task_and_keeps_going(
-        self, app: App, backend: Backend, make_job: MakeJob
+        self, app: App, backend: FullBackend, make_job: MakeJob
     ) -> None:
         """A stored job of an unknown task is failed as UnknownTaskError, and the next job still runs."""
 
@@ -215,7 +230,9 @@ def _until(predicate: Any, timeout: float = 10.0) -> bool:
 class WorkerNames(ConformanceBase):
     """A worker name is held by one live worker instance at a time; a dead worker's name can be taken."""
 
-    def test_live_name_is_refused_naming_its_holder(self, backend: Backend, clock: ManualClock) -> None:
+    def test_live_name_is_refused_naming_its_holder(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """Another instance's heartbeat under a live worker's name raises, naming the holder's host, pid."""
         holder = worker_info(clock, instance="a")
         backend.heartbeat(holder, 30.0)
@@ -224,7 +241,9 @@ class WorkerNames(ConformanceBase):
         assert (caught.value.name, caught.value.host, caught.value.pid) == ("w-1", "host-1", 4242)
         assert backend.workers() == [holder]
 
-    def test_same_instance_refreshes_its_name(self, backend: Backend, clock: ManualClock) -> None:
+    def test_same_instance_refreshes_its_name(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """The instance that holds a name refreshes it with every heartbeat."""
         backend.heartbeat(worker_info(clock, instance="a"), 30.0)
         clock.advance(20.0)
@@ -232,7 +251,9 @@ class WorkerNames(ConformanceBase):
         assert backend.heartbeat(latest, 30.0) is False
         assert backend.workers() == [latest]
 
-    def test_expired_name_is_taken_by_another_instance(self, backend: Backend, clock: ManualClock) -> None:
+    def test_expired_name_is_taken_by_another_instance(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """Once a holder's heartbeat expired, another instance takes the name, and the old one is refused."""
         backend.heartbeat(worker_info(clock, instance="a"), 10.0)
         clock.advance(11.0)
@@ -243,14 +264,16 @@ class WorkerNames(ConformanceBase):
             backend.heartbeat(worker_info(clock, instance="a"), 10.0)
         assert caught.value.pid == 7
 
-    def test_removed_name_is_free(self, backend: Backend, clock: ManualClock) -> None:
+    def test_removed_name_is_free(self, backend: WorkerRegistryBackend, clock: ManualClock) -> None:
         """After its holder removed itself, another instance takes the name at once."""
         backend.heartbeat(worker_info(clock, instance="a"), 30.0)
         backend.remove_worker("w-1", "a")
         backend.heartbeat(worker_info(clock, instance="b"), 30.0)
         assert [w.instance for w in backend.workers()] == ["b"]
 
-    def test_remove_by_another_instance_keeps_the_holder(self, backend: Backend, clock: ManualClock) -> None:
+    def test_remove_by_another_instance_keeps_the_holder(
+        self, backend: WorkerRegistryBackend, clock: ManualClock
+    ) -> None:
         """remove_worker with an instance that does not hold the name leaves the registration alone."""
         holder = worker_info(clock, instance="a")
         backend.heartbeat(holder, 30.0)
@@ -259,7 +282,7 @@ class WorkerNames(ConformanceBase):
         assert backend.request_stop("w-1") is True
 
     def test_stop_request_for_a_dead_holder_does_not_stop_its_successor(
-        self, backend: Backend, clock: ManualClock
+        self, backend: WorkerRegistryBackend, clock: ManualClock
     ) -> None:
         """A stop request the dead holder never saw does not stop the worker that takes its name."""
         backend.heartbeat(worker_info(clock, instance="a"), 10.0)
@@ -268,7 +291,7 @@ class WorkerNames(ConformanceBase):
         assert backend.heartbeat(worker_info(clock, instance="b"), 10.0) is False
 
     def test_worker_refuses_to_start_under_a_live_name(
-        self, app: App, backend: Backend, clock: ManualClock, make_job: MakeJob
+        self, app: App, backend: WorkerRegistryBackend, clock: ManualClock, make_job: MakeJob
     ) -> None:
         """A Worker whose name a live worker holds raises at start and takes none of the holder's jobs."""
         backend.enqueue([make_job(), make_job()])
@@ -283,7 +306,7 @@ class WorkerNames(ConformanceBase):
         assert [w.instance for w in backend.workers()] == ["first"]
 
     def test_worker_stops_when_its_name_was_taken(
-        self, app: App, backend: Backend, clock: ManualClock
+        self, app: App, backend: WorkerRegistryBackend, clock: ManualClock
     ) -> None:
         """A worker that finds its registration taken by another instance stops, and records why."""
         worker = Worker(app, name="same", queues=["default"], concurrency=1, heartbeat_ttl=10.0)
@@ -300,7 +323,7 @@ class WorkerNames(ConformanceBase):
 
     @pytest.mark.skipif(os.name != "posix", reason="tells a dead process with os.kill(pid, 0)")
     def test_worker_takes_the_name_of_a_dead_process_on_this_host(
-        self, app: App, backend: Backend, clock: ManualClock
+        self, app: App, backend: WorkerRegistryBackend, clock: ManualClock
     ) -> None:
         """A fresh registration whose process on this very host is gone does not keep its name.
 
@@ -318,7 +341,7 @@ class WorkerNames(ConformanceBase):
             worker.stop(timeout=10.0)
 
     def test_a_live_process_on_this_host_keeps_its_name(
-        self, app: App, backend: Backend, clock: ManualClock
+        self, app: App, backend: WorkerRegistryBackend, clock: ManualClock
     ) -> None:
         """A registration from this host whose process still runs is refused like any live holder."""
         here = socket.gethostname()

@@ -25,8 +25,10 @@ from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 import httpx
 import structlog
 
+from jobchain import capabilities
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
+from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
 from jobchain.clock import Clock
 from jobchain.errors import (
     BackendAuthError,
@@ -34,6 +36,7 @@ from jobchain.errors import (
     BackendUnavailableError,
     InvalidJobError,
     NotInFailedQueueError,
+    NotSupportedError,
     UnknownTaskError,
     WorkerNameTakenError,
 )
@@ -79,7 +82,7 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class HttpBackend(Backend):
+class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
     def __init__(
@@ -212,6 +215,11 @@ class HttpBackend(Backend):
         except Exception:
             message, code, path = response.text[:200] or response.reason_phrase, "", None
         where = f" (at {path})" if path else ""
+        if code == "not_supported":  # (a 501: the served backend lacks a capability; not an outage)
+            name = str(error.get("capability", "")) if isinstance(error, dict) else ""
+            declared = getattr(capabilities, name, None)
+            what = getattr(declared, "what", f"capability {name or '?'}")
+            return NotSupportedError(self.url, name or "?", str(what))
         if status >= 500:  # the gateway or its backend is in trouble: an outage, worth retrying
             return BackendUnavailableError(self.url, f"HTTP {status}: {message}")
         if code == "not_in_failed_queue":

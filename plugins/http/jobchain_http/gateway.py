@@ -24,11 +24,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jobchain.backend import Backend
+from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry, require
 from jobchain.errors import (
     BackendUnavailableError,
     InvalidJobError,
     JobchainError,
     NotInFailedQueueError,
+    NotSupportedError,
     WorkerNameTakenError,
 )
 from jobchain.model import ChainRecord, Delivery, Job, Outcome, Released, WorkerInfo, outcome_from_wire
@@ -257,7 +259,7 @@ class Gateway:
         return JSONBody(record.to_wire())
 
     async def stats(self, request: Request) -> Response:
-        stats = await self.hub.call(self.backend.stats)
+        stats = await self.hub.call(require(self.backend, Stats).stats)
         return JSONBody({"queues": [s.to_wire() for s in stats]})
 
     # --- workers: reserve, stream, settle, extend --------------------------------------
@@ -348,12 +350,13 @@ class Gateway:
     async def failed(self, request: Request) -> Response:
         limit = q_int(request, "limit", 100, 1, self.config.max_limit)
         offset = q_int(request, "offset", 0, 0, 10**9)
-        entries = await self.hub.call(lambda: self.backend.failed(limit=limit, offset=offset))
+        queue = require(self.backend, FailedQueue)
+        entries = await self.hub.call(lambda: queue.failed(limit=limit, offset=offset))
         return JSONBody({"entries": [e.to_wire() for e in entries]})
 
     async def failed_one(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        entry = await self.hub.call(self.backend.get_failed, job_id)
+        entry = await self.hub.call(require(self.backend, FailedQueue).get_failed, job_id)
         if entry is None:
             raise HttpError(404, "not_found", f"no failed job {job_id!r}")
         return JSONBody(entry.to_wire())
@@ -361,7 +364,7 @@ class Gateway:
     async def redrive(self, request: Request) -> Response:
         ids: list[str] = (await read_json(request, self.bodies.redrive))["ids"]
         try:
-            moved = await self.hub.call(self.backend.redrive, ids)
+            moved = await self.hub.call(require(self.backend, FailedQueue).redrive, ids)
         except NotInFailedQueueError as exc:  # nothing moved; the ids travel so the client can name them
             error = {
                 "status": 404,
@@ -374,7 +377,7 @@ class Gateway:
 
     async def purge(self, request: Request) -> Response:
         ids: list[str] | None = (await read_json(request, self.bodies.purge)).get("ids")
-        count = await self.hub.call(self.backend.purge_failed, ids)
+        count = await self.hub.call(require(self.backend, FailedQueue).purge_failed, ids)
         return JSONBody({"purged": count})
 
     # --- worker registry -----------------------------------------------------------------
@@ -387,7 +390,7 @@ class Gateway:
             raise WireError("$.info.name", f"the worker's name is {name!r} in the path")
         ttl = float(body["ttl"])
         try:
-            stop = await self.hub.call(self.backend.heartbeat, info, ttl)
+            stop = await self.hub.call(require(self.backend, WorkerRegistry).heartbeat, info, ttl)
         except WorkerNameTakenError as exc:
             raise HttpError(
                 409,
@@ -399,15 +402,17 @@ class Gateway:
 
     async def remove_worker(self, request: Request) -> Response:
         instance = request.query_params.get("instance")
-        await self.hub.call(self.backend.remove_worker, request.path_params["name"], instance)
+        registry = require(self.backend, WorkerRegistry)
+        await self.hub.call(registry.remove_worker, request.path_params["name"], instance)
         return JSONBody({"removed": True})
 
     async def workers(self, request: Request) -> Response:
-        found = await self.hub.call(self.backend.workers)
+        found = await self.hub.call(require(self.backend, WorkerRegistry).workers)
         return JSONBody({"workers": [w.to_wire() for w in found]})
 
     async def stop_worker(self, request: Request) -> Response:
-        stopped = await self.hub.call(self.backend.request_stop, request.path_params["name"])
+        registry = require(self.backend, WorkerRegistry)
+        stopped = await self.hub.call(registry.request_stop, request.path_params["name"])
         return JSONBody({"stopped": stopped})
 
 
@@ -440,6 +445,13 @@ async def _starlette_error(request: Request, exc: Exception) -> Response:
     return Response(
         error_body(exc.status_code, code, message), exc.status_code, media_type="application/json"
     )
+
+
+async def _not_supported(request: Request, exc: Exception) -> Response:
+    """501: the served backend lacks the capability the endpoint needs (jobchain.capabilities)."""
+    assert isinstance(exc, NotSupportedError)
+    body = error_body(501, "not_supported", str(exc), capability=exc.capability)
+    return Response(body, 501, media_type="application/json")
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -501,6 +513,7 @@ def create_app(config: GatewayConfig) -> GatewayApp:
             HttpError: _http_error,
             WireError: _wire_error,
             InvalidJobError: _invalid_job,
+            NotSupportedError: _not_supported,
             HTTPException: _starlette_error,
             Exception: _unexpected,
         },

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from jobchain.capabilities import Stats, require
 from jobchain.ids import new_id
 from jobchain.model import Completed, Delivery, Job, Released
 from jobchain_http.guard import HttpError
@@ -120,7 +121,7 @@ def line_routes(gw: Gateway) -> list[Route]:
         queue = _queue(request)
         wanted = backend_queue(queue)
         found = {"ready": 0, "delayed": 0, "in_flight": 0}
-        for stats in await hub.call(gw.backend.stats):
+        for stats in await hub.call(require(gw.backend, Stats).stats):
             if stats.queue == wanted:
                 found = {"ready": stats.ready, "delayed": stats.delayed, "in_flight": stats.in_flight}
         return JSONBody({"queue": queue, **found})

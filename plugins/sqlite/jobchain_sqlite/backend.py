@@ -46,6 +46,7 @@ import structlog
 
 from jobchain import workflow
 from jobchain.backend import Backend, name_taken
+from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
 from jobchain.errors import (
     BackendError,
     BackendUnavailableError,
@@ -220,7 +221,7 @@ def _error_from(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_wire(json.loads(text))
 
 
-class SqliteBackend(Backend):
+class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats):
     """Jobs in a SQLite database file in WAL mode; every transition one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(

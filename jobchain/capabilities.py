@@ -1,0 +1,313 @@
+"""The optional parts of the backend contract, and how the core asks for them.
+
+A backend implements the required core (:class:`jobchain.backend.Backend`)
+and declares each optional capability it has by inheriting its class::
+
+    class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats): ...
+
+Every method of a capability is abstract: a backend that declares one
+implements all of it, and its test class runs that capability's part of the
+conformance suite (:mod:`jobchain.testing.suite`). The core never calls a
+capability method on a backend without asking first, with :func:`supports`
+(to do without it) or :func:`require` (which raises
+:class:`~jobchain.errors.NotSupportedError`, never ``AttributeError``).
+
+Implemented today: :class:`FailedQueue`, :class:`WorkerRegistry`,
+:class:`Stats`. Declared for the coming features, implemented by no backend
+yet, with **provisional** signatures that may change before a feature ships:
+:class:`Browse`, :class:`Cancel`, :class:`Pause`, :class:`Uniqueness`,
+:class:`RateLimits`, :class:`ScheduleSlots`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
+
+from attrs import frozen
+
+from jobchain.errors import NotSupportedError
+from jobchain.model import ChainRecord, FailedEntry, Job, JobRecord, JobState, QueueStats, WorkerInfo
+
+if TYPE_CHECKING:
+    from jobchain.backend import Backend
+
+__all__ = [
+    "ALL",
+    "Browse",
+    "Cancel",
+    "Capability",
+    "FailedQueue",
+    "JobPage",
+    "Pause",
+    "RateLimits",
+    "ScheduleSlots",
+    "Stats",
+    "Uniqueness",
+    "WorkerRegistry",
+    "capabilities",
+    "require",
+    "supports",
+]
+
+C = TypeVar("C", bound="Capability")
+
+
+class Capability(abc.ABC):  # noqa: B024 - a marker base: its subclasses hold the abstract methods
+    """Base of every optional capability; ``what`` names it in error messages."""
+
+    #: the capability in words: "<backend> does not support {what}"
+    what: ClassVar[str] = "this capability"
+
+
+# --- implemented by the built-in backends ------------------------------------------------
+
+
+class FailedQueue(Capability):
+    """Permanently failed jobs kept with their error: list, show, re-drive, purge.
+
+    A backend with a failed queue appends a job to it in the same atomic step
+    as a ``Failed`` settlement (see :func:`jobchain.workflow.on_failure`).
+    """
+
+    what = "the failed queue"
+
+    @abc.abstractmethod
+    def failed(self, *, limit: int = 100, offset: int = 0) -> list[FailedEntry]:
+        """Entries of the failed queue, oldest first."""
+
+    @abc.abstractmethod
+    def get_failed(self, job_id: str) -> FailedEntry | None:
+        """One entry of the failed queue, or None."""
+
+    @abc.abstractmethod
+    def redrive(self, job_ids: Sequence[str]) -> list[str]:
+        """Move failed jobs back to ready (attempt 1, chains resumed); return the ids moved.
+
+        Check every id first: when some are not in the failed queue, raise
+        :class:`~jobchain.errors.NotInFailedQueueError` naming them and move
+        none. An entry that is in the failed queue but cannot be re-driven (an
+        unreadable job) is left where it is and missing from the ids returned.
+        """
+
+    @abc.abstractmethod
+    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
+        """Delete the given entries (all when None) from the failed queue; return how many."""
+
+
+class WorkerRegistry(Capability):
+    """Workers register under a name with a heartbeat, can be listed and asked to stop."""
+
+    what = "the worker registry"
+
+    @abc.abstractmethod
+    def heartbeat(self, info: WorkerInfo, ttl: float) -> bool:
+        """Register or refresh a worker for ``ttl`` seconds; True if it was asked to stop.
+
+        A name is held by one worker at a time. In one atomic step: if a live
+        registration (heartbeat within its ttl) of ``info.name`` has another
+        ``info.instance``, raise :class:`~jobchain.errors.WorkerNameTakenError`
+        with the holder's host and pid and change nothing (see
+        :func:`jobchain.backend.name_taken`); otherwise store ``info``. A
+        worker that takes a name whose holder is gone or expired starts with
+        no stop request.
+        """
+
+    @abc.abstractmethod
+    def remove_worker(self, name: str, instance: str | None = None) -> None:
+        """Forget a worker (it stopped); with ``instance``, only if that instance holds the name."""
+
+    @abc.abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        """Workers whose last heartbeat is still within its ttl."""
+
+    @abc.abstractmethod
+    def request_stop(self, name: str) -> bool:
+        """Ask the live worker ``name`` to stop gracefully; False if there is no such worker."""
+
+
+class Stats(Capability):
+    """Counts per queue (the value class is :class:`jobchain.model.QueueStats`)."""
+
+    what = "queue statistics"
+
+    @abc.abstractmethod
+    def stats(self) -> list[QueueStats]:
+        """Counts of ready, delayed, in-flight and failed jobs for every queue seen.
+
+        ``failed`` is 0 on a backend without a :class:`FailedQueue`.
+        """
+
+
+# --- declared for the coming features (provisional) ---------------------------------------
+
+
+@frozen(kw_only=True)
+class JobPage:
+    """One page of :meth:`Browse.browse`: the records, and the cursor of the next page (None: the last)."""
+
+    records: tuple[JobRecord, ...]
+    cursor: str | None = None
+
+
+class Browse(Capability):
+    """Provisional. List jobs by queue and state, filtered by task, with cursor paging."""
+
+    what = "browsing jobs"
+
+    @abc.abstractmethod
+    def browse(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Up to ``limit`` job records matching every filter given, from ``cursor`` on.
+
+        Paging stays correct while the queue moves: a job present during the
+        whole scan is listed once, whatever moves meanwhile.
+        """
+
+
+class Cancel(Capability):
+    """Provisional. Remove ready or delayed jobs atomically, recorded cancelled; ask running ones to stop."""
+
+    what = "cancelling jobs"
+
+    @abc.abstractmethod
+    def cancel(self, job_ids: Sequence[str]) -> list[str]:
+        """Cancel the given jobs; return the ids cancelled or asked to stop.
+
+        A ready or delayed job is removed and recorded cancelled in one atomic
+        step (never run, never retried, never in the failed queue); a cancelled
+        chain step ends its chain. A running job is asked to stop.
+        """
+
+
+class Pause(Capability):
+    """Provisional. A paused queue accepts submits; no worker reserves from it."""
+
+    what = "pausing queues"
+
+    @abc.abstractmethod
+    def pause(self, queues: Sequence[str]) -> None:
+        """Stop :meth:`~jobchain.backend.Backend.reserve` serving these queues."""
+
+    @abc.abstractmethod
+    def resume(self, queues: Sequence[str]) -> None:
+        """Serve these queues again."""
+
+    @abc.abstractmethod
+    def paused(self) -> list[str]:
+        """The queues paused now."""
+
+
+class Uniqueness(Capability):
+    """Provisional. A uniqueness key held while its job is queued or running makes a duplicate a no-op."""
+
+    what = "unique jobs"
+
+    @abc.abstractmethod
+    def enqueue_unique(
+        self, jobs: Sequence[Job], keys: Sequence[str], *, hold: float | None = None
+    ) -> list[str]:
+        """Store each job unless its key is held; return, per job, the id of the job holding its key.
+
+        A job stored takes its key (its own id is returned) until it finishes,
+        or for ``hold`` seconds when given; a job whose key is held is not
+        stored and the holder's id is returned. All in one atomic step.
+        """
+
+
+class RateLimits(Capability):
+    """Provisional. Rate-limit tokens shared by every worker and process of the backend."""
+
+    what = "rate limits"
+
+    @abc.abstractmethod
+    def take_tokens(self, key: str, windows: Sequence[tuple[int, float]], count: int = 1) -> float:
+        """Take ``count`` tokens of ``key`` if every window ``(tokens, seconds)`` allows it.
+
+        Return 0.0 when taken, otherwise the seconds until they may be (nothing
+        taken). Judged on the backend's clock.
+        """
+
+
+class ScheduleSlots(Capability):
+    """Provisional. One job per schedule slot, whatever the number of schedulers."""
+
+    what = "schedule slots"
+
+    @abc.abstractmethod
+    def claim_slot(
+        self, schedule: str, slot: float, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()
+    ) -> bool:
+        """Store the slot's jobs and chains unless the slot was claimed; True if this call claimed it.
+
+        Idempotent: the slot's job ids are derived from ``schedule`` and
+        ``slot``, and the claim and the enqueue are one atomic step.
+        """
+
+    @abc.abstractmethod
+    def last_slot(self, schedule: str) -> float | None:
+        """The latest slot claimed for ``schedule``, or None."""
+
+
+#: every capability, in the order they are listed
+ALL: tuple[type[Capability], ...] = (
+    FailedQueue,
+    WorkerRegistry,
+    Stats,
+    Browse,
+    Cancel,
+    Pause,
+    Uniqueness,
+    RateLimits,
+    ScheduleSlots,
+)
+
+
+def supports(backend: Backend | type[Backend], capability: type[Capability]) -> bool:
+    """True if ``backend`` (an instance or a class) declares ``capability``."""
+    if isinstance(backend, type):
+        return issubclass(backend, capability)
+    return isinstance(backend, capability)
+
+
+def require(backend: Backend, capability: Callable[..., C]) -> C:
+    """``backend`` as a ``capability`` (a class of this module); :class:`NotSupportedError` if it lacks it.
+
+    The error names the backend's URL, the capability, and the installed
+    backends that have it. (``capability`` is typed as a callable only because
+    type checkers refuse abstract classes where ``type[C]`` is expected.)
+    """
+    cls = cast("type[C]", capability)
+    if isinstance(backend, cls):
+        return backend
+    raise NotSupportedError(backend.url, cls.__name__, cls.what, _supported_by(cls))
+
+
+def capabilities(backend: Backend | type[Backend]) -> list[str]:
+    """The names of the capabilities ``backend`` (an instance or a class) declares, for display."""
+    return [c.__name__ for c in ALL if supports(backend, c)]
+
+
+def _supported_by(capability: type[Capability]) -> list[str]:
+    """Schemes of the installed backends that declare ``capability`` (only read on the error path)."""
+    from jobchain.plugins import default_plugins
+
+    try:
+        specs = default_plugins().backends.specs()
+    except Exception:  # the message is still clear without examples
+        return []
+    shortest: dict[str, str] = {}  # one scheme per distribution: memory, not memory's variants
+    for spec in specs:
+        if spec.capabilities is not None and capability.__name__ in spec.capabilities:
+            held = shortest.get(spec.distribution)
+            if held is None or len(spec.scheme) < len(held):
+                shortest[spec.distribution] = spec.scheme
+    return sorted(shortest.values())

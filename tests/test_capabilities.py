@@ -1,0 +1,172 @@
+"""jobchain.capabilities: declaring, asking for and listing the optional parts of the backend contract."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+from click.testing import CliRunner
+
+import jobchain.contract as contract
+from jobchain import JobchainError, NotSupportedError
+from jobchain.capabilities import (
+    ALL,
+    Browse,
+    Cancel,
+    FailedQueue,
+    Pause,
+    RateLimits,
+    ScheduleSlots,
+    Stats,
+    Uniqueness,
+    WorkerRegistry,
+    capabilities,
+    require,
+    supports,
+)
+from jobchain.cli.main import cli
+from jobchain.errors import ConfigurationError
+from jobchain.memory import MemoryBackend
+from jobchain.model import ChainRecord, Delivery, Job, JobRecord, Outcome, QueueStats, SettleResult
+from jobchain.registry import BackendSpec
+
+
+class CoreOnly(contract.Backend):
+    url = "core://x"
+
+    def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None: ...
+
+    def reserve(
+        self, queues: Sequence[str], *, limit: int, lease: float, worker: str, wait: float = 0.0
+    ) -> list[Delivery]:
+        return []
+
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        return []
+
+    def settle(self, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        return []
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        return None
+
+    def get_chain(self, chain_id: str) -> ChainRecord | None:
+        return None
+
+
+class WithStats(CoreOnly, Stats):
+    def stats(self) -> list[QueueStats]:
+        return []
+
+
+def test_the_core_is_six_abstract_methods() -> None:
+    assert sorted(contract.Backend.__abstractmethods__) == [
+        "enqueue",
+        "extend",
+        "get_chain",
+        "get_job",
+        "reserve",
+        "settle",
+    ]
+    CoreOnly()  # nothing else to write
+
+
+def test_supports_and_capabilities_read_the_class_statement() -> None:
+    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats"]
+    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats"]
+    assert capabilities(CoreOnly()) == []
+    assert capabilities(WithStats) == ["Stats"]
+    assert supports(WithStats(), Stats)
+    assert not supports(WithStats(), FailedQueue)
+    assert supports(MemoryBackend, WorkerRegistry)
+
+
+def test_require_returns_the_backend_as_the_capability() -> None:
+    backend = WithStats()
+    assert require(backend, Stats) is backend
+    assert require(backend, Stats).stats() == []
+
+
+def test_require_of_a_missing_capability_names_the_url_the_capability_and_who_has_it() -> None:
+    with pytest.raises(NotSupportedError) as caught:
+        require(CoreOnly(), FailedQueue)
+    error = caught.value
+    assert isinstance(error, ConfigurationError)
+    assert isinstance(error, JobchainError)
+    assert isinstance(error, NotImplementedError)
+    assert not isinstance(error, AttributeError)
+    assert (error.url, error.capability, error.what) == ("core://x", "FailedQueue", "the failed queue")
+    assert "memory" in error.supported_by  # one scheme per installed distribution
+    assert not any("+" in scheme or scheme.startswith("rediss") for scheme in error.supported_by)
+    assert str(error).startswith(
+        "core://x does not support the failed queue (capability FailedQueue); use a backend that does, e.g. "
+    )
+    assert "memory://" in str(error)
+
+
+def test_a_capability_nobody_has_says_so() -> None:
+    with pytest.raises(
+        NotSupportedError, match=r"does not support browsing jobs \(capability Browse\); no installed"
+    ):
+        require(MemoryBackend(), Browse)
+
+
+def test_a_declared_capability_must_be_implemented_in_full() -> None:
+    class HalfDone(CoreOnly, FailedQueue):
+        def failed(self, *, limit: int = 100, offset: int = 0) -> list[object]:  # type: ignore[override]
+            return []
+
+    with pytest.raises(TypeError, match="abstract"):
+        HalfDone()  # type: ignore[abstract]
+
+
+@pytest.mark.parametrize("capability", [Browse, Cancel, Pause, Uniqueness, RateLimits, ScheduleSlots])
+def test_the_provisional_capabilities_are_declared_and_documented(capability: type) -> None:
+    assert capability in ALL
+    assert capability.__abstractmethods__
+    assert "Provisional" in (capability.__doc__ or "")
+    for name in capability.__abstractmethods__:
+        assert getattr(capability, name).__doc__, f"{capability.__name__}.{name} has no docstring"
+    assert not any(supports(MemoryBackend, capability) for capability in (Browse, Cancel, Pause))
+
+
+def test_the_contract_module_exports_what_an_author_needs() -> None:
+    for name in contract.__all__:
+        assert hasattr(contract, name), name
+    for name in (
+        "Backend",
+        "FailedQueue",
+        "Stats",
+        "WorkerRegistry",
+        "require",
+        "supports",
+        "workflow",
+        "NotSupportedError",
+        "BackendRegistry",
+        "hookimpl",
+        "order_key",
+        "Clock",
+        "Job",
+        "Delivery",
+    ):
+        assert name in contract.__all__
+
+
+def test_a_spec_knows_its_backends_capabilities() -> None:
+    assert BackendSpec("m", MemoryBackend.from_url, "", "x").capabilities == [
+        "FailedQueue",
+        "WorkerRegistry",
+        "Stats",
+    ]
+    assert BackendSpec("c", CoreOnly, "", "x").capabilities == []
+    assert BackendSpec("f", lambda url, **kw: MemoryBackend(), "", "x").capabilities is None
+
+
+def test_jobchain_backends_lists_capabilities() -> None:
+    result = CliRunner().invoke(cli, ["backends", "--json"])
+    assert result.exit_code == 0, result.output
+    memory = next(b for b in json.loads(result.output)["backends"] if b["scheme"] == "memory")
+    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats"]
+    table = CliRunner().invoke(cli, ["backends"])
+    assert "capabilities" in table.output.splitlines()[0]
