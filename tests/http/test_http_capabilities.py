@@ -73,7 +73,7 @@ def test_the_core_endpoints_still_work(gateway: GatewayApp) -> None:
 
 
 def test_the_http_client_raises_not_supported_for_a_501(gateway: GatewayApp) -> None:
-    """The http:// client turns the gateway's 501 into NotSupportedError naming the capability, not an outage."""
+    """The http:// client turns the gateway's 501 into NotSupportedError naming the capability."""
     from jobchain_http import HttpBackend
 
     from jobchain.errors import BackendUnavailableError, NotSupportedError
