@@ -35,11 +35,16 @@ class BackendSpec:
 
     @property
     def capabilities(self) -> list[str] | None:
-        """The capabilities the backend declares (:mod:`jobchain.capabilities`); None if unknown."""
-        from jobchain.capabilities import capabilities
+        """The capabilities the backend declares (:mod:`jobchain.capabilities`); None if unknown.
 
+        Read off the class's bases by module, without importing :mod:`jobchain.capabilities`,
+        which looks schemes up in this registry for its error messages (an import cycle).
+        """
         cls = self.backend_class
-        return None if cls is None else capabilities(cls)
+        if cls is None:
+            return None
+        declared = [c for c in cls.__mro__ if c.__module__ == "jobchain.capabilities"]
+        return [c.__name__ for c in declared if c.__name__ != "Capability"]
 
 
 class BackendRegistry:

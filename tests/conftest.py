@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 from jobchain import App, ManualClock, Plugins, Worker
 from jobchain.memory import MemoryBackend
@@ -32,6 +33,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """A test that runs the CLI in-process configures structlog for the whole process: undo it after.
+
+    (Otherwise a level filter left behind drops the info events later tests capture, depending on
+    which tests shared the process: with pytest-xdist, on how files were spread over the workers.)
+    """
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture
