@@ -16,7 +16,7 @@ from jobchain.backend import Backend
 from jobchain.buffer import DEFAULT_BUFFER, BufferedSubmits, PendingSubmit, SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, TaskBase, chain
 from jobchain.capabilities import FailedQueue as FailedQueueCapability
-from jobchain.capabilities import Stats, WorkerRegistry, require
+from jobchain.capabilities import Pause, Stats, WorkerRegistry, require
 from jobchain.clock import Clock, SystemClock
 from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
@@ -634,6 +634,21 @@ class App:
     def stop_worker(self, name: str) -> bool:
         """Ask a live worker to stop gracefully; False if no worker has that name."""
         return require(self.backend, WorkerRegistry).request_stop(name)
+
+    def pause(self, *queues: str) -> None:
+        """Pause queues: submits are accepted, no worker reserves from them (within a second).
+
+        Running jobs finish. :class:`~jobchain.errors.NotSupportedError` without ``Pause``.
+        """
+        require(self.backend, Pause).pause(queues)
+
+    def resume(self, *queues: str) -> None:
+        """Serve paused queues again (resuming a queue that is not paused does nothing)."""
+        require(self.backend, Pause).resume(queues)
+
+    def paused(self) -> list[str]:
+        """The queues paused now."""
+        return require(self.backend, Pause).paused()
 
     def runtime(self) -> Runtime:
         """What a worker of this App runs on: its tasks, backend (opened now), events, clock, settings."""

@@ -22,7 +22,7 @@ from attrs import evolve
 
 from jobchain import workflow
 from jobchain.backend import Backend, name_taken
-from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
+from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
 from jobchain.errors import NotInFailedQueueError
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
@@ -53,7 +53,7 @@ _named: dict[tuple[type[MemoryBackend], str], MemoryBackend] = {}
 _named_lock = threading.Lock()
 
 
-class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats):
+class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
     """All state in dicts and heaps in this process."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
@@ -79,6 +79,7 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats):
         self._chains: dict[str, ChainRecord] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._stop_requests: set[str] = set()
+        self._paused: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
@@ -133,7 +134,8 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats):
 
     def _take(self, queues: Sequence[str], limit: int, lease_until: float, worker: str) -> list[Delivery]:
         out: list[Delivery] = []
-        heaps = [h for h in (self._ready.get(q) for q in queues) if h]
+        paused = self._paused
+        heaps = [h for h in (self._ready.get(q) for q in queues if q not in paused) if h]
         while heaps and len(out) < limit:
             heap = min(heaps, key=lambda h: h[0][:2]) if len(heaps) > 1 else heaps[0]
             job = heapq.heappop(heap)[2]
@@ -410,6 +412,21 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats):
                 return False
             self._stop_requests.add(name)
             return True
+
+    # --- paused queues ---------------------------------------------------------------
+
+    def pause(self, queues: Sequence[str]) -> None:
+        with self._cond:
+            self._paused.update(queues)
+
+    def resume(self, queues: Sequence[str]) -> None:
+        with self._cond:
+            self._paused.difference_update(queues)
+            self._cond.notify_all()
+
+    def paused(self) -> list[str]:
+        with self._cond:
+            return sorted(self._paused)
 
     # --- inspection ------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 A backend (built in or third party) proves it behaves like the others by
 running :class:`CoreConformance` and the suite of each capability it declares
 (:class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
-:class:`StatsConformance`), or :class:`BackendConformance` for all of them::
+:class:`StatsConformance`, :class:`PauseConformance`), or :class:`BackendConformance` for all of them::
 
     # conftest.py at the root of your tests
     pytest_plugins = ["jobchain.testing"]
@@ -44,6 +44,7 @@ from jobchain.testing.suite import (  # noqa: E402
     BackendConformance,
     CoreConformance,
     FailedQueueConformance,
+    PauseConformance,
     StatsConformance,
     WorkerRegistryConformance,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "CoreConformance",
     "FailedQueueConformance",
     "MakeJob",
+    "PauseConformance",
     "StatsConformance",
     "WorkerRegistryConformance",
     "clock",

@@ -7,10 +7,11 @@
   core (``get_job``, ``get_chain``, ``reserve``).
 * One suite per capability (:mod:`jobchain.capabilities`):
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
-  :class:`StatsConformance`.
+  :class:`StatsConformance`, :class:`PauseConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
   capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
-  which runs today's Worker). The built-in backends run it.
+  which runs today's Worker). The built-in backends run it. Its Pause rules
+  run only for a backend that declares Pause (skipped otherwise).
 
 A backend's test class subclasses the suites of what it declares::
 
@@ -47,6 +48,7 @@ from jobchain.testing.suite.jobs import (
 )
 from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
 from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
+from jobchain.testing.suite.pause import PausedQueues, PauseHandOff
 from jobchain.testing.suite.signing import SignedJobs
 from jobchain.testing.suite.stats import FailedQueueStats, QueueStatistics, StatsFollowTransitions
 from jobchain.testing.suite.workers import WorkerNames, WorkerRegistry, WorkerRuns
@@ -76,6 +78,9 @@ __all__ = [
     "LeaseExpiry",
     "LeaseExtension",
     "NextStepHandOff",
+    "PauseConformance",
+    "PauseHandOff",
+    "PausedQueues",
     "PriorityAging",
     "PriorityOrdering",
     "QueueStatistics",
@@ -146,11 +151,16 @@ class StatsConformance(QueueStatistics, StatsFollowTransitions):
     """The rules of :class:`jobchain.capabilities.Stats`: the counts follow every transition."""
 
 
+class PauseConformance(PausedQueues, PauseHandOff):
+    """The rules of :class:`jobchain.capabilities.Pause`: paused queues are not served, and accept jobs."""
+
+
 #: the suite a backend's test class runs for each capability it declares
 SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.FailedQueue: FailedQueueConformance,
     caps.WorkerRegistry: WorkerRegistryConformance,
     caps.Stats: StatsConformance,
+    caps.Pause: PauseConformance,
 }
 
 
@@ -159,10 +169,13 @@ class BackendConformance(
     FailedQueueConformance,
     WorkerRegistryConformance,
     StatsConformance,
+    PauseConformance,
     FailedQueueStats,
     WorkerRuns,
 ):
     """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
+
+    The rules of Pause are included and run only if the backend declares it.
 
     Subclass it as ``Test<YourBackend>`` and override ``backend``.
     """

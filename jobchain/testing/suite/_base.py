@@ -8,12 +8,19 @@ import pytest
 
 from jobchain.app import App
 from jobchain.backend import Backend
-from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
+from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
 from jobchain.clock import ManualClock
 from jobchain.plugins import Plugins
 from jobchain.testing.helpers import MakeJob, make_job
 
-__all__ = ["ConformanceBase", "FailedQueueBackend", "FullBackend", "StatsBackend", "WorkerRegistryBackend"]
+__all__ = [
+    "ConformanceBase",
+    "FailedQueueBackend",
+    "FullBackend",
+    "PauseBackend",
+    "StatsBackend",
+    "WorkerRegistryBackend",
+]
 
 
 # For annotations only: the type of the ``backend`` fixture in a capability's rules (never built).
@@ -27,6 +34,10 @@ class WorkerRegistryBackend(Backend, WorkerRegistry):
 
 class StatsBackend(Backend, Stats):
     """A backend with queue statistics."""
+
+
+class PauseBackend(Backend, Pause):
+    """A backend whose queues can be paused."""
 
 
 class FullBackend(Backend, FailedQueue, WorkerRegistry, Stats):
