@@ -176,3 +176,27 @@ def test_a_lock_held_past_busy_timeout_is_an_outage(db: str, make_job: MakeJob) 
     finally:
         other.close()
         backend.close()
+
+
+def test_a_file_from_before_pause_gets_the_paused_table(db: str) -> None:
+    """A version-1 file written without the ``paused`` table gains it when opened; pausing then works."""
+    SqliteBackend(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE paused")
+    conn.close()
+    backend = SqliteBackend(db)
+    backend.pause(["a"])
+    assert backend.paused() == ["a"]
+    backend.close()
+
+
+def test_a_pause_is_seen_by_another_backend_on_the_file(db: str, make_job: MakeJob) -> None:
+    """The paused queues are in the file: a worker of another process stops reserving from them."""
+    first, second = SqliteBackend(db), SqliteBackend(db)
+    first.enqueue([make_job(queue="a")])
+    first.pause(["a"])
+    assert second.reserve(["a"], limit=1, lease=30.0, worker="w", wait=0.0) == []
+    first.resume(["a"])
+    assert len(second.reserve(["a"], limit=1, lease=30.0, worker="w", wait=0.0)) == 1
+    first.close()
+    second.close()

@@ -16,7 +16,8 @@ Layout (schema version :data:`SCHEMA_VERSION`, in the ``meta`` table):
 * ``failed``: the failed queue, oldest first (``pos``), with ``raw`` kept for
   a job that could not be read;
 * ``workers``: the registered workers, the expiry of their heartbeat and a
-  stop flag; ``queues``: every queue seen.
+  stop flag; ``queues``: every queue seen; ``paused``: a row per paused queue
+  (created on open where a file of this version lacks it).
 
 Every transition is one ``BEGIN IMMEDIATE`` transaction, so it is atomic
 across threads and processes; the file is in WAL mode, so readers never wait
@@ -46,7 +47,7 @@ import structlog
 
 from jobchain import workflow
 from jobchain.backend import Backend, name_taken
-from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
+from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
 from jobchain.errors import (
     BackendError,
     BackendUnavailableError,
@@ -126,6 +127,8 @@ _SCHEMA = (
     )""",
     "CREATE TABLE queues (name TEXT PRIMARY KEY)",
 )
+#: added within schema version 1: a file written before it gets the table when next opened
+_PAUSED_TABLE = "CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY)"
 
 _SYNCHRONOUS = ("normal", "full", "extra")
 _OPTIONS = {
@@ -221,7 +224,7 @@ def _error_from(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_wire(json.loads(text))
 
 
-class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats):
+class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
     """Jobs in a SQLite database file in WAL mode; every transition one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(
@@ -350,7 +353,7 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats):
                         f"{self.path} holds tables that are not jobchain's ({', '.join(sorted(tables))}): "
                         "give jobchain a database file of its own"
                     )
-                for statement in _SCHEMA:
+                for statement in (*_SCHEMA, _PAUSED_TABLE):
                     conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -365,6 +368,8 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats):
                     f"jobchain-sqlite reads version {SCHEMA_VERSION}: open it with the jobchain-sqlite "
                     "that wrote it, or give this one a new file"
                 )
+            if "paused" not in tables:
+                conn.execute(_PAUSED_TABLE)
 
     def close(self) -> None:
         with self._connections_lock:
@@ -494,8 +499,9 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats):
         for queue in dict.fromkeys(queues):
             rows += conn.execute(
                 "SELECT id, queue, order_key, seq, CAST(payload AS BLOB), deliveries, crashes FROM jobs "
-                "WHERE state = 'queued' AND queue = ? ORDER BY order_key, seq LIMIT ?",
-                (queue, limit),
+                "WHERE state = 'queued' AND queue = ? AND NOT EXISTS (SELECT 1 FROM paused WHERE queue = ?) "
+                "ORDER BY order_key, seq LIMIT ?",
+                (queue, queue, limit),
             ).fetchall()
         if len(queues) > 1:
             rows.sort(key=lambda r: (r[2], r[3]))
@@ -562,7 +568,8 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats):
         marks = ",".join("?" * len(queues))
         try:
             row = conn.execute(
-                f"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND queue IN ({marks})) "
+                f"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND queue IN ({marks}) "
+                "AND queue NOT IN (SELECT queue FROM paused)) "
                 "OR EXISTS (SELECT 1 FROM jobs WHERE state = 'delayed' AND not_before <= ?) "
                 "OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND lease_until <= ?)",
                 (*queues, now, now),
@@ -647,8 +654,9 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats):
                         continue
                     head = conn.execute(
                         "SELECT id FROM jobs WHERE state = 'queued' AND queue = ? "
+                        "AND NOT EXISTS (SELECT 1 FROM paused WHERE queue = ?) "
                         "ORDER BY order_key, seq LIMIT 1",
-                        (job.queue,),
+                        (job.queue, job.queue),
                     ).fetchone()
                     if head is not None and head[0] == job.id:  # nothing ready in its queue is as urgent
                         taken.append(
@@ -909,6 +917,21 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats):
                 "UPDATE workers SET stop = 1 WHERE name = ? AND expires > ?", (name, self.clock.now())
             ).rowcount
         return changed == 1
+
+    # --- paused queues ---------------------------------------------------------------------------
+
+    def pause(self, queues: Sequence[str]) -> None:
+        with self._write() as conn:
+            conn.executemany("INSERT OR IGNORE INTO paused (queue) VALUES (?)", [(q,) for q in queues])
+
+    def resume(self, queues: Sequence[str]) -> None:
+        with self._write() as conn:
+            conn.executemany("DELETE FROM paused WHERE queue = ?", [(q,) for q in queues])
+        self._notify()
+
+    def paused(self) -> list[str]:
+        with self._read() as conn:
+            return [queue for (queue,) in conn.execute("SELECT queue FROM paused ORDER BY queue")]
 
     # --- inspection ------------------------------------------------------------------------------
 
