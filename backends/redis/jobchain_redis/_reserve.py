@@ -3,7 +3,9 @@
 :meth:`Reserver.reserve` takes back what an earlier life of the worker held
 (once per worker name), then looks (the Cluster outbox sweep, then the
 layout's :meth:`~jobchain_redis._layout.Layout.take`: promotion, lost leases,
-leasing) and, while nothing came and time is left, waits for a wake-up. The
+leasing) of the queues not paused (:mod:`jobchain_redis._paused`, a copy at
+most half a second old) and, while nothing came and time is left, waits for
+a wake-up (or, every queue paused, sleeps a moment and looks again). The
 wake-ups of queues with different hash tags (a Cluster) cannot be waited on
 together: it waits on one tag at a time, in turns of :data:`TAG_TURN` seconds.
 """
@@ -17,12 +19,14 @@ from typing import TYPE_CHECKING
 import structlog
 
 from jobchain.model import Delivery
+from jobchain_redis._paused import PAUSED_REFRESH
 from jobchain_redis.codec import decodable
 from jobchain_redis.connection import Transaction
 
 if TYPE_CHECKING:
     from jobchain_redis._layout import Layout
     from jobchain_redis._outbox import Outbox
+    from jobchain_redis._paused import PausedQueues
     from jobchain_redis._store import Store
     from jobchain_redis.safety import EvictionCheck
 
@@ -44,11 +48,14 @@ def wait_slice(tags: int, remaining: float) -> float:
 class Reserver:
     """``reserve``: look, wait, look again, over any layout."""
 
-    def __init__(self, store: Store, layout: Layout, outbox: Outbox, eviction: EvictionCheck) -> None:
+    def __init__(
+        self, store: Store, layout: Layout, outbox: Outbox, eviction: EvictionCheck, paused: PausedQueues
+    ) -> None:
         self.store = store
         self.layout = layout
         self.outbox = outbox
         self.eviction = eviction
+        self.paused = paused
         #: workers this backend reserved for already (their earlier lives' jobs are taken back once)
         self.resumed: set[str] = set()
 
@@ -60,12 +67,22 @@ class Reserver:
         self.eviction.ensure(self.store.client)
         self._resume_once(queues, worker)
         deadline = time.monotonic() + wait
-        # BLPOP and XREAD take keys of one slot: on a Cluster, the queues are waited on a tag at a time
-        groups = self.store.by_tag(queues, lambda q: q)
+        serving: list[str] | None = None
+        groups: list[list[str]] = []
         turn = 0
         while True:
             self.outbox.sweep(queues)
-            taken, seen = self.layout.take(queues, limit, lease, worker)
+            now_serving = self.paused.serving(queues)
+            if now_serving != serving:
+                # BLPOP and XREAD take keys of one slot: on a Cluster, queues are waited on a tag at a time
+                serving, groups = now_serving, self.store.by_tag(now_serving, lambda q: q)
+            if not serving:  # every queue paused: look again when the copy of the paused set is renewed
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                time.sleep(min(remaining, PAUSED_REFRESH))
+                continue
+            taken, seen = self.layout.take(serving, limit, lease, worker)
             remaining = deadline - time.monotonic()
             if taken or remaining <= 0:
                 return taken

@@ -15,6 +15,7 @@ part                            operations
 :mod:`._outbox`                 the Cluster outbox: a chain's second transaction
 :mod:`._failed`                 ``failed``, ``get_failed``, ``redrive``, ``purge_failed``
 :mod:`._records`                ``get_job``, ``get_chain``, the worker registry
+:mod:`._paused`                 ``pause``, ``resume``, ``paused`` (the reserve loop's filter)
 layout (``lists``/``streams``)  ``stats``, and the structure the parts call
 ==============================  ==============================================================
 
@@ -51,6 +52,7 @@ from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Layout, Writes
 from jobchain_redis._leases import Leases
 from jobchain_redis._outbox import OUTBOX_GRACE, OUTBOX_SWEEP, ChainEvent, Outbox
+from jobchain_redis._paused import PausedQueues
 from jobchain_redis._reading import UNREADABLE, parse_job
 from jobchain_redis._records import Records
 from jobchain_redis._reserve import Reserver
@@ -190,7 +192,8 @@ class RedisBackend(Backend):
         store.tolerate = self._layout.tolerate
         self._enqueuer = Enqueuer(store, self._layout)
         self._outbox = Outbox(store, self._enqueuer)
-        self._reserver = Reserver(store, self._layout, self._outbox, self.eviction)
+        self._paused = PausedQueues(store)
+        self._reserver = Reserver(store, self._layout, self._outbox, self.eviction, self._paused)
         self._leases = Leases(store, self._layout, self._guard)
         self._settlement = Settlement(store, self._layout, self._guard, self._outbox)
         self._failed = FailedQueue(store, self._layout)
@@ -284,7 +287,10 @@ class RedisBackend(Backend):
         if limit < 1 or not queues or self.keys.spread:
             # spread layout: a next step is stored by the second part of the transition (see ChainEvent)
             return self._settlement.settle(outcomes, None)
-        return self._settlement.settle(outcomes, Take(worker, frozenset(queues), lease, limit))
+        serving = self._paused.serving(queues)  # never hand off a step of a paused queue
+        if not serving:
+            return self._settlement.settle(outcomes, None)
+        return self._settlement.settle(outcomes, Take(worker, frozenset(serving), lease, limit))
 
     # --- records ---------------------------------------------------------------------
 
@@ -320,6 +326,21 @@ class RedisBackend(Backend):
     @boundary
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
         return self._failed.purge(job_ids)
+
+    # --- paused queues ---------------------------------------------------------------
+
+    @boundary
+    def pause(self, queues: Sequence[str]) -> None:
+        """Add the queues to the paused set (reservers everywhere see it within half a second)."""
+        self._paused.pause(queues)
+
+    @boundary
+    def resume(self, queues: Sequence[str]) -> None:
+        self._paused.resume(queues)
+
+    @boundary
+    def paused(self) -> list[str]:
+        return self._paused.paused()
 
     # --- workers ---------------------------------------------------------------------
 

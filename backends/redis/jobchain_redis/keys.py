@@ -10,10 +10,10 @@ Keys carry a Redis Cluster hash tag (the text between the first ``{`` and
   a tag of its own, ``{app:q:<queue>}``, held by its ready structures, leases,
   processing lists, failed set, outbox and the hashes of its jobs; each chain
   record has its own tag, ``{app:chain:<id>}``; what belongs to no queue
-  (the queue list, the worker registry) keeps ``{app}``. Queues spread over
-  the shards, and a transaction never spans two queues or a queue and a chain:
-  a chain's next step goes through the completing job's outbox (see
-  :mod:`jobchain_redis.common`).
+  (the queue list, the worker registry, the paused set) keeps ``{app}``.
+  Queues spread over the shards, and a transaction never spans two queues or
+  a queue and a chain: a chain's next step goes through the completing job's
+  outbox (see :mod:`jobchain_redis.common`).
 
 Several applications share one Redis with different prefixes. Below, ``{q}``
 is the queue's tag (``{p}`` in the one-tag layout) and ``{c}`` the chain's.
@@ -54,6 +54,7 @@ key                                type    holds
 ``{p}:workers``                    zset    worker name -> heartbeat expiry
 ``{p}:worker:<name>``              string  the worker's registration, JSON
 ``{p}:stop``                       set     names of workers asked to stop
+``{p}:paused``                     set     names of the paused queues
 =================================  ======  ==================================================
 """
 
@@ -155,6 +156,10 @@ class Keys:
     @property
     def stop(self) -> str:
         return f"{self.tag}:stop"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.tag}:paused"
 
     @property
     def patterns(self) -> tuple[str, ...]:
