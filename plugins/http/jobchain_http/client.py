@@ -28,7 +28,7 @@ import structlog
 from jobchain import capabilities
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
-from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry
+from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
 from jobchain.clock import Clock
 from jobchain.errors import (
     BackendAuthError,
@@ -82,7 +82,7 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats):
+class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
     def __init__(
@@ -436,6 +436,18 @@ class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats):
 
     def request_stop(self, name: str) -> bool:
         return bool(self.request("POST", f"/v1/workers/{quote(name, safe='')}/stop")["stopped"])
+
+    # --- paused queues -------------------------------------------------------------------
+
+    def pause(self, queues: Sequence[str]) -> None:
+        self.request("POST", "/v1/queues/pause", body={"queues": list(queues)}, answer=schema.PausedQueues)
+
+    def resume(self, queues: Sequence[str]) -> None:
+        self.request("POST", "/v1/queues/resume", body={"queues": list(queues)}, answer=schema.PausedQueues)
+
+    def paused(self) -> list[str]:
+        answer = self.request("GET", "/v1/queues/paused", answer=schema.PausedQueues)
+        return [str(q) for q in answer["queues"]]
 
     def stats(self) -> list[QueueStats]:
         answer = self.request("GET", "/v1/stats", answer=schema.Stats)

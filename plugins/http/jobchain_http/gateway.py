@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jobchain.backend import Backend
-from jobchain.capabilities import FailedQueue, Stats, WorkerRegistry, require
+from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry, require
 from jobchain.errors import (
     BackendUnavailableError,
     InvalidJobError,
@@ -380,6 +380,19 @@ class Gateway:
         count = await self.hub.call(require(self.backend, FailedQueue).purge_failed, ids)
         return JSONBody({"purged": count})
 
+    # --- paused queues -------------------------------------------------------------------
+
+    async def pause(self, request: Request) -> Response:
+        queues: list[str] = (await read_json(request, self.bodies.queues))["queues"]
+        return JSONBody({"queues": await self.hub.call(_change_paused, self.backend, queues, True)})
+
+    async def resume(self, request: Request) -> Response:
+        queues: list[str] = (await read_json(request, self.bodies.queues))["queues"]
+        return JSONBody({"queues": await self.hub.call(_change_paused, self.backend, queues, False)})
+
+    async def paused(self, request: Request) -> Response:
+        return JSONBody({"queues": await self.hub.call(require(self.backend, Pause).paused)})
+
     # --- worker registry -----------------------------------------------------------------
 
     async def heartbeat(self, request: Request) -> Response:
@@ -414,6 +427,13 @@ class Gateway:
         registry = require(self.backend, WorkerRegistry)
         stopped = await self.hub.call(registry.request_stop, request.path_params["name"])
         return JSONBody({"stopped": stopped})
+
+
+def _change_paused(backend: Backend, queues: list[str], pause: bool) -> list[str]:
+    """Pause or resume ``queues``; the queues paused afterwards."""
+    paused = require(backend, Pause)
+    (paused.pause if pause else paused.resume)(queues)
+    return paused.paused()
 
 
 def _outcome(raw: Mapping[str, Any], delivery: Delivery, path: str) -> Outcome:
@@ -499,6 +519,9 @@ def create_app(config: GatewayConfig) -> GatewayApp:
         Route("/v1/failed/redrive", gw.redrive, methods=["POST"]),
         Route("/v1/failed/purge", gw.purge, methods=["POST"]),
         Route("/v1/failed/{job_id}", gw.failed_one, methods=["GET"]),
+        Route("/v1/queues/pause", gw.pause, methods=["POST"]),
+        Route("/v1/queues/resume", gw.resume, methods=["POST"]),
+        Route("/v1/queues/paused", gw.paused, methods=["GET"]),
         Route("/v1/workers", gw.workers, methods=["GET"]),
         Route("/v1/workers/{name}", gw.heartbeat, methods=["PUT"]),
         Route("/v1/workers/{name}", gw.remove_worker, methods=["DELETE"]),

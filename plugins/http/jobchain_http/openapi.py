@@ -237,6 +237,24 @@ def document(
         s.Purged,
         request=bodies.purge,
     )
+    op.add(
+        "post",
+        "/v1/queues/pause",
+        "queuesPause",
+        "Pause queues: submits are still accepted, no worker reserves from them; "
+        "answers the queues paused now",
+        s.PausedQueues,
+        request=bodies.queues,
+    )
+    op.add(
+        "post",
+        "/v1/queues/resume",
+        "queuesResume",
+        "Serve paused queues again; answers the queues still paused",
+        s.PausedQueues,
+        request=bodies.queues,
+    )
+    op.add("get", "/v1/queues/paused", "queuesPaused", "The queues paused now", s.PausedQueues)
     op.add("get", "/v1/workers", "workers", "Live workers", s.Workers)
     op.add(
         "put",

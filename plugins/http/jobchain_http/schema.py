@@ -347,6 +347,10 @@ class Stopped(Struct, kw_only=True):
     stopped: bool
 
 
+class PausedQueues(Struct, kw_only=True):
+    queues: list[str]
+
+
 class Queued(Struct, kw_only=True):
     queued: int
 
@@ -380,6 +384,7 @@ class Bodies:
     redrive: type[Struct]
     purge: type[Struct]
     heartbeat: type[Struct]
+    queues: type[Struct]
     lines_push: type[Struct]
     lines_ack: type[Struct]
 
@@ -407,6 +412,7 @@ def bodies(max_limit: int = 1000, max_lease: float = 86400.0) -> Bodies:
         redrive=_body("RedriveRequest", ("ids", ids)),
         purge=_body("PurgeRequest", ("ids", ids | None, None)),
         heartbeat=_body("HeartbeatRequest", ("info", WorkerInfo), ("ttl", lease)),
+        queues=_body("QueuesRequest", ("queues", Annotated[list[NonEmpty], batch])),
         lines_push=_body("LinesPushRequest", ("messages", Annotated[list[LineMessage], batch])),
         lines_ack=_body(
             "LinesAckRequest", ("messages", Annotated[list[LineRef], batch]), ("release", bool, False)
