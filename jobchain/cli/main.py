@@ -21,6 +21,7 @@ from jobchain.cli.backends import backends
 from jobchain.cli.common import AUTH_HINT, EXIT_ERROR, EXIT_INTERRUPTED, CliError, CliState
 from jobchain.cli.failed import failed
 from jobchain.cli.logs import LEVELS, configure_logging, level_from_env
+from jobchain.cli.queues import queues
 from jobchain.cli.run import run
 from jobchain.cli.status import status
 from jobchain.cli.submit import submit
@@ -78,7 +79,7 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str, verbose: int
     )
 
 
-for command in (run, worker, submit, status, failed, workers, backends):
+for command in (run, worker, submit, status, queues, failed, workers, backends):
     cli.add_command(command)
 
 

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from jobchain.app import App
-from jobchain.capabilities import Stats, WorkerRegistry, require, supports
+from jobchain.capabilities import WorkerRegistry, supports
 from jobchain.cli.common import (
     CliError,
     backend_option,
@@ -28,6 +28,7 @@ from jobchain.cli.output import (
     print_table,
     state_style,
 )
+from jobchain.cli.queues import queue_rows
 from jobchain.model import ChainRecord, ErrorInfo, JobRecord
 
 __all__ = ["status"]
@@ -52,7 +53,9 @@ def status(
 
 
 def _queues(app: App, as_json: bool) -> None:
-    stats = require(app.backend, Stats).stats()
+    rows = queue_rows(app)
+    stats = [s for s, _ in rows]
+    any_paused = any(paused for _, paused in rows)
     # the worker count is a footnote: a backend without a worker registry still shows its queues
     live = app.workers() if supports(app.backend, WorkerRegistry) else None
     if as_json:
@@ -66,8 +69,9 @@ def _queues(app: App, as_json: bool) -> None:
                         "delayed": s.delayed,
                         "in_flight": s.in_flight,
                         "failed": s.failed,
+                        "paused": paused,
                     }
-                    for s in stats
+                    for s, paused in rows
                 ],
                 "workers": None if live is None else len(live),
             }
@@ -77,6 +81,8 @@ def _queues(app: App, as_json: bool) -> None:
         click.echo(f"no queues on {app.backend_url} yet")
         _note(app)
     else:
+        # a column for the paused queues, only when there are some (the usual table is unchanged)
+        state = [Column("state")] if any_paused else []
         print_table(
             [
                 Column("queue"),
@@ -84,14 +90,19 @@ def _queues(app: App, as_json: bool) -> None:
                 Column("delayed", "right"),
                 Column("in flight", "right"),
                 Column("failed", "right"),
+                *state,
             ],
-            [[s.queue, s.ready, s.delayed, s.in_flight, s.failed] for s in stats],
+            [
+                [s.queue, s.ready, s.delayed, s.in_flight, s.failed, *["paused" if p else "-"][: len(state)]]
+                for s, p in rows
+            ],
             footer=[
                 "total",
                 sum(s.ready for s in stats),
                 sum(s.delayed for s in stats),
                 sum(s.in_flight for s in stats),
                 sum(s.failed for s in stats),
+                *([""] if state else []),
             ],
         )
     if live is not None:

@@ -205,3 +205,27 @@ def test_a_second_worker_under_a_live_name_is_refused(jobchain: Run, backend_url
         "submit", "-c", CONFIG, *b, "load", '[[{"id": 1, "eur": 2.5}]]', "--wait", "--timeout", "20"
     )
     assert loaded.code == 0, loaded
+
+
+def test_a_worker_stops_taking_jobs_of_a_paused_queue(jobchain: Run, backend_url: str, worker: str) -> None:
+    """`queues pause db`: within a second the worker takes no db job; `queues resume db` serves it again."""
+    b = ("-b", backend_url)
+    paused = jobchain("queues", "pause", "db", *b)
+    assert paused.code == 0, paused
+    assert paused.out.startswith("paused db on ")
+    time.sleep(1.0)  # the promise: a pause is honoured within a second
+    job_id = jobchain("submit", "-c", CONFIG, *b, "load", '[[{"id": 1, "eur": 2.5}]]').out.strip()
+    time.sleep(1.5)
+    assert jobchain("status", *b, job_id, "--json").json()["state"] == "queued"  # accepted, not taken
+    listed = {q["queue"]: q for q in jobchain("queues", "list", *b, "--json").json()}
+    assert (listed["db"]["paused"], listed["db"]["ready"]) == (True, 1)
+    status = jobchain("status", *b)
+    assert [line.split()[-1] for line in status.out.splitlines() if line.startswith("db ")] == ["paused"]
+    assert {q["queue"]: q["paused"] for q in jobchain("status", *b, "--json").json()["queues"]}["db"]
+
+    assert jobchain("queues", "resume", "db", *b).code == 0
+    deadline = time.monotonic() + 10
+    while jobchain("status", *b, job_id, "--json").json()["state"] != "succeeded":
+        assert time.monotonic() < deadline, "the worker did not take the job after resume"
+        time.sleep(0.1)
+    assert {q["queue"]: q["paused"] for q in jobchain("queues", *b, "--json").json()} == {"db": False}
