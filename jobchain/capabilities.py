@@ -13,9 +13,9 @@ capability method on a backend without asking first, with :func:`supports`
 :class:`~jobchain.errors.NotSupportedError`, never ``AttributeError``).
 
 Implemented today: :class:`FailedQueue`, :class:`WorkerRegistry`,
-:class:`Stats`. Declared for the coming features, implemented by no backend
-yet, with **provisional** signatures that may change before a feature ships:
-:class:`Browse`, :class:`Cancel`, :class:`Pause`, :class:`Uniqueness`,
+:class:`Stats`, :class:`Pause`. Declared for the coming features, implemented
+by no backend yet, with **provisional** signatures that may change before a
+feature ships: :class:`Browse`, :class:`Cancel`, :class:`Uniqueness`,
 :class:`RateLimits`, :class:`ScheduleSlots`.
 """
 
@@ -189,21 +189,31 @@ class Cancel(Capability):
 
 
 class Pause(Capability):
-    """Provisional. A paused queue accepts submits; no worker reserves from it."""
+    """A paused queue accepts submits; no worker reserves from it (implemented by the built-in backends).
+
+    Its jobs stay where they are (ready, delayed, or leased and running to
+    their end); on resume they are served in their usual order.
+    """
 
     what = "pausing queues"
 
     @abc.abstractmethod
     def pause(self, queues: Sequence[str]) -> None:
-        """Stop :meth:`~jobchain.backend.Backend.reserve` serving these queues."""
+        """Stop :meth:`~jobchain.backend.Backend.reserve` and the hand-off of
+        :meth:`~jobchain.backend.Backend.settle_and_take` serving these queues.
+
+        Idempotent. Every reserver of the backend honours it within a second
+        (a backend may cache the paused set that long); a reserver of this
+        same instance honours it at once.
+        """
 
     @abc.abstractmethod
     def resume(self, queues: Sequence[str]) -> None:
-        """Serve these queues again."""
+        """Serve these queues again (idempotent; a queue that is not paused is left as it is)."""
 
     @abc.abstractmethod
     def paused(self) -> list[str]:
-        """The queues paused now."""
+        """The queues paused now, sorted."""
 
 
 class Uniqueness(Capability):

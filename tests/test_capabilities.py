@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 import jobchain.contract as contract
 from jobchain import JobchainError, NotSupportedError
+from jobchain.app import App
 from jobchain.capabilities import (
     ALL,
     Browse,
@@ -29,6 +30,7 @@ from jobchain.cli.main import cli
 from jobchain.errors import ConfigurationError
 from jobchain.memory import MemoryBackend
 from jobchain.model import ChainRecord, Delivery, Job, JobRecord, Outcome, QueueStats, SettleResult
+from jobchain.plugins import Plugins
 from jobchain.registry import BackendSpec
 
 
@@ -73,8 +75,8 @@ def test_the_core_is_six_abstract_methods() -> None:
 
 
 def test_supports_and_capabilities_read_the_class_statement() -> None:
-    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats"]
-    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats"]
+    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
+    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
     assert capabilities(CoreOnly()) == []
     assert capabilities(WithStats) == ["Stats"]
     assert supports(WithStats(), Stats)
@@ -121,14 +123,28 @@ def test_a_declared_capability_must_be_implemented_in_full() -> None:
         HalfDone()  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("capability", [Browse, Cancel, Pause, Uniqueness, RateLimits, ScheduleSlots])
+@pytest.mark.parametrize("capability", [Browse, Cancel, Uniqueness, RateLimits, ScheduleSlots])
 def test_the_provisional_capabilities_are_declared_and_documented(capability: type) -> None:
     assert capability in ALL
     assert capability.__abstractmethods__
     assert "Provisional" in (capability.__doc__ or "")
     for name in capability.__abstractmethods__:
         assert getattr(capability, name).__doc__, f"{capability.__name__}.{name} has no docstring"
-    assert not any(supports(MemoryBackend, capability) for capability in (Browse, Cancel, Pause))
+    assert not any(supports(MemoryBackend, capability) for capability in (Browse, Cancel))
+
+
+def test_pause_is_implemented_and_reached_through_the_app() -> None:
+    """Pause left the provisional list: the built-in backends declare it; the App asks for it."""
+    assert "Provisional" not in (Pause.__doc__ or "")
+    assert supports(MemoryBackend, Pause)
+    app = App(backend=MemoryBackend(), plugins=Plugins(entry_points=False))
+    app.pause("a", "b")
+    app.pause("a")
+    assert app.paused() == ["a", "b"]
+    app.resume("a", "c")
+    assert app.paused() == ["b"]
+    with pytest.raises(NotSupportedError, match=r"does not support pausing queues \(capability Pause\)"):
+        App(backend=CoreOnly(), plugins=Plugins(entry_points=False)).pause("a")
 
 
 def test_the_contract_module_exports_what_an_author_needs() -> None:
@@ -158,6 +174,7 @@ def test_a_spec_knows_its_backends_capabilities() -> None:
         "FailedQueue",
         "WorkerRegistry",
         "Stats",
+        "Pause",
     ]
     assert BackendSpec("c", CoreOnly, "", "x").capabilities == []
     assert BackendSpec("f", lambda url, **kw: MemoryBackend(), "", "x").capabilities is None
@@ -167,6 +184,6 @@ def test_jobchain_backends_lists_capabilities() -> None:
     result = CliRunner().invoke(cli, ["backends", "--json"])
     assert result.exit_code == 0, result.output
     memory = next(b for b in json.loads(result.output)["backends"] if b["scheme"] == "memory")
-    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats"]
+    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
     table = CliRunner().invoke(cli, ["backends"])
     assert "capabilities" in table.output.splitlines()[0]
