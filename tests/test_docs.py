@@ -49,3 +49,12 @@ def test_readme_example_halts_then_completes_after_redrive() -> None:
     assert "result: 'the answer is 42'" in out
     assert out[-1] == "A (completed) -> B (completed) -> C (completed)"
     assert out.index("A (completed) -> B (failed) -> C (not executed)") < len(out) - 1
+
+
+def test_the_guides_pause_example_runs() -> None:
+    """The guide's "Pausing a queue" example runs as written."""
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    section = guide[guide.index("## Pausing a queue") :]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code is not None
+    subprocess.run([sys.executable, "-c", code.group(1)], check=True, timeout=60, capture_output=True)

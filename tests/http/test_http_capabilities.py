@@ -55,6 +55,9 @@ def _request(app: GatewayApp, method: str, path: str, body: object = None) -> ht
         ("POST", "/v1/workers/w-1/stop", None, "WorkerRegistry"),
         ("GET", "/v1/stats", None, "Stats"),
         ("GET", "/v1/lines/q", None, "Stats"),
+        ("POST", "/v1/queues/pause", {"queues": ["q"]}, "Pause"),
+        ("POST", "/v1/queues/resume", {"queues": ["q"]}, "Pause"),
+        ("GET", "/v1/queues/paused", None, "Pause"),
     ],
 )
 def test_an_endpoint_of_a_missing_capability_is_501(
