@@ -29,8 +29,8 @@ crashes.
 **Optional capabilities.** Declare one by inheriting it next to
 :class:`Backend` and implement all its methods (see
 :mod:`jobchain.capabilities`): :class:`FailedQueue`, :class:`WorkerRegistry`,
-:class:`Stats`; declared for coming features (provisional):
-:class:`Browse`, :class:`Cancel`, :class:`Pause`, :class:`Uniqueness`,
+:class:`Stats`, :class:`Pause`; declared for coming features (provisional):
+:class:`Browse`, :class:`Cancel`, :class:`Uniqueness`,
 :class:`RateLimits`, :class:`ScheduleSlots`. Code that uses a backend asks
 with :func:`supports` or :func:`require`; a missing capability is a
 :class:`NotSupportedError`.
@@ -51,7 +51,7 @@ that :class:`Backend.__init__` takes.
 
 **Proving it.** Run :class:`jobchain.testing.suite.CoreConformance` and the
 suite of every capability declared (``FailedQueueConformance``,
-``WorkerRegistryConformance``, ``StatsConformance``), or
+``WorkerRegistryConformance``, ``StatsConformance``, ``PauseConformance``), or
 ``BackendConformance`` for all of them; time moves with :class:`ManualClock`.
 ``examples/minimal_backend.py`` is a complete backend on the core alone.
 """
