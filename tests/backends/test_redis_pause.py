@@ -91,3 +91,19 @@ def test_a_pause_through_the_same_backend_applies_at_once(pair: Pair, jobs: Make
     second.pause(["a"])
     assert reserve(second, ["a"]) == []
 
+
+
+def test_a_failed_read_of_the_paused_set_settles_without_a_hand_off(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the hand-off cannot read the paused set, the settlement goes on and takes nothing."""
+    import redis
+
+    _, second, ticks = pair
+
+    def refuse(key: str) -> None:
+        raise redis.ConnectionError("connection reset")
+
+    monkeypatch.setattr(second.client, "smembers", refuse)
+    ticks.now += PAUSED_REFRESH
+    assert second._paused.handing_off(["a"]) == []

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import redis
+
 if TYPE_CHECKING:
     from jobchain_redis._store import Store
 
@@ -65,6 +67,17 @@ class PausedQueues:
         if not paused:
             return list(queues)
         return [q for q in queues if q not in paused]
+
+    def handing_off(self, queues: Sequence[str]) -> list[str]:
+        """The queues a settlement may hand a next step off to: none when the paused set cannot be read.
+
+        A failed read must not fail the settlement itself: it then settles
+        without a hand-off, and the next steps are reserved as usual.
+        """
+        try:
+            return self.serving(queues)
+        except redis.RedisError:
+            return []
 
     def _forget(self) -> None:
         with self._lock:

@@ -287,7 +287,7 @@ class RedisBackend(Backend):
         if limit < 1 or not queues or self.keys.spread:
             # spread layout: a next step is stored by the second part of the transition (see ChainEvent)
             return self._settlement.settle(outcomes, None)
-        serving = self._paused.serving(queues)  # never hand off a step of a paused queue
+        serving = self._paused.handing_off(queues)  # never hand off a step of a paused queue
         if not serving:
             return self._settlement.settle(outcomes, None)
         return self._settlement.settle(outcomes, Take(worker, frozenset(serving), lease, limit))
