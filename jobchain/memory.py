@@ -79,6 +79,8 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats):
         self._chains: dict[str, ChainRecord] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._stop_requests: set[str] = set()
+        #: workers whose blocking reserve should return now (see wake)
+        self._woken: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
@@ -182,10 +184,16 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats):
                 self._promote(now)
                 taken = self._take(queues, limit, now + lease, worker)
                 remaining = deadline - time.monotonic()
-                if taken or remaining <= 0:
+                if taken or remaining <= 0 or worker in self._woken:
+                    self._woken.discard(worker)
                     return taken
                 # wake up for the next delayed job or lease expiry, at the latest
                 self._cond.wait(min(remaining, self._next_wakeup(now)))
+
+    def wake(self, worker: str) -> None:
+        with self._cond:
+            self._woken.add(worker)  # (a stale entry costs one reserve that returns early)
+            self._cond.notify_all()
 
     def _next_wakeup(self, now: float) -> float:
         soonest = 1.0

@@ -62,6 +62,9 @@ class Worker(Execution, Settling, Monitor, Pool):
     reserving and stops; :attr:`name_lost` then holds the error.
     """
 
+    #: seconds stop() waits for a reserve in flight before it goes on without it
+    FETCH_GRACE = 0.02
+
     # --- life cycle ------------------------------------------------------------------
 
     def start(self) -> Worker:
@@ -123,9 +126,15 @@ class Worker(Execution, Settling, Monitor, Pool):
         clean = True
         with self._cv:
             self._fetch_cv.notify_all()
+        self._wake_reserve()
         clean = self._join_pool(deadline)
-        if self._fetcher is not None:  # a reserve in flight adds to the buffer: wait for it first
-            self._fetcher.join(_left(deadline))
+        if self._fetcher is not None:
+            # a reserve in flight adds to the buffer: wait for it briefly (a woken one returns at once); one
+            # that keeps blocking (a blocking read on a server) is left behind and releases what it returns
+            grace = self.FETCH_GRACE if deadline is None else min(self.FETCH_GRACE, _left(deadline) or 0.0)
+            self._fetcher.join(grace)
+            with self._cv:
+                self._orphaned = self._fetcher.is_alive()
         with self._cv:
             unstarted = list(self._buffer)
             self._buffer.clear()
@@ -160,6 +169,13 @@ class Worker(Execution, Settling, Monitor, Pool):
             "worker_stopped", processed=processed, released=len(unstarted), clean=clean, unsettled=len(left)
         )
         return clean and not left
+
+    def _wake_reserve(self) -> None:
+        """Ask the backend to end this worker's blocking reserve now (best effort)."""
+        try:
+            self.backend.wake(self.name)
+        except Exception as exc:
+            self.log.debug("reserve_wake_failed", error_type=type(exc).__name__, error=str(exc))
 
     def _claim(self) -> None:
         """Register the name; take it over from a holder whose process on this host is gone.
