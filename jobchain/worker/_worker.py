@@ -96,12 +96,22 @@ class Worker(Execution, Settling, Monitor, Pool):
         self._monitor.start()
         return self
 
-    def run(self) -> None:
-        """Start and block until stopped (by :meth:`stop`, a remote request or Ctrl-C)."""
+    def run(self, *, burst: bool = False) -> None:
+        """Start and block until stopped (by :meth:`stop`, a remote request or Ctrl-C).
+
+        ``burst=True``: stop by itself once its queues are idle (nothing ready,
+        delayed or in flight: :meth:`drain`), so a run works off what is there,
+        including what the jobs it runs submit, then returns. That needs the
+        backend's :class:`~jobchain.capabilities.Stats`;
+        :class:`~jobchain.errors.NotSupportedError` before starting without it.
+        """
+        if burst:
+            require(self.backend, Stats)
         self.start()
         try:
-            while not self._stopping.wait(0.2):
-                pass
+            while not self._stopping.wait(0.2 if not burst else 0.0):
+                if burst and self.drain(timeout=0.2):
+                    break
         except KeyboardInterrupt:
             self.log.info("worker_interrupted")
         finally:
