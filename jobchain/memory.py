@@ -190,6 +190,19 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats):
                 # wake up for the next delayed job or lease expiry, at the latest
                 self._cond.wait(min(remaining, self._next_wakeup(now)))
 
+    def skip_delay(self, queues: Sequence[str]) -> bool:
+        """Test mode: make the delayed job of ``queues`` due soonest ready now; False if there is none."""
+        with self._cond:
+            entry = min((e for e in self._delayed if e[2].queue in queues), default=None)
+            if entry is None:
+                return False
+            self._delayed.remove(entry)
+            heapq.heapify(self._delayed)
+            job = entry[2]
+            self._push_ready(job)
+            self._records[job.id] = evolve(self._records[job.id], state=JobState.QUEUED)
+            return True
+
     def wake(self, worker: str) -> None:
         with self._cond:
             self._woken.add(worker)  # (a stale entry costs one reserve that returns early)
