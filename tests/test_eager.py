@@ -142,3 +142,17 @@ def test_the_eager_block_and_a_backend_that_is_not_memory() -> None:
     other = App(MinimalBackend(), plugins=Plugins(entry_points=False))
     with pytest.raises(ConfigurationError, match="memory backend"), other.eager():
         pass
+
+
+def test_a_delayed_job_runs_without_waiting(app: App) -> None:
+    ran: list[str] = []
+
+    @app.task
+    def note(x: str) -> None:
+        ran.append(x)
+
+    began = time.monotonic()
+    later = app.submit(note.s("later").set(delay=3600))
+    assert later.status() == "succeeded"
+    assert time.monotonic() - began < 5
+    assert ran == ["later"]
