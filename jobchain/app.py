@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import inspect
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from attrs import field, frozen
 
+from jobchain._eager import EagerRunner
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.buffer import DEFAULT_BUFFER, BufferedSubmits, PendingSubmit, SubmitBuffer
@@ -322,6 +325,11 @@ class App:
     ``JOBCHAIN_SIGNING_KEYS`` (comma-separated), and ``[]`` turns signing off.
     ``require_signatures=False`` lets workers run unsigned jobs too (while
     signing is being rolled out); signed ones are still checked.
+
+    ``eager=True`` is test mode (on the memory backend): each submit runs the
+    jobs it stored, and what they lead to (retries without their delay, the
+    next steps of chains, jobs they submit), in the calling thread before it
+    returns, through the worker's own code; see :meth:`eager`.
     """
 
     def __init__(
@@ -338,6 +346,7 @@ class App:
         buffer: SubmitBuffer | None = DEFAULT_BUFFER,
         signing_keys: Sequence[str | bytes] | None = None,
         require_signatures: bool = True,
+        eager: bool = False,
     ) -> None:
         if buffer is not None and not isinstance(buffer, SubmitBuffer):
             raise ConfigurationError(f"buffer must be a jobchain.SubmitBuffer or None, got {buffer!r}")
@@ -370,6 +379,8 @@ class App:
         self._backend: Backend | None = None
         self._backend_url = None if isinstance(backend, Backend) else backend
         self._backend_lock = threading.Lock()
+        #: test mode: runs what a submit stored before the submit returns (see :meth:`eager`)
+        self._eager: EagerRunner | None = EagerRunner(self) if eager else None
         if isinstance(backend, Backend):
             self._attach(backend)
         self.tasks: dict[str, Task[Any, Any]] = {}
@@ -569,11 +580,27 @@ class App:
         return ChainHandle(self, record.id, self._store(jobs, [record], submit_id is None))
 
     def _store(self, jobs: Sequence[Job], chains: Sequence[ChainRecord], fresh: bool) -> PendingSubmit | None:
-        """Store a submit's jobs and chains, or buffer them while the backend is away.
+        """Store a submit's jobs and chains (in test mode, then run them), or buffer them.
 
         ``fresh``: every id was generated just now (``enqueue_new``); otherwise some
         may exist, and ``enqueue`` skips those.
         """
+        pending = self._store_only(jobs, chains, fresh)
+        if self._eager is not None:
+            self._eager.run()
+        return pending
+
+    def eager(self) -> AbstractContextManager[App]:
+        """Test mode for a block: each submit runs its jobs to completion before it returns.
+
+        ``with app.eager(): handle = add.submit(1, 2)`` leaves ``handle`` finished.
+        Same as ``App(..., eager=True)`` for the block; see ``docs/guide.md`` (test mode).
+        """
+        return _eager_block(self)
+
+    def _store_only(
+        self, jobs: Sequence[Job], chains: Sequence[ChainRecord], fresh: bool
+    ) -> PendingSubmit | None:
         backend = self.backend
         buffered = self._buffered
         if buffered is not None:
@@ -684,3 +711,15 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App backend={self.backend_url!r} tasks={len(self.tasks)}>"
+
+
+@contextlib.contextmanager
+def _eager_block(app: App) -> Iterator[App]:
+    previous = app._eager
+    runner = app._eager = previous or EagerRunner(app)
+    try:
+        runner.check()
+        runner.run()  # what was submitted before the block runs first
+        yield app
+    finally:
+        app._eager = previous

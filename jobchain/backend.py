@@ -102,6 +102,14 @@ class Backend(abc.ABC):
     ) -> list[Delivery]:
         """Lease up to ``limit`` ready jobs from ``queues``; block up to ``wait`` seconds for one."""
 
+    def wake(self, worker: str) -> None:
+        """Make a blocking :meth:`reserve` of ``worker`` in this process return soon (a stopping worker).
+
+        Best effort, and optional: the default does nothing, and a worker does not
+        wait for a reserve that keeps blocking (it releases whatever that reserve
+        returns later). A backend whose reserve waits on a local condition wakes it.
+        """
+
     @abc.abstractmethod
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
         """Push the leases of deliveries ``lease`` seconds from now; False where no longer held."""

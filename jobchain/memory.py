@@ -80,6 +80,8 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._stop_requests: set[str] = set()
         self._paused: set[str] = set()
+        #: workers whose blocking reserve should return now (see wake)
+        self._woken: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
@@ -184,10 +186,29 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
                 self._promote(now)
                 taken = self._take(queues, limit, now + lease, worker)
                 remaining = deadline - time.monotonic()
-                if taken or remaining <= 0:
+                if taken or remaining <= 0 or worker in self._woken:
+                    self._woken.discard(worker)
                     return taken
                 # wake up for the next delayed job or lease expiry, at the latest
                 self._cond.wait(min(remaining, self._next_wakeup(now)))
+
+    def skip_delay(self, queues: Sequence[str]) -> bool:
+        """Test mode: make the delayed job of ``queues`` due soonest ready now; False if there is none."""
+        with self._cond:
+            entry = min((e for e in self._delayed if e[2].queue in queues), default=None)
+            if entry is None:
+                return False
+            self._delayed.remove(entry)
+            heapq.heapify(self._delayed)
+            job = entry[2]
+            self._push_ready(job)
+            self._records[job.id] = evolve(self._records[job.id], state=JobState.QUEUED)
+            return True
+
+    def wake(self, worker: str) -> None:
+        with self._cond:
+            self._woken.add(worker)  # (a stale entry costs one reserve that returns early)
+            self._cond.notify_all()
 
     def _next_wakeup(self, now: float) -> float:
         soonest = 1.0

@@ -10,6 +10,9 @@ With ``--processes N`` this process supervises N worker processes (see
 :mod:`jobchain.cli.processes`), each with ``--concurrency`` threads and named
 ``NAME-1`` ... ``NAME-N``: it passes a stop on to them, stops the others when
 one dies and exits non-zero, and sums up what they did.
+
+With ``--burst`` it stops by itself once its queues hold nothing ready,
+delayed or in flight, and exits 0 (:meth:`jobchain.Worker.drain`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import click
 
+from jobchain.capabilities import Stats, supports
 from jobchain.cli.common import (
     AUTH_HINT,
     EXIT_INTERRUPTED,
@@ -93,6 +97,11 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Seconds running jobs get to finish when stopping.",
 )
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Work off what the queues hold (and what those jobs submit), then exit 0 once they are idle.",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -105,6 +114,7 @@ def worker(
     name: str | None,
     lease: float,
     grace: float,
+    burst: bool,
 ) -> None:
     """Run the tasks of --config from the backend until stopped (SIGTERM, Ctrl-C, `workers stop`)."""
     level = setup_logging(ctx, "info")
@@ -112,7 +122,12 @@ def worker(
     opened = open_app(config, backend, connect=False)
     app = opened.app
     check_shareable(app, processes)
+    if burst and processes > 1:
+        raise click.UsageError("--burst runs one worker process: leave out --processes")
     _ = app.backend  # unknown scheme, unreachable server: fail now, with the URL in the message
+    if burst and not supports(app.backend, Stats):
+        app.close()
+        raise CliError(f"--burst needs a backend that counts its queues (Stats); {app.backend_url} does not")
     if processes > 1:
         queue_list = tuple(_csv(queues) or app.queues)
         url = app.backend_url
@@ -159,14 +174,18 @@ def worker(
         )
     with _stop_on_signals(consumer):
         consumer.start()  # a name held by a live worker: WorkerNameTakenError, one line, exit 1
+        until = "until the queues are idle" if burst else "Ctrl-C to stop"
         click.echo(
             f"worker {consumer.name}: queues {', '.join(consumer.queues)} · {concurrency} threads · "
-            f"{app.backend_url} (Ctrl-C to stop)",
+            f"{app.backend_url} ({until})",
             err=True,
         )
         try:
             while not consumer.stopping:
-                time.sleep(0.2)
+                if not burst:
+                    time.sleep(0.2)
+                elif consumer.drain(timeout=0.2):
+                    break
         finally:
             clean = _stop(consumer, grace)
     if consumer.fatal is not None:

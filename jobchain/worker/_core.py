@@ -164,6 +164,8 @@ class WorkerCore:
         self._fetcher: threading.Thread | None = None
         self._buffer: deque[Delivery] = deque()
         self._fetching = False
+        #: set by stop() when it went on without the fetcher's blocking reserve: what it returns is released
+        self._orphaned = False
         self._pending: list[Outcome] = []
         self._flushing = False
         self._settling: list[Outcome] = []

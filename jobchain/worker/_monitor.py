@@ -75,7 +75,8 @@ class Monitor(WorkerCore):
         while not self._stopped.is_set():
             if self._stopping.is_set() and not any(t.is_alive() for t in self._threads):
                 break
-            time.sleep(tick)
+            if self._stopped.wait(tick):  # stop() ends the monitor at once, not at its next tick
+                break
             now = time.monotonic()
             try:
                 self._enforce_timeouts(now)

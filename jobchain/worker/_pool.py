@@ -189,6 +189,7 @@ class Pool(WorkerCore):
                     return
                 self._fetching = True
             got: list[Delivery] = []
+            late = False
             since = time.monotonic()  # the backend's leases start after this
             try:
                 # a blocking reserve may lease a job at the end of its wait: waits of a quarter lease at
@@ -197,7 +198,8 @@ class Pool(WorkerCore):
                     self.queues, limit=self.prefetch, lease=self.lease, worker=self.name, wait=self._wait
                 )
             except Exception as exc:
-                self._backend_failed("reserve", exc)
+                if not self._orphaned:  # (a worker already stopped has no outage to report)
+                    self._backend_failed("reserve", exc)
                 if not self._stopping.is_set():
                     self.outage.pause(backoff.next())
             else:
@@ -206,8 +208,32 @@ class Pool(WorkerCore):
             finally:
                 with self._cv:
                     self._fetching = False
-                    for delivery in got:
-                        self._held[delivery.job.id] = delivery
-                    self._note_leased(got, since)
-                    self._buffer.extend(got)
-                    self._cv.notify_all()
+                    late = self._orphaned
+                    if not late:
+                        for delivery in got:
+                            self._held[delivery.job.id] = delivery
+                        self._note_leased(got, since)
+                        self._buffer.extend(got)
+                        self._cv.notify_all()
+            if late:
+                self._release_late(got)
+                return
+
+    def _release_late(self, deliveries: list[Delivery]) -> None:
+        """Give back what a reserve returned after :meth:`stop` went on without it (unrun, no attempt used).
+
+        Should the backend refuse, the leases expire and another worker gets the jobs.
+        """
+        if not deliveries:
+            return
+        try:
+            self.backend.settle([Released(delivery=d) for d in deliveries])
+        except Exception as exc:
+            self.log.warning(
+                "late_deliveries_left_for_lease_expiry",
+                job_ids=[d.job.id for d in deliveries][:50],
+                error_type=type_name(exc),
+                error=cap(describe(exc), 1024),
+            )
+        else:
+            self.log.info("late_deliveries_released", job_ids=[d.job.id for d in deliveries][:50])

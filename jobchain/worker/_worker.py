@@ -62,6 +62,9 @@ class Worker(Execution, Settling, Monitor, Pool):
     reserving and stops; :attr:`name_lost` then holds the error.
     """
 
+    #: seconds stop() waits for a reserve in flight before it goes on without it
+    FETCH_GRACE = 0.02
+
     # --- life cycle ------------------------------------------------------------------
 
     def start(self) -> Worker:
@@ -93,12 +96,22 @@ class Worker(Execution, Settling, Monitor, Pool):
         self._monitor.start()
         return self
 
-    def run(self) -> None:
-        """Start and block until stopped (by :meth:`stop`, a remote request or Ctrl-C)."""
+    def run(self, *, burst: bool = False) -> None:
+        """Start and block until stopped (by :meth:`stop`, a remote request or Ctrl-C).
+
+        ``burst=True``: stop by itself once its queues are idle (nothing ready,
+        delayed or in flight: :meth:`drain`), so a run works off what is there,
+        including what the jobs it runs submit, then returns. That needs the
+        backend's :class:`~jobchain.capabilities.Stats`;
+        :class:`~jobchain.errors.NotSupportedError` before starting without it.
+        """
+        if burst:
+            require(self.backend, Stats)
         self.start()
         try:
-            while not self._stopping.wait(0.2):
-                pass
+            while not self._stopping.wait(0.2 if not burst else 0.0):
+                if burst and self.drain(timeout=0.2):
+                    break
         except KeyboardInterrupt:
             self.log.info("worker_interrupted")
         finally:
@@ -123,9 +136,15 @@ class Worker(Execution, Settling, Monitor, Pool):
         clean = True
         with self._cv:
             self._fetch_cv.notify_all()
+        self._wake_reserve()
         clean = self._join_pool(deadline)
-        if self._fetcher is not None:  # a reserve in flight adds to the buffer: wait for it first
-            self._fetcher.join(_left(deadline))
+        if self._fetcher is not None:
+            # a reserve in flight adds to the buffer: wait for it briefly (a woken one returns at once); one
+            # that keeps blocking (a blocking read on a server) is left behind and releases what it returns
+            grace = self.FETCH_GRACE if deadline is None else min(self.FETCH_GRACE, _left(deadline) or 0.0)
+            self._fetcher.join(grace)
+            with self._cv:
+                self._orphaned = self._fetcher.is_alive()
         with self._cv:
             unstarted = list(self._buffer)
             self._buffer.clear()
@@ -160,6 +179,13 @@ class Worker(Execution, Settling, Monitor, Pool):
             "worker_stopped", processed=processed, released=len(unstarted), clean=clean, unsettled=len(left)
         )
         return clean and not left
+
+    def _wake_reserve(self) -> None:
+        """Ask the backend to end this worker's blocking reserve now (best effort)."""
+        try:
+            self.backend.wake(self.name)
+        except Exception as exc:
+            self.log.debug("reserve_wake_failed", error_type=type(exc).__name__, error=str(exc))
 
     def _claim(self) -> None:
         """Register the name; take it over from a holder whose process on this host is gone.
