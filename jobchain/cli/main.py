@@ -82,6 +82,34 @@ for command in (run, worker, submit, status, failed, workers, backends):
     cli.add_command(command)
 
 
+def _after_command_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    state = ctx.find_object(CliState)
+    if state is not None and value:
+        state.verbose += value
+
+
+def _accept_verbose_after(command: click.Command) -> None:
+    """Let ``-v``/``-vv`` follow the command too (``jobchain worker -v``), as the docs write it.
+
+    Added to every subcommand (plugins' included) that has no ``-v`` of its own;
+    the counts before and after the command add up.
+    """
+    taken = {name for param in command.params for name in getattr(param, "opts", [])}
+    if not {"-v", "--verbose"} & taken:
+        command.params.append(
+            click.Option(
+                ["--verbose", "-v"],
+                count=True,
+                expose_value=False,
+                callback=_after_command_verbose,
+                help="-v logs info, -vv debug (as before the command).",
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_verbose_after(sub)
+
+
 def _add_plugin_commands() -> None:
     from jobchain.plugins import default_plugins
 
@@ -89,6 +117,8 @@ def _add_plugin_commands() -> None:
         default_plugins().call_all("jobchain_add_commands", cli=cli)
     except Exception as exc:  # a plugin's command failed to register: say so, keep the rest
         click.echo(f"warning: a plugin failed to add its commands: {type(exc).__name__}: {exc}", err=True)
+    for command in cli.commands.values():
+        _accept_verbose_after(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

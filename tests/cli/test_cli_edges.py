@@ -1,0 +1,34 @@
+"""The CLI's edges as a new user meets them (issue 18, item 7): each was a surprise once.
+
+Every command runs as a real ``jobchain`` subprocess (tests/cli/conftest.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+Run = Callable[..., Any]
+CONFIG = "examples/etl.py"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("submit", "-c", CONFIG, "extract", '["x"]', "-v"),
+        ("submit", "-v", "-c", CONFIG, "extract", '["x"]'),
+        ("-v", "submit", "-c", CONFIG, "extract", '["x"]'),
+    ],
+)
+def test_verbose_is_accepted_after_the_command(jobchain: Run, args: tuple[str, ...]) -> None:
+    """``-v`` logs info wherever it is written: before the command (global) or after it."""
+    result = jobchain(*args)
+    assert result.code == 0, result
+    assert "worker_started" in result.err, result
+
+
+def test_verbose_after_a_subcommand_of_a_group(jobchain: Run) -> None:
+    result = jobchain("failed", "list", "-v")
+    assert result.code == 0, result
