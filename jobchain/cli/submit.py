@@ -8,6 +8,7 @@ runs here, on a short-lived worker, and the command waits for it.
 from __future__ import annotations
 
 import contextlib
+import shlex
 from typing import Any
 
 import click
@@ -114,13 +115,27 @@ def submit(
     if is_private_backend(app):
         click.echo(f"note: {app.backend_url} lives in this process, so the job runs here", err=True)
         with app.worker(concurrency=4, poll=0.05, name=f"submit-{handle.id[-8:]}"):
-            _wait_and_show(app, handle, kind, target, timeout, as_json)
+            _wait_and_show(app, handle, kind, target, timeout, as_json, config)
     else:
-        _wait_and_show(app, handle, kind, target, timeout, as_json)
+        _wait_and_show(app, handle, kind, target, timeout, as_json, config)
+
+
+def _status_command(app: App, job_id: str, config: str | None) -> str:
+    """The ``jobchain status`` line that finds this job again: same backend (password hidden), same config."""
+    words = ["jobchain", "status", job_id, "--backend", app.backend_url]
+    if config is not None:
+        words += ["--config", config]
+    return shlex.join(words)
 
 
 def _wait_and_show(
-    app: App, handle: JobHandle | ChainHandle, kind: str, target: str, timeout: float | None, as_json: bool
+    app: App,
+    handle: JobHandle | ChainHandle,
+    kind: str,
+    target: str,
+    timeout: float | None,
+    as_json: bool,
+    config: str | None,
 ) -> None:
     error: CliError | None = None
     result: Any = None
@@ -129,7 +144,7 @@ def _wait_and_show(
     except WaitTimeoutError as exc:
         error = CliError(str(exc), exit_code=EXIT_TIMEOUT)
     except JobFailedError as exc:
-        error = CliError(str(exc), hint=f"details: jobchain status {handle.id}")
+        error = CliError(str(exc), hint=f"details: {_status_command(app, handle.id, config)}")
     record = handle.record()
     if as_json:
         echo_json(_as_json(handle, kind, target, record, result, error))

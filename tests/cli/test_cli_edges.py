@@ -32,3 +32,13 @@ def test_verbose_is_accepted_after_the_command(jobchain: Run, args: tuple[str, .
 def test_verbose_after_a_subcommand_of_a_group(jobchain: Run) -> None:
     result = jobchain("failed", "list", "-v")
     assert result.code == 0, result
+
+
+def test_failed_wait_hints_a_status_command_on_the_same_backend(jobchain: Run) -> None:
+    """The hint after a failed ``submit --wait`` keeps ``--backend`` (and ``--config``): it finds the job."""
+    result = jobchain("submit", "-c", CONFIG, "-b", "memory://", "transform", '[[{"id": 1}]]', "--wait")
+    assert result.code == 1, result
+    hint = next(line for line in result.err.splitlines() if line.startswith("details: "))
+    assert hint.startswith("details: jobchain status "), result
+    assert "--backend memory://" in hint, result
+    assert f"--config {CONFIG}" in hint, result
