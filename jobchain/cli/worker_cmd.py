@@ -39,6 +39,7 @@ from jobchain.cli.common import (
     processes_option,
     setup_logging,
 )
+from jobchain.cli.output import plural
 from jobchain.cli.processes import ChildSpec, Pool
 from jobchain.worker import Worker
 
@@ -136,7 +137,8 @@ def worker(
             for i in range(1, processes + 1)
         ]
         click.echo(
-            f"worker {base}: {processes} processes x {concurrency} threads · queues {', '.join(queue_list)}"
+            f"worker {base}: {plural(processes, 'process')} x {plural(concurrency, 'thread')} · "
+            f"queues {', '.join(queue_list)}"
             f" · {url} (Ctrl-C to stop)",
             err=True,
         )
@@ -160,7 +162,8 @@ def worker(
     with _stop_on_signals(consumer):
         consumer.start()  # a name held by a live worker: WorkerNameTakenError, one line, exit 1
         click.echo(
-            f"worker {consumer.name}: queues {', '.join(consumer.queues)} · {concurrency} threads · "
+            f"worker {consumer.name}: queues {', '.join(consumer.queues)} · "
+            f"{plural(concurrency, 'thread')} · "
             f"{app.backend_url} (Ctrl-C to stop)",
             err=True,
         )
@@ -235,7 +238,8 @@ def _supervise(base: str, specs: list[ChildSpec]) -> None:
     totals = pool.totals()
     unclean = "" if pool.clean() else "; some jobs were still running (their leases expire)"
     click.echo(
-        f"worker {base} stopped: {len(specs)} processes, {totals.done} succeeded, {totals.failed} failed, "
+        f"worker {base} stopped: {plural(len(specs), 'process')}, {totals.done} succeeded, "
+        f"{totals.failed} failed, "
         f"{totals.retried} retried{unclean}",
         err=True,
     )

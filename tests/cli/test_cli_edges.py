@@ -42,3 +42,28 @@ def test_failed_wait_hints_a_status_command_on_the_same_backend(jobchain: Run) -
     assert hint.startswith("details: jobchain status "), result
     assert "--backend memory://" in hint, result
     assert f"--config {CONFIG}" in hint, result
+
+
+def test_counts_of_one_are_singular(jobchain: Run) -> None:
+    """``1 job``, ``1 retry``, ``1 worker``: never ``1 jobs``."""
+    quiet = jobchain("run", "--workers", "1", "--iterations", "1", "--chain-length", "1", "-q")
+    assert quiet.code == 0, quiet
+    assert quiet.out.startswith("1 job: "), quiet
+    full = jobchain("run", "--workers", "1", "--iterations", "1", "--chain-length", "1")
+    assert full.code == 0, full
+    assert "1 worker " in full.out, full
+    assert "1 workers" not in full.out, full
+    assert "1 job)" in full.out, full
+    assert "1 sleep job " in full.out, full
+
+
+def test_plural_and_printable_helpers() -> None:
+    from jobchain.cli.output import plural, printable
+
+    assert [plural(n, "thread") for n in (0, 1, 2)] == ["0 threads", "1 thread", "2 threads"]
+    assert plural(1, "retry") == "1 retry"
+    assert plural(3, "retry") == "3 retries"
+    assert plural(1, "process") == "1 process"
+    assert plural(2, "process") == "2 processes"
+    assert printable("q\x1b[2J\r\nname\x07") == "q\\x1b[2J\\r\\nname\\x07"
+    assert printable("plain-queue é") == "plain-queue é"
