@@ -67,3 +67,37 @@ def test_plural_and_printable_helpers() -> None:
     assert plural(2, "process") == "2 processes"
     assert printable("q\x1b[2J\r\nname\x07") == "q\\x1b[2J\\r\\nname\\x07"
     assert printable("plain-queue é") == "plain-queue é"
+
+
+_SHOWN = '''
+import jobchain.submission
+from jobchain import App
+
+jobchain.submission.new_id = lambda: "s-1"
+app = App("memory://shown")
+
+
+@app.task(queue=QUEUE)
+def shape(name: str, flag: bool = False) -> dict:
+    return {"name": name, "flag": flag, "none": None}
+
+
+shape.submit("x", flag=True)
+with app.worker(queues=[QUEUE], concurrency=1, poll=0.01, name=WORKER):
+    app.job("s-1").wait(10)
+'''
+
+
+def _shown_config(tmp_path: Any, queue: str = "default", worker: str = "w") -> str:
+    path = tmp_path / "shown.py"
+    path.write_text(_SHOWN.replace("QUEUE", repr(queue)).replace("WORKER", repr(worker)))
+    return str(path)
+
+
+def test_status_of_a_job_prints_json_values(jobchain: Run, tmp_path: Any) -> None:
+    """``status ID`` shows arguments and result as JSON (``"x"``, ``true``, ``null``), as ``submit`` does."""
+    result = jobchain("status", "-c", _shown_config(tmp_path), "s-1")
+    assert result.code == 0, result
+    lines = dict(line.split(None, 1) for line in result.out.splitlines() if line.strip())
+    assert lines["arguments"] == '("x", flag=true)', result
+    assert lines["result"] == '{"name": "x", "flag": true, "none": null}', result
