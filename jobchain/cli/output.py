@@ -141,7 +141,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return printable(str(value))  # names come from the backend: no raw control characters
 
 
 def echo_json(value: Any) -> None:

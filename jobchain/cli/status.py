@@ -27,6 +27,7 @@ from jobchain.cli.output import (
     fmt_time,
     is_tty,
     print_table,
+    printable,
     state_style,
 )
 from jobchain.model import ChainRecord, ErrorInfo, JobRecord
@@ -255,6 +256,7 @@ def _show_chain(app: App, record: ChainRecord, as_json: bool) -> None:
 
 
 def _key_values(rows: list[tuple[str, str]], *, state: str) -> None:
+    rows = [(key, printable(value)) for key, value in rows]  # task, queue, names: escape control characters
     width = max(len(key) for key, _ in rows) + 2
     if is_tty():
         out = console()

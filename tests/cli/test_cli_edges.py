@@ -101,3 +101,14 @@ def test_status_of_a_job_prints_json_values(jobchain: Run, tmp_path: Any) -> Non
     lines = dict(line.split(None, 1) for line in result.out.splitlines() if line.strip())
     assert lines["arguments"] == '("x", flag=true)', result
     assert lines["result"] == '{"name": "x", "flag": true, "none": null}', result
+
+
+def test_control_characters_in_names_are_escaped(jobchain: Run, tmp_path: Any) -> None:
+    """A queue named with escape sequences does not reach the terminal raw: ``status`` shows ``\\x1b``."""
+    config = _shown_config(tmp_path, queue="q\x1b[2J\x07")
+    for args in (("status", "-c", config), ("status", "-c", config, "s-1")):
+        result = jobchain(*args)
+        assert result.code == 0, result
+        assert "\x1b" not in result.out, result
+        assert "\x07" not in result.out, result
+        assert "q\\x1b[2J\\x07" in result.out, result
