@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -31,14 +31,42 @@ from jobchain.errors import JobFailedError, SubmitsNotStoredError, WaitTimeoutEr
 from jobchain.handles import ChainHandle, JobHandle
 from jobchain.model import ChainRecord, JobRecord
 
-__all__ = ["submit"]
+__all__ = ["by_name", "submit"]
+
+
+def by_name(app: App, name: str, queue: str) -> Any:
+    """A stand-in for task ``name`` (no --config): the job is stored under the name, on ``queue``.
+
+    The stand-in takes any arguments; the worker that declares the task checks
+    them when it runs the job.
+    """
+
+    def stand_in(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"task {name!r} runs on a worker that declares it")  # pragma: no cover
+
+    return app.task(name=name, queue=queue)(stand_in)
 
 
 @click.command()
-@config_option(required=True)
+@config_option(
+    help="Python file or dotted module that defines the App (FILE_OR_MODULE[:APP]); "
+    "without it TARGET is a task name, run by the worker that has the task."
+)
 @backend_option
 @click.argument("target")
 @click.argument("args_json", required=False, metavar="[ARGS_JSON]")
+@click.option(
+    "--args-file",
+    type=click.File("r", encoding="utf-8"),
+    metavar="PATH|-",
+    help="Read ARGS_JSON from PATH, or from stdin with '-' (no limit on its size).",
+)
+@click.option(
+    "--queue",
+    "-q",
+    metavar="QUEUE",
+    help="Without --config: the queue to submit to (default: default).",
+)
 @click.option("--wait", "-w", is_flag=True, help="Wait for the result and print it (or the error).")
 @click.option(
     "--timeout",
@@ -65,10 +93,12 @@ __all__ = ["submit"]
 @click.pass_context
 def submit(
     ctx: click.Context,
-    config: str,
+    config: str | None,
     backend: str | None,
     target: str,
     args_json: str | None,
+    args_file: TextIO | None,
+    queue: str | None,
     wait: bool,
     timeout: float | None,
     store_timeout: float,
@@ -84,11 +114,24 @@ def submit(
     characters); submitting an id that exists stores nothing.
     """
     setup_logging(ctx)
+    if args_file is not None:
+        if args_json is not None:
+            raise click.UsageError("give the arguments either as ARGS_JSON or with --args-file, not both")
+        args_json = args_file.read()
     args, kwargs = parse_args_json(args_json)
     opened = open_app(config, backend)
-    assert opened.loaded is not None
     app = opened.app
-    found = find_target(opened.loaded, target)
+    if opened.loaded is not None:
+        if queue is not None:
+            raise click.UsageError("--queue is for submitting by task name without --config")
+        found: Any = find_target(opened.loaded, target)
+    elif is_private_backend(app):
+        raise CliError(
+            f"no --config: nothing on {app.backend_url} could run task {target!r}",
+            hint="give --config to run it here, or --backend for a shared backend a worker serves",
+        )
+    else:
+        found = by_name(app, target, queue or "default")
     handle: JobHandle | ChainHandle = (
         app.submit(found, *args, **kwargs)
         if submit_id is None

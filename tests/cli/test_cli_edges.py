@@ -5,6 +5,9 @@ Every command runs as a real ``jobchain`` subprocess (tests/cli/conftest.py).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -112,3 +115,50 @@ def test_control_characters_in_names_are_escaped(jobchain: Run, tmp_path: Any) -
         assert "\x1b" not in result.out, result
         assert "\x07" not in result.out, result
         assert "q\\x1b[2J\\x07" in result.out, result
+
+
+def test_submit_by_name_without_config_and_a_megabyte_from_stdin(
+    tmp_path: Any, installed_cli_env: dict[str, str], repo_root: Any
+) -> None:
+    """No --config: the job is stored under the task's name and a worker that has the task runs it.
+
+    The arguments come from stdin (``--args-file -``): 900 kB (the payload limit is 1 MiB), which on
+    the command line fails with "Argument list too long" (one argument is at most 128 kB on Linux).
+    """
+    pytest.importorskip("jobchain_sqlite")
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    env = installed_cli_env
+    jc = [sys.executable, "-m", "jobchain"]
+    worker = subprocess.Popen(
+        [*jc, "worker", "-c", CONFIG, "-b", url, "--queues", "db"],
+        cwd=repo_root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        rows = [{"id": 1, "eur": 2.5, "note": "x" * 900_000}]
+        done = subprocess.run(
+            [*jc, "submit", "-b", url, "load", "-q", "db", "--args-file", "-", "--wait", "--timeout", "30"],
+            cwd=repo_root,
+            env=env,
+            input=json.dumps([rows]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert done.returncode == 0, done.stderr
+    assert 'result: {"rows": 1, "total_eur": 2.5}' in done.stdout, done
+
+
+def test_submit_by_name_on_memory_says_nothing_could_run_it(jobchain: Run, tmp_path: Any) -> None:
+    args = tmp_path / "args.json"
+    args.write_text('["x"]')
+    result = jobchain("submit", "extract", "--args-file", str(args))
+    assert result.code == 1, result
+    assert "no --config" in result.err, result
+    both = jobchain("submit", "-c", CONFIG, "extract", '["x"]', "--args-file", str(args))
+    assert both.code == 2, both
