@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import click
 
 from jobchain.app import App
+from jobchain.capabilities import WorkerRegistry, supports
 from jobchain.cli.common import (
     EXIT_TIMEOUT,
     CliError,
@@ -26,10 +27,10 @@ from jobchain.cli.common import (
     setup_logging,
 )
 from jobchain.cli.config import find_target
-from jobchain.cli.output import echo_json
+from jobchain.cli.output import echo_json, printable
 from jobchain.errors import JobFailedError, SubmitsNotStoredError, WaitTimeoutError
 from jobchain.handles import ChainHandle, JobHandle
-from jobchain.model import ChainRecord, JobRecord
+from jobchain.model import ChainRecord, JobRecord, JobState
 
 __all__ = ["by_name", "submit"]
 
@@ -183,7 +184,7 @@ def _wait_and_show(
     error: CliError | None = None
     result: Any = None
     try:
-        result = handle.wait(timeout)
+        result = _wait_noting_no_worker(app, handle, timeout)
     except WaitTimeoutError as exc:
         error = CliError(str(exc), exit_code=EXIT_TIMEOUT)
     except JobFailedError as exc:
@@ -199,6 +200,51 @@ def _wait_and_show(
             click.echo(f"result: {_dumps(result)}")
     if error is not None:
         raise error
+
+
+#: seconds ``submit --wait`` waits before it looks for a live worker serving the job's queue
+NO_WORKER_AFTER = 2.0
+
+
+def _wait_noting_no_worker(app: App, handle: JobHandle | ChainHandle, timeout: float | None) -> Any:
+    """``handle.wait(timeout)``; after a short wait with the job still queued, say (once, on stderr)
+    when no live worker consumes its queue: it would otherwise wait in silence forever."""
+    if is_private_backend(app) or not supports(app.backend, WorkerRegistry):
+        return handle.wait(timeout)
+    if timeout is not None and timeout <= NO_WORKER_AFTER:
+        return handle.wait(timeout)
+    try:
+        return handle.wait(NO_WORKER_AFTER)
+    except WaitTimeoutError:
+        pass
+    queue = _queued_on(app, handle)
+    if queue is not None and not any(queue in w.queues for w in app.workers()):
+        click.echo(
+            f"note: no live worker consumes queue {printable(queue)} on {app.backend_url}; "
+            "the job waits until one does (jobchain worker --queues ...)",
+            err=True,
+        )
+    return handle.wait(None if timeout is None else timeout - NO_WORKER_AFTER)
+
+
+def _queued_on(app: App, handle: JobHandle | ChainHandle) -> str | None:
+    """The queue of the job (the chain's first unfinished job) if it is still waiting to run."""
+    job_id = handle.id
+    if isinstance(handle, ChainHandle):
+        record = handle.record()
+        waiting = [m.job_id for step in (record.steps if record else ()) for m in step.members]
+        if not waiting:
+            return None
+        job_id = waiting[0]
+        for member_id in waiting:
+            found = app.backend.get_job(member_id)
+            if found is not None and found.state in (JobState.QUEUED, JobState.DELAYED):
+                job_id = member_id
+                break
+    found = app.backend.get_job(job_id)
+    if found is None or found.state not in (JobState.QUEUED, JobState.DELAYED):
+        return None
+    return found.job.queue
 
 
 def _as_json(

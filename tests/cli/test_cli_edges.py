@@ -162,3 +162,16 @@ def test_submit_by_name_on_memory_says_nothing_could_run_it(jobchain: Run, tmp_p
     assert "no --config" in result.err, result
     both = jobchain("submit", "-c", CONFIG, "extract", '["x"]', "--args-file", str(args))
     assert both.code == 2, both
+
+
+def test_submit_wait_says_when_no_worker_consumes_the_queue(
+    jobchain: Run, tmp_path: Any, installed_cli_env: dict[str, str]
+) -> None:
+    """``submit --wait`` with nothing serving the queue says so once, instead of waiting in silence."""
+    pytest.importorskip("jobchain_sqlite")
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    result = jobchain(
+        "submit", "-c", CONFIG, "-b", url, "load", "[[]]", "--wait", "--timeout", "3", env=installed_cli_env
+    )
+    assert result.code == 124, result
+    assert result.err.count("note: no live worker consumes queue db") == 1, result
