@@ -64,7 +64,9 @@ class JobchainGroup(click.Group):
     type=click.Choice(["auto", "console", "json"]),
     default="auto",
     show_default=True,
-    help="Log lines for people (console) or machines (json); auto: console on a terminal.",
+    envvar="JOBCHAIN_LOG_FORMAT",
+    help="Log lines for people (console) or machines (json); auto: console on a terminal, "
+    "JSON otherwise (or $JOBCHAIN_LOG_FORMAT).",
 )
 @click.option("--verbose", "-v", count=True, help="-v logs info (a line per retry and failure), -vv debug.")
 @click.pass_context

@@ -175,3 +175,15 @@ def test_submit_wait_says_when_no_worker_consumes_the_queue(
     )
     assert result.code == 124, result
     assert result.err.count("note: no live worker consumes queue db") == 1, result
+
+
+@pytest.mark.parametrize(("fmt", "is_json"), [("console", False), ("json", True)])
+def test_log_format_from_the_environment(
+    jobchain: Run, cli_env: dict[str, str], fmt: str, is_json: bool
+) -> None:
+    """``JOBCHAIN_LOG_FORMAT`` chooses the log format once for every command (stderr here is a pipe)."""
+    env = {**cli_env, "JOBCHAIN_LOG_FORMAT": fmt}
+    result = jobchain("-v", "submit", "-c", CONFIG, "extract", '["x"]', env=env)
+    assert result.code == 0, result
+    started = next(line for line in result.err.splitlines() if "worker_started" in line)
+    assert started.startswith("{") is is_json, result
