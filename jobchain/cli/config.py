@@ -27,6 +27,7 @@ from attrs import frozen
 from jobchain.app import App, Task
 from jobchain.canvas import Chain, Group, Signature
 from jobchain.cli.common import CliError
+from jobchain.cli.output import plural
 
 __all__ = ["ConfigError", "LoadedConfig", "Target", "find_target", "load_config", "target_jobs"]
 
@@ -229,7 +230,7 @@ def target_jobs(target: Target) -> int:
 def describe_target(target: Target, name: str) -> str:
     """``task nap``, ``chain etl (3 jobs)``, ``group variants (3 jobs)``."""
     if isinstance(target, Chain):
-        return f"chain {name} ({target_jobs(target)} jobs)"
+        return f"chain {name} ({plural(target_jobs(target), 'job')})"
     if isinstance(target, Group):
-        return f"group {name} ({len(target)} jobs)"
+        return f"group {name} ({plural(len(target), 'job')})"
     return f"task {name}"

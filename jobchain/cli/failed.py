@@ -19,7 +19,7 @@ from jobchain.cli.common import (
     private_backend_note,
     setup_logging,
 )
-from jobchain.cli.output import Column, echo_json, fmt_time, print_table
+from jobchain.cli.output import Column, echo_json, fmt_time, print_table, printable
 from jobchain.errors import NotInFailedQueueError
 from jobchain.model import FailedEntry
 
@@ -178,7 +178,7 @@ def show(ctx: click.Context, id: str, backend: str | None, config: str | None, a
         rows.append(("stored", f"{entry.raw!r} (unreadable: cannot be retried)"))
     width = max(len(k) for k, _ in rows) + 2
     for key, value in rows:
-        click.echo(f"{key:<{width}}{value}")
+        click.echo(f"{key:<{width}}{printable(value)}")
     if entry.error.traceback:
         click.echo()
         click.echo(entry.error.traceback.rstrip())

@@ -65,7 +65,9 @@ class JobchainGroup(click.Group):
     type=click.Choice(["auto", "console", "json"]),
     default="auto",
     show_default=True,
-    help="Log lines for people (console) or machines (json); auto: console on a terminal.",
+    envvar="JOBCHAIN_LOG_FORMAT",
+    help="Log lines for people (console) or machines (json); auto: console on a terminal, "
+    "JSON otherwise (or $JOBCHAIN_LOG_FORMAT).",
 )
 @click.option("--verbose", "-v", count=True, help="-v logs info (a line per retry and failure), -vv debug.")
 @click.pass_context
@@ -83,6 +85,34 @@ for command in (run, worker, submit, status, queues, failed, workers, backends):
     cli.add_command(command)
 
 
+def _after_command_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    state = ctx.find_object(CliState)
+    if state is not None and value:
+        state.verbose += value
+
+
+def _accept_verbose_after(command: click.Command) -> None:
+    """Let ``-v``/``-vv`` follow the command too (``jobchain worker -v``), as the docs write it.
+
+    Added to every subcommand (plugins' included) that has no ``-v`` of its own;
+    the counts before and after the command add up.
+    """
+    taken = {name for param in command.params for name in getattr(param, "opts", [])}
+    if not {"-v", "--verbose"} & taken:
+        command.params.append(
+            click.Option(
+                ["--verbose", "-v"],
+                count=True,
+                expose_value=False,
+                callback=_after_command_verbose,
+                help="-v logs info, -vv debug (as before the command).",
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_verbose_after(sub)
+
+
 def _add_plugin_commands() -> None:
     from jobchain.plugins import default_plugins
 
@@ -90,6 +120,8 @@ def _add_plugin_commands() -> None:
         default_plugins().call_all("jobchain_add_commands", cli=cli)
     except Exception as exc:  # a plugin's command failed to register: say so, keep the rest
         click.echo(f"warning: a plugin failed to add its commands: {type(exc).__name__}: {exc}", err=True)
+    for command in cli.commands.values():
+        _accept_verbose_after(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

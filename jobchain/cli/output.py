@@ -28,9 +28,32 @@ __all__ = [
     "fmt_seconds",
     "fmt_time",
     "is_tty",
+    "plural",
     "print_table",
+    "printable",
     "state_style",
 ]
+
+#: words whose plural is not the word and an "s"
+_PLURALS = {"retry": "retries", "process": "processes", "entry": "entries"}
+
+
+def plural(count: int, word: str) -> str:
+    """``1 thread``, ``2 threads``, ``1 retry``, ``3 retries``: the count and its word."""
+    return f"{count} {word if count == 1 else _PLURALS.get(word, word + 's')}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters shown as escapes (``\\x1b``, ``\\n``).
+
+    Names come from the backend (queues, tasks, workers): whoever could submit
+    could otherwise move the cursor, recolour or clear the terminal of
+    whoever runs ``jobchain status``.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
 
 _STATE_STYLES = {
     "completed": "green",
@@ -118,7 +141,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return printable(str(value))  # names come from the backend: no raw control characters
 
 
 def echo_json(value: Any) -> None:

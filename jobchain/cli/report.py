@@ -19,7 +19,7 @@ from attrs import define, field
 from rich.markup import escape
 
 from jobchain.app import App
-from jobchain.cli.output import Column, console, fmt_seconds, is_tty, print_table, state_style
+from jobchain.cli.output import Column, console, fmt_seconds, is_tty, plural, print_table, state_style
 from jobchain.handles import ChainHandle, JobHandle
 from jobchain.model import ChainRecord, ChainState, JobRecord, JobState
 from jobchain.worker import SlotStats
@@ -297,10 +297,11 @@ def _rendered_chain(record: ChainRecord, rich: bool, named: bool) -> str:
 def summary_line(report: RunReport) -> str:
     lat = report.latency_ms
     return (
-        f"{report.jobs_total} jobs: {report.jobs_succeeded} succeeded, {report.jobs_failed} failed, "
+        f"{plural(report.jobs_total, 'job')}: {report.jobs_succeeded} succeeded, "
+        f"{report.jobs_failed} failed, "
         f"{report.jobs_not_executed} not executed, "
         + (f"{report.jobs_left} left unrun, " if report.jobs_left else "")
-        + f"{report.retries} retries in "
+        + f"{plural(report.retries, 'retry')} in "
         f"{report.wall_seconds:.2f}s ({report.throughput:,.1f} jobs/s); latency p50 {_ms(lat['p50'])} "
         f"p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}; failed queue {report.failed_queue}"
     )
@@ -312,9 +313,9 @@ def render_report(report: RunReport, *, quiet: bool = False) -> None:
         click.echo(summary_line(report))
         return
     rich = is_tty()
-    workers = f"{report.workers} workers"
+    workers = plural(report.workers, "worker")
     if report.processes > 1:
-        workers += f" in {report.processes} processes"
+        workers += f" in {plural(report.processes, 'process')}"
     title = f"jobchain run: {report.workload} · {workers} · {report.backend}"
     if report.interrupted:
         title += " · INTERRUPTED"
@@ -390,14 +391,14 @@ def _summary_lines(report: RunReport) -> list[tuple[str, str]]:
         (
             "latency",
             f"p50 {_ms(lat['p50'])} · p95 {_ms(lat['p95'])} · p99 {_ms(lat['p99'])} "
-            f"(enqueue → completion, {lat['count']} jobs)",
+            f"(enqueue → completion, {plural(int(lat['count'] or 0), 'job')})",
         ),
         (
             "jobs",
             f"{report.jobs_total} total: [green]{report.jobs_succeeded} succeeded[/], "
             f"[red]{report.jobs_failed} failed[/], {report.jobs_not_executed} not executed"
             + (f", [yellow]{report.jobs_left} left unrun[/]" if report.jobs_left else "")
-            + f"; {report.retries} retries",
+            + f"; {plural(report.retries, 'retry')}",
         ),
     ]
     if report.chains:

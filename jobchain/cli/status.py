@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -26,6 +27,7 @@ from jobchain.cli.output import (
     fmt_time,
     is_tty,
     print_table,
+    printable,
     state_style,
 )
 from jobchain.cli.queues import queue_rows
@@ -175,7 +177,7 @@ def _show_job(record: JobRecord, as_json: bool) -> None:
     if job.chain is not None:
         rows.append(("chain", f"{job.chain.chain_id} step {job.chain.step + 1}"))
     if record.result is not None:
-        rows.append(("result", _short(repr(record.result))))
+        rows.append(("result", _short(_json_text(record.result))))
     if record.error is not None:
         rows.append(("error", _error_text(record.error)))
     _key_values(rows, state=record.state.value)
@@ -234,7 +236,7 @@ def _show_chain(app: App, record: ChainRecord, as_json: bool) -> None:
     for row in steps:
         state = str(row["state"]).replace("_", " ")
         error = row["error"]
-        outcome = f"{error['type']}: {error['message']}" if error else _short(repr(row["result"]))
+        outcome = f"{error['type']}: {error['message']}" if error else _short(_json_text(row["result"]))
         if state in ("pending", "not executed"):
             outcome = ""
         rows.append(
@@ -265,6 +267,7 @@ def _show_chain(app: App, record: ChainRecord, as_json: bool) -> None:
 
 
 def _key_values(rows: list[tuple[str, str]], *, state: str) -> None:
+    rows = [(key, printable(value)) for key, value in rows]  # task, queue, names: escape control characters
     width = max(len(key) for key, _ in rows) + 2
     if is_tty():
         out = console()
@@ -278,8 +281,14 @@ def _key_values(rows: list[tuple[str, str]], *, state: str) -> None:
 
 
 def _call(args: Any, kwargs: Any) -> str:
-    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in dict(kwargs).items()]
+    """``("x", 3, n=[1, 2])``: the values as JSON, as ``submit --wait`` prints them."""
+    parts = [_json_text(a) for a in args] + [f"{k}={_json_text(v)}" for k, v in dict(kwargs).items()]
     return _short("(" + ", ".join(parts) + ")")
+
+
+def _json_text(value: Any) -> str:
+    """A value as JSON text (``null``, ``"x"``, ``{"a": 1}``), not as a Python repr."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _short(text: str, limit: int = 100) -> str:

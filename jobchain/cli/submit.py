@@ -8,11 +8,13 @@ runs here, on a short-lived worker, and the command waits for it.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import shlex
+from typing import Any, TextIO
 
 import click
 
 from jobchain.app import App
+from jobchain.capabilities import WorkerRegistry, supports
 from jobchain.cli.common import (
     EXIT_TIMEOUT,
     CliError,
@@ -25,19 +27,47 @@ from jobchain.cli.common import (
     setup_logging,
 )
 from jobchain.cli.config import find_target
-from jobchain.cli.output import echo_json
+from jobchain.cli.output import echo_json, printable
 from jobchain.errors import JobFailedError, SubmitsNotStoredError, WaitTimeoutError
 from jobchain.handles import ChainHandle, JobHandle
-from jobchain.model import ChainRecord, JobRecord
+from jobchain.model import ChainRecord, JobRecord, JobState
 
-__all__ = ["submit"]
+__all__ = ["by_name", "submit"]
+
+
+def by_name(app: App, name: str, queue: str) -> Any:
+    """A stand-in for task ``name`` (no --config): the job is stored under the name, on ``queue``.
+
+    The stand-in takes any arguments; the worker that declares the task checks
+    them when it runs the job.
+    """
+
+    def stand_in(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"task {name!r} runs on a worker that declares it")  # pragma: no cover
+
+    return app.task(name=name, queue=queue)(stand_in)
 
 
 @click.command()
-@config_option(required=True)
+@config_option(
+    help="Python file or dotted module that defines the App (FILE_OR_MODULE[:APP]); "
+    "without it TARGET is a task name, run by the worker that has the task."
+)
 @backend_option
 @click.argument("target")
 @click.argument("args_json", required=False, metavar="[ARGS_JSON]")
+@click.option(
+    "--args-file",
+    type=click.File("r", encoding="utf-8"),
+    metavar="PATH|-",
+    help="Read ARGS_JSON from PATH, or from stdin with '-' (no limit on its size).",
+)
+@click.option(
+    "--queue",
+    "-q",
+    metavar="QUEUE",
+    help="Without --config: the queue to submit to (default: default).",
+)
 @click.option("--wait", "-w", is_flag=True, help="Wait for the result and print it (or the error).")
 @click.option(
     "--timeout",
@@ -64,10 +94,12 @@ __all__ = ["submit"]
 @click.pass_context
 def submit(
     ctx: click.Context,
-    config: str,
+    config: str | None,
     backend: str | None,
     target: str,
     args_json: str | None,
+    args_file: TextIO | None,
+    queue: str | None,
     wait: bool,
     timeout: float | None,
     store_timeout: float,
@@ -83,11 +115,24 @@ def submit(
     characters); submitting an id that exists stores nothing.
     """
     setup_logging(ctx)
+    if args_file is not None:
+        if args_json is not None:
+            raise click.UsageError("give the arguments either as ARGS_JSON or with --args-file, not both")
+        args_json = args_file.read()
     args, kwargs = parse_args_json(args_json)
     opened = open_app(config, backend)
-    assert opened.loaded is not None
     app = opened.app
-    found = find_target(opened.loaded, target)
+    if opened.loaded is not None:
+        if queue is not None:
+            raise click.UsageError("--queue is for submitting by task name without --config")
+        found: Any = find_target(opened.loaded, target)
+    elif is_private_backend(app):
+        raise CliError(
+            f"no --config: nothing on {app.backend_url} could run task {target!r}",
+            hint="give --config to run it here, or --backend for a shared backend a worker serves",
+        )
+    else:
+        found = by_name(app, target, queue or "default")
     handle: JobHandle | ChainHandle = (
         app.submit(found, *args, **kwargs)
         if submit_id is None
@@ -114,22 +159,36 @@ def submit(
     if is_private_backend(app):
         click.echo(f"note: {app.backend_url} lives in this process, so the job runs here", err=True)
         with app.worker(concurrency=4, poll=0.05, name=f"submit-{handle.id[-8:]}"):
-            _wait_and_show(app, handle, kind, target, timeout, as_json)
+            _wait_and_show(app, handle, kind, target, timeout, as_json, config)
     else:
-        _wait_and_show(app, handle, kind, target, timeout, as_json)
+        _wait_and_show(app, handle, kind, target, timeout, as_json, config)
+
+
+def _status_command(app: App, job_id: str, config: str | None) -> str:
+    """The ``jobchain status`` line that finds this job again: same backend (password hidden), same config."""
+    words = ["jobchain", "status", job_id, "--backend", app.backend_url]
+    if config is not None:
+        words += ["--config", config]
+    return shlex.join(words)
 
 
 def _wait_and_show(
-    app: App, handle: JobHandle | ChainHandle, kind: str, target: str, timeout: float | None, as_json: bool
+    app: App,
+    handle: JobHandle | ChainHandle,
+    kind: str,
+    target: str,
+    timeout: float | None,
+    as_json: bool,
+    config: str | None,
 ) -> None:
     error: CliError | None = None
     result: Any = None
     try:
-        result = handle.wait(timeout)
+        result = _wait_noting_no_worker(app, handle, timeout)
     except WaitTimeoutError as exc:
         error = CliError(str(exc), exit_code=EXIT_TIMEOUT)
     except JobFailedError as exc:
-        error = CliError(str(exc), hint=f"details: jobchain status {handle.id}")
+        error = CliError(str(exc), hint=f"details: {_status_command(app, handle.id, config)}")
     record = handle.record()
     if as_json:
         echo_json(_as_json(handle, kind, target, record, result, error))
@@ -141,6 +200,51 @@ def _wait_and_show(
             click.echo(f"result: {_dumps(result)}")
     if error is not None:
         raise error
+
+
+#: seconds ``submit --wait`` waits before it looks for a live worker serving the job's queue
+NO_WORKER_AFTER = 2.0
+
+
+def _wait_noting_no_worker(app: App, handle: JobHandle | ChainHandle, timeout: float | None) -> Any:
+    """``handle.wait(timeout)``; after a short wait with the job still queued, say (once, on stderr)
+    when no live worker consumes its queue: it would otherwise wait in silence forever."""
+    if is_private_backend(app) or not supports(app.backend, WorkerRegistry):
+        return handle.wait(timeout)
+    if timeout is not None and timeout <= NO_WORKER_AFTER:
+        return handle.wait(timeout)
+    try:
+        return handle.wait(NO_WORKER_AFTER)
+    except WaitTimeoutError:
+        pass
+    queue = _queued_on(app, handle)
+    if queue is not None and not any(queue in w.queues for w in app.workers()):
+        click.echo(
+            f"note: no live worker consumes queue {printable(queue)} on {app.backend_url}; "
+            "the job waits until one does (jobchain worker --queues ...)",
+            err=True,
+        )
+    return handle.wait(None if timeout is None else timeout - NO_WORKER_AFTER)
+
+
+def _queued_on(app: App, handle: JobHandle | ChainHandle) -> str | None:
+    """The queue of the job (the chain's first unfinished job) if it is still waiting to run."""
+    job_id = handle.id
+    if isinstance(handle, ChainHandle):
+        record = handle.record()
+        waiting = [m.job_id for step in (record.steps if record else ()) for m in step.members]
+        if not waiting:
+            return None
+        job_id = waiting[0]
+        for member_id in waiting:
+            found = app.backend.get_job(member_id)
+            if found is not None and found.state in (JobState.QUEUED, JobState.DELAYED):
+                job_id = member_id
+                break
+    found = app.backend.get_job(job_id)
+    if found is None or found.state not in (JobState.QUEUED, JobState.DELAYED):
+        return None
+    return found.job.queue
 
 
 def _as_json(

@@ -43,6 +43,7 @@ from jobchain.cli.common import (
     processes_option,
     setup_logging,
 )
+from jobchain.cli.output import plural, printable
 from jobchain.cli.processes import ChildSpec, Pool
 from jobchain.worker import Worker
 
@@ -151,7 +152,8 @@ def worker(
             for i in range(1, processes + 1)
         ]
         click.echo(
-            f"worker {base}: {processes} processes x {concurrency} threads · queues {', '.join(queue_list)}"
+            f"worker {base}: {plural(processes, 'process')} x {plural(concurrency, 'thread')} · "
+            f"queues {', '.join(queue_list)}"
             f" · {url} (Ctrl-C to stop)",
             err=True,
         )
@@ -176,7 +178,8 @@ def worker(
         consumer.start()  # a name held by a live worker: WorkerNameTakenError, one line, exit 1
         until = "until the queues are idle" if burst else "Ctrl-C to stop"
         click.echo(
-            f"worker {consumer.name}: queues {', '.join(consumer.queues)} · {concurrency} threads · "
+            f"worker {consumer.name}: queues {', '.join(printable(q) for q in consumer.queues)} · "
+            f"{plural(concurrency, 'thread')} · "
             f"{app.backend_url} ({until})",
             err=True,
         )
@@ -254,7 +257,8 @@ def _supervise(base: str, specs: list[ChildSpec]) -> None:
     totals = pool.totals()
     unclean = "" if pool.clean() else "; some jobs were still running (their leases expire)"
     click.echo(
-        f"worker {base} stopped: {len(specs)} processes, {totals.done} succeeded, {totals.failed} failed, "
+        f"worker {base} stopped: {plural(len(specs), 'process')}, {totals.done} succeeded, "
+        f"{totals.failed} failed, "
         f"{totals.retried} retried{unclean}",
         err=True,
     )

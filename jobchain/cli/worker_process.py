@@ -206,7 +206,7 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
     if not spec.run_mode:
         click.echo(
             f"worker {consumer.name} (pid {os.getpid()}): queues {', '.join(consumer.queues)} · "
-            f"{spec.concurrency} threads",
+            f"{spec.concurrency} thread{'' if spec.concurrency == 1 else 's'}",
             err=True,
         )
     consumer.start()

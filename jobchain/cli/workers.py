@@ -15,7 +15,7 @@ from jobchain.cli.common import (
     private_backend_note,
     setup_logging,
 )
-from jobchain.cli.output import Column, echo_json, fmt_age, print_table
+from jobchain.cli.output import Column, echo_json, fmt_age, print_table, printable
 
 __all__ = ["workers"]
 
@@ -105,7 +105,7 @@ def stop(ctx: click.Context, name: str, backend: str | None, config: str | None)
     parent = ctx.parent.params if ctx.parent is not None else {}
     app = _open(ctx, config or parent.get("config"), backend or parent.get("backend"))
     if not app.stop_worker(name):
-        names = ", ".join(w.name for w in app.workers()) or "none"
+        names = ", ".join(printable(w.name) for w in app.workers()) or "none"
         raise CliError(
             f"no live worker named {name!r} on {app.backend_url}; live workers: {names}",
             hint=private_backend_note(app),

@@ -27,6 +27,7 @@ from attrs import define, evolve, field
 from jobchain.app import App, Task
 from jobchain.canvas import Chain, Group, Signature, chain
 from jobchain.cli.config import Target, describe_target, target_jobs
+from jobchain.cli.output import plural
 from jobchain.hookspecs import hookimpl
 from jobchain.model import Job
 from jobchain.retry import Retry
@@ -125,9 +126,10 @@ def build_reference(
                 halted = fails >= attempts
         targets.append(steps[0] if chain_length == 1 else chain(*steps, name=f"chain-{i + 1}"))
     if chain_length == 1:
-        what = f"{iterations} sleep jobs (10-60 ms, seed {seed})"
+        what = f"{plural(iterations, 'sleep job')} (10-60 ms, seed {seed})"
     else:
-        what = f"{iterations} chains of {chain_length} sleep steps (10-60 ms, seed {seed})"
+        per_chain = plural(chain_length, "sleep step")
+        what = f"{plural(iterations, 'chain')} of {per_chain} (10-60 ms, seed {seed})"
     if fail_rate > 0:
         what += f", fail rate {fail_rate:g} per step, {attempts} attempts"
     return Workload(

@@ -265,3 +265,19 @@ def test_read_commands_print_undecodable_entries(jobchain: Run, planted: tuple[s
     assert "base64:" in shown.out
     assert "unreadable" in jobchain("workers", "-b", url).out
     assert "UnreadableJob" in jobchain("status", "-b", url, ready_id).out
+
+
+def test_plain_redis_url_is_the_default_layout(jobchain: Run, redis_server_url: str) -> None:
+    """``redis://`` is an alias of ``redis-lists://`` (the default layout), not "install jobchain-redis"."""
+    prefix = f"alias{uuid.uuid4().hex[:10]}"
+    plain = redis_server_url + f"?prefix={prefix}"
+    lists = redis_server_url.replace("redis://", "redis-lists://") + f"?prefix={prefix}"
+    submitted = jobchain("submit", "-c", CONFIG, "-b", plain, "extract", '["x"]')
+    assert submitted.code == 0, submitted
+    job_id = submitted.out.strip()
+    seen = jobchain("status", "-b", lists, job_id)
+    assert seen.code == 0, seen
+    assert job_id in seen.out, seen
+    listed = jobchain("backends")
+    assert "rediss+cluster" in listed.out, listed
+    assert "alias of redis-lists" in listed.out, listed

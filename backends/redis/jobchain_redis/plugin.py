@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jobchain import hookimpl
 from jobchain.registry import BackendRegistry
 from jobchain_redis.lists import ListsBackend
@@ -28,6 +30,17 @@ _KINDS: dict[str, tuple[type[ListsBackend] | type[StreamsBackend], str]] = {
 }
 
 
+#: the layout a bare ``redis://`` / ``rediss://`` URL opens (the conservative default)
+DEFAULT_KIND = "lists"
+
+
+def _default_layout(url: str, **options: Any) -> ListsBackend:
+    """Open a ``redis://`` (``rediss://``, ``+sentinel``, ``+cluster``) URL as ``redis-lists://``."""
+    scheme, sep, rest = url.partition("://")
+    base, plus, topology = scheme.partition("+")
+    return ListsBackend.from_url(f"{base}-{DEFAULT_KIND}{plus}{topology}{sep}{rest}", **options)
+
+
 @hookimpl
 def jobchain_register_backends(registry: BackendRegistry) -> None:
     """``redis-lists``, ``redis-streams``, ``rediss-…`` (TLS), each plain, ``+sentinel`` and ``+cluster``."""
@@ -36,3 +49,7 @@ def jobchain_register_backends(registry: BackendRegistry) -> None:
             scheme = f"redis-{kind}{topology}"
             registry.add(scheme, backend.from_url, summary=f"redis-{kind}{adds}" if topology else summary)
             registry.add(f"rediss-{kind}{topology}", backend.from_url, summary=f"{scheme} over TLS")
+    for topology in _TOPOLOGIES:
+        for base in ("redis", "rediss"):
+            summary = f"an alias of {base}-{DEFAULT_KIND}{topology}, the default layout"
+            registry.add(f"{base}{topology}", _default_layout, summary=summary)

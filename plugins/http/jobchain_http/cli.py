@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from jobchain.cli.common import CliError, backend_option, config_option, open_app, setup_logging
+from jobchain.cli.output import plural
 from jobchain_http.client import TOKEN_ENV, HttpBackend
 from jobchain_http.streams import Hub
 
@@ -237,7 +238,7 @@ def push_cmd(
                 ) from None
     finally:
         backend.close()
-    click.echo(f"pushed {lines} lines in {messages} messages to {queue}", err=True)
+    click.echo(f"pushed {plural(lines, 'line')} in {plural(messages, 'message')} to {queue}", err=True)
 
 
 @http.command("pull")
@@ -295,5 +296,7 @@ def pull_cmd(
         backend.close()
     resumed = f" (resumed at byte {report.resumed_at})" if report.resumed_at is not None else ""
     click.echo(
-        f"pulled {report.lines} lines in {report.messages} messages from {queue} to {file}{resumed}", err=True
+        f"pulled {plural(report.lines, 'line')} in {plural(report.messages, 'message')} "
+        f"from {queue} to {file}{resumed}",
+        err=True,
     )
