@@ -180,7 +180,7 @@ def test_migrate_slot_moves_every_key_while_clients_write(redis_cluster: Cluster
             moved = cluster.migrate_slot(slot, target, batch=10, pause=0.01)
             elapsed = time.monotonic() - started
             acked_during = load.acked
-            _wait(lambda: load.acked > acked_during + 10)  # the load goes on on the target
+            _wait(lambda: load.acked > acked_during + 10, timeout=20.0)  # the load goes on on the target
         assert load.errors == []
         assert load.multi_key > 0
 
