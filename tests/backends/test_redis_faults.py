@@ -94,6 +94,41 @@ class Rig:
     def output(self, tail: int = 3000) -> list[str]:
         return [(self.logs / f"worker-{i}.log").read_text(errors="replace")[-tail:] for i in range(WORKERS)]
 
+    def dump_unrun(self, acked: list[fh.Attempt]) -> str:
+        """What Redis holds about the submits that did not run: their keys, and the queue's indexes."""
+        runs = {(r["task"], r["key"]) for r in fh.read_records(self.runs)[0]}
+        missing = fh.expected_runs(acked) - runs
+        ids = {a.handle.id for a in acked if any(key == a.key for _, key in missing)}
+        lines = [f"missing {sorted(missing)[:10]} ids {sorted(ids)[:10]}"]
+        for job_id in list(ids):
+            chain = self.app.backend.get_chain(job_id)
+            if chain is not None:
+                ids |= {m.job_id for step in chain.steps for m in step.members}
+        for job_id in sorted(ids)[:10]:
+            for key in sorted(self.admin.scan_iter(match=f"*{job_id}*", count=1000)):
+                lines.append(f"{key} = {self._dump(key)}")
+        for key in sorted(self.admin.scan_iter(match="*", count=1000)):
+            kind = self.admin.type(key)
+            if kind in ("zset", "stream", "list", "set") and "worker" not in key:
+                lines.append(f"{key} ({kind}) = {self._dump(key)}")
+        return "\n".join(line[:2000] for line in lines)
+
+    def _dump(self, key: str) -> object:
+        kind = self.admin.type(key)
+        if kind == "hash":
+            return {k: v[:200] for k, v in self.admin.hgetall(key).items()}
+        if kind == "zset":
+            return self.admin.zrange(key, 0, 20, withscores=True)
+        if kind == "list":
+            return self.admin.lrange(key, 0, 20)
+        if kind == "set":
+            return sorted(self.admin.smembers(key))[:20]
+        if kind == "stream":
+            groups = self.admin.xinfo_groups(key)
+            pending = self.admin.xpending_range(key, "jobchain", "-", "+", 20) if groups else []
+            return {"len": self.admin.xlen(key), "groups": groups, "pending": pending}
+        return kind
+
     def wait_buffer_empty(self) -> float:
         """Seconds until the client's submit buffer is empty again after the last fault."""
         assert self.app.buffer is not None
@@ -105,7 +140,10 @@ class Rig:
         if self.submitter.running:
             self.submitter.stop()
         acked = self.submitter.acknowledged
-        fh.drain(self.app, acked, self.runs, DRAIN_TIMEOUT)
+        try:
+            fh.drain(self.app, acked, self.runs, DRAIN_TIMEOUT)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.dump_unrun(acked)}") from None
         self.assert_workers_alive()
         drained = time.time() - max(f.end for f in self.faults)
         codes = fh.stop_workers(self.procs)
