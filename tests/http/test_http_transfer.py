@@ -97,6 +97,9 @@ def test_file_without_final_newline_comes_out_without_one(gateway: GatewayProces
 def test_pull_of_an_empty_queue_stops_at_once(gateway: GatewayProcess, tmp_path: Path) -> None:
     """Without --follow, pull stops as soon as the queue is drained, with an empty file."""
     target = tmp_path / "out.txt"
+    make_file(tmp_path / "in.txt", 10)  # the queue exists (something was pushed to it) and is drained
+    assert jobchain("http", "push", gateway.url, "nothing", str(tmp_path / "in.txt")).returncode == 0
+    assert jobchain("http", "pull", gateway.url, "nothing", str(tmp_path / "drain.txt")).returncode == 0
     done = jobchain("http", "pull", gateway.url, "nothing", str(target), timeout=30)
     assert done.returncode == 0, done.stderr
     assert target.read_bytes() == b""

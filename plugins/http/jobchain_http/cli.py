@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import signal
 import socket
+import stat
 import sys
 from pathlib import Path
 from types import FrameType
@@ -15,6 +17,8 @@ import click
 
 from jobchain.cli.common import CliError, backend_option, config_option, open_app, setup_logging
 from jobchain.cli.output import plural
+from jobchain.errors import JobchainError
+from jobchain.ids import new_id
 from jobchain_http.client import TOKEN_ENV, HttpBackend
 from jobchain_http.streams import Hub
 
@@ -217,28 +221,74 @@ def _queue_name(name: str) -> str:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @click.option("--token", envvar=TOKEN_ENV, metavar="TOKEN", help=f"The gateway's token (or ${TOKEN_ENV}).")
 @click.option("--lines-per-message", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--id",
+    "push_id",
+    metavar="ID",
+    help="This push's id (A-Z a-z 0-9 _ -): run again with the same id and input, nothing is stored "
+    "twice. A failed push prints the id to re-run it with.",
+)
+@click.option(
+    "--max-delay",
+    type=click.FloatRange(min=0.01),
+    default=0.2,
+    show_default=True,
+    metavar="SECONDS",
+    help="From a pipe or terminal: longest a line read waits before it is sent.",
+)
 @click.pass_context
 def push_cmd(
-    ctx: click.Context, url: str, queue: str, file: str, token: str | None, lines_per_message: int
+    ctx: click.Context,
+    url: str,
+    queue: str,
+    file: str,
+    token: str | None,
+    lines_per_message: int,
+    push_id: str | None,
+    max_delay: float,
 ) -> None:
-    """Send FILE (UTF-8, `-` for stdin) line by line to line queue QUEUE of the gateway at URL."""
-    from jobchain_http.transfer import push
+    """Send FILE (UTF-8, `-` for stdin) line by line to line queue QUEUE of the gateway at URL.
+
+    Lines are sent as they are read: `tail -f app.log | jobchain http push URL logs -` delivers
+    each line within --max-delay. A regular file is cut the same way every time, so pushing it
+    again with the same --id stores nothing twice.
+    """
+    from jobchain_http.transfer import PUSH_ID, NotTextError, PushReport, push
 
     setup_logging(ctx)
+    queue = _queue_name(queue)
+    if push_id is not None and not PUSH_ID.match(push_id):
+        raise click.BadParameter("1 to 64 of A-Z a-z 0-9 _ -", param_hint="'--id'")
+    report = PushReport(push_id=push_id or new_id())
     backend = _backend(url, token)
     try:
         with click.open_file(file, "rb") as source:
             try:
-                lines, messages = push(
-                    backend, _queue_name(queue), source, lines_per_message=lines_per_message
-                )
-            except UnicodeDecodeError as exc:
-                raise CliError(
-                    f"{file} is not UTF-8 text (byte {exc.start}): line queues carry text"
-                ) from None
+                regular = stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+            except (OSError, ValueError):
+                regular = False
+            push(
+                backend,
+                queue,
+                source,
+                lines_per_message=lines_per_message,
+                max_delay=None if regular else max_delay,
+                report=report,
+            )
+    except (NotTextError, JobchainError, OSError) as exc:
+        what = f"{file}: {exc}" if isinstance(exc, NotTextError) else str(exc)
+        again = "the same file" if file != "-" else "the same input from its start"
+        raise CliError(
+            f"push stopped after {plural(report.lines, 'line')} (byte {report.stored_bytes}): {what}",
+            hint=f"to send the rest without duplicates, push {again} again with --id {report.push_id}",
+        ) from None
     finally:
         backend.close()
-    click.echo(f"pushed {plural(lines, 'line')} in {plural(messages, 'message')} to {queue}", err=True)
+    click.echo(
+        f"pushed {plural(report.lines, 'line')} in {plural(report.messages, 'message')} to {queue} "
+        f"(id {report.push_id})",
+        err=True,
+    )
 
 
 @http.command("pull")
@@ -249,6 +299,8 @@ def push_cmd(
 @click.option(
     "--follow", "-f", is_flag=True, help="Keep waiting for more lines instead of stopping when drained."
 )
+@click.option("--append", is_flag=True, help="FILE may exist: add the lines after what it holds.")
+@click.option("--force", is_flag=True, help="FILE may exist: replace it.")
 @click.option(
     "--lease", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds per lease."
 )
@@ -263,13 +315,22 @@ def pull_cmd(
     file: Path,
     token: str | None,
     follow: bool,
+    append: bool,
+    force: bool,
     lease: float,
     batch: int,
 ) -> None:
-    """Write the lines of line queue QUEUE to FILE, in order; resumes where a killed pull stopped."""
+    """Write the lines of line queue QUEUE to FILE, in order; resumes where a killed pull stopped.
+
+    An existing FILE is refused unless --append or --force says what to do with it (a pull that
+    was cut short resumes whatever the flags). A queue nothing was ever pushed to is an error,
+    but with --follow, which waits for the first push.
+    """
     from jobchain_http.transfer import pull
 
     setup_logging(ctx)
+    if append and force:
+        raise click.UsageError("--append and --force exclude each other")
     backend = _backend(url, token)
     stop = {"now": False}
 
@@ -283,6 +344,7 @@ def pull_cmd(
             _queue_name(queue),
             file,
             follow=follow,
+            existing="append" if append else "replace" if force else "refuse",
             lease=lease,
             batch=batch,
             wait=1.0,

@@ -1,7 +1,8 @@
 """The gateway: a Starlette application in front of any jobchain backend.
 
 :func:`create_app` builds it from a :class:`GatewayConfig`. Endpoints (all
-JSON, all under ``/v1`` but the OpenAPI document) are listed in
+JSON, all under ``/v1`` but the OpenAPI document and the plain line queue's
+``/push`` and ``/pull``, see :mod:`jobchain_http.plain`) are listed in
 ``openapi.json`` and explained in docs/http.md. Blocking backend calls run in
 worker threads (see :class:`jobchain_http.streams.Hub`); the event loop only
 parses, checks and answers.
@@ -494,7 +495,13 @@ class GatewayApp(Guard):
     """The gateway as an ASGI application; ``gateway`` holds its endpoints, backend and hub."""
 
     def __init__(self, app: Starlette, gateway: Gateway, *, token: str | None, max_body: int) -> None:
-        super().__init__(app, token=token, max_body=max_body, public_paths={"/openapi.json", "/v1/health"})
+        super().__init__(
+            app,
+            token=token,
+            max_body=max_body,
+            public_paths={"/openapi.json", "/v1/health"},
+            raw_prefixes=("/push/",),
+        )
         self.gateway = gateway
 
 
@@ -528,8 +535,9 @@ def create_app(config: GatewayConfig) -> GatewayApp:
         Route("/v1/workers/{name}/stop", gw.stop_worker, methods=["POST"]),
     ]
     from jobchain_http.lines import line_routes
+    from jobchain_http.plain import plain_routes
 
-    routes += line_routes(gw)
+    routes += line_routes(gw) + plain_routes(gw)
     app = Starlette(
         routes=routes,
         exception_handlers={

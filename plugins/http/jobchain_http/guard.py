@@ -4,7 +4,8 @@
 answers before any endpoint runs: 401 without the right bearer token, 413 for
 a declared ``Content-Length`` over the limit (and, for a chunked body, as soon
 as the bytes read pass it: the body is never read whole), 415 for a body that
-is not JSON. Every error a request can cause is an :class:`HttpError`,
+is not JSON (but on the plain line routes, ``raw_prefixes``, whose body is
+text). Every error a request can cause is an :class:`HttpError`,
 answered as ``{"error": {"status", "code", "message", "path"}}``; anything
 unexpected is logged (its type and the frames it passed, never the request
 body, local variables or its message) and answered 500 with no traceback.
@@ -87,12 +88,20 @@ class Guard:
     """Token, size and content-type checks before the application; JSON for whatever goes wrong."""
 
     def __init__(
-        self, app: ASGIApp, *, token: str | None, max_body: int, public_paths: Iterable[str] = ()
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        max_body: int,
+        public_paths: Iterable[str] = (),
+        raw_prefixes: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.max_body = max_body
         self.public_paths = frozenset(public_paths)
+        #: paths whose body is not JSON (any content type is taken): the plain line queue's push
+        self.raw_prefixes = tuple(raw_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -153,7 +162,7 @@ class Guard:
             has_body = length > 0
         else:
             has_body = chunked
-        if has_body:
+        if has_body and not scope["path"].startswith(self.raw_prefixes):
             ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
             if ctype != b"application/json":
                 shown = ctype.decode("latin-1") or "none"

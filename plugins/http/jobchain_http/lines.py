@@ -7,6 +7,11 @@ to a puller that dies is delivered again when its lease ends, and delivery is
 FIFO (a redelivered message keeps its place). A message may carry a ``key``
 (its job id): pushing the same key twice stores it once, which makes a push
 safe to retry.
+
+A line queue *exists* once a message was pushed to it: the backend lists
+every queue it has seen in its stats, drained or not (``GET /v1/lines/QUEUE``
+answers ``"exists"``). A memory:// gateway forgets them when it restarts, as it
+forgets their messages.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from jobchain_http.wire import WireError
 if TYPE_CHECKING:
     from jobchain_http.gateway import Gateway
 
-__all__ = ["LINE_TASK", "backend_queue", "line_routes"]
+__all__ = ["LINE_TASK", "backend_queue", "line_queue", "line_routes", "message_bytes"]
 
 LINE_TASK = "jobchain.lines"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -38,11 +43,21 @@ def backend_queue(queue: str) -> str:
     return f"lines:{queue}"
 
 
-def _queue(request: Request) -> str:
+def line_queue(request: Request) -> str:
+    """The line queue a request names in its path (422 for a name that cannot be one)."""
     name: str = request.path_params["queue"]
     if not _NAME.match(name):
         raise HttpError(422, "invalid", "a queue name is 1 to 100 of A-Z a-z 0-9 . _ -", path="queue")
     return name
+
+
+def message_bytes(args: tuple[Any, ...] | list[Any]) -> bytes:
+    """The bytes a message stands for: its lines, each with its ``\\n`` but a partial last one."""
+    lines = args[0] if args and isinstance(args[0], list) else []
+    data = "\n".join(str(line) for line in lines)
+    if lines and not (len(args) > 1 and args[1]):
+        data += "\n"
+    return data.encode()
 
 
 def _message(delivery: Delivery) -> dict[str, Any]:
@@ -65,7 +80,7 @@ def line_routes(gw: Gateway) -> list[Route]:
     hub, config = gw.hub, gw.config
 
     async def push(request: Request) -> Response:
-        queue = _queue(request)
+        queue = line_queue(request)
         messages = (await read_json(request, gw.bodies.lines_push))["messages"]
         gw.catalog.check_allowed(LINE_TASK, "$.messages")
         now = await hub.call(gw.backend.now)
@@ -85,7 +100,7 @@ def line_routes(gw: Gateway) -> list[Route]:
         return JSONBody({"queued": len(jobs)}, status_code=201)
 
     async def reserve(request: Request) -> Response:
-        queue = _queue(request)
+        queue = line_queue(request)
         limit = q_int(request, "limit", 100, 1, config.max_limit)
         lease = q_number(request, "lease", 30.0, 0.001, config.max_lease)
         wait = q_number(request, "wait", 0.0, 0.0, config.max_wait)
@@ -101,7 +116,7 @@ def line_routes(gw: Gateway) -> list[Route]:
         return JSONBody({"messages": [_message(d) for d in got]})
 
     async def ack(request: Request) -> Response:
-        queue = _queue(request)
+        queue = line_queue(request)
         body = await read_json(request, gw.bodies.lines_ack)
         release = body.get("release") is True
         deliveries = await gw.deliveries([{**r, "job_id": r["id"]} for r in body["messages"]], "$.messages")
@@ -118,12 +133,17 @@ def line_routes(gw: Gateway) -> list[Route]:
         return JSONBody({"acked": [r.accepted for r in results]})
 
     async def info(request: Request) -> Response:
-        queue = _queue(request)
+        queue = line_queue(request)
         wanted = backend_queue(queue)
-        found = {"ready": 0, "delayed": 0, "in_flight": 0}
+        found: dict[str, Any] = {"ready": 0, "delayed": 0, "in_flight": 0, "exists": False}
         for stats in await hub.call(require(gw.backend, Stats).stats):
             if stats.queue == wanted:
-                found = {"ready": stats.ready, "delayed": stats.delayed, "in_flight": stats.in_flight}
+                found = {
+                    "ready": stats.ready,
+                    "delayed": stats.delayed,
+                    "in_flight": stats.in_flight,
+                    "exists": True,
+                }
         return JSONBody({"queue": queue, **found})
 
     return [

@@ -67,6 +67,8 @@ class _Operations:
         parameters: list[Schema] | None = None,
         public: bool = False,
         described: str = "OK",
+        raw_request: dict[str, Any] | None = None,
+        more: dict[str, Any] | None = None,
     ) -> None:
         response = (
             answer
@@ -94,6 +96,10 @@ class _Operations:
                 "required": True,
                 "content": {"application/json": {"schema": self.body(request)}},
             }
+        if raw_request is not None:
+            operation["requestBody"] = {"required": False, "content": raw_request}
+        if more:
+            operation["responses"].update(more)
         if public:
             operation["security"] = []
         self.paths.setdefault(path, {})[method] = operation
@@ -318,6 +324,40 @@ def document(
         s.Acked,
         request=bodies.lines_ack,
         parameters=[line_queue],
+    )
+    text = {"schema": {"type": "string"}}
+    op.add(
+        "post",
+        "/push/{queue}",
+        "plainPush",
+        "Push the body's lines (UTF-8 text, any content type: `curl --data-binary @FILE`) to a line queue; "
+        "with `id`, sending the same body again stores nothing",
+        s.PlainQueued,
+        raw_request={"text/plain": text, "application/octet-stream": text, "*/*": text},
+        status="201",
+        parameters=[
+            line_queue,
+            _q(
+                "id",
+                {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                "a name for this push (retry-safe)",
+            ),
+        ],
+        described="Queued",
+    )
+    op.add(
+        "get",
+        "/pull/{queue}",
+        "plainPull",
+        "Lease up to `limit` messages of a line queue, waiting up to `timeout` seconds, and answer their "
+        "lines as text; acknowledged once written (at most once: an answer lost on its way loses its lines)",
+        {"description": "the lines, as pushed", "content": {"text/plain": text}},
+        parameters=[
+            line_queue,
+            _q("timeout", {"type": "number", "minimum": 0, "maximum": max_wait}, "seconds to wait for lines"),
+            _q("limit", {"type": "integer", "minimum": 1, "maximum": max_limit}, "most messages to answer"),
+        ],
+        more={"204": {"description": "no lines came within the timeout"}},
     )
     _, components = msgspec.json.schema_components(op.types, ref_template=_REF)
     return {

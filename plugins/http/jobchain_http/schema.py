@@ -360,6 +360,15 @@ class LineInfo(Struct, kw_only=True):
     ready: int
     delayed: int
     in_flight: int
+    #: something was pushed to the queue once (the backend has seen it)
+    exists: bool
+
+
+class PlainQueued(Struct, kw_only=True):
+    """The answer to ``POST /push/QUEUE``: messages stored and the lines they hold."""
+
+    queued: int
+    lines: int
 
 
 class Messages(Struct, kw_only=True):
