@@ -8,7 +8,7 @@ import pytest
 
 from jobchain.backend import Backend
 from jobchain.browsing import BROWSABLE
-from jobchain.capabilities import Browse, supports
+from jobchain.capabilities import Browse, Cancel, supports
 from jobchain.clock import ManualClock
 from jobchain.model import Job, JobState
 from jobchain.testing.helpers import MakeJob, completed, failed, released, reserve, reserve_one
@@ -103,6 +103,17 @@ class BrowsedStates(BrowseRules):
         assert lost.job.id == bad.id
         assert lost.error is not None
         assert lost.error.message == "boom"
+
+    def test_cancelled_jobs(self, browsable: BrowseBackend, make_job: MakeJob) -> None:
+        """A cancelled job is listed as cancelled, not as ready (for a backend that can cancel)."""
+        if not supports(browsable, Cancel):
+            pytest.skip(f"{type(browsable).__name__} does not declare Cancel")
+        job, kept = make_job(args=[1]), make_job(args=[2])
+        browsable.enqueue([job, kept])
+        cast(Cancel, browsable).cancel([job.id])
+        assert ids(browsable, JobState.CANCELLED) == [job.id]
+        assert ids(browsable, JobState.QUEUED) == [kept.id]
+        assert browsable.counts("default")[JobState.CANCELLED] == 1
 
     def test_filtered_by_task(self, browsable: BrowseBackend, make_job: MakeJob, clock: ManualClock) -> None:
         """With a task name, only that task's jobs are listed, and paging still ends."""
