@@ -16,6 +16,7 @@ from attrs import field, frozen
 from jobchain._eager import EagerRunner
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
+from jobchain.browsing import Jobs
 from jobchain.buffer import DEFAULT_BUFFER, BufferedSubmits, PendingSubmit, SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, TaskBase, chain
 from jobchain.capabilities import FailedQueue as FailedQueueCapability
@@ -385,6 +386,8 @@ class App:
             self._attach(backend)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.failed = FailedQueue(self)
+        #: browse the backend's jobs: ``list`` a page by queue and state, ``counts``, ``get`` one
+        self.jobs = Jobs(lambda: self.backend)
 
     # --- configuration ---------------------------------------------------------------
 

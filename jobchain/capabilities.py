@@ -13,9 +13,9 @@ capability method on a backend without asking first, with :func:`supports`
 :class:`~jobchain.errors.NotSupportedError`, never ``AttributeError``).
 
 Implemented today: :class:`FailedQueue`, :class:`WorkerRegistry`,
-:class:`Stats`, :class:`Pause`. Declared for the coming features, implemented
-by no backend yet, with **provisional** signatures that may change before a
-feature ships: :class:`Browse`, :class:`Cancel`, :class:`Uniqueness`,
+:class:`Stats`, :class:`Pause`, :class:`Browse`. Declared for the coming
+features, implemented by no backend yet, with **provisional** signatures that
+may change before a feature ships: :class:`Cancel`, :class:`Uniqueness`,
 :class:`RateLimits`, :class:`ScheduleSlots`.
 """
 
@@ -140,9 +140,6 @@ class Stats(Capability):
         """
 
 
-# --- declared for the coming features (provisional) ---------------------------------------
-
-
 @frozen(kw_only=True)
 class JobPage:
     """One page of :meth:`Browse.browse`: the records, and the cursor of the next page (None: the last)."""
@@ -152,7 +149,16 @@ class JobPage:
 
 
 class Browse(Capability):
-    """Provisional. List jobs by queue and state, filtered by task, with cursor paging."""
+    """List the jobs of a queue in one state, page by page, and count them per state.
+
+    Each state has a stable order (:func:`jobchain.browsing.order_key`):
+    ready and running jobs by enqueue time, delayed jobs by the time they are
+    due, finished ones (succeeded, failed, cancelled) by the time they
+    finished; the job id breaks ties. A cursor names the last job of a page
+    by that order, never a position, so paging stays correct while the queue
+    moves (see :meth:`browse`). Finished jobs are listed while the backend
+    keeps their records (the Redis backends: ``result_ttl``).
+    """
 
     what = "browsing jobs"
 
@@ -160,17 +166,32 @@ class Browse(Capability):
     def browse(
         self,
         *,
-        queue: str | None = None,
-        state: JobState | None = None,
+        queue: str,
+        state: JobState,
         task: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        oldest_first: bool = False,
     ) -> JobPage:
-        """Up to ``limit`` job records matching every filter given, from ``cursor`` on.
+        """Up to ``limit`` records of ``queue``'s jobs in ``state`` (of ``task`` only, when given).
 
-        Paging stays correct while the queue moves: a job present during the
-        whole scan is listed once, whatever moves meanwhile.
+        Newest first unless ``oldest_first``; from ``cursor`` (the ``cursor``
+        of the page before) on. A running job's record names its ``worker``.
+        A job in ``state`` during the whole scan is listed exactly once; one
+        that enters or leaves it meanwhile may or may not be. ``state`` is
+        one of :data:`jobchain.browsing.BROWSABLE`; a bad ``state``, ``limit``
+        or ``cursor`` raises ValueError.
         """
+
+    @abc.abstractmethod
+    def counts(self, queue: str) -> dict[JobState, int]:
+        """How many of ``queue``'s jobs are in each state of :data:`jobchain.browsing.BROWSABLE`.
+
+        Every state is a key (0 when none is in it).
+        """
+
+
+# --- declared for the coming features (provisional) ---------------------------------------
 
 
 class Cancel(Capability):

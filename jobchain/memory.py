@@ -22,7 +22,8 @@ from attrs import evolve
 
 from jobchain import workflow
 from jobchain.backend import Backend, name_taken
-from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.browsing import BROWSABLE, order_key, page
+from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, WorkerRegistry
 from jobchain.errors import NotInFailedQueueError
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
@@ -53,7 +54,7 @@ _named: dict[tuple[type[MemoryBackend], str], MemoryBackend] = {}
 _named_lock = threading.Lock()
 
 
-class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
+class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
     """All state in dicts and heaps in this process."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
@@ -347,7 +348,14 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._cond:
-            return self._records.get(job_id)
+            return self._shown(self._records.get(job_id))
+
+    def _shown(self, record: JobRecord | None) -> JobRecord | None:
+        """``record`` as shown: a running job's names the worker holding it (lock held)."""
+        if record is None or record.state is not JobState.RUNNING:
+            return record
+        delivery = self._inflight.get(record.job.id)
+        return record if delivery is None else evolve(record, worker=delivery.worker)
 
     def get_chain(self, chain_id: str) -> ChainRecord | None:
         with self._cond:
@@ -448,6 +456,45 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
     def paused(self) -> list[str]:
         with self._cond:
             return sorted(self._paused)
+
+    # --- browsing --------------------------------------------------------------------
+
+    def browse(
+        self,
+        *,
+        queue: str,
+        state: JobState,
+        task: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> JobPage:
+        with self._cond:
+            self._promote(self.clock.now())
+            records = self._records
+            candidates = [
+                (order_key(r), r.job.id)
+                for r in records.values()
+                if r.state is state and r.job.queue == queue and (task is None or r.job.task == task)
+            ]
+            return page(
+                candidates,
+                lambda ids: [self._shown(records.get(i)) for i in ids],
+                state=state,
+                task=task,
+                limit=limit,
+                cursor=cursor,
+                oldest_first=oldest_first,
+            )
+
+    def counts(self, queue: str) -> dict[JobState, int]:
+        with self._cond:
+            self._promote(self.clock.now())
+            counts = dict.fromkeys(BROWSABLE, 0)
+            for record in self._records.values():
+                if record.job.queue == queue and record.state in counts:
+                    counts[record.state] += 1
+            return counts
 
     # --- inspection ------------------------------------------------------------------
 

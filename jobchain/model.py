@@ -250,9 +250,12 @@ class JobRecord:
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: the worker holding a running job (set by the backends that know it), else None
+    worker: str | None = None
 
     def to_wire(self) -> dict[str, Json]:
-        return {
+        """``worker`` is written only when set."""
+        wire: dict[str, Json] = {
             "job": self.job.to_wire(),
             "state": self.state.value,
             "result": self.result,
@@ -260,6 +263,9 @@ class JobRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
+        if self.worker is not None:
+            wire["worker"] = self.worker
+        return wire
 
     @classmethod
     def from_wire(cls, raw: Json) -> JobRecord:
@@ -271,6 +277,7 @@ class JobRecord:
             error=ErrorInfo.maybe(data.get("error")),
             started_at=data.get("started_at"),
             finished_at=data.get("finished_at"),
+            worker=opt_text(data.get("worker"), "worker"),
         )
 
 

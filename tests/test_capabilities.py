@@ -29,7 +29,7 @@ from jobchain.capabilities import (
 from jobchain.cli.main import cli
 from jobchain.errors import ConfigurationError
 from jobchain.memory import MemoryBackend
-from jobchain.model import ChainRecord, Delivery, Job, JobRecord, Outcome, QueueStats, SettleResult
+from jobchain.model import ChainRecord, Delivery, Job, JobRecord, JobState, Outcome, QueueStats, SettleResult
 from jobchain.plugins import Plugins
 from jobchain.registry import BackendSpec
 
@@ -75,8 +75,8 @@ def test_the_core_is_six_abstract_methods() -> None:
 
 
 def test_supports_and_capabilities_read_the_class_statement() -> None:
-    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
-    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
+    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats", "Browse", "Pause"]
+    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats", "Browse", "Pause"]
     assert capabilities(CoreOnly()) == []
     assert capabilities(WithStats) == ["Stats"]
     assert supports(WithStats(), Stats)
@@ -109,9 +109,9 @@ def test_require_of_a_missing_capability_names_the_url_the_capability_and_who_ha
 
 def test_a_capability_nobody_has_says_so() -> None:
     with pytest.raises(
-        NotSupportedError, match=r"does not support browsing jobs \(capability Browse\); no installed"
+        NotSupportedError, match=r"does not support cancelling jobs \(capability Cancel\); no installed"
     ):
-        require(MemoryBackend(), Browse)
+        require(MemoryBackend(), Cancel)
 
 
 def test_a_declared_capability_must_be_implemented_in_full() -> None:
@@ -123,14 +123,30 @@ def test_a_declared_capability_must_be_implemented_in_full() -> None:
         HalfDone()  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("capability", [Browse, Cancel, Uniqueness, RateLimits, ScheduleSlots])
+@pytest.mark.parametrize("capability", [Cancel, Uniqueness, RateLimits, ScheduleSlots])
 def test_the_provisional_capabilities_are_declared_and_documented(capability: type) -> None:
     assert capability in ALL
     assert capability.__abstractmethods__
     assert "Provisional" in (capability.__doc__ or "")
     for name in capability.__abstractmethods__:
         assert getattr(capability, name).__doc__, f"{capability.__name__}.{name} has no docstring"
-    assert not any(supports(MemoryBackend, capability) for capability in (Browse, Cancel))
+    assert not supports(MemoryBackend, Cancel)
+
+
+def test_browse_is_implemented_and_reached_through_the_app() -> None:
+    """Browse left the provisional list: the built-in backends declare it; app.jobs asks for it."""
+    assert "Provisional" not in (Browse.__doc__ or "")
+    assert supports(MemoryBackend, Browse)
+    app = App(backend=MemoryBackend(), plugins=Plugins(entry_points=False))
+    assert app.jobs.list("q", "ready").records == ()
+    assert app.jobs.counts("q")[JobState.QUEUED] == 0
+    assert app.jobs.get("nope") is None
+    with pytest.raises(ValueError, match="unknown job state 'later'"):
+        app.jobs.list("q", "later")
+    other = App(backend=CoreOnly(), plugins=Plugins(entry_points=False))
+    with pytest.raises(NotSupportedError, match=r"does not support browsing jobs \(capability Browse\)"):
+        other.jobs.list("q")
+    assert other.jobs.get("nope") is None
 
 
 def test_pause_is_implemented_and_reached_through_the_app() -> None:
@@ -175,6 +191,7 @@ def test_a_spec_knows_its_backends_capabilities() -> None:
         "WorkerRegistry",
         "Stats",
         "Pause",
+        "Browse",
     ]
     assert BackendSpec("c", CoreOnly, "", "x").capabilities == []
     assert BackendSpec("f", lambda url, **kw: MemoryBackend(), "", "x").capabilities is None
@@ -184,6 +201,6 @@ def test_jobchain_backends_lists_capabilities() -> None:
     result = CliRunner().invoke(cli, ["backends", "--json"])
     assert result.exit_code == 0, result.output
     memory = next(b for b in json.loads(result.output)["backends"] if b["scheme"] == "memory")
-    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
+    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats", "Pause", "Browse"]
     table = CliRunner().invoke(cli, ["backends"])
     assert "capabilities" in table.output.splitlines()[0]

@@ -20,6 +20,7 @@ from jobchain import __version__
 from jobchain.cli.backends import backends
 from jobchain.cli.common import AUTH_HINT, EXIT_ERROR, EXIT_INTERRUPTED, CliError, CliState
 from jobchain.cli.failed import failed
+from jobchain.cli.jobs import jobs
 from jobchain.cli.logs import LEVELS, configure_logging, level_from_env
 from jobchain.cli.queues import queues
 from jobchain.cli.run import run
@@ -81,7 +82,7 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str, verbose: int
     )
 
 
-for command in (run, worker, submit, status, queues, failed, workers, backends):
+for command in (run, worker, submit, status, jobs, queues, failed, workers, backends):
     cli.add_command(command)
 
 

@@ -33,7 +33,7 @@ from jobchain.cli.output import (
 from jobchain.cli.queues import queue_rows
 from jobchain.model import ChainRecord, ErrorInfo, JobRecord
 
-__all__ = ["status"]
+__all__ = ["job_json", "show_job", "status"]
 
 
 @click.command()
@@ -154,10 +154,12 @@ def _job_json(record: JobRecord) -> dict[str, Any]:
         "result": record.result,
         "error": None if record.error is None else record.error.to_wire(),
         "chain": None if job.chain is None else {"id": job.chain.chain_id, "step": job.chain.step + 1},
+        "worker": record.worker,
     }
 
 
 def _show_job(record: JobRecord, as_json: bool) -> None:
+    """One job, as ``status ID`` and ``jobs show ID`` print it."""
     if as_json:
         echo_json({"kind": "job", **_job_json(record)})
         return
@@ -174,6 +176,8 @@ def _show_job(record: JobRecord, as_json: bool) -> None:
         ("finished", fmt_time(record.finished_at)),
         ("took", _duration(record.started_at, record.finished_at)),
     ]
+    if record.worker is not None:
+        rows.append(("worker", record.worker))
     if job.chain is not None:
         rows.append(("chain", f"{job.chain.chain_id} step {job.chain.step + 1}"))
     if record.result is not None:
@@ -293,3 +297,8 @@ def _json_text(value: Any) -> str:
 
 def _short(text: str, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: one job's JSON form and its printed view, shared with ``jobchain jobs``
+job_json = _job_json
+show_job = _show_job

@@ -58,6 +58,8 @@ def _request(app: GatewayApp, method: str, path: str, body: object = None) -> ht
         ("POST", "/v1/queues/pause", {"queues": ["q"]}, "Pause"),
         ("POST", "/v1/queues/resume", {"queues": ["q"]}, "Pause"),
         ("GET", "/v1/queues/paused", None, "Pause"),
+        ("GET", "/v1/jobs?queue=q&state=ready", None, "Browse"),
+        ("GET", "/v1/counts?queue=q", None, "Browse"),
     ],
 )
 def test_an_endpoint_of_a_missing_capability_is_501(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from jobchain import App, ChainHandle, JobHandle, Retry, SubmitBuffer, Task, Worker, chain, group
+from jobchain.capabilities import JobPage
+from jobchain.model import JobRecord, JobState
 from jobchain.worker import RunnableTask, Runtime
 
 app = App("memory://", retry=Retry(attempts=3, base=0.1))
@@ -45,3 +47,10 @@ tasks_of_runtime: RunnableTask | None = runtime.tasks.get("add")
 from_runtime: Worker = Worker(runtime, concurrency=2)
 from_app: Worker = Worker(app, concurrency=2)
 from_method: Worker = app.worker(concurrency=2)
+
+# browsing: a page of a queue's jobs in one state, its cursor, counts per state, one job
+listed: JobPage = app.jobs.list("default", "ready", task="add", limit=10, oldest_first=True)
+listed_records: tuple[JobRecord, ...] = listed.records
+next_cursor: str | None = listed.cursor
+by_state: dict[JobState, int] = app.jobs.counts("default")
+one: JobRecord | None = app.jobs.get("some-id")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from jobchain.ids import new_id
-from jobchain.model import Delivery, Job, QueueStats
+from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._failed import quarantine
 from jobchain_redis._reading import UNREADABLE, parse_job
 from jobchain_redis.codec import decodable, to_bytes
@@ -51,6 +51,13 @@ class Writes:
         #: queues that got a job: added to the queue list (one-tag layout; the spread layout notes
         #: them before the transaction, the list being in another slot)
         self.seen: set[str] = set()
+        #: jobs that succeeded, per queue (job id -> finished_at), for the browse index
+        self.succeeded: dict[str, dict[str, float]] = {}
+        #: drop browse-index entries that finished before this (the result TTL), when set
+        self.keep_after: float | None = None
+
+    def succeed(self, queue: str, job_id: str, finished_at: float) -> None:
+        self.succeeded.setdefault(queue, {})[job_id] = finished_at
 
     def unlease(self, queue: str, job_id: str) -> None:
         self.unleased.setdefault(queue, []).append(job_id)
@@ -63,6 +70,11 @@ class Writes:
             pipe.zrem(self.keys.leases(queue), *ids)
         for queue, mapping in self.leased.items():
             pipe.zadd(self.keys.leases(queue), mapping)
+        for queue, finished in self.succeeded.items():  # one ZADD (and one trim) per queue
+            index = self.keys.finished(queue, JobState.SUCCEEDED.value)
+            pipe.zadd(index, finished)
+            if self.keep_after is not None:
+                pipe.zremrangebyscore(index, "-inf", f"({self.keep_after!r}")
         self.seen.update(self.leased)
         if self.seen and not self.keys.spread:
             pipe.sadd(self.keys.queues, *sorted(self.seen))
@@ -116,6 +128,10 @@ class Layout(Protocol):
 
     def ready_index(self, queue: str) -> str:
         """The sorted set of ``queue``'s bands that may hold ready jobs, scored by band number."""
+        ...
+
+    def ready_ids(self, queue: str) -> list[str]:
+        """The ids in ``queue``'s ready structure (for browsing; some may be leased or gone by now)."""
         ...
 
     def held_by(self, queues: Sequence[str], worker: str) -> list[tuple[str, str]]:

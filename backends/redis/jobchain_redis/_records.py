@@ -22,7 +22,7 @@ from jobchain_redis.connection import Transaction, wrong_type
 if TYPE_CHECKING:
     from jobchain_redis._store import Store
 
-__all__ = ["Records"]
+__all__ = ["Records", "record_of"]
 
 logger = structlog.get_logger("jobchain.redis")
 
@@ -54,7 +54,7 @@ class Records:
         raw: dict[str, str] = next((found for found in replies if found and "job" in found), {})
         if not raw or "job" not in raw:
             return None
-        return _record(job_id, raw)
+        return record_of(job_id, raw)
 
     def get_chain(self, chain_id: str) -> ChainRecord | None:
         raw = self.store.client.get(self.keys.chain(chain_id))
@@ -127,18 +127,20 @@ def _float(raw: str | None) -> float | None:
     return None if raw is None else float(raw)
 
 
-def _record(job_id: str, raw: dict[str, str]) -> JobRecord:
+def record_of(job_id: str, raw: dict[str, str]) -> JobRecord:
     """A job's record from its hash; a hash that cannot be read is shown as a failed unreadable job."""
     try:
         error = raw.get("error")
         result = raw.get("result")
+        state = JobState(raw.get("state", JobState.QUEUED.value))
         return JobRecord(
             job=parse_job(raw["job"]),
-            state=JobState(raw.get("state", JobState.QUEUED.value)),
+            state=state,
             result=None if result is None else loads(result),
             error=None if error is None else ErrorInfo.from_wire(loads(error)),
             started_at=_float(raw.get("started_at")),
             finished_at=_float(raw.get("finished_at")),
+            worker=raw.get("worker") if state is JobState.RUNNING else None,
         )
     except UNREADABLE as exc:
         bad = sorted(printable(k) for k, v in raw.items() if not decodable(k) or not decodable(v))

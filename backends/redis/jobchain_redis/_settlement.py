@@ -258,6 +258,9 @@ class Settlement:
             )
             pipe.hdel(key, "error", "deliveries", "crashes", *drop)
             self.store.expire(pipe, key)
+            writes.succeed(job.queue, job.id, outcome.finished_at)  # the browse index, in this MULTI
+            if self.store.result_ttl is not None:
+                writes.keep_after = now - self.store.result_ttl
             if job.chain is not None and events is not None:
                 return self.outbox.put(pipe, events, ChainEvent.of(outcome, job.chain, now))
             if record is None or job.chain is None:

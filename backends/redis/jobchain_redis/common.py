@@ -33,6 +33,7 @@ import redis.cluster
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
+from jobchain.capabilities import JobPage
 from jobchain.clock import Clock
 from jobchain.errors import ConfigurationError
 from jobchain.model import (
@@ -41,11 +42,13 @@ from jobchain.model import (
     FailedEntry,
     Job,
     JobRecord,
+    JobState,
     Outcome,
     QueueStats,
     SettleResult,
     WorkerInfo,
 )
+from jobchain_redis._browse import Browser
 from jobchain_redis._enqueue import Enqueuer
 from jobchain_redis._failed import FailedQueue
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
@@ -198,6 +201,7 @@ class RedisBackend(Backend):
         self._settlement = Settlement(store, self._layout, self._guard, self._outbox)
         self._failed = FailedQueue(store, self._layout)
         self._records = Records(store)
+        self._browser = Browser(store, self._layout)
 
     # --- opening by URL ----------------------------------------------------------------
 
@@ -305,6 +309,28 @@ class RedisBackend(Backend):
     @boundary
     def stats(self) -> list[QueueStats]:
         return self._layout.stats()
+
+    # --- browsing --------------------------------------------------------------------
+
+    @boundary
+    def browse(
+        self,
+        *,
+        queue: str,
+        state: JobState,
+        task: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> JobPage:
+        """A page of ``queue``'s jobs in ``state`` (see :mod:`jobchain_redis._browse` for the cost)."""
+        return self._browser.browse(
+            queue=queue, state=state, task=task, limit=limit, cursor=cursor, oldest_first=oldest_first
+        )
+
+    @boundary
+    def counts(self, queue: str) -> dict[JobState, int]:
+        return self._browser.counts(queue)
 
     # --- failed queue ----------------------------------------------------------------
 

@@ -48,6 +48,9 @@ key                                type    holds
 ``{q}:wake:<queue>``               stream  redis-streams: wake-ups for blocked reservers (MAXLEN 16)
 ``{q}:taken:<queue>``              set     redis-streams: handed-off jobs, leased with no stream entry
 ``{q}:failed:<queue>``             zset    job id -> failed_at (the failed queue, per queue)
+``{q}:finished:<queue>:<state>``   zset    job id -> finished_at, for browsing: ``succeeded``
+                                           (written by the settle transaction, trimmed to
+                                           ``result_ttl``) and ``cancelled``
 ``{q}:outbox:<queue>``             hash    spread layout: job id -> a finished chain step's
                                            event, until its chain has moved on
 ``{c}:chain:<id>``                 string  the chain record, JSON
@@ -139,6 +142,10 @@ class Keys:
 
     def failed_in(self, queue: str) -> str:
         return f"{self.queue_tag(queue)}:failed:{queue}"
+
+    def finished(self, queue: str, state: str) -> str:
+        """The browse index of ``queue``'s jobs that ended in ``state`` (``succeeded``, ``cancelled``)."""
+        return f"{self.queue_tag(queue)}:finished:{queue}:{state}"
 
     def outbox(self, queue: str) -> str:
         return f"{self.queue_tag(queue)}:outbox:{queue}"

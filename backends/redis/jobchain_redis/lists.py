@@ -31,7 +31,7 @@ from typing import Unpack
 import redis
 import redis.cluster
 
-from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, WorkerRegistry
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Writes
@@ -134,6 +134,13 @@ class ListsLayout:
     def ready_index(self, queue: str) -> str:
         return self.keys.bands(queue)
 
+    def ready_ids(self, queue: str) -> list[str]:
+        client = self.store.client
+        pipe = client.pipeline(transaction=False)
+        for band in client.zrange(self.keys.bands(queue), 0, -1):
+            pipe.lrange(self.keys.ready(queue, int(band)), 0, -1)
+        return [j for ids in pipe.execute(raise_on_error=False) if isinstance(ids, list) for j in ids]
+
     def held_by(self, queues: Sequence[str], worker: str) -> list[tuple[str, str]]:
         lists = {self.keys.processing(worker, q): q for q in reversed(queues)}  # one per tag
         pipe = self.store.client.pipeline(transaction=False)
@@ -199,7 +206,7 @@ class ListsLayout:
         return out
 
 
-class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause):
+class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
     """Jobs in Redis lists and hashes: the shared parts and :class:`ListsLayout` (module docstring)."""
 
     scheme = "redis-lists"

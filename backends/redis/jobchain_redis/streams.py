@@ -51,7 +51,7 @@ from typing import Any, Unpack
 import redis
 import redis.cluster
 
-from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, WorkerRegistry
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Writes, promote_delayed
@@ -189,6 +189,14 @@ class StreamsLayout:
     def ready_index(self, queue: str) -> str:
         return self.keys.fresh(queue)
 
+    def ready_ids(self, queue: str) -> list[str]:
+        client = self.store.client
+        pipe = client.pipeline(transaction=False)
+        for band in client.zrange(self.keys.bands(queue), 0, -1):
+            pipe.xrange(self.keys.stream(queue, int(band)))
+        entries = [e for got in pipe.execute(raise_on_error=False) if isinstance(got, list) for e in got]
+        return [fields["id"] for _, fields in entries if "id" in fields]
+
     def held_by(self, queues: Sequence[str], worker: str) -> list[tuple[str, str]]:
         """The jobs of the entries pending for consumer ``worker`` in every band of ``queues``."""
         client = self.store.client
@@ -278,7 +286,7 @@ class StreamsLayout:
         return out
 
 
-class StreamsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause):
+class StreamsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
     """Jobs in Redis streams and hashes: the shared parts and :class:`StreamsLayout` (module docstring)."""
 
     scheme = "redis-streams"

@@ -28,7 +28,8 @@ import structlog
 from jobchain import capabilities
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
-from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.browsing import check_limit, check_state, decode_cursor
+from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, WorkerRegistry
 from jobchain.clock import Clock
 from jobchain.errors import (
     BackendAuthError,
@@ -46,6 +47,7 @@ from jobchain.model import (
     FailedEntry,
     Job,
     JobRecord,
+    JobState,
     Outcome,
     QueueStats,
     SettleResult,
@@ -82,7 +84,7 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
+class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
     def __init__(
@@ -436,6 +438,36 @@ class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
 
     def request_stop(self, name: str) -> bool:
         return bool(self.request("POST", f"/v1/workers/{quote(name, safe='')}/stop")["stopped"])
+
+    # --- browsing ------------------------------------------------------------------------
+
+    def browse(
+        self,
+        *,
+        queue: str,
+        state: JobState,
+        task: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> JobPage:
+        check_limit(limit)
+        check_state(state)
+        if cursor is not None:
+            decode_cursor(cursor)  # a bad one is a ValueError here, as on every backend
+        params = {"queue": queue, "state": state.value, "limit": limit}
+        params["order"] = "oldest" if oldest_first else "newest"
+        if task is not None:
+            params["task"] = task
+        if cursor is not None:
+            params["cursor"] = cursor
+        raw = self.request("GET", "/v1/jobs", params=params, answer=schema.JobPage)
+        records = tuple(value(JobRecord.from_wire, r, "$.records[]") for r in raw["records"])
+        return JobPage(records=records, cursor=raw.get("cursor"))
+
+    def counts(self, queue: str) -> dict[JobState, int]:
+        raw = self.request("GET", "/v1/counts", params={"queue": queue}, answer=schema.JobCounts)
+        return {JobState(name): int(n) for name, n in raw["counts"].items()}
 
     # --- paused queues -------------------------------------------------------------------
 

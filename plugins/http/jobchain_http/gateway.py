@@ -35,7 +35,7 @@ from jobchain.errors import (
     WorkerNameTakenError,
 )
 from jobchain.model import ChainRecord, Delivery, Job, Outcome, Released, WorkerInfo, outcome_from_wire
-from jobchain_http import openapi, schema
+from jobchain_http import browse, openapi, schema
 from jobchain_http.catalog import Catalog, parse_submissions
 from jobchain_http.guard import Guard, HttpError, error_body
 from jobchain_http.streams import DeliveryStream, Hub
@@ -514,7 +514,9 @@ def create_app(config: GatewayConfig) -> GatewayApp:
         Route("/v1/time", gw.time, methods=["GET"]),
         Route("/v1/submit", gw.submit, methods=["POST"]),
         Route("/v1/enqueue", gw.enqueue, methods=["POST"]),
+        Route("/v1/jobs", functools.partial(browse.browse, gw), methods=["GET"]),
         Route("/v1/jobs/{job_id}", gw.get_job, methods=["GET"]),
+        Route("/v1/counts", functools.partial(browse.counts, gw), methods=["GET"]),
         Route("/v1/chains/{chain_id}", gw.get_chain, methods=["GET"]),
         Route("/v1/stats", gw.stats, methods=["GET"]),
         Route("/v1/reserve", gw.reserve, methods=["POST"]),

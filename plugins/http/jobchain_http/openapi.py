@@ -165,7 +165,39 @@ def document(
         status="201",
         described="Stored",
     )
+    one_queue = _q(
+        "queue", {"type": "string", "minLength": 1, "maxLength": 1000}, "the queue (default: default)"
+    )
+    states = ["ready", "queued", "delayed", "running", "succeeded", "failed", "cancelled"]
+    op.add(
+        "get",
+        "/v1/jobs",
+        "browseJobs",
+        "A page of a queue's jobs in one state (Browse): ready/delayed/running by enqueue or due time, "
+        "finished ones by finish time; pass `cursor` back for the next page",
+        s.JobPage,
+        parameters=[
+            one_queue,
+            _q("state", {"type": "string", "enum": states}, "the state (default: queued; ready is the same)"),
+            _q("task", {"type": "string", "minLength": 1}, "only this task's jobs"),
+            _q(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": min(max_limit, 1000)},
+                "most records (default 100)",
+            ),
+            _q("cursor", {"type": "string", "minLength": 1}, "the `cursor` of the page before"),
+            _q("order", {"type": "string", "enum": ["newest", "oldest"]}, "newest (default) or oldest first"),
+        ],
+    )
     op.add("get", "/v1/jobs/{job_id}", "getJob", "A job's record", s.JobRecord, parameters=[job_id])
+    op.add(
+        "get",
+        "/v1/counts",
+        "countJobs",
+        "How many of a queue's jobs are in each state (Browse)",
+        s.JobCounts,
+        parameters=[one_queue],
+    )
     op.add(
         "get", "/v1/chains/{chain_id}", "getChain", "A chain's record", s.ChainRecord, parameters=[chain_id]
     )

@@ -46,7 +46,7 @@ Count = Annotated[int, Meta(ge=1)]
 Natural = Annotated[int, Meta(ge=0)]
 Seconds = Annotated[float, Meta(description="seconds since the epoch, on the backend's clock")]
 Anything = Annotated[Any, Meta(description="any JSON value")]
-JobStateName = Literal["queued", "delayed", "running", "succeeded", "failed"]
+JobStateName = Literal["queued", "delayed", "running", "succeeded", "failed", "cancelled"]
 StepStateName = Literal["pending", "running", "completed", "failed", "not_executed"]
 
 
@@ -87,6 +87,8 @@ class JobRecord(Struct, kw_only=True):
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: the worker holding a running job, where the backend knows it
+    worker: str | None = None
 
 
 class StepMember(Struct, kw_only=True):
@@ -349,6 +351,20 @@ class Stopped(Struct, kw_only=True):
 
 class PausedQueues(Struct, kw_only=True):
     queues: list[str]
+
+
+class JobPage(Struct, kw_only=True):
+    """A page of ``GET /v1/jobs``: the records, and the cursor of the next page (null: the last)."""
+
+    records: list[JobRecord]
+    cursor: str | None = None
+
+
+class JobCounts(Struct, kw_only=True):
+    """How many of a queue's jobs are in each state."""
+
+    queue: str
+    counts: dict[JobStateName, Natural]
 
 
 class Queued(Struct, kw_only=True):

@@ -47,7 +47,7 @@ import structlog
 
 from jobchain import workflow
 from jobchain.backend import Backend, name_taken
-from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, WorkerRegistry
 from jobchain.errors import (
     BackendError,
     BackendUnavailableError,
@@ -75,6 +75,7 @@ from jobchain.model import (
     SettleResult,
     WorkerInfo,
 )
+from jobchain_sqlite import _browse
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "parse_url"]
 
@@ -224,7 +225,7 @@ def _error_from(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_wire(json.loads(text))
 
 
-class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
+class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
     """Jobs in a SQLite database file in WAL mode; every transition one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(
@@ -773,14 +774,14 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._read() as conn:
-            row = conn.execute(
-                "SELECT CAST(payload AS BLOB), queue, state, result, error, started_at, finished_at "
-                "FROM jobs WHERE id = ?",
-                (job_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        payload, queue, state, result, error, started_at, finished_at = row
+            sql = f"SELECT {_browse.RECORD_COLUMNS} FROM jobs WHERE id = ?"
+            row = conn.execute(sql, (job_id,)).fetchone()
+        return None if row is None else self._record(tuple(row))
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> JobRecord:
+        """The record of a row of :data:`jobchain_sqlite._browse.RECORD_COLUMNS`."""
+        job_id, payload, queue, state, result, error, started_at, finished_at, worker = row
         try:
             job = _job_from(payload, job_id)
         except ValueError as exc:  # not reserved yet, so not quarantined yet: show it as unreadable
@@ -793,6 +794,7 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
             error=_error_from(error),
             started_at=started_at,
             finished_at=finished_at,
+            worker=worker if state == JobState.RUNNING.value else None,
         )
 
     def get_chain(self, chain_id: str) -> ChainRecord | None:
@@ -932,6 +934,36 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause):
     def paused(self) -> list[str]:
         with self._read() as conn:
             return [queue for (queue,) in conn.execute("SELECT queue FROM paused ORDER BY queue")]
+
+    # --- browsing ---------------------------------------------------------------------------------
+
+    def browse(
+        self,
+        *,
+        queue: str,
+        state: JobState,
+        task: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> JobPage:
+        with self._write() as conn:  # due delayed jobs become ready first, as for stats
+            self._promote(conn, self.clock.now())
+            return _browse.browse(
+                conn,
+                self._record,
+                queue=queue,
+                state=state,
+                task=task,
+                limit=limit,
+                cursor=cursor,
+                oldest_first=oldest_first,
+            )
+
+    def counts(self, queue: str) -> dict[JobState, int]:
+        with self._write() as conn:
+            self._promote(conn, self.clock.now())
+            return _browse.counts(conn, queue)
 
     # --- inspection ------------------------------------------------------------------------------
 

@@ -1,0 +1,85 @@
+"""`jobchain jobs list|show|counts` across processes on SQLite, and the one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+Run = Callable[..., Any]
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("jobchain_sqlite") is None, reason="jobchain-sqlite is not installed"
+)
+
+
+@pytest.fixture
+def run(jobchain: Run, installed_cli_env: dict[str, str], tmp_path: Path) -> Run:
+    """`jobchain` on a SQLite file shared by every command of the test."""
+    url = f"sqlite://{tmp_path / 'jobs.db'}"
+
+    def call(*args: str) -> Any:
+        return jobchain(*args, "-b", url, env=installed_cli_env)
+
+    return call
+
+
+def test_list_pages_and_show(run: Run) -> None:
+    """Jobs submitted are listed newest first a page at a time (the cursor continues), and shown by id."""
+    for n in range(3):
+        assert run("submit", "add", f"[{n}, 1]", "--queue", "q", "--id", f"job-{n}").code == 0
+    first = run("jobs", "list", "--queue", "q", "--state", "ready", "--limit", "2", "--json").json()
+    assert [j["id"] for j in first["jobs"]] == ["job-2", "job-1"]
+    assert first["state"] == "queued"
+    rest = run("jobs", "list", "-q", "q", "-n", "2", "--cursor", first["cursor"], "--json").json()
+    assert ([j["id"] for j in rest["jobs"]], rest["cursor"]) == (["job-0"], None)
+    oldest = run("jobs", "list", "-q", "q", "--oldest", "--task", "add", "--json").json()
+    assert [j["id"] for j in oldest["jobs"]] == ["job-0", "job-1", "job-2"]
+
+    table = run("jobs", "list", "-q", "q", "--limit", "2")
+    assert table.code == 0, table
+    assert table.out.split()[:5] == ["id", "task", "attempt", "enqueued", "arguments"]
+    assert "job-2" in table.out
+    assert "more: jobchain jobs list --queue q --state queued --limit 2 --cursor " in table.err
+
+    shown = run("jobs", "show", "job-1")
+    assert shown.code == 0, shown
+    assert "queued" in shown.out
+    assert run("jobs", "show", "job-1", "--json").json()["args"] == [1, 1]
+    counts = run("jobs", "counts", "-q", "q", "--json").json()
+    assert counts["counts"]["queued"] == 3
+    assert counts["counts"]["cancelled"] == 0
+
+
+def test_bad_input_is_one_line(run: Run) -> None:
+    """A bad state, an unknown id and a bad cursor each give one error line, exit code 1."""
+    for args, message in [
+        (("jobs", "list", "--state", "later"), "error: unknown job state 'later'"),
+        (("jobs", "show", "nope"), "error: no job with id 'nope'"),
+        (("jobs", "list", "--cursor", "zz"), "error: not a cursor of this listing"),
+    ]:
+        result = run(*args)
+        assert result.code == 1, result
+        assert result.err.startswith(message)
+        assert len(result.err.strip().splitlines()) == 1
+
+
+def test_control_characters_in_names_are_escaped(run: Run) -> None:
+    """A task name with an escape sequence is printed escaped in the table."""
+    assert run("submit", "bad\x1b[2Jtask", "--queue", "q").code == 0
+    listed = run("jobs", "list", "-q", "q")
+    assert "bad\\x1b[2Jtask" in listed.out
+    assert "\x1b" not in listed.out
+
+
+def test_a_backend_without_browse_says_so(jobchain: Run, plugin_env: Callable[..., dict[str, str]]) -> None:
+    """On a backend without Browse, `jobs list` is one NotSupportedError line; `jobs show` still works."""
+    env = plugin_env({"jobchain-minimal": "jobchain_minimal"})
+    result = jobchain("jobs", "list", "-b", "minimal://", env=env)
+    assert result.code == 1, result
+    assert "does not support browsing jobs (capability Browse)" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert jobchain("jobs", "show", "x", "-b", "minimal://", env=env).code == 1
