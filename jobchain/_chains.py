@@ -119,11 +119,11 @@ class Step:
         states = {m.state for m in self.members}
         if StepState.FAILED in states:
             return StepState.FAILED
-        if states == {StepState.COMPLETED}:
-            return StepState.COMPLETED
+        if states == {StepState.SUCCEEDED}:
+            return StepState.SUCCEEDED
         if states == {StepState.NOT_EXECUTED}:
             return StepState.NOT_EXECUTED
-        if StepState.RUNNING in states or StepState.COMPLETED in states:
+        if StepState.RUNNING in states or StepState.SUCCEEDED in states:
             return StepState.RUNNING
         return StepState.PENDING
 
@@ -154,19 +154,20 @@ class ChainRecord:
     id: str
     name: str | None = None
     kind: str = field(default="chain", validator=v.in_(("chain", "group")))
-    state: ChainState = ChainState.RUNNING
+    #: ``pending`` until a settlement first touches the chain (see :class:`ChainState`)
+    state: ChainState = ChainState.PENDING
     steps: tuple[Step, ...] = field(converter=_steps, validator=v.min_len(1))
     created_at: float
     finished_at: float | None = None
 
     @property
     def finished(self) -> bool:
-        return self.state is not ChainState.RUNNING
+        return self.state.finished
 
     @property
     def result(self) -> Json:
-        """The last step's result (a list for a group step); None until completed."""
-        if self.state is not ChainState.COMPLETED:
+        """The last step's result (a list for a group step); None until the chain succeeded."""
+        if self.state is not ChainState.SUCCEEDED:
             return None
         return self.steps[-1].result
 
@@ -178,7 +179,7 @@ class ChainRecord:
         return None
 
     def render(self) -> str:
-        """``A (completed) -> B (failed) -> C (not executed)``."""
+        """``A (succeeded) -> B (failed) -> C (not executed)``."""
         return " -> ".join(f"{s.label} ({s.state.label})" for s in self.steps)
 
     def to_wire(self) -> dict[str, Json]:
@@ -203,7 +204,7 @@ class ChainRecord:
             id=data["id"],
             name=data.get("name"),
             kind=data.get("kind", "chain"),
-            state=ChainState(data.get("state", "running")),
+            state=ChainState(data.get("state", "pending")),
             steps=[Step.from_wire(s) for s in data["steps"]],
             created_at=float(data["created_at"]),
             finished_at=data.get("finished_at"),

@@ -51,13 +51,22 @@ class JobState(enum.StrEnum):
 
 
 class StepState(enum.StrEnum):
-    """The state of one step (or one member of a group step) of a chain."""
+    """The state of one step (or one member of a group step) of a chain.
+
+    ``COMPLETED`` is an alias of ``SUCCEEDED``, and the word ``"completed"``
+    (stored before the states shared one vocabulary) reads as ``SUCCEEDED``.
+    """
 
     PENDING = "pending"
     RUNNING = "running"
-    COMPLETED = "completed"
+    SUCCEEDED = "succeeded"
     FAILED = "failed"
     NOT_EXECUTED = "not_executed"
+    COMPLETED = "succeeded"
+
+    @classmethod
+    def _missing_(cls, value: object) -> StepState | None:
+        return cls.SUCCEEDED if value == "completed" else None
 
     @property
     def label(self) -> str:
@@ -65,9 +74,34 @@ class StepState(enum.StrEnum):
 
 
 class ChainState(enum.StrEnum):
+    """The state of a chain (or of a group submitted on its own).
+
+    ``PENDING`` until a settlement first touches it (:meth:`jobchain.handles.ChainHandle.status`
+    says ``running`` as soon as one of its jobs runs), then ``RUNNING``; it ends
+    ``SUCCEEDED`` (its last step succeeded) or ``FAILED`` (a step failed and the
+    chain halted). ``COMPLETED`` and ``HALTED`` are aliases of ``SUCCEEDED`` and
+    ``FAILED``, and the words ``"completed"`` and ``"halted"`` (stored before the
+    states shared one vocabulary) read as them.
+    """
+
+    PENDING = "pending"
     RUNNING = "running"
-    COMPLETED = "completed"
-    HALTED = "halted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPLETED = "succeeded"
+    HALTED = "failed"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ChainState | None:
+        return _OLD_CHAIN_WORDS.get(value) if isinstance(value, str) else None
+
+    @property
+    def finished(self) -> bool:
+        return self not in (ChainState.PENDING, ChainState.RUNNING)
+
+
+#: the words stored for a chain's state before one vocabulary served jobs, steps and chains
+_OLD_CHAIN_WORDS = {"completed": ChainState.SUCCEEDED, "halted": ChainState.FAILED}
 
 
 def json_tuple(value: Iterable[Json]) -> tuple[Json, ...]:

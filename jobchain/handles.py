@@ -148,7 +148,11 @@ class ChainHandle(_Submitted):
         super().__init__(app, chain_id, pending)
 
     def record(self) -> ChainRecord | None:
-        """The chain record, with steps whose job is in flight shown as ``running`` (None while buffered)."""
+        """The chain record, with steps whose job is in flight shown as ``running`` (None while buffered).
+
+        A ``pending`` chain one of whose jobs is in flight is shown ``running`` too:
+        the stored record moves on only when a settlement first touches it.
+        """
         if self._unstored_state() is not None:
             return None
         record = self.app.backend.get_chain(self.id)
@@ -166,27 +170,35 @@ class ChainHandle(_Submitted):
                         changed = True
             if changed:
                 steps[index] = evolve(step, members=tuple(members))
-        return evolve(record, steps=tuple(steps))
+        shown = evolve(record, steps=tuple(steps))
+        if shown.state is ChainState.PENDING and any(s.state is not StepState.PENDING for s in shown.steps):
+            shown = evolve(shown, state=ChainState.RUNNING)
+        return shown
 
     def status(self) -> str:
-        """``buffered``, ``running``, ``completed``, ``halted`` or ``unknown`` (or ``not_stored``)."""
+        """``buffered``, ``pending``, ``running``, ``succeeded``, ``failed``, ``unknown`` or ``not_stored``.
+
+        A chain is ``pending`` until one of its jobs starts (see :meth:`record`).
+        """
         unstored = self._unstored_state()
         if unstored is not None:
             return unstored
         record = self.app.backend.get_chain(self.id)
+        if record is not None and record.state is ChainState.PENDING:
+            record = self.record()
         return "unknown" if record is None else record.state.value
 
     def result(self) -> Any:
-        """The last step's result (a list for a group); raises if halted or not finished."""
+        """The last step's result (a list for a group); raises if the chain failed or is not finished."""
         unstored = self._unstored_state()
         if unstored is not None:
             raise NotReadyError(self.id, unstored)
         record = self.app.backend.get_chain(self.id)
         if record is None:
             raise NotReadyError(self.id, "unknown")
-        if record.state is ChainState.COMPLETED:
+        if record.state is ChainState.SUCCEEDED:
             return record.result
-        if record.state is ChainState.HALTED:
+        if record.state is ChainState.FAILED:
             failed = record.failed_step()
             step, member = failed if failed is not None else (0, None)
             raise ChainHaltedError(
@@ -195,7 +207,7 @@ class ChainHandle(_Submitted):
         raise NotReadyError(self.id, record.state.value)
 
     def wait(self, timeout: float | None = None) -> Any:
-        """Block until the chain completes or halts; return its result or raise ChainHaltedError."""
+        """Block until the chain succeeds or fails; return its result or raise ChainHaltedError."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wait_stored_until(deadline)
 
@@ -209,7 +221,7 @@ class ChainHandle(_Submitted):
         return self.result()
 
     def render(self) -> str:
-        """``A (completed) -> B (failed) -> C (not executed)``."""
+        """``A (succeeded) -> B (failed) -> C (not executed)``."""
         record = self.record()
         return "unknown chain" if record is None else record.render()
 

@@ -6,9 +6,10 @@ transaction) so that every backend advances chains the same way:
 * :func:`first_jobs` builds the jobs of step 0 when a chain is submitted, and
   :func:`job_for_member` the job of any member (both with
   :func:`jobchain.submission.member_job`, the submit pipeline's builder);
-* :func:`apply_completed` records a member's result and, once its whole step
-  has completed, returns the jobs of the next step (or completes the chain);
-* :func:`apply_failed` halts the chain: later steps become ``not_executed``;
+* :func:`apply_completed` records a member's result (a ``pending`` chain
+  becomes ``running``) and, once its whole step has succeeded, returns the jobs
+  of the next step (or marks the chain ``succeeded``);
+* :func:`apply_failed` halts the chain (``failed``): later steps become ``not_executed``;
 * :func:`apply_redrive` puts a failed member back to ``pending`` and the later
   steps with it, so the chain resumes where it stopped;
 * :func:`due_after` derives from the record alone the jobs of the step after
@@ -82,15 +83,17 @@ def apply_completed(
     kept with the member so that the next step's jobs carry it.
     """
     member = _member(record, ref)
-    if member is None or member.state in (StepState.COMPLETED, StepState.NOT_EXECUTED):
+    if member is None or member.state in (StepState.SUCCEEDED, StepState.NOT_EXECUTED):
         return record, []
+    if record.state is ChainState.PENDING:
+        record = evolve(record, state=ChainState.RUNNING)
     record = _replace_member(
         record,
         ref.step,
         ref.member,
         evolve(
             member,
-            state=StepState.COMPLETED,
+            state=StepState.SUCCEEDED,
             result=result,
             result_sig=result_sig,
             error=None,
@@ -99,11 +102,11 @@ def apply_completed(
         ),
     )
     step = record.steps[ref.step]
-    if record.state is not ChainState.RUNNING or step.state is not StepState.COMPLETED:
+    if record.state is not ChainState.RUNNING or step.state is not StepState.SUCCEEDED:
         return record, []
     following = ref.step + 1
     if following == len(record.steps):
-        return evolve(record, state=ChainState.COMPLETED, finished_at=now), []
+        return evolve(record, state=ChainState.SUCCEEDED, finished_at=now), []
     previous = (step.result,)
     jobs = [
         job_for_member(record, following, m, previous, now)
@@ -123,7 +126,7 @@ def due_after(record: ChainRecord, step: int, now: float) -> list[Job]:
     if (
         record.state is not ChainState.RUNNING
         or following >= len(record.steps)
-        or record.steps[step].state is not StepState.COMPLETED
+        or record.steps[step].state is not StepState.SUCCEEDED
     ):
         return []
     previous = (record.steps[step].result,)
@@ -145,7 +148,7 @@ def apply_failed(record: ChainRecord, ref: ChainRef, error: ErrorInfo, *, now: f
     steps = list(record.steps)
     for index in range(ref.step + 1, len(steps)):
         steps[index] = _set_all(steps[index], StepState.NOT_EXECUTED)
-    return evolve(record, steps=tuple(steps), state=ChainState.HALTED, finished_at=now)
+    return evolve(record, steps=tuple(steps), state=ChainState.FAILED, finished_at=now)
 
 
 def apply_redrive(record: ChainRecord, ref: ChainRef) -> ChainRecord:
@@ -157,7 +160,7 @@ def apply_redrive(record: ChainRecord, ref: ChainRef) -> ChainRecord:
         record, ref.step, ref.member, evolve(member, state=StepState.PENDING, error=None, finished_at=None)
     )
     if record.failed_step() is not None:
-        # another member of a group is still failed: the chain stays halted until it is re-driven too
+        # another member of a group is still failed: the chain stays failed until it is re-driven too
         return record
     steps = list(record.steps)
     for index in range(ref.step + 1, len(steps)):

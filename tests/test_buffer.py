@@ -318,7 +318,7 @@ def test_a_chain_submitted_while_down_is_buffered_then_runs(
     start_worker(app)
     threading.Timer(0.2, lambda: setattr(backend, "down", False)).start()
     assert handle.wait(timeout=20) == 5
-    assert handle.status() == "completed"
+    assert handle.status() == "succeeded"
 
 
 def test_wait_stored_times_out_while_the_backend_stays_down(

@@ -44,11 +44,11 @@ def test_readme_example_halts_then_completes_after_redrive() -> None:
         timeout=60,
         check=True,
     ).stdout.splitlines()
-    assert "A (completed) -> B (failed) -> C (not executed)" in out
+    assert "A (succeeded) -> B (failed) -> C (not executed)" in out
     assert "failed queue: B Fail: the B service is down" in out
     assert "result: 'the answer is 42'" in out
-    assert out[-1] == "A (completed) -> B (completed) -> C (completed)"
-    assert out.index("A (completed) -> B (failed) -> C (not executed)") < len(out) - 1
+    assert out[-1] == "A (succeeded) -> B (succeeded) -> C (succeeded)"
+    assert out.index("A (succeeded) -> B (failed) -> C (not executed)") < len(out) - 1
 
 
 def test_the_guides_pause_example_runs() -> None:

@@ -388,7 +388,7 @@ def test_chain_handle_carries_the_chain_id(app: App, abc: tuple[Any, Any, Any]) 
     record = app.backend.get_chain(handle.id)
     assert record is not None
     assert handle.job_ids() == [[m.job_id for m in s.members] for s in record.steps]
-    assert handle.status() == "running"
+    assert handle.status() == "pending"  # no worker has touched it yet
 
 
 def test_chain_render_shows_running_and_pending_steps(app: App, abc: tuple[Any, Any, Any]) -> None:
@@ -397,11 +397,11 @@ def test_chain_render_shows_running_and_pending_steps(app: App, abc: tuple[Any, 
     handle = chain(a, b, c).submit(1)
     run_next(app)
     app.backend.reserve(app.queues, limit=1, lease=60.0, worker="test")
-    assert handle.render() == "A (completed) -> B (running) -> C (pending)"
+    assert handle.render() == "A (succeeded) -> B (running) -> C (pending)"
 
 
 def test_halted_chain_renders_not_executed_steps(app: App, start_worker: Callable[..., Worker]) -> None:
-    """A chain whose middle step fails renders as `A (completed) -> B (failed) -> C (not executed)`."""
+    """A chain whose middle step fails renders as `A (succeeded) -> B (failed) -> C (not executed)`."""
 
     @app.task(name="A")
     def a() -> int:
@@ -419,4 +419,4 @@ def test_halted_chain_renders_not_executed_steps(app: App, start_worker: Callabl
     start_worker(app)
     with pytest.raises(ChainHaltedError, match="halted at step 2: Fail: no"):
         handle.wait(timeout=2)
-    assert handle.render() == "A (completed) -> B (failed) -> C (not executed)"
+    assert handle.render() == "A (succeeded) -> B (failed) -> C (not executed)"

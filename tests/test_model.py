@@ -262,14 +262,14 @@ def task_step(task: str, state: StepState) -> Step:
 
 
 def test_chain_record_renders_step_states() -> None:
-    """A halted chain renders as `A (completed) -> B (failed) -> C (not executed)`."""
+    """A halted chain renders as `A (succeeded) -> B (failed) -> C (not executed)`."""
     halted = record(
         task_step("A", StepState.COMPLETED),
         task_step("B", StepState.FAILED),
         task_step("C", StepState.NOT_EXECUTED),
         state=ChainState.HALTED,
     )
-    assert halted.render() == "A (completed) -> B (failed) -> C (not executed)"
+    assert halted.render() == "A (succeeded) -> B (failed) -> C (not executed)"
 
 
 def test_chain_record_renders_group_steps() -> None:
@@ -278,7 +278,7 @@ def test_chain_record_renders_group_steps() -> None:
         kind="group", members=[member("x", StepState.COMPLETED), member("y", StepState.PENDING)]
     )
     chain = record(task_step("A", StepState.COMPLETED), group_step, task_step("C", StepState.PENDING))
-    assert chain.render() == "A (completed) -> group(x, y) (running) -> C (pending)"
+    assert chain.render() == "A (succeeded) -> group(x, y) (running) -> C (pending)"
 
 
 @pytest.mark.parametrize(

@@ -227,7 +227,7 @@ def test_chain_halts_and_later_steps_never_run(
         submitted.wait(timeout=2)
     time.sleep(0.05)
     assert (abc["A"], abc["B"], abc["C"]) == ([1], [2], [])
-    assert submitted.render() == "A (completed) -> B (failed) -> C (not executed)"
+    assert submitted.render() == "A (succeeded) -> B (failed) -> C (not executed)"
     c_job = submitted.job_ids()[2][0]
     assert app.backend.get_job(c_job) is None
     (entry,) = app.failed.list()
@@ -248,7 +248,7 @@ def test_redrive_resumes_chain_where_it_stopped(
     assert app.failed.redrive([failed_b]) == [failed_b]
     assert handle.wait(timeout=2) == 25
     assert (abc["A"], abc["B"], abc["C"]) == ([1], [2, 2], [20])
-    assert handle.render() == "A (completed) -> B (completed) -> C (completed)"
+    assert handle.render() == "A (succeeded) -> B (succeeded) -> C (succeeded)"
     assert app.failed.list() == []
 
 
@@ -803,12 +803,12 @@ def test_chain_events_follow_their_jobs(app: App, start_worker: StartWorker) -> 
         ("job_succeeded", "inc", 1, 1),
         ("job_started", "inc", 1),
         ("job_succeeded", "inc", 1, 2),
-        ("chain_completed", "inc (completed) -> inc (completed)"),
+        ("chain_completed", "inc (succeeded) -> inc (succeeded)"),
         ("job_started", "inc", 1),
         ("job_succeeded", "inc", 1, 1),
         ("job_started", "refuse", 1),
         ("job_failed", "refuse", 1, "Fail"),
-        ("chain_halted", "inc (completed) -> refuse (failed) -> inc (not executed)"),
+        ("chain_halted", "inc (succeeded) -> refuse (failed) -> inc (not executed)"),
     ]
 
 

@@ -337,7 +337,7 @@ def test_a_settlement_whose_reply_was_lost_is_not_applied_twice(
     assert set(flaky.accepted.values()) == {1}
     record = flaky_app.backend.get_chain(handle.id)
     assert record is not None
-    assert [s.state.value for s in record.steps] == ["completed", "completed"]
+    assert [s.state.value for s in record.steps] == ["succeeded", "succeeded"]
 
 
 def test_backoff_is_capped(flaky_app: App, flaky: FlakyBackend, workers: Any) -> None:

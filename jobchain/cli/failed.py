@@ -19,7 +19,7 @@ from jobchain.cli.common import (
     private_backend_note,
     setup_logging,
 )
-from jobchain.cli.output import Column, echo_json, fmt_time, print_table, printable
+from jobchain.cli.output import Column, call_text, echo_json, fmt_time, json_text, print_table, printable
 from jobchain.errors import NotInFailedQueueError
 from jobchain.model import FailedEntry
 
@@ -167,7 +167,7 @@ def show(ctx: click.Context, id: str, backend: str | None, config: str | None, a
         ("task", job.task),
         ("queue", job.queue),
         ("attempts", str(job.attempt)),
-        ("arguments", ", ".join([repr(a) for a in job.args] + [f"{k}={v!r}" for k, v in job.kwargs.items()])),
+        ("arguments", call_text(job.args, job.kwargs, limit=None)),
         ("enqueued", fmt_time(job.enqueued_at)),
         ("failed", fmt_time(entry.failed_at)),
         ("error", f"{entry.error.type}: {entry.error.message}"),
@@ -175,7 +175,7 @@ def show(ctx: click.Context, id: str, backend: str | None, config: str | None, a
     if job.chain is not None:
         rows.append(("chain", f"{job.chain.chain_id} (step {job.chain.step + 1}; retry resumes it)"))
     if entry.raw is not None:
-        rows.append(("stored", f"{entry.raw!r} (unreadable: cannot be retried)"))
+        rows.append(("stored", f"{json_text(entry.raw)} (unreadable: cannot be retried)"))
     width = max(len(k) for k, _ in rows) + 2
     for key, value in rows:
         click.echo(f"{key:<{width}}{printable(value)}")

@@ -22,12 +22,14 @@ from rich.table import Table
 
 __all__ = [
     "Column",
+    "call_text",
     "console",
     "echo_json",
     "fmt_age",
     "fmt_seconds",
     "fmt_time",
     "is_tty",
+    "json_text",
     "plural",
     "print_table",
     "printable",
@@ -142,6 +144,21 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return printable(str(value))  # names come from the backend: no raw control characters
+
+
+def json_text(value: Any) -> str:
+    """A value as one line of JSON (``null``, ``"x"``, ``{"a": 1}``), never as a Python repr."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def call_text(args: Sequence[Any], kwargs: Any, limit: int | None = 100) -> str:
+    """``("x", 3, n=[1, 2])``: a job's arguments as JSON, as ``submit --wait`` prints them.
+
+    Cut to ``limit`` characters with an ellipsis (None: whole).
+    """
+    parts = [json_text(a) for a in args] + [f"{k}={json_text(v)}" for k, v in dict(kwargs).items()]
+    text = "(" + ", ".join(parts) + ")"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def echo_json(value: Any) -> None:

@@ -4,6 +4,11 @@ The worker's monitor thread emits the event a few times a second; this
 plugin redraws a rich live display on a terminal, or prints a plain line
 every few seconds when stdout is not a terminal. The worker threads that run
 jobs never touch it, so the display costs the jobs nothing.
+
+The live line fits the terminal's width at every redraw (a resize included)
+and never wraps: the least important fields are left out first (the elapsed
+time, the label, the bar (which shrinks before it goes), the rate; see
+:mod:`jobchain.cli._fit`).
 """
 
 from __future__ import annotations
@@ -13,13 +18,33 @@ import threading
 import time
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.live import Live
+from rich.text import Text
 
+from jobchain.cli._fit import Part, fit_line
 from jobchain.cli.output import fmt_seconds
 from jobchain.hookspecs import hookimpl
 
 __all__ = ["ProgressDisplay"]
+
+
+#: the widest and narrowest the live display's bar gets
+BAR_WIDTH = (8, 30)
+
+
+def _elapsed(seconds: float) -> str:
+    """``0:01:05``, as rich's elapsed-time column shows it."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _bar(finished: int, total: int, width: int) -> Text:
+    filled = width if total <= 0 else min(width, round(width * finished / total))
+    bar = Text("━" * filled, style="green")
+    bar.append("━" * (width - filled), style="bright_black")
+    return bar
 
 
 def _eta(left: int | None, rate: float) -> str:
@@ -56,29 +81,36 @@ class ProgressDisplay:
         self._lock = threading.Lock()
         self._last_line = 0.0
         self._last: dict[str, Any] | None = None
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
+        self.label = label
+        self._started = time.monotonic()
+        self._shown: dict[str, Any] = {"done": 0, "failed": 0, "left": total, "rate": 0.0, "eta": "-"}
+        self._progress: Live | None = None
         if mode == "live":
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(bar_width=30, complete_style="green", finished_style="green"),
-                TextColumn("{task.completed:>6.0f}/{task.total:.0f}"),
-                TextColumn(
-                    "done [green]{task.fields[done]}[/] · failed [red]{task.fields[failed]}[/] · "
-                    "left {task.fields[left]}"
-                ),
-                TextColumn("· {task.fields[rate]:,.1f} jobs/s · ETA {task.fields[eta]}"),
-                TimeElapsedColumn(),
-                console=console,
-                auto_refresh=False,
-                transient=False,
+            self._progress = Live(
+                _Fitted(self), console=console, auto_refresh=False, transient=False, redirect_stderr=False
             )
-            self._task = self._progress.add_task(
-                label, total=total, done=0, failed=0, left=total, rate=0.0, eta="-"
-            )
+
+    def render(self, width: int) -> Text:
+        """The live line for a terminal ``width`` cells wide: never longer, fields left out as needed."""
+        state = self._shown
+        finished = self.total - state["left"]
+        bar = BAR_WIDTH
+        parts = [
+            Part(rank=7, text=Text(self.label, style="bold")),
+            Part(rank=6, draw=lambda w: _bar(finished, self.total, w), min_width=bar[0], max_width=bar[1]),
+            Part(rank=0, text=Text(f"{finished:>{len(str(self.total))}}/{self.total}")),
+            Part(rank=1, text=Text.assemble("done ", (str(state["done"]), "green")), group="stats"),
+            Part(rank=2, text=Text.assemble("failed ", (str(state["failed"]), "red")), group="stats"),
+            Part(rank=4, text=Text(f"left {state['left']}"), group="stats"),
+            Part(rank=5, text=Text(f"{state['rate']:,.1f} jobs/s"), group="stats"),
+            Part(rank=3, text=Text(f"ETA {state['eta']}"), group="stats"),
+            Part(rank=8, text=Text(_elapsed(time.monotonic() - self._started), style="yellow")),
+        ]
+        return fit_line(parts, width)
 
     def start(self) -> None:
         """Show the display (a live one) or the first line (plain): the run is under way."""
+        self._started = time.monotonic()
         if self._progress is not None:
             self._progress.start()
             self._progress.refresh()
@@ -107,16 +139,8 @@ class ProgressDisplay:
         state = {"done": done, "failed": failed, "left": left, "rate": rate, "eta": _eta(left, rate)}
         with self._lock:
             self._last = state
-            if self._progress is not None and self._task is not None:
-                self._progress.update(
-                    self._task,
-                    completed=self.total - left,
-                    done=done,
-                    failed=failed,
-                    left=left,
-                    rate=rate,
-                    eta=state["eta"],
-                )
+            if self._progress is not None:
+                self._shown = state
                 self._progress.refresh()
                 return
             if self.mode != "plain":
@@ -136,3 +160,13 @@ class ProgressDisplay:
             f"left={state['left']} rate={state['rate']:.1f}/s eta={state['eta']}\n"
         )
         stream.flush()
+
+
+class _Fitted:
+    """The live line as a rich renderable: drawn at the console's width each time it is refreshed."""
+
+    def __init__(self, display: ProgressDisplay) -> None:
+        self.display = display
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.display.render(options.max_width)

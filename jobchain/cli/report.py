@@ -21,10 +21,13 @@ from rich.markup import escape
 from jobchain.app import App
 from jobchain.cli.output import Column, console, fmt_seconds, is_tty, plural, print_table, state_style
 from jobchain.handles import ChainHandle, JobHandle
-from jobchain.model import ChainRecord, ChainState, JobRecord, JobState
+from jobchain.model import ChainRecord, ChainState, JobRecord, JobState, StepState
 from jobchain.worker import SlotStats
 
 __all__ = ["RunReport", "RunStats", "WorkerRow", "build_report", "percentile", "render_report"]
+
+#: chain states the summary line leaves out when no chain is in them
+_QUIET_CHAIN_STATES = (ChainState.PENDING.value, ChainState.RUNNING.value)
 
 
 class _Counts(Protocol):
@@ -186,13 +189,13 @@ def _latency(seconds: list[float]) -> dict[str, float | None]:
 
 
 def _examples(records: list[ChainRecord], count: int) -> list[ChainRecord]:
-    halted = [r for r in records if r.state is ChainState.HALTED]
-    completed = [r for r in records if r.state is ChainState.COMPLETED]
-    running = [r for r in records if r.state is ChainState.RUNNING]
-    picked = halted[: (count + 1) // 2]
-    picked += completed[: count - len(picked)]
+    failed = [r for r in records if r.state is ChainState.FAILED]
+    succeeded = [r for r in records if r.state is ChainState.SUCCEEDED]
+    unfinished = [r for r in records if not r.finished]
+    picked = failed[: (count + 1) // 2]
+    picked += succeeded[: count - len(picked)]
     chosen = {r.id for r in picked}
-    picked += [r for r in halted + running if r.id not in chosen][: count - len(picked)]
+    picked += [r for r in failed + unfinished if r.id not in chosen][: count - len(picked)]
     return picked
 
 
@@ -238,7 +241,7 @@ def build_report(
             chain_latencies.append(chain.finished_at - chain.created_at)
         for step in chain.steps:
             for member in step.members:
-                if member.state.value in ("completed", "failed"):
+                if member.state in (StepState.SUCCEEDED, StepState.FAILED):
                     account(backend.get_job(member.job_id))
 
     chains: dict[str, int] = {}
@@ -402,7 +405,8 @@ def _summary_lines(report: RunReport) -> list[tuple[str, str]]:
         ),
     ]
     if report.chains:
-        parts = [f"{count} {state}" for state, count in report.chains.items() if count or state != "running"]
+        chains = report.chains.items()
+        parts = [f"{count} {state}" for state, count in chains if count or state not in _QUIET_CHAIN_STATES]
         lines.append(("chains", ", ".join(parts)))
     failed = f"{report.failed_queue}"
     if report.errors:

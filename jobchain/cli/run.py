@@ -40,7 +40,7 @@ from jobchain.cli.common import (
 )
 from jobchain.cli.config import ConfigError, find_target
 from jobchain.cli.execution import execute_pool, execute_worker
-from jobchain.cli.output import console, echo_json, is_tty
+from jobchain.cli.output import console, echo_json, is_tty, plural
 from jobchain.cli.processes import ChildSpec, ReferenceSpec, split_threads
 from jobchain.cli.progress import ProgressDisplay
 from jobchain.cli.report import build_report, render_report
@@ -162,7 +162,8 @@ def run(
             verb = "applies" if len(given) == 1 else "apply"
             raise click.UsageError(f"{flags} {verb} to the reference workload, not to --config targets")
     if workers < processes:
-        raise click.UsageError(f"--workers {workers} threads cannot be split over --processes {processes}")
+        threads = f"--workers {workers} ({plural(workers, 'thread')})"
+        raise click.UsageError(f"{threads} cannot be split over --processes {processes}")
 
     opened = open_app(config, backend, connect=False)
     app = opened.app

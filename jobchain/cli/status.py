@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -21,11 +20,13 @@ from jobchain.cli.common import (
 )
 from jobchain.cli.output import (
     Column,
+    call_text,
     console,
     echo_json,
     fmt_seconds,
     fmt_time,
     is_tty,
+    json_text,
     print_table,
     printable,
     state_style,
@@ -170,7 +171,7 @@ def _show_job(record: JobRecord, as_json: bool) -> None:
         ("state", record.state.value),
         ("queue", f"{job.queue} (priority {job.priority})"),
         ("attempt", str(job.attempt)),
-        ("arguments", _call(job.args, job.kwargs)),
+        ("arguments", call_text(job.args, job.kwargs)),
         ("enqueued", fmt_time(job.enqueued_at)),
         ("started", fmt_time(record.started_at)),
         ("finished", fmt_time(record.finished_at)),
@@ -181,7 +182,7 @@ def _show_job(record: JobRecord, as_json: bool) -> None:
     if job.chain is not None:
         rows.append(("chain", f"{job.chain.chain_id} step {job.chain.step + 1}"))
     if record.result is not None:
-        rows.append(("result", _short(_json_text(record.result))))
+        rows.append(("result", _short(json_text(record.result))))
     if record.error is not None:
         rows.append(("error", _error_text(record.error)))
     _key_values(rows, state=record.state.value)
@@ -240,7 +241,7 @@ def _show_chain(app: App, record: ChainRecord, as_json: bool) -> None:
     for row in steps:
         state = str(row["state"]).replace("_", " ")
         error = row["error"]
-        outcome = f"{error['type']}: {error['message']}" if error else _short(_json_text(row["result"]))
+        outcome = f"{error['type']}: {error['message']}" if error else _short(json_text(row["result"]))
         if state in ("pending", "not executed"):
             outcome = ""
         rows.append(
@@ -282,17 +283,6 @@ def _key_values(rows: list[tuple[str, str]], *, state: str) -> None:
         return
     for key, value in rows:
         click.echo(f"{key:<{width}}{value}")
-
-
-def _call(args: Any, kwargs: Any) -> str:
-    """``("x", 3, n=[1, 2])``: the values as JSON, as ``submit --wait`` prints them."""
-    parts = [_json_text(a) for a in args] + [f"{k}={_json_text(v)}" for k, v in dict(kwargs).items()]
-    return _short("(" + ", ".join(parts) + ")")
-
-
-def _json_text(value: Any) -> str:
-    """A value as JSON text (``null``, ``"x"``, ``{"a": 1}``), not as a Python repr."""
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _short(text: str, limit: int = 100) -> str:

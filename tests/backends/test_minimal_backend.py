@@ -143,4 +143,4 @@ def test_an_app_and_a_worker_run_a_chain_on_it() -> None:
         assert handle.wait(3.0) == len("body of u")
     finally:
         worker.stop(timeout=5.0)
-    assert handle.render() == "fetch (completed) -> count (completed)"
+    assert handle.render() == "fetch (succeeded) -> count (succeeded)"

@@ -85,12 +85,12 @@ def test_status_of_a_chain_shows_every_step(jobchain: Run, populated: str) -> No
     """`status ID` of a chain: its state and each step's state and job id."""
     result = jobchain("status", "--config", populated, "t-0006")
     assert result.code == 0, result
-    assert "ok (completed) -> boom (failed) -> ok (not executed)" in result.out
-    assert "halted" in result.out
+    assert "ok (succeeded) -> boom (failed) -> ok (not executed)" in result.out
+    assert "state     failed" in result.out
     assert "Fail: boom 3" in result.out
     data = jobchain("status", "--config", populated, "t-0006", "--json").json()
     assert [(s["task"], s["state"], s["job_id"]) for s in data["steps"]] == [
-        ("ok", "completed", "t-0003"),
+        ("ok", "succeeded", "t-0003"),
         ("boom", "failed", "t-0004"),
         ("ok", "not_executed", "t-0005"),
     ]
@@ -195,7 +195,7 @@ def test_submit_wait_prints_the_result(jobchain: Run) -> None:
     """`submit --wait` prints the id and the result (on memory:// the job runs in the command)."""
     result = jobchain("submit", "--config", "examples/fanout.py", "thumbnails", '["img-7"]', "--wait")
     assert result.code == 0, result
-    assert "completed" in result.out
+    assert "(thumbnails): succeeded" in result.out
     assert 'result: {"id": "img-7", "widths": [160, 320, 640, 1280]' in result.out
     data = jobchain("submit", "--config", "examples/seed.py", "nap", "[1, 2]", "--json").json()
     assert data["kind"] == "job"

@@ -84,10 +84,10 @@ def test_etl_example_retries_and_halts(jobchain: Run) -> None:
     assert result.code == 0, result
     r = result.json()
     assert r["retries"] > 0
-    assert r["jobs_failed"] == r["chains"]["halted"] > 0
+    assert r["jobs_failed"] == r["chains"]["failed"] > 0
     assert set(r["errors"]) <= {"ValueError", "SourceTimeoutError"}
-    halted = [c["rendered"] for c in r["example_chains"] if c["state"] == "halted"]
-    assert "extract (completed) -> transform (failed) -> load (not executed)" in halted
+    halted = [c["rendered"] for c in r["example_chains"] if c["state"] == "failed"]
+    assert "extract (succeeded) -> transform (failed) -> load (not executed)" in halted
 
 
 def test_fanout_example_renders_the_group(jobchain: Run) -> None:
@@ -105,6 +105,6 @@ def test_fanout_example_renders_the_group(jobchain: Run) -> None:
     )
     assert result.code == 0, result
     assert (
-        "fetch (completed) -> group(resize, resize, resize, resize) (completed) -> publish (completed)"
+        "fetch (succeeded) -> group(resize, resize, resize, resize) (succeeded) -> publish (succeeded)"
         in result.out
     )

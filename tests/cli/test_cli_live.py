@@ -65,5 +65,5 @@ def test_live_display_and_rich_report_on_a_terminal(repo_root: Path, cli_env: di
     # the report, as rich tables (box-drawing rule under the header)
     assert "worker-4" in text
     assert "─" in text
-    assert "step1 (completed) -> step2 (completed)" in text
+    assert "step1 (succeeded) -> step2 (succeeded)" in text
     assert "Traceback" not in text

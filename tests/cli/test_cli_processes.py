@@ -72,7 +72,7 @@ def test_run_with_two_processes_sums_their_reports(jobchain: Run, lists_url: str
         assert sum(r["jobs"] for r in rows if r["worker"].startswith(process)) > 0
     assert report["latency_ms"]["count"] == report["jobs_succeeded"]
     assert report["chains"]["running"] == 0
-    assert report["chains"]["completed"] + report["chains"]["halted"] == 40
+    assert report["chains"]["succeeded"] + report["chains"]["failed"] == 40
     assert report["failed_queue"] == report["jobs_failed"]
     assert report["ideal_seconds"] > 0
     assert 0 < report["efficiency"] <= 1.0

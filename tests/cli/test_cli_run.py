@@ -108,13 +108,13 @@ def test_chains_with_failures_show_retries_halting_and_the_failed_queue(jobchain
     assert sum(w["failures"] for w in r["per_worker"]) == r["jobs_failed"]
     assert r["retries"] > 0
     assert r["jobs_failed"] > 0
-    assert r["failed_queue"] == r["jobs_failed"] == r["chains"]["halted"]
-    assert r["chains"]["completed"] + r["chains"]["halted"] == 40
+    assert r["failed_queue"] == r["jobs_failed"] == r["chains"]["failed"]
+    assert r["chains"]["succeeded"] + r["chains"]["failed"] == 40
     assert r["errors"] == {"InjectedFailure": r["jobs_failed"]}
     rendered = [c["rendered"] for c in r["example_chains"]]
     assert any("(failed)" in text for text in rendered)
-    assert any(text.endswith("(completed)") and "failed" not in text for text in rendered)
-    halted = next(c for c in r["example_chains"] if c["state"] == "halted")
+    assert any(text.endswith("(succeeded)") and "failed" not in text for text in rendered)
+    halted = next(c for c in r["example_chains"] if c["state"] == "failed")
     failed_at = (
         halted["rendered"]
         .split(" -> ")
@@ -145,16 +145,16 @@ def test_the_seed_fixes_the_failures(jobchain: Run) -> None:
 
 
 def test_report_renders_example_chains(jobchain: Run) -> None:
-    """The plain report shows chains as `A (completed) -> B (failed) -> C (not executed)`."""
+    """The plain report shows chains as `A (succeeded) -> B (failed) -> C (not executed)`."""
     result = jobchain(
         "run", "-w", "4", "-n", "12", "--chain-length", "3", "--fail-rate", "0.5", "--seed", "5"
     )
     assert result.code == 0, result
     assert "example chains" in result.out
-    assert "step1 (completed) -> step2 (completed) -> step3 (completed)" in result.out
+    assert "step1 (succeeded) -> step2 (succeeded) -> step3 (succeeded)" in result.out
     assert "chain-1: step1 (failed) -> step2 (not executed) -> step3 (not executed)" in result.out
     assert "chains         " in result.out
-    assert "halted" in result.out
+    assert "failed" in result.out
 
 
 def test_quiet_prints_one_summary_line(jobchain: Run) -> None:

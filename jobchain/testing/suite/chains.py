@@ -131,20 +131,37 @@ class AtomicChainAdvance(ConformanceBase):
     def test_retried_step_does_not_halt_the_chain(
         self, app: App, backend: Backend, clock: ManualClock
     ) -> None:
-        """A step that is retried keeps the chain running, and its next attempt advances it."""
+        """A step that is retried leaves the chain unfinished, and its next attempt advances it."""
         fetch, parse = declare_tasks(app, "fetch", "parse")
         handle = chain(fetch, parse).submit("url")
         backend.settle([retried(reserve_one(backend), 0.0, clock=clock)])
-        assert get_chain(backend, handle.id).state is ChainState.RUNNING
+        # a retry does not write the chain record: it stays pending (no settlement finished a member yet)
+        assert get_chain(backend, handle.id).state is ChainState.PENDING
         backend.settle([completed(reserve_one(backend), "body", clock=clock)])
         assert reserve_one(backend).job.task == "parse"
+
+    def test_a_chain_is_pending_until_it_starts(self, app: App, backend: Backend, clock: ManualClock) -> None:
+        """Submitted, a chain is ``pending``; its handle says ``running`` once a job of it is in flight,
+        and the record is ``running`` once a settlement has finished a member and more steps remain."""
+        fetch, parse = declare_tasks(app, "fetch", "parse")
+        handle = chain(fetch, parse).submit("url")
+        assert get_chain(backend, handle.id).state is ChainState.PENDING
+        assert handle.status() == ChainState.PENDING.value
+        head = reserve_one(backend)
+        assert handle.status() == ChainState.RUNNING.value
+        shown = handle.record()
+        assert shown is not None
+        assert (shown.state, shown.steps[0].state) == (ChainState.RUNNING, StepState.RUNNING)
+        backend.settle([completed(head, "body", clock=clock)])
+        assert get_chain(backend, handle.id).state is ChainState.RUNNING
+        assert handle.status() == ChainState.RUNNING.value
 
     def test_chain_record_is_found_by_id(self, app: App, backend: Backend) -> None:
         """``get_chain`` returns the record of a submitted chain, with its name and steps, or None."""
         fetch, parse = declare_tasks(app, "fetch", "parse")
         handle = chain(fetch, parse, name="ingest").submit("url")
         record = get_chain(backend, handle.id)
-        assert (record.id, record.name, record.state) == (handle.id, "ingest", ChainState.RUNNING)
+        assert (record.id, record.name, record.state) == (handle.id, "ingest", ChainState.PENDING)
         assert [s.label for s in record.steps] == ["fetch", "parse"]
         assert backend.get_chain("no-such-chain") is None
 
@@ -164,7 +181,7 @@ class ChainHalting(ConformanceBase):
         chain_id, _ = self._halt(app, backend, clock)
         record = get_chain(backend, chain_id)
         assert record.state is ChainState.HALTED
-        assert record.render() == "fetch (completed) -> parse (failed) -> store (not executed)"
+        assert record.render() == "fetch (succeeded) -> parse (failed) -> store (not executed)"
 
     def test_failure_settlement_reports_the_halted_chain(
         self, app: App, backend: Backend, clock: ManualClock

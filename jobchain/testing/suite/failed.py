@@ -291,7 +291,7 @@ class Redrive(ConformanceBase):
         backend.settle([completed(reserve_one(backend), "stored", clock=clock)])
         record = get_chain(backend, handle.id)
         assert (record.state, record.result) == (ChainState.COMPLETED, "stored")
-        assert record.render() == "fetch (completed) -> parse (completed) -> store (completed)"
+        assert record.render() == "fetch (succeeded) -> parse (succeeded) -> store (succeeded)"
 
     def test_redriven_job_starts_a_fresh_crash_count(
         self, backend: FailedQueueBackend, clock: ManualClock, make_job: MakeJob

@@ -175,7 +175,7 @@ class WorkerRuns(ConformanceBase):
         handle = chain(fetch, parse, store).submit("u")
         run_worker(app)
         assert handle.status() == ChainState.HALTED.value
-        assert handle.render() == "fetch (completed) -> parse (failed) -> store (not executed)"
+        assert handle.render() == "fetch (succeeded) -> parse (failed) -> store (not executed)"
         [entry] = app.failed.list()
         assert (entry.job.task, entry.error.type) == ("parse", "Fail")
 

@@ -47,7 +47,10 @@ Natural = Annotated[int, Meta(ge=0)]
 Seconds = Annotated[float, Meta(description="seconds since the epoch, on the backend's clock")]
 Anything = Annotated[Any, Meta(description="any JSON value")]
 JobStateName = Literal["queued", "delayed", "running", "succeeded", "failed", "cancelled"]
-StepStateName = Literal["pending", "running", "completed", "failed", "not_executed"]
+#: "completed" is the old word for "succeeded": still read (from an older client or gateway), never written
+StepStateName = Literal["pending", "running", "succeeded", "failed", "not_executed", "completed"]
+#: "completed" and "halted" are the old words for "succeeded" and "failed": still read, never written
+ChainStateName = Literal["pending", "running", "succeeded", "failed", "completed", "halted"]
 
 
 # --- values: the core's to_wire forms -----------------------------------------------------------
@@ -119,7 +122,7 @@ class ChainRecord(Struct, kw_only=True):
     id: NonEmpty
     name: NonEmpty | None = None
     kind: Literal["chain", "group"] = "chain"
-    state: Literal["running", "completed", "halted"] = "running"
+    state: ChainStateName = "pending"
     steps: Annotated[list[Step], Meta(min_length=1)]
     created_at: Seconds
     finished_at: float | None = None
