@@ -75,8 +75,8 @@ def test_the_core_is_six_abstract_methods() -> None:
 
 
 def test_supports_and_capabilities_read_the_class_statement() -> None:
-    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
-    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
+    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause", "Uniqueness"]
+    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause", "Uniqueness"]
     assert capabilities(CoreOnly()) == []
     assert capabilities(WithStats) == ["Stats"]
     assert supports(WithStats(), Stats)
@@ -123,7 +123,7 @@ def test_a_declared_capability_must_be_implemented_in_full() -> None:
         HalfDone()  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("capability", [Browse, Cancel, Uniqueness, RateLimits, ScheduleSlots])
+@pytest.mark.parametrize("capability", [Browse, Cancel, RateLimits, ScheduleSlots])
 def test_the_provisional_capabilities_are_declared_and_documented(capability: type) -> None:
     assert capability in ALL
     assert capability.__abstractmethods__
@@ -145,6 +145,20 @@ def test_pause_is_implemented_and_reached_through_the_app() -> None:
     assert app.paused() == ["b"]
     with pytest.raises(NotSupportedError, match=r"does not support pausing queues \(capability Pause\)"):
         App(backend=CoreOnly(), plugins=Plugins(entry_points=False)).pause("a")
+
+
+def test_uniqueness_is_implemented_by_the_built_in_backends() -> None:
+    """Uniqueness left the provisional list: the memory backend declares it; the App asks for it."""
+    assert "Provisional" not in (Uniqueness.__doc__ or "")
+    assert supports(MemoryBackend, Uniqueness)
+    app = App(backend=CoreOnly(), plugins=Plugins(entry_points=False))
+
+    @app.task
+    def echo(x: int) -> int:
+        return x
+
+    with pytest.raises(NotSupportedError, match=r"does not support unique jobs \(capability Uniqueness\)"):
+        echo.submit(1, unique_key="k")
 
 
 def test_the_contract_module_exports_what_an_author_needs() -> None:
@@ -175,6 +189,7 @@ def test_a_spec_knows_its_backends_capabilities() -> None:
         "WorkerRegistry",
         "Stats",
         "Pause",
+        "Uniqueness",
     ]
     assert BackendSpec("c", CoreOnly, "", "x").capabilities == []
     assert BackendSpec("f", lambda url, **kw: MemoryBackend(), "", "x").capabilities is None
@@ -184,6 +199,6 @@ def test_jobchain_backends_lists_capabilities() -> None:
     result = CliRunner().invoke(cli, ["backends", "--json"])
     assert result.exit_code == 0, result.output
     memory = next(b for b in json.loads(result.output)["backends"] if b["scheme"] == "memory")
-    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
+    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats", "Pause", "Uniqueness"]
     table = CliRunner().invoke(cli, ["backends"])
     assert "capabilities" in table.output.splitlines()[0]

@@ -46,6 +46,7 @@ from jobchain.testing.suite import (  # noqa: E402
     FailedQueueConformance,
     PauseConformance,
     StatsConformance,
+    UniquenessConformance,
     WorkerRegistryConformance,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "MakeJob",
     "PauseConformance",
     "StatsConformance",
+    "UniquenessConformance",
     "WorkerRegistryConformance",
     "clock",
     "completed",

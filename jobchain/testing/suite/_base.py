@@ -8,7 +8,7 @@ import pytest
 
 from jobchain.app import App
 from jobchain.backend import Backend
-from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.clock import ManualClock
 from jobchain.plugins import Plugins
 from jobchain.testing.helpers import MakeJob, make_job
@@ -19,6 +19,7 @@ __all__ = [
     "FullBackend",
     "PauseBackend",
     "StatsBackend",
+    "UniquenessBackend",
     "WorkerRegistryBackend",
 ]
 
@@ -38,6 +39,10 @@ class StatsBackend(Backend, Stats):
 
 class PauseBackend(Backend, Pause):
     """A backend whose queues can be paused."""
+
+
+class UniquenessBackend(Backend, Uniqueness):
+    """A backend with uniqueness keys."""
 
 
 class FullBackend(Backend, FailedQueue, WorkerRegistry, Stats):

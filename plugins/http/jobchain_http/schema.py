@@ -78,6 +78,9 @@ class Job(Struct, kw_only=True):
     ] = None
     sig: NonEmpty | None = None
     psig: NonEmpty | None = None
+    unique: Annotated[
+        NonEmpty | None, Meta(description="the uniqueness key the job holds until it reaches a final state")
+    ] = None
 
 
 class JobRecord(Struct, kw_only=True):
