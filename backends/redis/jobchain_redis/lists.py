@@ -31,7 +31,7 @@ from typing import Unpack
 import redis
 import redis.cluster
 
-from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Writes
@@ -199,7 +199,7 @@ class ListsLayout:
         return out
 
 
-class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause):
+class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause, Uniqueness):
     """Jobs in Redis lists and hashes: the shared parts and :class:`ListsLayout` (module docstring)."""
 
     scheme = "redis-lists"
