@@ -31,7 +31,7 @@ from jobchain.plugins import Plugins, default_plugins
 from jobchain.retry import Retry
 from jobchain.signing import Signer, signer_from_config
 from jobchain.submission import Builder
-from jobchain.uniqueness import UniqueBy, check_hold, check_key, check_unique_by, derive_key
+from jobchain.uniqueness import UniqueBy, check_hold, check_unique_by, unique_of
 from jobchain.worker import Runtime, Worker
 
 __all__ = ["App", "FailedPage", "FailedQueue", "Task"]
@@ -755,24 +755,6 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App backend={self.backend_url!r} tasks={len(self.tasks)}>"
-
-
-def unique_of(sig: Signature, job: Job) -> tuple[str | None, float | None]:
-    """The key and hold of a submit of ``sig`` as ``job``: the submit's, else the task's (None: not unique).
-
-    A ``unique_for`` with no key (neither given nor declared by the task) is an error.
-    """
-    task = sig.task
-    hold = check_hold(sig.unique_for if sig.unique_for is not None else task.unique_for)
-    if sig.unique_key is not None:
-        return check_key(sig.unique_key), hold
-    if task.unique is not None:
-        return derive_key(task.unique, task.name, task.fn, job.args, job.kwargs), hold
-    if sig.unique_for is not None:
-        raise InvalidJobError(
-            f"unique_for={sig.unique_for!r} needs a unique_key (task {task.name!r} declares none)"
-        )
-    return None, None
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ import hashlib
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from jobchain.errors import ConfigurationError, InvalidJobError
 from jobchain.model import Job, JobState
@@ -44,6 +44,7 @@ __all__ = [
     "check_unique_by",
     "derive_key",
     "holder_is_live",
+    "unique_of",
 ]
 
 #: the longest uniqueness key accepted, in characters
@@ -59,6 +60,30 @@ UniqueBy: TypeAlias = bool | tuple[str, ...] | Callable[..., str]
 FINAL_STATES: frozenset[JobState] = frozenset(
     state for state in JobState if state.value in ("succeeded", "failed", "cancelled")
 )
+
+
+class UniqueTask(Protocol):
+    """What :func:`unique_of` reads of a task (a :class:`jobchain.Task`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def fn(self) -> Callable[..., Any]: ...
+    @property
+    def unique(self) -> UniqueBy | None: ...
+    @property
+    def unique_for(self) -> float | None: ...
+
+
+class Keyed(Protocol):
+    """What :func:`unique_of` reads of a signature (a :class:`jobchain.canvas.Signature`)."""
+
+    @property
+    def task(self) -> UniqueTask: ...
+    @property
+    def unique_key(self) -> str | None: ...
+    @property
+    def unique_for(self) -> float | None: ...
 
 
 def check_key(value: object, what: str = "unique key") -> str:
@@ -123,6 +148,24 @@ def derive_key(
     if len(key) > _READABLE or not key.isprintable():
         key = f"{task}:sha256:{hashlib.sha256(text.encode()).hexdigest()[:40]}"
     return key
+
+
+def unique_of(sig: Keyed, job: Job) -> tuple[str | None, float | None]:
+    """The key and hold of a submit of ``sig`` as ``job``: the submit's, else the task's (None: not unique).
+
+    A ``unique_for`` with no key (neither given nor declared by the task) is an error.
+    """
+    task = sig.task
+    hold = check_hold(sig.unique_for if sig.unique_for is not None else task.unique_for)
+    if sig.unique_key is not None:
+        return check_key(sig.unique_key), hold
+    if task.unique is not None:
+        return derive_key(task.unique, task.name, task.fn, job.args, job.kwargs), hold
+    if sig.unique_for is not None:
+        raise InvalidJobError(
+            f"unique_for={sig.unique_for!r} needs a unique_key (task {task.name!r} declares none)"
+        )
+    return None, None
 
 
 def check_batch(jobs: Sequence[Job], keys: Sequence[str], hold: float | None) -> None:
