@@ -58,6 +58,12 @@ def _request(app: GatewayApp, method: str, path: str, body: object = None) -> ht
         ("POST", "/v1/queues/pause", {"queues": ["q"]}, "Pause"),
         ("POST", "/v1/queues/resume", {"queues": ["q"]}, "Pause"),
         ("GET", "/v1/queues/paused", None, "Pause"),
+        (
+            "POST",
+            "/v1/enqueue-unique",
+            {"jobs": [{"id": "j-1", "task": "t", "enqueued_at": 1.0, "unique": "k"}], "keys": ["k"]},
+            "Uniqueness",
+        ),
     ],
 )
 def test_an_endpoint_of_a_missing_capability_is_501(
