@@ -486,3 +486,22 @@ def test_a_buffered_explicit_id_whose_write_landed_before_the_lost_reply_is_stor
     assert backend.stored == ["once-only"]
     assert [c[0] for c in backend.calls] == ["enqueue", "enqueue", "enqueue"]
     assert len(backend.reserve(["default"], limit=10, lease=30, worker="check")) == 1
+
+
+def test_a_unique_submit_while_down_raises_instead_of_buffering(
+    make_app: Callable[..., App], backend: FaultyBackend
+) -> None:
+    """Only the backend knows which job holds a key: a unique submit is never buffered."""
+    app = make_app()
+    real = backend.enqueue_unique
+
+    def down(*args: Any, **kwargs: Any) -> list[str]:
+        raise BackendUnavailableError("faulty://", "connection refused (injected)")
+
+    backend.enqueue_unique = down  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailableError):
+        app.submit(app.tasks["echo"].s(1).set(unique_key="k"))
+    assert app.buffer is not None
+    assert len(app.buffer) == 0
+    backend.enqueue_unique = real  # type: ignore[method-assign]
+    assert app.submit(app.tasks["echo"].s(1).set(unique_key="k")).status() == "queued"
