@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from jobchain._eager import EagerRunner
 from jobchain.aging import DEFAULT_AGING_INTERVAL
@@ -20,7 +20,7 @@ from jobchain.browsing import Jobs
 from jobchain.buffer import DEFAULT_BUFFER, BufferedSubmits, PendingSubmit, SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, TaskBase, chain
 from jobchain.capabilities import FailedQueue as FailedQueueCapability
-from jobchain.capabilities import Pause, Stats, WorkerRegistry, require
+from jobchain.capabilities import Pause, Stats, Uniqueness, WorkerRegistry, require
 from jobchain.clock import Clock, SystemClock
 from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
@@ -32,6 +32,7 @@ from jobchain.plugins import Plugins, default_plugins
 from jobchain.retry import Retry
 from jobchain.signing import Signer, signer_from_config
 from jobchain.submission import Builder
+from jobchain.uniqueness import UniqueBy, check_hold, check_unique_by, unique_of
 from jobchain.worker import Runtime, Worker
 
 __all__ = ["App", "FailedPage", "FailedQueue", "Task"]
@@ -69,6 +70,8 @@ class Task(TaskBase, Generic[P, R]):
         retry: Retry | None,
         timeout: float | None,
         expires: float | None,
+        unique: UniqueBy | None = None,
+        unique_for: float | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -78,6 +81,10 @@ class Task(TaskBase, Generic[P, R]):
         self._retry = retry
         self.timeout = timeout
         self.expires = expires
+        #: how a submit of this task derives its uniqueness key (None: not unique unless given per submit)
+        self.unique = check_unique_by(unique, fn, name)
+        #: seconds the key is held from the submit (None: until the job finishes)
+        self.unique_for = check_hold(unique_for)
         self._signature: inspect.Signature | None = None
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -102,22 +109,31 @@ class Task(TaskBase, Generic[P, R]):
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle: ...
 
     @overload
-    def submit(self, *args: Any, job_id: str | None, **kwargs: Any) -> JobHandle: ...
+    def submit(
+        self,
+        *args: Any,
+        job_id: str | None = None,
+        unique_key: str | None = None,
+        unique_for: float | None = None,
+        **kwargs: Any,
+    ) -> JobHandle: ...
 
     def submit(self, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueue one run of this task.
 
         ``job_id=`` gives the job that id instead of a fresh one (see
         :func:`jobchain.submission.check_id`); when a job with that id exists,
-        nothing is stored and the handle is the existing job's. (So a task
-        taking an argument named ``job_id`` gets it with ``task.s(job_id=...)``.)
+        nothing is stored and the handle is the existing job's. ``unique_key=``
+        makes the job unique (see ``@app.task(unique=...)``): while a job of its
+        queue holds the key, nothing is stored and the handle is the holder's;
+        ``unique_for=`` holds the key that many seconds instead of until the job
+        finishes. (So a task taking an argument of one of these names gets it
+        with ``task.s(job_id=...)``.)
         """
-        job_id = kwargs.pop("job_id", None)
-        handle: JobHandle = (
-            self.app.submit(self, *args, **kwargs)
-            if job_id is None
-            else self.app.submit_as(job_id, self, *args, **kwargs)
-        )
+        names = ("job_id", "unique_key", "unique_for")
+        options = {name: kwargs.pop(name) for name in names if name in kwargs}
+        target = Signature(task=self).set(**options) if options else self
+        handle: JobHandle = self.app.submit(target, *args, **kwargs)
         return handle
 
     def submit_many(self, calls: Iterable[Sequence[Any]]) -> list[JobHandle]:
@@ -467,6 +483,8 @@ class App:
         retry: Retry | None = None,
         timeout: float | None = None,
         expires: float | None = None,
+        unique: UniqueBy | None = None,
+        unique_for: float | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -480,11 +498,17 @@ class App:
         retry: Retry | None = None,
         timeout: float | None = None,
         expires: float | None = None,
+        unique: UniqueBy | None = None,
+        unique_for: float | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Declare a task: ``@app.task`` or ``@app.task(queue="db", retry=Retry(attempts=5))``.
 
         ``timeout`` bounds one run (seconds); ``expires`` drops a job not started
         within that many seconds of being enqueued (it goes to the failed queue).
+        ``unique`` makes each submit unique by a key derived from its arguments
+        (True: all of them; a tuple of argument names; or a function
+        ``(*args, **kwargs) -> str``), held until the job finishes or for
+        ``unique_for`` seconds (see :mod:`jobchain.uniqueness`).
         """
         if retry is not None and not isinstance(retry, Retry):
             raise ConfigurationError(f"retry must be a jobchain.Retry, got {retry!r}")
@@ -517,6 +541,8 @@ class App:
                 retry=retry,
                 timeout=timeout,
                 expires=expires,
+                unique=unique,
+                unique_for=unique_for,
             )
             self.tasks[task_name] = declared
             return declared
@@ -576,6 +602,9 @@ class App:
         now = self.clock.now()
         if isinstance(resolved, Signature):
             job = self.builder.job(resolved, args, kwargs, now=now, job_id=submit_id)
+            key, hold = unique_of(resolved, job)
+            if key is not None:
+                return JobHandle(self, self._store_unique(job, key, hold))
             fresh = submit_id is None and resolved.job_id is None
             return JobHandle(self, job.id, self._store([job], (), fresh))
         self._check_owned(resolved)
@@ -592,6 +621,16 @@ class App:
         if self._eager is not None:
             self._eager.run()
         return pending
+
+    def _store_unique(self, job: Job, key: str, hold: float | None) -> str:
+        """Store a unique job (never buffered: only the backend knows the holder); the id it stands for."""
+        backend = require(self.backend, Uniqueness)
+        if hold is None:
+            job = evolve(job, unique=key)
+        [holder] = backend.enqueue_unique([job], [key], hold=hold)
+        if self._eager is not None:
+            self._eager.run()
+        return holder
 
     def eager(self) -> AbstractContextManager[App]:
         """Test mode for a block: each submit runs its jobs to completion before it returns.
@@ -625,6 +664,11 @@ class App:
             resolved = self._resolve(target)
             if isinstance(resolved, Signature):
                 job = self.builder.job(resolved, now=now)
+                if unique_of(resolved, job)[0] is not None:
+                    raise InvalidJobError(
+                        f"task {job.task!r} is submitted with a unique key: "
+                        "submit it alone, not in submit_many"
+                    )
                 jobs.append(job)
                 made.append((JobHandle, job.id))
                 fresh = fresh and resolved.job_id is None

@@ -73,6 +73,10 @@ class Signature:
     delay: float | None = None
     #: the job's id, instead of a fresh one (see :func:`jobchain.submission.check_id`)
     job_id: str | None = None
+    #: the job's uniqueness key, instead of the one its task derives (see :mod:`jobchain.uniqueness`)
+    unique_key: str | None = None
+    #: seconds the key is held from the submit, instead of until the job finishes
+    unique_for: float | None = None
 
     @property
     def name(self) -> str:
@@ -85,11 +89,15 @@ class Signature:
         priority: int | None = None,
         delay: float | None = None,
         job_id: str | None = None,
+        unique_key: str | None = None,
+        unique_for: float | None = None,
     ) -> Signature:
-        """The same signature with other options (queue, priority, delay in seconds, the job's id).
+        """The same signature with other options (queue, priority, delay in seconds, the job's id, its key).
 
         A job submitted under an id that exists already is not stored again:
-        the handle returned is the existing job's.
+        the handle returned is the existing job's. A job submitted with a
+        ``unique_key`` held by a job of its queue is not stored either: the
+        handle is the holder's (``unique_for``: hold the key that many seconds).
         """
         if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
             raise InvalidJobError(f"priority must be an int, got {priority!r}")
@@ -103,6 +111,8 @@ class Signature:
             priority=priority if priority is not None else self.priority,
             delay=delay if delay is not None else self.delay,
             job_id=job_id if job_id is not None else self.job_id,
+            unique_key=unique_key if unique_key is not None else self.unique_key,
+            unique_for=unique_for if unique_for is not None else self.unique_for,
         )
 
     def submit(self, *args: Any, job_id: str | None = None, **kwargs: Any) -> JobHandle:

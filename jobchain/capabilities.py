@@ -13,9 +13,9 @@ capability method on a backend without asking first, with :func:`supports`
 :class:`~jobchain.errors.NotSupportedError`, never ``AttributeError``).
 
 Implemented today: :class:`FailedQueue`, :class:`WorkerRegistry`,
-:class:`Stats`, :class:`Pause`, :class:`Browse`. Declared for the coming
-features, implemented by no backend yet, with **provisional** signatures that
-may change before a feature ships: :class:`Cancel`, :class:`Uniqueness`,
+:class:`Stats`, :class:`Pause`, :class:`Browse`, :class:`Uniqueness`. Declared
+for the coming features, implemented by no backend yet, with **provisional**
+signatures that may change before a feature ships: :class:`Cancel`,
 :class:`RateLimits`, :class:`ScheduleSlots`.
 """
 
@@ -238,7 +238,13 @@ class Pause(Capability):
 
 
 class Uniqueness(Capability):
-    """Provisional. A uniqueness key held while its job is queued or running makes a duplicate a no-op."""
+    """A uniqueness key held by a job makes a duplicate submit store nothing (the built-in backends have it).
+
+    A key is scoped to a queue: it is held by at most one job of that queue
+    (the same key on two queues is two keys, on every backend, since on a
+    Redis Cluster a queue's keys live in one slot). How keys are derived and
+    the rules shared by the backends are in :mod:`jobchain.uniqueness`.
+    """
 
     what = "unique jobs"
 
@@ -246,11 +252,23 @@ class Uniqueness(Capability):
     def enqueue_unique(
         self, jobs: Sequence[Job], keys: Sequence[str], *, hold: float | None = None
     ) -> list[str]:
-        """Store each job unless its key is held; return, per job, the id of the job holding its key.
+        """Store each job unless its id exists or its key is held; return, per job, the id it stands for.
 
-        A job stored takes its key (its own id is returned) until it finishes,
-        or for ``hold`` seconds when given; a job whose key is held is not
-        stored and the holder's id is returned. All in one atomic step.
+        Per job, in order, atomically with the store (a batch: atomic per
+        queue at least): a job whose id exists is not stored and its own id is
+        returned (an explicit id, as :meth:`~jobchain.backend.Backend.enqueue`);
+        a job whose key (in its queue) is held is not stored and the holder's id
+        is returned; otherwise the job is stored, takes its key and its id is
+        returned. Two jobs of one batch with one key: the first is stored.
+
+        ``hold`` None: each job carries its key (``job.unique == key``,
+        :func:`jobchain.uniqueness.check_batch`) and holds it until the job
+        reaches a final state. The settlement that finishes the job (``Completed``,
+        ``Failed``) releases the key in its own atomic step, only if this job
+        holds it; ``Retried``, ``Released`` and a lease that runs out keep it. A
+        key whose holder is finished or unknown (its record is gone) is free.
+        With ``hold``: the key is held ``hold`` seconds from now on the backend's
+        clock, whatever the job does; the job does not carry it.
         """
 
 

@@ -29,9 +29,10 @@ crashes.
 **Optional capabilities.** Declare one by inheriting it next to
 :class:`Backend` and implement all its methods (see
 :mod:`jobchain.capabilities`): :class:`FailedQueue`, :class:`WorkerRegistry`,
-:class:`Stats`, :class:`Pause`, :class:`Browse`; declared for coming features
-(provisional): :class:`Cancel`, :class:`Uniqueness`,
-:class:`RateLimits`, :class:`ScheduleSlots`. Code that uses a backend asks
+:class:`Stats`, :class:`Pause`, :class:`Browse`, :class:`Uniqueness` (its
+shared rules in :mod:`jobchain.uniqueness`); declared for coming features
+(provisional): :class:`Cancel`, :class:`RateLimits`, :class:`ScheduleSlots`.
+Code that uses a backend asks
 with :func:`supports` or :func:`require`; a missing capability is a
 :class:`NotSupportedError`.
 

@@ -23,7 +23,7 @@ from attrs import evolve
 from jobchain import workflow
 from jobchain.backend import Backend, name_taken
 from jobchain.browsing import BROWSABLE, order_key, page
-from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.errors import NotInFailedQueueError
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
@@ -44,6 +44,7 @@ from jobchain.model import (
     WorkerInfo,
 )
 from jobchain.registry import BackendRegistry
+from jobchain.uniqueness import check_batch, holder_is_live
 
 __all__ = ["MemoryBackend"]
 
@@ -54,7 +55,7 @@ _named: dict[tuple[type[MemoryBackend], str], MemoryBackend] = {}
 _named_lock = threading.Lock()
 
 
-class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
+class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
     """All state in dicts and heaps in this process."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
@@ -83,6 +84,8 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
         self._paused: set[str] = set()
         #: workers whose blocking reserve should return now (see wake)
         self._woken: set[str] = set()
+        #: (queue, uniqueness key) -> (holder's job id, held until; None: until the holder finishes)
+        self._unique: dict[tuple[str, str], tuple[str, float | None]] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
@@ -292,6 +295,8 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
 
     def _complete(self, outcome: Completed, now: float) -> ChainRecord | None:
         job = outcome.delivery.job
+        if job.unique is not None:
+            self._release_unique(job)
         self._deliveries.pop(job.id, None)
         self._fifo.pop(job.id, None)
         self._records[job.id] = JobRecord(
@@ -324,6 +329,8 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
         return None
 
     def _fail(self, job: Job, outcome: Failed, now: float) -> ChainRecord | None:
+        if job.unique is not None:
+            self._release_unique(job)
         self._deliveries.pop(job.id, None)
         self._fifo.pop(job.id, None)
         previous = self._records[job.id]
@@ -360,6 +367,51 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
     def get_chain(self, chain_id: str) -> ChainRecord | None:
         with self._cond:
             return self._chains.get(chain_id)
+
+    # --- unique jobs -----------------------------------------------------------------
+
+    def enqueue_unique(
+        self, jobs: Sequence[Job], keys: Sequence[str], *, hold: float | None = None
+    ) -> list[str]:
+        check_batch(jobs, keys, hold)
+        out: list[str] = []
+        with self._cond:
+            now = self.clock.now()
+            for job, key in zip(jobs, keys, strict=True):
+                if job.id in self._records:
+                    out.append(job.id)
+                    continue
+                holder = self._holder(job.queue, key, now)
+                if holder is not None:
+                    out.append(holder)
+                    continue
+                self._place(job, now)
+                self._unique[job.queue, key] = (job.id, None if hold is None else now + hold)
+                out.append(job.id)
+            self._cond.notify_all()
+        return out
+
+    def _holder(self, queue: str, key: str, now: float) -> str | None:
+        """The id of the job holding ``key`` in ``queue`` (lock held); a key no longer held is dropped."""
+        entry = self._unique.get((queue, key))
+        if entry is None:
+            return None
+        holder, until = entry
+        if until is None:
+            record = self._records.get(holder)
+            if holder_is_live(None if record is None else record.state):
+                return holder
+        elif until > now:
+            return holder
+        del self._unique[queue, key]
+        return None
+
+    def _release_unique(self, job: Job) -> None:
+        """Free the key ``job`` carries if ``job`` holds it (lock held): settle, and cancel, call it."""
+        assert job.unique is not None
+        entry = self._unique.get((job.queue, job.unique))
+        if entry is not None and entry[0] == job.id and entry[1] is None:
+            del self._unique[job.queue, job.unique]
 
     # --- failed queue ----------------------------------------------------------------
 

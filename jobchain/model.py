@@ -109,6 +109,8 @@ class Job:
     sig: str | None = None
     #: a chain step's signatures of the previous step's results (``"t:SIG"`` or ``"g:SIG,SIG"``)
     psig: str | None = None
+    #: the uniqueness key this job holds until it finishes (:class:`jobchain.capabilities.Uniqueness`)
+    unique: str | None = None
 
     def retried(self, not_before: float) -> Job:
         """The next attempt of this job; ``enqueued_at`` is kept, so aging still counts."""
@@ -136,6 +138,8 @@ class Job:
             raw["sig"] = self.sig
         if self.psig is not None:
             raw["psig"] = self.psig
+        if self.unique is not None:
+            raw["unique"] = self.unique
         return raw
 
     @classmethod
@@ -170,6 +174,7 @@ class Job:
                 chain=ref,
                 sig=opt_text(raw.get("sig"), "sig"),
                 psig=opt_text(raw.get("psig"), "psig"),
+                unique=opt_text(raw.get("unique"), "unique"),
             )
         except InvalidJobError:
             raise

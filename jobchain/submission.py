@@ -265,6 +265,11 @@ class Builder:
         self, sig: Signature, first: bool, args: tuple[Any, ...], kwargs: Mapping[str, Any], job_id: str
     ) -> StepMember:
         task = sig.task
+        if sig.unique_key is not None or sig.unique_for is not None:
+            raise InvalidJobError(
+                f"task {task.name!r}: a chain or group step cannot be unique; submit the chain "
+                "under an explicit id instead (an id that exists stores nothing)"
+            )
         merged = {**sig.kwargs, **kwargs} if first and kwargs else dict(sig.kwargs)
         check_payload(sig.args, merged, limit=self.max_payload, what=f"task {task.name!r}")
         if first or sig.immutable:

@@ -448,3 +448,60 @@ def test_a_process_that_exits_with_a_buffer_logs_the_job_ids_it_could_not_store(
     job_id = done.stdout.split("submitted ", 1)[1].split()[0]
     [line] = [ln for ln in done.stdout.splitlines() if "buffered_submits_not_stored" in ln]
     assert job_id in line
+
+
+# --- explicit ids across the buffer ------------------------------------------------------
+
+
+def test_a_buffered_explicit_id_replayed_after_it_landed_stores_nothing(
+    make_app: Callable[..., App], backend: FaultyBackend
+) -> None:
+    """A submit under an id buffered while down is not stored again when that id landed meanwhile."""
+    app = make_app()
+    backend.down = True
+    buffered = app.submit_as("order-7", "echo", "from the buffer")
+    assert buffered.status() == "buffered"
+    backend.down = False
+    other = make_app()
+    landed = other.submit_as("order-7", "echo", "landed first")  # another client, the backend back
+    assert landed.id == buffered.id
+    assert app.buffer is not None
+    assert app.buffer.wait_empty(10)
+    assert backend.stored == ["order-7"]
+    [delivery] = backend.reserve(["default"], limit=10, lease=30, worker="check")
+    assert delivery.job.args == ("landed first",)
+    assert buffered.status() == "running"
+
+
+def test_a_buffered_explicit_id_whose_write_landed_before_the_lost_reply_is_stored_once(
+    make_app: Callable[..., App], backend: FaultyBackend
+) -> None:
+    """The submit under an id whose reply was lost is buffered and replayed; the replay stores nothing."""
+    app = make_app()
+    backend.lose_replies = 1
+    handle = app.submit_as("once-only", "echo", 1)
+    handle.wait_stored(timeout=10)
+    again = app.submit_as("once-only", "echo", 2)
+    assert again.id == handle.id
+    assert backend.stored == ["once-only"]
+    assert [c[0] for c in backend.calls] == ["enqueue", "enqueue", "enqueue"]
+    assert len(backend.reserve(["default"], limit=10, lease=30, worker="check")) == 1
+
+
+def test_a_unique_submit_while_down_raises_instead_of_buffering(
+    make_app: Callable[..., App], backend: FaultyBackend
+) -> None:
+    """Only the backend knows which job holds a key: a unique submit is never buffered."""
+    app = make_app()
+    real = backend.enqueue_unique
+
+    def down(*args: Any, **kwargs: Any) -> list[str]:
+        raise BackendUnavailableError("faulty://", "connection refused (injected)")
+
+    backend.enqueue_unique = down  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailableError):
+        app.submit(app.tasks["echo"].s(1).set(unique_key="k"))
+    assert app.buffer is not None
+    assert len(app.buffer) == 0
+    backend.enqueue_unique = real  # type: ignore[method-assign]
+    assert app.submit(app.tasks["echo"].s(1).set(unique_key="k")).status() == "queued"

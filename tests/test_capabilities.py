@@ -75,8 +75,9 @@ def test_the_core_is_six_abstract_methods() -> None:
 
 
 def test_supports_and_capabilities_read_the_class_statement() -> None:
-    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats", "Browse", "Pause"]
-    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats", "Browse", "Pause"]
+    expected = ["FailedQueue", "WorkerRegistry", "Stats", "Browse", "Pause", "Uniqueness"]
+    assert capabilities(MemoryBackend) == expected
+    assert capabilities(MemoryBackend()) == expected
     assert capabilities(CoreOnly()) == []
     assert capabilities(WithStats) == ["Stats"]
     assert supports(WithStats(), Stats)
@@ -123,7 +124,7 @@ def test_a_declared_capability_must_be_implemented_in_full() -> None:
         HalfDone()  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("capability", [Cancel, Uniqueness, RateLimits, ScheduleSlots])
+@pytest.mark.parametrize("capability", [Cancel, RateLimits, ScheduleSlots])
 def test_the_provisional_capabilities_are_declared_and_documented(capability: type) -> None:
     assert capability in ALL
     assert capability.__abstractmethods__
@@ -163,6 +164,20 @@ def test_pause_is_implemented_and_reached_through_the_app() -> None:
         App(backend=CoreOnly(), plugins=Plugins(entry_points=False)).pause("a")
 
 
+def test_uniqueness_is_implemented_by_the_built_in_backends() -> None:
+    """Uniqueness left the provisional list: the memory backend declares it; the App asks for it."""
+    assert "Provisional" not in (Uniqueness.__doc__ or "")
+    assert supports(MemoryBackend, Uniqueness)
+    app = App(backend=CoreOnly(), plugins=Plugins(entry_points=False))
+
+    @app.task
+    def echo(x: int) -> int:
+        return x
+
+    with pytest.raises(NotSupportedError, match=r"does not support unique jobs \(capability Uniqueness\)"):
+        echo.submit(1, unique_key="k")
+
+
 def test_the_contract_module_exports_what_an_author_needs() -> None:
     for name in contract.__all__:
         assert hasattr(contract, name), name
@@ -192,6 +207,7 @@ def test_a_spec_knows_its_backends_capabilities() -> None:
         "Stats",
         "Pause",
         "Browse",
+        "Uniqueness",
     ]
     assert BackendSpec("c", CoreOnly, "", "x").capabilities == []
     assert BackendSpec("f", lambda url, **kw: MemoryBackend(), "", "x").capabilities is None
@@ -201,6 +217,7 @@ def test_jobchain_backends_lists_capabilities() -> None:
     result = CliRunner().invoke(cli, ["backends", "--json"])
     assert result.exit_code == 0, result.output
     memory = next(b for b in json.loads(result.output)["backends"] if b["scheme"] == "memory")
-    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats", "Pause", "Browse"]
+    expected = ["FailedQueue", "WorkerRegistry", "Stats", "Pause", "Browse", "Uniqueness"]
+    assert memory["capabilities"] == expected
     table = CliRunner().invoke(cli, ["backends"])
     assert "capabilities" in table.output.splitlines()[0]

@@ -156,3 +156,20 @@ def test_a_delayed_job_runs_without_waiting(app: App) -> None:
     assert later.status() == "succeeded"
     assert time.monotonic() - began < 5
     assert ran == ["later"]
+
+
+def test_a_unique_job_runs_inline_and_frees_its_key(app: App) -> None:
+    """In test mode a unique submit runs at once; its key is freed, so the next submit runs again."""
+    runs: list[int] = []
+
+    @app.task(unique=True)
+    def tally(x: int) -> int:
+        runs.append(x)
+        return x
+
+    first = tally.submit(1)
+    assert first.result() == 1
+    second = tally.submit(1)
+    assert second.id != first.id
+    assert second.result() == 1
+    assert runs == [1, 1]

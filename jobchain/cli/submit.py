@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import click
 
 from jobchain.app import App
+from jobchain.canvas import Chain, Group, Signature
 from jobchain.capabilities import WorkerRegistry, supports
 from jobchain.cli.common import (
     EXIT_TIMEOUT,
@@ -90,6 +91,18 @@ def by_name(app: App, name: str, queue: str) -> Any:
     help="The job's id (the chain's, for a chain or group) instead of a fresh one; "
     "when it exists already nothing is stored and its id is printed.",
 )
+@click.option(
+    "--unique-key",
+    metavar="KEY",
+    help="Submit the task only if no job of its queue holds KEY (until it finishes); "
+    "otherwise nothing is stored and the holder's id is printed.",
+)
+@click.option(
+    "--unique-for",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Hold the key SECONDS from now instead of until the job finishes.",
+)
 @json_option
 @click.pass_context
 def submit(
@@ -104,6 +117,8 @@ def submit(
     timeout: float | None,
     store_timeout: float,
     submit_id: str | None,
+    unique_key: str | None,
+    unique_for: float | None,
     as_json: bool,
 ) -> None:
     """Enqueue TARGET (a task, chain or group of --config) and print its id.
@@ -113,6 +128,10 @@ def submit(
 
     --id ID submits under that id (printable, no spaces or '/', at most 200
     characters); submitting an id that exists stores nothing.
+
+    --unique-key KEY submits a task only if no job of its queue holds KEY:
+    otherwise nothing is stored and the id printed is the holder's (a task
+    declared with unique= derives its key without it).
     """
     setup_logging(ctx)
     if args_file is not None:
@@ -133,6 +152,8 @@ def submit(
         )
     else:
         found = by_name(app, target, queue or "default")
+    if unique_key is not None or unique_for is not None:
+        found = _unique_target(found, unique_key, unique_for)
     handle: JobHandle | ChainHandle = (
         app.submit(found, *args, **kwargs)
         if submit_id is None
@@ -162,6 +183,14 @@ def submit(
             _wait_and_show(app, handle, kind, target, timeout, as_json, config)
     else:
         _wait_and_show(app, handle, kind, target, timeout, as_json, config)
+
+
+def _unique_target(found: Any, unique_key: str | None, unique_for: float | None) -> Signature:
+    """The task of ``found`` with its uniqueness options; a chain or group cannot be unique."""
+    if isinstance(found, Chain | Group):
+        raise click.UsageError("--unique-key and --unique-for apply to a task; a chain or group takes --id")
+    sig = found if isinstance(found, Signature) else Signature(task=found)
+    return sig.set(unique_key=unique_key, unique_for=unique_for)
 
 
 def _status_command(app: App, job_id: str, config: str | None) -> str:

@@ -48,6 +48,7 @@ from jobchain.testing.suite import (  # noqa: E402
     FailedQueueConformance,
     PauseConformance,
     StatsConformance,
+    UniquenessConformance,
     WorkerRegistryConformance,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "MakeJob",
     "PauseConformance",
     "StatsConformance",
+    "UniquenessConformance",
     "WorkerRegistryConformance",
     "clock",
     "completed",

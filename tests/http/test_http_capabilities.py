@@ -60,6 +60,12 @@ def _request(app: GatewayApp, method: str, path: str, body: object = None) -> ht
         ("GET", "/v1/queues/paused", None, "Pause"),
         ("GET", "/v1/jobs?queue=q&state=ready", None, "Browse"),
         ("GET", "/v1/counts?queue=q", None, "Browse"),
+        (
+            "POST",
+            "/v1/enqueue-unique",
+            {"jobs": [{"id": "j-1", "task": "t", "enqueued_at": 1.0, "unique": "k"}], "keys": ["k"]},
+            "Uniqueness",
+        ),
     ],
 )
 def test_an_endpoint_of_a_missing_capability_is_501(

@@ -75,6 +75,31 @@ def test_submit_with_a_bad_id_is_422_and_stores_nothing(client: httpx.Client) ->
     assert client.get("/v1/jobs/http-never").status_code == 404
 
 
+def test_submit_with_a_unique_key_answers_the_holder(client: httpx.Client) -> None:
+    """An item's "unique_key": a second submit while the first job holds it stores nothing, answers its id."""
+    first = client.post("/v1/submit", json={"target": "add", "args": [1, 2], "unique_key": "http-once"})
+    assert first.status_code == 201, first.text
+    items = [
+        {"target": "add", "args": [3, 4], "unique_key": "http-once"},
+        {"target": "add", "args": [5, 6], "unique_key": "http-timed", "unique_for": 3600},
+        {"target": "add", "args": [7, 8], "unique_key": "http-timed", "unique_for": 3600},
+    ]
+    again = client.post("/v1/submit", json={"items": items})
+    assert again.status_code == 201, again.text
+    ids = [item["id"] for item in again.json()["items"]]
+    assert ids[0] == first.json()["id"]
+    assert ids[1] == ids[2] != ids[0]
+    assert stored_job(client, ids[0])["unique"] == "http-once"
+    assert "unique" not in stored_job(client, ids[1])  # held for a time: the job does not carry it
+
+
+def test_a_chain_with_a_unique_key_is_422(client: httpx.Client) -> None:
+    """A chain cannot be unique: 422 at the item's unique_key, nothing stored."""
+    response = client.post("/v1/submit", json={"target": "pipeline", "args": [1, 2], "unique_key": "k"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["path"] == "$.unique_key"
+
+
 def test_submit_by_name_is_signed_with_the_config_apps_keys(client: httpx.Client) -> None:
     """Jobs and chains the gateway submits are signed with its App's keys, so signing workers run them."""
     from jobchain.model import Job

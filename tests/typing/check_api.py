@@ -26,6 +26,20 @@ typed_task: Task[[int, int], int] = add
 direct: int = add(1, 2)
 job: JobHandle = add.submit(1, 2)
 named: JobHandle = add.submit(1, 2, job_id="sum-1-2")  # an explicit id
+unique: JobHandle = add.submit(1, 2, unique_key="sum", unique_for=60.0)  # a uniqueness key
+
+
+@app.task(unique=("x",), unique_for=30.0)
+def once_per_x(x: int, y: int = 0) -> int:
+    return x + y
+
+
+@app.task(unique=lambda x: f"x-{x}")
+def once_by_function(x: int) -> int:
+    return x
+
+
+keyed: JobHandle = once_per_x.s(1).set(unique_key="k").submit()
 status: str = job.status()
 handle: ChainHandle = chain(add.s(1, 2), double, name="sum").submit()
 named_chain: ChainHandle = chain(add.s(1, 2), double).submit(chain_id="sum-chain")

@@ -37,6 +37,7 @@ from jobchain.model import (
 )
 from jobchain_redis._outbox import ChainEvent
 from jobchain_redis._reading import chain_or_none
+from jobchain_redis._unique import release
 from jobchain_redis.codec import chain_to_json, dumps
 from jobchain_redis.connection import Pipe, Transaction, wrong_type
 
@@ -140,7 +141,16 @@ class Settlement:
             else list(dict.fromkeys(j.chain.chain_id for j in jobs if j.chain is not None))
         )
         job_keys = [keys.job(j.id, j.queue) for j in jobs]
-        watch = job_keys + [keys.chain(c) for c in chain_ids]
+        # the keys of unique jobs that finish here: read under WATCH, freed in the same transaction
+        keyed = list(
+            {
+                o.delivery.job.id: o.delivery.job
+                for o in outcomes
+                if o.delivery.job.unique is not None and isinstance(o, Completed | Failed)
+            }.values()
+        )
+        unique_keys = [keys.unique(j.queue, j.unique) for j in keyed if j.unique is not None]
+        watch = job_keys + [keys.chain(c) for c in chain_ids] + unique_keys
         fields = _SETTLE_FIELDS + self.layout.settle_fields
         take_queues = sorted(take.queues) if take is not None and chain_ids else []
 
@@ -155,6 +165,8 @@ class Settlement:
                     r.hmget(k, *fields)
                 for c in chain_ids:
                     r.get(keys.chain(c))
+                for u in unique_keys:
+                    r.get(u)
                 for q in take_queues:
                     self._most_urgent(r, q, now)
 
@@ -168,8 +180,10 @@ class Settlement:
                         rows[at] = None
                     else:
                         raise row
-            urgent = rows[n:]
+            urgent = rows[n + len(unique_keys) :]
             held = {j.id: dict(zip(fields, row, strict=True)) for j, row in zip(jobs, rows, strict=False)}
+            for j, value in zip(keyed, rows[n : n + len(unique_keys)], strict=True):
+                held[j.id]["unique"] = value
             chains = {
                 c: record
                 for c, raw in zip(chain_ids, rows[len(jobs) : n], strict=True)
@@ -261,6 +275,8 @@ class Settlement:
             writes.succeed(job.queue, job.id, outcome.finished_at)  # the browse index, in this MULTI
             if self.store.result_ttl is not None:
                 writes.keep_after = now - self.store.result_ttl
+            if job.unique is not None:
+                release(pipe, self.keys.unique(job.queue, job.unique), job, row.get("unique"))
             if job.chain is not None and events is not None:
                 return self.outbox.put(pipe, events, ChainEvent.of(outcome, job.chain, now))
             if record is None or job.chain is None:
@@ -299,6 +315,8 @@ class Settlement:
             )
             pipe.hdel(key, "deliveries", "crashes", *drop)
             pipe.zadd(self.keys.failed_in(job.queue), {job.id: now})
+            if job.unique is not None:
+                release(pipe, self.keys.unique(job.queue, job.unique), job, row.get("unique"))
             if job.chain is not None and events is not None:
                 return self.outbox.put(pipe, events, ChainEvent.of(outcome, job.chain, now))
             if record is None or job.chain is None:

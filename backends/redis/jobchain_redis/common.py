@@ -16,6 +16,7 @@ part                            operations
 :mod:`._failed`                 ``failed``, ``get_failed``, ``redrive``, ``purge_failed``
 :mod:`._records`                ``get_job``, ``get_chain``, the worker registry
 :mod:`._paused`                 ``pause``, ``resume``, ``paused`` (the reserve loop's filter)
+:mod:`._unique`                 ``enqueue_unique`` (a settlement frees a finished job's key)
 layout (``lists``/``streams``)  ``stats``, and the structure the parts call
 ==============================  ==============================================================
 
@@ -61,6 +62,7 @@ from jobchain_redis._records import Records
 from jobchain_redis._reserve import Reserver
 from jobchain_redis._settlement import Settlement, Take
 from jobchain_redis._store import Store
+from jobchain_redis._unique import Uniques
 from jobchain_redis.connection import (
     ClusterRoute,
     Route,
@@ -202,6 +204,7 @@ class RedisBackend(Backend):
         self._failed = FailedQueue(store, self._layout)
         self._records = Records(store)
         self._browser = Browser(store, self._layout)
+        self._uniques = Uniques(store, self._layout)
 
     # --- opening by URL ----------------------------------------------------------------
 
@@ -255,6 +258,15 @@ class RedisBackend(Backend):
         """One MULTI/EXEC and no WATCH: the ids are fresh, so there is nothing to check (one round trip)."""
         self.eviction.ensure(self.client)
         self._enqueuer.enqueue(jobs, chains, fresh=True)
+
+    @boundary
+    @refuse_oom
+    def enqueue_unique(
+        self, jobs: Sequence[Job], keys: Sequence[str], *, hold: float | None = None
+    ) -> list[str]:
+        """One WATCH/MULTI/EXEC per queue tag (a second read when a key's holder must be checked)."""
+        self.eviction.ensure(self.client)
+        return self._uniques.enqueue_unique(jobs, keys, hold)
 
     @boundary
     def reserve(

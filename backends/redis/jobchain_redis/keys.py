@@ -58,6 +58,8 @@ key                                type    holds
 ``{p}:worker:<name>``              string  the worker's registration, JSON
 ``{p}:stop``                       set     names of workers asked to stop
 ``{p}:paused``                     set     names of the paused queues
+``{q}:unique:<queue>:<key>``       string  a held uniqueness key: the holder's job id, or
+                                           ``"<id> <until>"`` for a key held for a time
 =================================  ======  ==================================================
 """
 
@@ -149,6 +151,10 @@ class Keys:
 
     def outbox(self, queue: str) -> str:
         return f"{self.queue_tag(queue)}:outbox:{queue}"
+
+    def unique(self, queue: str, key: str) -> str:
+        """A uniqueness key of ``queue``: in the queue's tag, so it hashes with the jobs it guards."""
+        return f"{self.queue_tag(queue)}:unique:{queue}:{key}"
 
     def chain(self, chain_id: str) -> str:
         return f"{self.chain_tag(chain_id)}:chain:{chain_id}"

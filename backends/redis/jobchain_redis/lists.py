@@ -31,7 +31,7 @@ from typing import Unpack
 import redis
 import redis.cluster
 
-from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Writes
@@ -206,7 +206,7 @@ class ListsLayout:
         return out
 
 
-class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
+class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
     """Jobs in Redis lists and hashes: the shared parts and :class:`ListsLayout` (module docstring)."""
 
     scheme = "redis-lists"

@@ -51,7 +51,7 @@ from typing import Any, Unpack
 import redis
 import redis.cluster
 
-from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Writes, promote_delayed
@@ -286,7 +286,7 @@ class StreamsLayout:
         return out
 
 
-class StreamsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
+class StreamsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
     """Jobs in Redis streams and hashes: the shared parts and :class:`StreamsLayout` (module docstring)."""
 
     scheme = "redis-streams"

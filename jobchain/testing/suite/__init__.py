@@ -2,16 +2,17 @@
 
 * :class:`CoreConformance`: the required core (:class:`jobchain.backend.Backend`):
   ordering and aging, leases, stale settlements, crash counting, batches,
-  records, idempotent enqueue, delays, retries, chains and groups, the next
+  records, idempotent enqueue and explicit ids, delays, retries, chains and groups, the next
   step's hand-off, signatures, bad payloads. It observes only through the
   core (``get_job``, ``get_chain``, ``reserve``).
 * One suite per capability (:mod:`jobchain.capabilities`):
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
-  :class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`.
+  :class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`,
+  :class:`UniquenessConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
   capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
-  which runs today's Worker). The built-in backends run it. Its Pause and
-  Browse rules run only for a backend that declares them (skipped otherwise).
+  which runs today's Worker). The built-in backends run it. Its Pause, Browse
+  and Uniqueness rules run only for a backend that declares them (skipped otherwise).
 
 A backend's test class subclasses the suites of what it declares::
 
@@ -52,6 +53,7 @@ from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, Priorit
 from jobchain.testing.suite.pause import PausedQueues, PauseHandOff
 from jobchain.testing.suite.signing import SignedJobs
 from jobchain.testing.suite.stats import FailedQueueStats, QueueStatistics, StatsFollowTransitions
+from jobchain.testing.suite.unique import ExplicitIds, UniqueKeys, UniqueSubmits
 from jobchain.testing.suite.workers import WorkerNames, WorkerRegistry, WorkerRuns
 
 # FailedQueue and WorkerRegistry here are rule mixins; the capabilities of those names are caps.*
@@ -71,6 +73,7 @@ __all__ = [
     "CrashCounting",
     "DeclaredCapabilities",
     "DelayedJobs",
+    "ExplicitIds",
     "FailedPaging",
     "FailedQueue",
     "FailedQueueConformance",
@@ -95,6 +98,9 @@ __all__ = [
     "StaleSettlement",
     "StatsConformance",
     "StatsFollowTransitions",
+    "UniqueKeys",
+    "UniqueSubmits",
+    "UniquenessConformance",
     "WorkerNames",
     "WorkerRegistry",
     "WorkerRegistryConformance",
@@ -130,6 +136,7 @@ class CoreConformance(
     BatchOperations,
     JobRecords,
     IdempotentEnqueue,
+    ExplicitIds,
     DelayedJobs,
     Retries,
     AtomicChainAdvance,
@@ -163,6 +170,10 @@ class BrowseConformance(BrowsedStates, BrowsePaging):
     """The rules of :class:`jobchain.capabilities.Browse`: states, order, task filter, paging while moving."""
 
 
+class UniquenessConformance(UniqueKeys, UniqueSubmits):
+    """The rules of :class:`jobchain.capabilities.Uniqueness`: held keys, release, concurrent duplicates."""
+
+
 #: the suite a backend's test class runs for each capability it declares
 SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.FailedQueue: FailedQueueConformance,
@@ -170,6 +181,7 @@ SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.Stats: StatsConformance,
     caps.Pause: PauseConformance,
     caps.Browse: BrowseConformance,
+    caps.Uniqueness: UniquenessConformance,
 }
 
 
@@ -180,12 +192,13 @@ class BackendConformance(
     StatsConformance,
     PauseConformance,
     BrowseConformance,
+    UniquenessConformance,
     FailedQueueStats,
     WorkerRuns,
 ):
     """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
 
-    The rules of Pause and Browse are included and run only if the backend declares them.
+    The rules of Pause, Browse and Uniqueness are included and run only if the backend declares them.
 
     Subclass it as ``Test<YourBackend>`` and override ``backend``.
     """

@@ -8,7 +8,7 @@ import pytest
 
 from jobchain.app import App
 from jobchain.backend import Backend
-from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.clock import ManualClock
 from jobchain.plugins import Plugins
 from jobchain.testing.helpers import MakeJob, make_job
@@ -20,6 +20,7 @@ __all__ = [
     "FullBackend",
     "PauseBackend",
     "StatsBackend",
+    "UniquenessBackend",
     "WorkerRegistryBackend",
 ]
 
@@ -43,6 +44,10 @@ class PauseBackend(Backend, Pause):
 
 class BrowseBackend(Backend, Browse):
     """A backend whose jobs can be listed."""
+
+
+class UniquenessBackend(Backend, Uniqueness):
+    """A backend with uniqueness keys."""
 
 
 class FullBackend(Backend, FailedQueue, WorkerRegistry, Stats):

@@ -15,14 +15,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from jobchain.backend import Backend
 from jobchain.canvas import Chain, Group, Signature
+from jobchain.capabilities import Uniqueness, require
 from jobchain.errors import InvalidJobError
 from jobchain.model import ChainRecord, Job
 from jobchain.payload import DEFAULT_MAX_PAYLOAD
 from jobchain.submission import Builder, check_id
+from jobchain.uniqueness import check_key, unique_of
 from jobchain_http.guard import HttpError
 from jobchain_http.wire import WireError, arr, integer, number, obj, text
 
@@ -47,6 +49,9 @@ class Submission:
     path: str
     #: the job's (or chain's) id instead of a fresh one
     id: str | None = None
+    #: the job's uniqueness key (instead of the one its task derives), and seconds to hold it
+    unique_key: str | None = None
+    unique_for: float | None = None
 
 
 def _submit_id(value: Any, path: str) -> str | None:
@@ -56,6 +61,24 @@ def _submit_id(value: Any, path: str) -> str | None:
         return check_id(value, "id")
     except InvalidJobError as exc:
         raise WireError(path, str(exc)) from None
+
+
+def _unique_key(value: Any, path: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_key(value, "unique_key")
+    except InvalidJobError as exc:
+        raise WireError(path, str(exc)) from None
+
+
+def _unique_for(value: Any, path: str) -> float | None:
+    if value is None:
+        return None
+    seconds = number(value, path, minimum=0, maximum=MAX_DELAY)
+    if seconds <= 0:
+        raise WireError(path, "unique_for must be > 0 seconds")
+    return seconds
 
 
 def parse_submission(raw: Any, path: str) -> Submission:
@@ -76,6 +99,8 @@ def parse_submission(raw: Any, path: str) -> Submission:
         delay=None if delay is None else number(delay, f"{path}.delay", minimum=0, maximum=MAX_DELAY),
         path=path,
         id=_submit_id(data.get("id"), f"{path}.id"),
+        unique_key=_unique_key(data.get("unique_key"), f"{path}.unique_key"),
+        unique_for=_unique_for(data.get("unique_for"), f"{path}.unique_for"),
     )
 
 
@@ -151,29 +176,49 @@ class Catalog:
         jobs: list[Job] = []
         chains: list[ChainRecord] = []
         out: list[dict[str, Any]] = []
+        #: (index in out, job, key, hold) of the unique jobs, stored after the others
+        keyed: list[tuple[int, Job, str, float | None]] = []
         for item, target in zip(items, resolved, strict=True):
             try:
                 if isinstance(target, Chain | Group):
+                    if item.unique_key is not None or item.unique_for is not None:
+                        raise HttpError(
+                            422,
+                            "invalid_arguments",
+                            "a chain or group cannot be unique: submit it under an explicit id instead",
+                            path=f"{item.path}.unique_key",
+                        )
                     record, first = self._chain(item, target, now)
                     chains.append(record)
                     jobs.extend(first)
                     out.append({"id": record.id, "kind": "chain", "target": item.target})
                 else:
-                    job = self._job(item, target, now)
-                    jobs.append(job)
+                    job, key, hold = self._job(item, target, now)
+                    if key is None:
+                        jobs.append(job)
+                    else:
+                        keyed.append((len(out), evolve(job, unique=key) if hold is None else job, key, hold))
                     out.append({"id": job.id, "kind": "job", "target": item.target})
             except InvalidJobError as exc:
                 raise HttpError(422, "invalid_arguments", str(exc), path=f"{item.path}.args") from None
+        unique = require(self.backend, Uniqueness) if keyed else None  # 501 before anything is stored
         if any(item.id is not None for item in items):
             self.backend.enqueue(jobs, chains)  # ids that exist are skipped
-        else:
+        elif jobs or chains:
             self.backend.enqueue_new(jobs, chains)
+        for index, job, key, hold in keyed:
+            assert unique is not None
+            [out[index]["id"]] = unique.enqueue_unique([job], [key], hold=hold)
         return out
 
-    def _job(self, item: Submission, target: Task[Any, Any] | Signature | None, now: float) -> Job:
-        """The job of a task item; without a config (``target`` None), of any task name."""
+    def _job(
+        self, item: Submission, target: Task[Any, Any] | Signature | None, now: float
+    ) -> tuple[Job, str | None, float | None]:
+        """The job of a task item (without a config, ``target`` None, of any task name); its key and hold."""
         if target is None:
-            return self.builder.named_job(
+            if item.unique_for is not None and item.unique_key is None:
+                raise InvalidJobError("unique_for needs a unique_key")
+            job = self.builder.named_job(
                 item.target,
                 item.args,
                 item.kwargs,
@@ -183,8 +228,11 @@ class Catalog:
                 priority=item.priority,
                 delay=item.delay,
             )
+            return job, item.unique_key, item.unique_for
         sig = target if isinstance(target, Signature) else Signature(task=target)
-        return self.builder.job(
+        if item.unique_key is not None or item.unique_for is not None:
+            sig = sig.set(unique_key=item.unique_key, unique_for=item.unique_for)
+        job = self.builder.job(
             sig,
             item.args,
             item.kwargs,
@@ -194,6 +242,8 @@ class Catalog:
             priority=item.priority,
             delay=item.delay,
         )
+        key, hold = unique_of(sig, job)
+        return job, key, hold
 
     def _chain(self, item: Submission, target: Chain | Group, now: float) -> tuple[ChainRecord, list[Job]]:
         if item.queue is not None or item.priority is not None or item.delay is not None:

@@ -29,7 +29,7 @@ from jobchain import capabilities
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.browsing import check_limit, check_state, decode_cursor
-from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.clock import Clock
 from jobchain.errors import (
     BackendAuthError,
@@ -53,6 +53,7 @@ from jobchain.model import (
     SettleResult,
     WorkerInfo,
 )
+from jobchain.uniqueness import check_batch
 from jobchain_http import schema
 from jobchain_http.reader import StreamReader
 from jobchain_http.wire import dumps, read, value
@@ -84,7 +85,7 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
+class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
     def __init__(
@@ -260,6 +261,21 @@ class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
             return
         body = {"jobs": [j.to_wire() for j in jobs], "chains": [c.to_wire() for c in chains]}
         self.request("POST", "/v1/enqueue", body=body)
+
+    def enqueue_unique(
+        self, jobs: Sequence[Job], keys: Sequence[str], *, hold: float | None = None
+    ) -> list[str]:
+        check_batch(jobs, keys, hold)
+        ids: list[str] = []
+        for start in range(0, len(jobs), BATCH):
+            body = {
+                "jobs": [j.to_wire() for j in jobs[start : start + BATCH]],
+                "keys": list(keys[start : start + BATCH]),
+                "hold": hold,
+            }
+            answer = self.request("POST", "/v1/enqueue-unique", body=body, answer=schema.UniqueIds)
+            ids += [str(i) for i in answer["ids"]]
+        return ids
 
     def reserve(
         self, queues: Sequence[str], *, limit: int, lease: float, worker: str, wait: float = 0.0

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jobchain.backend import Backend
-from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry, require
+from jobchain.capabilities import FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry, require
 from jobchain.errors import (
     BackendUnavailableError,
     InvalidJobError,
@@ -244,6 +244,20 @@ class Gateway:
         self.catalog.check_raw(jobs, chains)
         await self.hub.call(self.backend.enqueue, jobs, chains)
         return JSONBody({"enqueued": len(jobs), "chains": len(chains)}, status_code=201)
+
+    async def enqueue_unique(self, request: Request) -> Response:
+        body = await read_json(request, self.bodies.enqueue_unique)
+        jobs = [value(Job.from_wire, raw, f"$.jobs[{i}]") for i, raw in enumerate(body["jobs"])]
+        keys: list[str] = body["keys"]
+        if len(keys) != len(jobs):
+            raise HttpError(422, "invalid_body", f"{len(jobs)} jobs and {len(keys)} keys", path="$.keys")
+        self.catalog.check_raw(jobs, [])
+        unique = require(self.backend, Uniqueness)
+        try:
+            ids = await self.hub.call(unique.enqueue_unique, jobs, keys, hold=body.get("hold"))
+        except ValueError as exc:  # a job that does not carry the key it should (check_batch)
+            raise HttpError(422, "invalid_body", str(exc), path="$.jobs") from None
+        return JSONBody({"ids": ids})
 
     async def get_job(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -515,6 +529,7 @@ def create_app(config: GatewayConfig) -> GatewayApp:
         Route("/v1/submit", gw.submit, methods=["POST"]),
         Route("/v1/enqueue", gw.enqueue, methods=["POST"]),
         Route("/v1/jobs", functools.partial(browse.browse, gw), methods=["GET"]),
+        Route("/v1/enqueue-unique", gw.enqueue_unique, methods=["POST"]),
         Route("/v1/jobs/{job_id}", gw.get_job, methods=["GET"]),
         Route("/v1/counts", functools.partial(browse.counts, gw), methods=["GET"]),
         Route("/v1/chains/{chain_id}", gw.get_chain, methods=["GET"]),

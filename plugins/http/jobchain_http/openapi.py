@@ -189,6 +189,15 @@ def document(
             _q("order", {"type": "string", "enum": ["newest", "oldest"]}, "newest (default) or oldest first"),
         ],
     )
+    op.add(
+        "post",
+        "/v1/enqueue-unique",
+        "enqueueUnique",
+        "Store jobs unless their id exists or their uniqueness key is held in their queue "
+        "(the http:// backend's enqueue_unique); answers, per job, the id stored or holding its key",
+        s.UniqueIds,
+        request=bodies.enqueue_unique,
+    )
     op.add("get", "/v1/jobs/{job_id}", "getJob", "A job's record", s.JobRecord, parameters=[job_id])
     op.add(
         "get",

@@ -81,6 +81,9 @@ class Job(Struct, kw_only=True):
     ] = None
     sig: NonEmpty | None = None
     psig: NonEmpty | None = None
+    unique: Annotated[
+        NonEmpty | None, Meta(description="the uniqueness key the job holds until it reaches a final state")
+    ] = None
 
 
 class JobRecord(Struct, kw_only=True):
@@ -232,6 +235,29 @@ class Submission(Struct, kw_only=True):
         ]
         | None
     ) = None
+    unique_key: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=200,
+                description="a task's uniqueness key (not a chain's): while a job of its queue holds it, "
+                "nothing is stored and the answer is the holder's id",
+            ),
+        ]
+        | None
+    ) = None
+    unique_for: (
+        Annotated[
+            float,
+            Meta(
+                gt=0,
+                le=MAX_DELAY,
+                description="hold the key this many seconds from the submit, not until the job finishes",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class SubmitBatch(Struct, kw_only=True):
@@ -370,6 +396,10 @@ class JobCounts(Struct, kw_only=True):
     counts: dict[JobStateName, Natural]
 
 
+class UniqueIds(Struct, kw_only=True):
+    ids: Annotated[list[NonEmpty], Meta(description="per job, the id of the job stored or holding its key")]
+
+
 class Queued(Struct, kw_only=True):
     queued: int
 
@@ -406,6 +436,7 @@ class Bodies:
     """The request body types of a gateway with bounds ``max_limit`` and ``max_lease``."""
 
     enqueue: type[Struct]
+    enqueue_unique: type[Struct]
     settle: type[Struct]
     extend: type[Struct]
     running: type[Struct]
@@ -433,6 +464,12 @@ def bodies(max_limit: int = 1000, max_lease: float = 86400.0) -> Bodies:
             "EnqueueRequest",
             ("jobs", Annotated[list[Job], big]),
             ("chains", Annotated[list[ChainRecord], big], []),
+        ),
+        enqueue_unique=_body(
+            "EnqueueUniqueRequest",
+            ("jobs", Annotated[list[Job], big]),
+            ("keys", Annotated[list[Annotated[str, Meta(min_length=1, max_length=200)]], big]),
+            ("hold", Annotated[float, Meta(gt=0, le=MAX_DELAY)] | None, None),
         ),
         settle=_body("SettleRequest", ("outcomes", Annotated[list[Outcome], batch])),
         extend=_body("ExtendRequest", ("deliveries", Annotated[list[DeliveryRef], big]), ("lease", lease)),

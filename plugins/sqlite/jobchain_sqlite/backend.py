@@ -16,8 +16,9 @@ Layout (schema version :data:`SCHEMA_VERSION`, in the ``meta`` table):
 * ``failed``: the failed queue, oldest first (``pos``), with ``raw`` kept for
   a job that could not be read;
 * ``workers``: the registered workers, the expiry of their heartbeat and a
-  stop flag; ``queues``: every queue seen; ``paused``: a row per paused queue
-  (created on open where a file of this version lacks it).
+  stop flag; ``queues``: every queue seen; ``paused``: a row per paused queue;
+  ``unique_keys``: the held uniqueness keys (:mod:`jobchain_sqlite._unique`)
+  (these two created on open where a file of this version lacks them).
 
 Every transition is one ``BEGIN IMMEDIATE`` transaction, so it is atomic
 across threads and processes; the file is in WAL mode, so readers never wait
@@ -47,7 +48,7 @@ import structlog
 
 from jobchain import workflow
 from jobchain.backend import Backend, name_taken
-from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.errors import (
     BackendError,
     BackendUnavailableError,
@@ -75,7 +76,9 @@ from jobchain.model import (
     SettleResult,
     WorkerInfo,
 )
-from jobchain_sqlite import _browse
+from jobchain.uniqueness import check_batch
+from jobchain_sqlite import _browse, _unique
+from jobchain_sqlite._unique import UNIQUE_TABLE
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "parse_url"]
 
@@ -225,7 +228,7 @@ def _error_from(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_wire(json.loads(text))
 
 
-class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
+class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
     """Jobs in a SQLite database file in WAL mode; every transition one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(
@@ -354,7 +357,7 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
                         f"{self.path} holds tables that are not jobchain's ({', '.join(sorted(tables))}): "
                         "give jobchain a database file of its own"
                     )
-                for statement in (*_SCHEMA, _PAUSED_TABLE):
+                for statement in (*_SCHEMA, _PAUSED_TABLE, UNIQUE_TABLE):
                     conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -371,6 +374,8 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
                 )
             if "paused" not in tables:
                 conn.execute(_PAUSED_TABLE)
+            if "unique_keys" not in tables:
+                conn.execute(UNIQUE_TABLE)
 
     def close(self) -> None:
         with self._connections_lock:
@@ -563,6 +568,16 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
                 self._insert(conn, jobs, now)
         self._notify()
 
+    def enqueue_unique(
+        self, jobs: Sequence[Job], keys: Sequence[str], *, hold: float | None = None
+    ) -> list[str]:
+        check_batch(jobs, keys, hold)
+        with self._write() as conn:
+            now = self.clock.now()
+            held = _unique.take(conn, jobs, keys, hold, now, lambda job: self._insert(conn, [job], now))
+        self._notify()
+        return held
+
     def _maybe_work(self, queues: Sequence[str], now: float) -> bool:
         """A cheap read: is anything ready in ``queues``, or due to become ready? (No write lock taken.)"""
         conn = self._conn()
@@ -683,6 +698,8 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse):
         deliveries = row[2]
         unlease = "token = NULL, worker = NULL, lease_until = NULL, marked = NULL"
         chain: ChainRecord | None = None
+        if job.unique is not None and isinstance(outcome, Completed | Failed):
+            _unique.release(conn, job)
         if isinstance(outcome, Completed):
             conn.execute(
                 f"UPDATE jobs SET state = 'succeeded', {unlease}, seq = NULL, deliveries = 0, crashes = 0, "
