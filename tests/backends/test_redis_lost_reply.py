@@ -43,15 +43,18 @@ def backend(
     client.close()
 
 
-def _lose_next_replies(monkeypatch: pytest.MonkeyPatch, count: int = 1) -> list[list[Any]]:
-    """The next ``count`` MULTI/EXECs are applied, then their connection fails before the caller sees it."""
+def _lose_next_replies(
+    monkeypatch: pytest.MonkeyPatch, count: int = 1, *, holding: str | None = None
+) -> list[list[Any]]:
+    """The next ``count`` MULTI/EXECs (holding the command ``holding``, when given) are applied, then
+    their connection fails before the caller sees it."""
     real = Pipeline._execute_transaction
     applied: list[list[Any]] = []
 
     def applied_then_lost(self: Pipeline, connection: Any, commands: Any, raise_on_error: bool) -> Any:
         watching = self.watching
         result = real(self, connection, commands, raise_on_error)
-        if len(applied) < count:
+        if len(applied) < count and (holding is None or any(c[0][0] == holding for c in commands)):
             applied.append(result)
             # as if the connection died while the EXEC's reply was on its way: the pipeline is still in
             # the state it had before reading it (redis-py clears `watching` once the reply is read)
@@ -112,3 +115,63 @@ def test_a_connection_lost_twice_raises(backend: RedisBackend, monkeypatch: pyte
         with pytest.raises(BackendUnavailableError):
             task.submit()
     assert queue_stats(backend).ready == 1  # applied once: the second run found it and did not store it again
+
+
+def test_a_reservation_whose_reply_was_lost_still_delivers_its_job(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
+) -> None:
+    """The lease was applied, its reply lost: the second run finds its own lease and delivers the job.
+
+    It once took its own lease for a duplicate's (redis-streams): the entry was
+    acknowledged and deleted, and the job, leased under a token nobody held,
+    was never run (found by the CLIENT KILL fault test).
+    """
+    app = App(backend=backend, buffer=None)
+    handle = app.task(name="t")(lambda: None).submit()
+    with monkeypatch.context() as patch:
+        applied = _lose_next_replies(patch, holding="HSET")  # the lease's EXEC
+        got = reserve(backend, lease=5.0)
+    assert len(applied) == 1
+    if isinstance(backend, ListsBackend):
+        # redis-lists: the second run finds the band empty; the job, in this worker's processing list
+        # under a token nobody holds, goes back to its queue when that lease ends, delivered again then
+        assert got == []
+        clock.advance(6.0)
+        got = reserve(backend)
+        assert [d.job.id for d in got] == [handle.id]
+        assert got[0].delivery_count == 2
+    else:
+        assert [d.job.id for d in got] == [handle.id]
+        assert got[0].delivery_count == 1  # its first delivery: not a suspect
+    assert backend.settle([completed(got[0], clock=clock)])[0].accepted
+    assert reserve(backend) == []
+
+
+def test_a_lapsed_lease_whose_entry_and_stream_are_gone_is_delivered_again(
+    redis_server_url: str, clock: ManualClock
+) -> None:
+    """A claim of a job whose band stream was deleted delivers it; it once failed every reserve (NOGROUP)."""
+    client = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    backend = StreamsBackend(client, prefix=f"l{uuid.uuid4().hex[:8]}", clock=clock)
+    try:
+        app = App(backend=backend, buffer=None)
+        task = app.task(name="t")(lambda: None)
+        handle, other = task.submit(), task.submit()
+        first = reserve(backend, limit=1, lease=5.0)
+        assert [d.job.id for d in first] == [handle.id]
+        record = client.hgetall(backend.keys.job(handle.id, "default"))
+        client.xack(record["stream"], "jobchain", record["entry"])
+        client.xdel(record["stream"], record["entry"])
+        [second] = reserve(backend, limit=1, lease=5.0)  # the other job: the band is drained
+        assert second.job.id == other.id
+        assert backend.settle([completed(second, clock=clock)])[0].accepted
+        client.delete(record["stream"])  # as a band retired once its last entry went
+        clock.advance(6.0)
+        [again] = reserve(backend, lease=5.0)
+        assert again.job.id == handle.id
+        assert again.delivery_count == 2
+        assert backend.settle([completed(again, clock=clock)])[0].accepted
+        assert backend.get_job(handle.id).state.value == "succeeded"  # type: ignore[union-attr]
+    finally:
+        backend.delete_everything()
+        client.close()

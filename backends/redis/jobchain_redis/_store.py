@@ -64,9 +64,14 @@ class Store:
         #: queues put in the queue list (spread layout: written apart, once)
         self.noted: set[str] = set()
 
-    def transact(self, body: Callable[[Transaction], R], *, on: str) -> tuple[R, list[Any]]:
-        """Run a WATCH/MULTI/EXEC ``body`` on the node holding key ``on`` (all keys it touches: its tag)."""
-        return self.route.transact(on, body, tolerate=self.tolerate)
+    def transact(
+        self, body: Callable[[Transaction], R], *, on: str, tolerate: tuple[str, ...] = ()
+    ) -> tuple[R, list[Any]]:
+        """Run a WATCH/MULTI/EXEC ``body`` on the node holding key ``on`` (all keys it touches: its tag).
+
+        ``tolerate``: error codes a command inside the MULTI may answer, besides the layout's own.
+        """
+        return self.route.transact(on, body, tolerate=self.tolerate + tolerate)
 
     def multi(self, on: str, queue_writes: Callable[[Pipe], object]) -> list[Any]:
         """One MULTI/EXEC with no WATCH, on the node holding key ``on``; its results."""

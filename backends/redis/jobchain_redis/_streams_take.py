@@ -198,13 +198,17 @@ class StreamTaker:
             return []
         ids = list(dict.fromkeys(f["id"] for _, f in entries if f.get("id") and readable(f)))
         job_keys = [self.keys.job(j, queue) for j in ids]
+        first_entry = {j: next(e for e, f in entries if f.get("id") == j and readable(f)) for j in ids}
 
         def body(tx: Transaction) -> list[tuple[str, str, int, int]]:
             # under WATCH: an entry whose job is not waiting to be delivered (already leased through
             # another entry, or finished) is a duplicate, e.g. of a submit re-sent after a lost reply
             tx.watch(*job_keys)
             rows = (
-                tx.read(lambda r: [r.hmget(k, "state", "token") for k in job_keys], tolerant=True)
+                tx.read(
+                    lambda r: [r.hmget(k, "state", "token", "entry", "worker") for k in job_keys],
+                    tolerant=True,
+                )
                 if ids
                 else []
             )
@@ -213,10 +217,25 @@ class StreamTaker:
                     raise row
             # a job hash of another type: its entry is dropped and the job filed as failed, its key untouched
             wrong = {j for j, row in zip(ids, rows, strict=True) if isinstance(row, Exception)}
-            rows = [(None, None) if isinstance(row, Exception) else row for row in rows]
+            rows = [(None, None, None, None) if isinstance(row, Exception) else row for row in rows]
             waiting = {
-                j for j, (state, token) in zip(ids, rows, strict=True) if token is None and state in _WAITING
+                j
+                for j, (state, token, _, _) in zip(ids, rows, strict=True)
+                if token is None and state in _WAITING
             }
+            # a run after an EXEC whose reply was lost: the leases that EXEC applied (through these very
+            # entries, to this worker) are this reservation's own, not duplicates; they keep their tokens
+            own: dict[str, str] = {}
+            if tx.attempt > 1:
+                own = {
+                    j: token
+                    for j, (state, token, entry, holder) in zip(ids, rows, strict=True)
+                    if token is not None
+                    and state == JobState.RUNNING.value
+                    and entry == first_entry[j]
+                    and holder == worker
+                }
+                waiting |= own.keys()
             # a state or token that is not UTF-8: the job is leased, and filed as unreadable by _collect
             garbled = {
                 j
@@ -245,7 +264,7 @@ class StreamTaker:
                     continue
                 waiting.discard(job_id)  # a second entry of it in this batch is a duplicate too
                 garbled.discard(job_id)
-                token = secrets.token_hex(8)
+                token = own.get(job_id) or secrets.token_hex(8)
                 where: dict[str, str | int] = {"stream": stream, "entry": entry, "band": band}
                 count = 1 + int(fields.get("d") or 0)
                 self._lease_writes(pipe, leases, queue, job_id, token, lease_until, worker, where, count)
@@ -342,7 +361,9 @@ class StreamTaker:
             self._zadd_leases(pipe, leases)
             return picked
 
-        picked, results = self.store.transact(body, on=job_keys[0])
+        # an entry whose band stream is gone (acknowledged and deleted, the band retired): XCLAIM answers
+        # NOGROUP, and the lease is taken all the same; the job's record holds all it needs to run
+        picked, results = self.store.transact(body, on=job_keys[0], tolerate=("NOGROUP",))
         return self._collect(
             [
                 (q, job_id, token, results[at], results[at + 1], results[at + 2])
