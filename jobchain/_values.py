@@ -43,10 +43,11 @@ class JobState(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED)
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 class StepState(enum.StrEnum):
@@ -56,6 +57,7 @@ class StepState(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
     NOT_EXECUTED = "not_executed"
 
     @property
@@ -67,6 +69,7 @@ class ChainState(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     HALTED = "halted"
+    CANCELLED = "cancelled"
 
 
 def json_tuple(value: Iterable[Json]) -> tuple[Json, ...]:

@@ -14,7 +14,8 @@ abstract methods; each is batched (one call, many jobs):
   makes the job ready again.
 * ``extend(deliveries, lease)``: push leases still held.
 * ``settle(outcomes)``: apply :class:`Completed`, :class:`Retried`,
-  :class:`Failed` and :class:`Released` outcomes, each atomically, rejecting
+  :class:`Failed`, :class:`Released` (and, with :class:`Cancel`,
+  :class:`Aborted`) outcomes, each atomically, rejecting
   a stale token; return a :class:`SettleResult` per outcome. A job of a chain
   advances its :class:`ChainRecord` with the pure functions of
   :mod:`jobchain.workflow` (``apply_completed`` returns the next step's
@@ -29,8 +30,9 @@ crashes.
 **Optional capabilities.** Declare one by inheriting it next to
 :class:`Backend` and implement all its methods (see
 :mod:`jobchain.capabilities`): :class:`FailedQueue`, :class:`WorkerRegistry`,
-:class:`Stats`, :class:`Pause`; declared for coming features (provisional):
-:class:`Browse`, :class:`Cancel`, :class:`Uniqueness`,
+:class:`Stats`, :class:`Pause`, :class:`Cancel` (its report is a
+:class:`CancelReport`); declared for coming features (provisional):
+:class:`Browse`, :class:`Uniqueness`,
 :class:`RateLimits`, :class:`ScheduleSlots`. Code that uses a backend asks
 with :func:`supports` or :func:`require`; a missing capability is a
 :class:`NotSupportedError`.
@@ -51,7 +53,8 @@ that :class:`Backend.__init__` takes.
 
 **Proving it.** Run :class:`jobchain.testing.suite.CoreConformance` and the
 suite of every capability declared (``FailedQueueConformance``,
-``WorkerRegistryConformance``, ``StatsConformance``, ``PauseConformance``), or
+``WorkerRegistryConformance``, ``StatsConformance``, ``PauseConformance``,
+``CancelConformance``), or
 ``BackendConformance`` for all of them; time moves with :class:`ManualClock`.
 ``examples/minimal_backend.py`` is a complete backend on the core alone.
 """
@@ -64,6 +67,7 @@ from jobchain.backend import Backend, name_taken
 from jobchain.capabilities import (
     Browse,
     Cancel,
+    CancelReport,
     Capability,
     FailedQueue,
     JobPage,
@@ -93,6 +97,7 @@ from jobchain.errors import (
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
     UNREADABLE_TASK,
+    Aborted,
     ChainRecord,
     ChainRef,
     ChainState,
@@ -120,6 +125,7 @@ from jobchain.registry import BackendFactory, BackendRegistry
 __all__ = [
     "DEFAULT_AGING_INTERVAL",
     "UNREADABLE_TASK",
+    "Aborted",
     "Backend",
     "BackendAuthError",
     "BackendError",
@@ -129,6 +135,7 @@ __all__ = [
     "BackendUnavailableError",
     "Browse",
     "Cancel",
+    "CancelReport",
     "Capability",
     "ChainRecord",
     "ChainRef",

@@ -75,8 +75,8 @@ def test_the_core_is_six_abstract_methods() -> None:
 
 
 def test_supports_and_capabilities_read_the_class_statement() -> None:
-    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
-    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
+    assert capabilities(MemoryBackend) == ["FailedQueue", "WorkerRegistry", "Stats", "Cancel", "Pause"]
+    assert capabilities(MemoryBackend()) == ["FailedQueue", "WorkerRegistry", "Stats", "Cancel", "Pause"]
     assert capabilities(CoreOnly()) == []
     assert capabilities(WithStats) == ["Stats"]
     assert supports(WithStats(), Stats)
@@ -123,14 +123,14 @@ def test_a_declared_capability_must_be_implemented_in_full() -> None:
         HalfDone()  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("capability", [Browse, Cancel, Uniqueness, RateLimits, ScheduleSlots])
+@pytest.mark.parametrize("capability", [Browse, Uniqueness, RateLimits, ScheduleSlots])
 def test_the_provisional_capabilities_are_declared_and_documented(capability: type) -> None:
     assert capability in ALL
     assert capability.__abstractmethods__
     assert "Provisional" in (capability.__doc__ or "")
     for name in capability.__abstractmethods__:
         assert getattr(capability, name).__doc__, f"{capability.__name__}.{name} has no docstring"
-    assert not any(supports(MemoryBackend, capability) for capability in (Browse, Cancel))
+    assert not supports(MemoryBackend, Browse)
 
 
 def test_pause_is_implemented_and_reached_through_the_app() -> None:
@@ -145,6 +145,17 @@ def test_pause_is_implemented_and_reached_through_the_app() -> None:
     assert app.paused() == ["b"]
     with pytest.raises(NotSupportedError, match=r"does not support pausing queues \(capability Pause\)"):
         App(backend=CoreOnly(), plugins=Plugins(entry_points=False)).pause("a")
+
+
+def test_cancel_is_implemented_and_reached_through_the_app() -> None:
+    """Cancel left the provisional list: the built-in backends declare it; the App asks for it."""
+    assert "Provisional" not in (Cancel.__doc__ or "")
+    assert supports(MemoryBackend, Cancel)
+    app = App(backend=MemoryBackend(), plugins=Plugins(entry_points=False))
+    assert app.cancel("nope").unknown == ("nope",)
+    assert app.purge("q") == 0
+    with pytest.raises(NotSupportedError, match=r"does not support cancelling jobs \(capability Cancel\)"):
+        App(backend=CoreOnly(), plugins=Plugins(entry_points=False)).cancel(["a"])
 
 
 def test_the_contract_module_exports_what_an_author_needs() -> None:
@@ -174,6 +185,7 @@ def test_a_spec_knows_its_backends_capabilities() -> None:
         "FailedQueue",
         "WorkerRegistry",
         "Stats",
+        "Cancel",
         "Pause",
     ]
     assert BackendSpec("c", CoreOnly, "", "x").capabilities == []
@@ -184,6 +196,6 @@ def test_jobchain_backends_lists_capabilities() -> None:
     result = CliRunner().invoke(cli, ["backends", "--json"])
     assert result.exit_code == 0, result.output
     memory = next(b for b in json.loads(result.output)["backends"] if b["scheme"] == "memory")
-    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats", "Pause"]
+    assert memory["capabilities"] == ["FailedQueue", "WorkerRegistry", "Stats", "Cancel", "Pause"]
     table = CliRunner().invoke(cli, ["backends"])
     assert "capabilities" in table.output.splitlines()[0]

@@ -3,7 +3,8 @@
 A backend (built in or third party) proves it behaves like the others by
 running :class:`CoreConformance` and the suite of each capability it declares
 (:class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
-:class:`StatsConformance`, :class:`PauseConformance`), or :class:`BackendConformance` for all of them::
+:class:`StatsConformance`, :class:`PauseConformance`, :class:`CancelConformance`),
+or :class:`BackendConformance` for all of them::
 
     # conftest.py at the root of your tests
     pytest_plugins = ["jobchain.testing"]
@@ -42,6 +43,7 @@ from jobchain.testing.helpers import (  # noqa: E402
 )
 from jobchain.testing.suite import (  # noqa: E402
     BackendConformance,
+    CancelConformance,
     CoreConformance,
     FailedQueueConformance,
     PauseConformance,
@@ -51,6 +53,7 @@ from jobchain.testing.suite import (  # noqa: E402
 
 __all__ = [
     "BackendConformance",
+    "CancelConformance",
     "CoreConformance",
     "FailedQueueConformance",
     "MakeJob",

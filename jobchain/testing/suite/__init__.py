@@ -7,11 +7,11 @@
   core (``get_job``, ``get_chain``, ``reserve``).
 * One suite per capability (:mod:`jobchain.capabilities`):
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
-  :class:`StatsConformance`, :class:`PauseConformance`.
+  :class:`StatsConformance`, :class:`PauseConformance`, :class:`CancelConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
   capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
-  which runs today's Worker). The built-in backends run it. Its Pause rules
-  run only for a backend that declares Pause (skipped otherwise).
+  which runs today's Worker). The built-in backends run it. Its Pause and
+  Cancel rules run only for a backend that declares them (skipped otherwise).
 
 A backend's test class subclasses the suites of what it declares::
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 from jobchain import capabilities as caps
 from jobchain.backend import Backend
 from jobchain.testing.suite._base import ConformanceBase
+from jobchain.testing.suite.cancel import CancelRunning, CancelWaiting, CancelWorkerRuns, Purge
 from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups, NextStepHandOff
 from jobchain.testing.suite.crashes import CrashCounting
 from jobchain.testing.suite.failed import FailedPaging, FailedQueue, Redrive
@@ -61,6 +62,10 @@ __all__ = [
     "BackendConformance",
     "BadPayloads",
     "BatchOperations",
+    "CancelConformance",
+    "CancelRunning",
+    "CancelWaiting",
+    "CancelWorkerRuns",
     "ChainHalting",
     "ConformanceBase",
     "CoreConformance",
@@ -83,6 +88,7 @@ __all__ = [
     "PausedQueues",
     "PriorityAging",
     "PriorityOrdering",
+    "Purge",
     "QueueStatistics",
     "Redrive",
     "Release",
@@ -155,12 +161,17 @@ class PauseConformance(PausedQueues, PauseHandOff):
     """The rules of :class:`jobchain.capabilities.Pause`: paused queues are not served, and accept jobs."""
 
 
+class CancelConformance(CancelWaiting, CancelRunning, Purge, CancelWorkerRuns):
+    """The rules of :class:`jobchain.capabilities.Cancel`: waiting jobs removed, running ones stopped."""
+
+
 #: the suite a backend's test class runs for each capability it declares
 SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.FailedQueue: FailedQueueConformance,
     caps.WorkerRegistry: WorkerRegistryConformance,
     caps.Stats: StatsConformance,
     caps.Pause: PauseConformance,
+    caps.Cancel: CancelConformance,
 }
 
 
@@ -170,12 +181,13 @@ class BackendConformance(
     WorkerRegistryConformance,
     StatsConformance,
     PauseConformance,
+    CancelConformance,
     FailedQueueStats,
     WorkerRuns,
 ):
     """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
 
-    The rules of Pause are included and run only if the backend declares it.
+    The rules of Pause and Cancel are included and run only if the backend declares them.
 
     Subclass it as ``Test<YourBackend>`` and override ``backend``.
     """

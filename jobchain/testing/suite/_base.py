@@ -8,12 +8,13 @@ import pytest
 
 from jobchain.app import App
 from jobchain.backend import Backend
-from jobchain.capabilities import FailedQueue, Pause, Stats, WorkerRegistry
+from jobchain.capabilities import Cancel, FailedQueue, Pause, Stats, WorkerRegistry
 from jobchain.clock import ManualClock
 from jobchain.plugins import Plugins
 from jobchain.testing.helpers import MakeJob, make_job
 
 __all__ = [
+    "CancelBackend",
     "ConformanceBase",
     "FailedQueueBackend",
     "FullBackend",
@@ -38,6 +39,10 @@ class StatsBackend(Backend, Stats):
 
 class PauseBackend(Backend, Pause):
     """A backend whose queues can be paused."""
+
+
+class CancelBackend(Backend, Cancel):
+    """A backend whose jobs can be cancelled."""
 
 
 class FullBackend(Backend, FailedQueue, WorkerRegistry, Stats):
