@@ -106,6 +106,17 @@ class Layout(Protocol):
         """Make a released job ready again at once, in its old place."""
         ...
 
+    def withdraw(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
+        """Take a ready (never leased, or released) job out of the ready structure for good (a cancel).
+
+        ``row`` holds the job-hash fields of :attr:`settle_fields`.
+        """
+        ...
+
+    def waiting(self, queue: str) -> list[str]:
+        """The ids of ``queue``'s ready jobs (a purge checks each under WATCH)."""
+        ...
+
     def hold(self, pipe: Pipe, job: Job, worker: str) -> None:
         """Writes for a job leased without a reservation (a hand-off): lists' processing list …"""
         ...

@@ -16,6 +16,7 @@ part                            operations
 :mod:`._failed`                 ``failed``, ``get_failed``, ``redrive``, ``purge_failed``
 :mod:`._records`                ``get_job``, ``get_chain``, the worker registry
 :mod:`._paused`                 ``pause``, ``resume``, ``paused`` (the reserve loop's filter)
+:mod:`._cancel`                 ``cancel``, ``cancel_requested``, ``purge``
 layout (``lists``/``streams``)  ``stats``, and the structure the parts call
 ==============================  ==============================================================
 
@@ -33,6 +34,7 @@ import redis.cluster
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
+from jobchain.capabilities import CancelReport
 from jobchain.clock import Clock
 from jobchain.errors import ConfigurationError
 from jobchain.model import (
@@ -46,6 +48,7 @@ from jobchain.model import (
     SettleResult,
     WorkerInfo,
 )
+from jobchain_redis._cancel import Canceller
 from jobchain_redis._enqueue import Enqueuer
 from jobchain_redis._failed import FailedQueue
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
@@ -198,6 +201,7 @@ class RedisBackend(Backend):
         self._settlement = Settlement(store, self._layout, self._guard, self._outbox)
         self._failed = FailedQueue(store, self._layout)
         self._records = Records(store)
+        self._canceller = Canceller(store, self._layout, self._outbox)
 
     # --- opening by URL ----------------------------------------------------------------
 
@@ -326,6 +330,21 @@ class RedisBackend(Backend):
     @boundary
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
         return self._failed.purge(job_ids)
+
+    # --- cancelling ------------------------------------------------------------------
+
+    @boundary
+    def cancel(self, job_ids: Sequence[str]) -> CancelReport:
+        """Withdraw waiting jobs (one transaction per tag and batch), ask running ones to stop."""
+        return self._canceller.cancel(job_ids)
+
+    @boundary
+    def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+        return self._canceller.cancel_requested(job_ids)
+
+    @boundary
+    def purge(self, queue: str) -> int:
+        return self._canceller.purge(queue)
 
     # --- paused queues ---------------------------------------------------------------
 

@@ -10,7 +10,7 @@ Keys carry a Redis Cluster hash tag (the text between the first ``{`` and
   a tag of its own, ``{app:q:<queue>}``, held by its ready structures, leases,
   processing lists, failed set, outbox and the hashes of its jobs; each chain
   record has its own tag, ``{app:chain:<id>}``; what belongs to no queue
-  (the queue list, the worker registry, the paused set) keeps ``{app}``.
+  (the queue list, the worker registry, the paused set, the cancel requests) keeps ``{app}``.
   Queues spread over the shards, and a transaction never spans two queues or
   a queue and a chain: a chain's next step goes through the completing job's
   outbox (see :mod:`jobchain_redis.common`).
@@ -55,6 +55,7 @@ key                                type    holds
 ``{p}:worker:<name>``              string  the worker's registration, JSON
 ``{p}:stop``                       set     names of workers asked to stop
 ``{p}:paused``                     set     names of the paused queues
+``{p}:cancel``                     zset    job id -> when a running job was asked to stop (Cancel)
 =================================  ======  ==================================================
 """
 
@@ -160,6 +161,10 @@ class Keys:
     @property
     def paused(self) -> str:
         return f"{self.tag}:paused"
+
+    @property
+    def cancel(self) -> str:
+        return f"{self.tag}:cancel"
 
     @property
     def patterns(self) -> tuple[str, ...]:
