@@ -18,8 +18,10 @@ import click
 
 from jobchain import __version__
 from jobchain.cli.backends import backends
+from jobchain.cli.cancel import cancel, purge
 from jobchain.cli.common import AUTH_HINT, EXIT_ERROR, EXIT_INTERRUPTED, CliError, CliState
 from jobchain.cli.failed import failed
+from jobchain.cli.jobs import jobs
 from jobchain.cli.logs import LEVELS, configure_logging, level_from_env
 from jobchain.cli.queues import queues
 from jobchain.cli.run import run
@@ -81,7 +83,9 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str, verbose: int
     )
 
 
-for command in (run, worker, submit, status, queues, failed, workers, backends):
+jobs.add_command(cancel)
+queues.add_command(purge)
+for command in (run, worker, submit, status, queues, jobs, failed, workers, backends):
     cli.add_command(command)
 
 
