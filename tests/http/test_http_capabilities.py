@@ -58,6 +58,9 @@ def _request(app: GatewayApp, method: str, path: str, body: object = None) -> ht
         ("POST", "/v1/queues/pause", {"queues": ["q"]}, "Pause"),
         ("POST", "/v1/queues/resume", {"queues": ["q"]}, "Pause"),
         ("GET", "/v1/queues/paused", None, "Pause"),
+        ("POST", "/v1/jobs/cancel", {"ids": ["j-1"]}, "Cancel"),
+        ("POST", "/v1/jobs/cancel-requested", {"ids": ["j-1"]}, "Cancel"),
+        ("POST", "/v1/queues/purge", {"queue": "q"}, "Cancel"),
     ],
 )
 def test_an_endpoint_of_a_missing_capability_is_501(
