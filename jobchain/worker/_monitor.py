@@ -9,7 +9,7 @@ from collections import deque
 
 from jobchain.capabilities import Cancel
 from jobchain.errors import JobTimeout, WorkerNameTakenError
-from jobchain.model import WorkerInfo
+from jobchain.model import Aborted, WorkerInfo
 from jobchain.outage import Backoff
 from jobchain.worker._core import _NEVER, WorkerCore
 from jobchain.worker._execution import _raise_in_thread
@@ -176,10 +176,49 @@ class Monitor(WorkerCore):
             self._backend_failed("cancel_requested", exc)
             return False
         if asked:
+            now = time.monotonic()
             with self._cv:
-                self._cancel_asked.update(job_id for job_id in asked if job_id in self._held)
+                for job_id in asked:
+                    if job_id in self._held:
+                        self._cancel_asked.add(job_id)
+                        self._cancel_asked_at.setdefault(job_id, now)
             self.log.info("cancel_requested", job_ids=list(asked)[:10], count=len(asked))
         return True
+
+    def abort_overdue(self, grace: float) -> list[str]:
+        """Give up on tasks asked to stop ``grace`` seconds ago or more that still run; their job ids.
+
+        For a hard abort, where the process is ended afterwards (``jobchain
+        worker --processes N --abort-grace S``): each such job's ``Aborted``
+        outcome is queued now (it is recorded cancelled when settled) and its
+        thread is no longer waited for by :meth:`stop`, which the caller then
+        calls so that everything else the worker holds is finished or released.
+        """
+        now = time.monotonic()
+        clock_now = self.runtime.clock.now()
+        with self._cv:
+            settling = {o.delivery.job.id for o in (*self._pending, *self._settling)}
+            overdue = [
+                (thread, delivery)
+                for thread, delivery in self._busy.items()
+                if (job_id := delivery.job.id) in self._cancel_asked
+                and now - self._cancel_asked_at.get(job_id, now) >= grace
+                and self._held.get(job_id) is delivery
+                and job_id not in settling
+                and thread.is_alive()
+            ]
+            for thread, delivery in overdue:
+                self._pending.append(Aborted(delivery=delivery, started_at=clock_now, finished_at=clock_now))
+                self._busy.pop(thread, None)
+                if thread in self._threads:
+                    self._threads.remove(thread)
+                self.counters.aborted += 1
+            if overdue:
+                self._settle_cv.notify()
+        ids = [d.job.id for _, d in overdue]
+        if ids:
+            self.log.warning("jobs_aborted", job_ids=ids, grace=grace)
+        return ids
 
     def _enforce_timeouts(self, now: float) -> None:
         with self._cv:

@@ -273,6 +273,7 @@ class Settling(WorkerCore):
                 self._held.pop(outcome.delivery.job.id, None)
                 if asked:
                     asked.discard(outcome.delivery.job.id)
+                    self._cancel_asked_at.pop(outcome.delivery.job.id, None)
                 if not result.accepted:
                     counters.rejected += 1
                     continue
