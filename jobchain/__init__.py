@@ -5,16 +5,19 @@ from jobchain.backend import Backend
 from jobchain.buffer import SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, chain, group
 from jobchain.clock import Clock, ManualClock, SystemClock
+from jobchain.context import CurrentJob, current_job
 from jobchain.errors import (
     BackendAuthError,
     BackendError,
     BackendFullError,
     BackendUnavailableError,
+    Cancelled,
     ChainHaltedError,
     ConfigurationError,
     DuplicateSchemeError,
     Fail,
     InvalidJobError,
+    JobCancelledError,
     JobchainError,
     JobFailedError,
     JobTimeout,
@@ -61,6 +64,7 @@ __all__ = [
     "BackendFullError",
     "BackendRegistry",
     "BackendUnavailableError",
+    "Cancelled",
     "Chain",
     "ChainHaltedError",
     "ChainHandle",
@@ -68,6 +72,7 @@ __all__ = [
     "ChainState",
     "Clock",
     "ConfigurationError",
+    "CurrentJob",
     "Delivery",
     "DuplicateSchemeError",
     "ErrorInfo",
@@ -78,6 +83,7 @@ __all__ = [
     "Group",
     "InvalidJobError",
     "Job",
+    "JobCancelledError",
     "JobFailedError",
     "JobHandle",
     "JobRecord",
@@ -109,6 +115,7 @@ __all__ = [
     "WorkerNameTakenError",
     "__version__",
     "chain",
+    "current_job",
     "group",
     "hookimpl",
 ]

@@ -119,6 +119,8 @@ class Step:
         states = {m.state for m in self.members}
         if StepState.FAILED in states:
             return StepState.FAILED
+        if StepState.CANCELLED in states:
+            return StepState.CANCELLED
         if states == {StepState.SUCCEEDED}:
             return StepState.SUCCEEDED
         if states == {StepState.NOT_EXECUTED}:

@@ -61,6 +61,7 @@ class StepState(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
     NOT_EXECUTED = "not_executed"
     COMPLETED = "succeeded"
 
@@ -88,6 +89,7 @@ class ChainState(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
     COMPLETED = "succeeded"
     HALTED = "failed"
 

@@ -19,8 +19,8 @@ from jobchain.backend import Backend
 from jobchain.browsing import Jobs
 from jobchain.buffer import DEFAULT_BUFFER, BufferedSubmits, PendingSubmit, SubmitBuffer
 from jobchain.canvas import Chain, Group, Signature, TaskBase, chain
+from jobchain.capabilities import Cancel, CancelReport, Pause, Stats, Uniqueness, WorkerRegistry, require
 from jobchain.capabilities import FailedQueue as FailedQueueCapability
-from jobchain.capabilities import Pause, Stats, Uniqueness, WorkerRegistry, require
 from jobchain.clock import Clock, SystemClock
 from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
@@ -723,6 +723,20 @@ class App:
     def paused(self) -> list[str]:
         """The queues paused now."""
         return require(self.backend, Pause).paused()
+
+    def cancel(self, job_ids: str | Iterable[str]) -> CancelReport:
+        """Cancel jobs by id; the report says which were cancelled, asked to stop, finished or unknown.
+
+        A ready or delayed job is removed and recorded ``cancelled`` (its chain
+        ends); a running one is asked to stop (see :func:`jobchain.current_job`).
+        :class:`~jobchain.errors.NotSupportedError` without ``Cancel``.
+        """
+        ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)
+        return require(self.backend, Cancel).cancel(ids)
+
+    def purge(self, queue: str) -> int:
+        """Cancel every ready and delayed job of ``queue``; return how many (running jobs are left alone)."""
+        return require(self.backend, Cancel).purge(queue)
 
     def runtime(self) -> Runtime:
         """What a worker of this App runs on: its tasks, backend (opened now), events, clock, settings."""

@@ -13,16 +13,16 @@ capability method on a backend without asking first, with :func:`supports`
 :class:`~jobchain.errors.NotSupportedError`, never ``AttributeError``).
 
 Implemented today: :class:`FailedQueue`, :class:`WorkerRegistry`,
-:class:`Stats`, :class:`Pause`, :class:`Browse`, :class:`Uniqueness`. Declared
-for the coming features, implemented by no backend yet, with **provisional**
-signatures that may change before a feature ships: :class:`Cancel`,
+:class:`Stats`, :class:`Pause`, :class:`Browse`, :class:`Uniqueness`,
+:class:`Cancel`. Declared for the coming features, implemented by no backend
+yet, with **provisional** signatures that may change before a feature ships:
 :class:`RateLimits`, :class:`ScheduleSlots`.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 from attrs import frozen
@@ -37,6 +37,7 @@ __all__ = [
     "ALL",
     "Browse",
     "Cancel",
+    "CancelReport",
     "Capability",
     "FailedQueue",
     "JobPage",
@@ -194,18 +195,70 @@ class Browse(Capability):
 # --- declared for the coming features (provisional) ---------------------------------------
 
 
+@frozen(kw_only=True)
+class CancelReport:
+    """What :meth:`Cancel.cancel` did with each id it was given (each id in exactly one field)."""
+
+    #: removed before they ran (ready, delayed) and recorded cancelled
+    cancelled: tuple[str, ...] = ()
+    #: running (leased to a worker): asked to stop; recorded cancelled when the worker reports it
+    requested: tuple[str, ...] = ()
+    #: finished already (succeeded, failed or cancelled): left as they are
+    finished: tuple[str, ...] = ()
+    #: not known to the backend
+    unknown: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, list[str]]:
+        return {
+            "cancelled": list(self.cancelled),
+            "requested": list(self.requested),
+            "finished": list(self.finished),
+            "unknown": list(self.unknown),
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Sequence[str]]) -> CancelReport:
+        return cls(
+            **{name: tuple(raw.get(name, ())) for name in ("cancelled", "requested", "finished", "unknown")}
+        )
+
+
 class Cancel(Capability):
-    """Provisional. Remove ready or delayed jobs atomically, recorded cancelled; ask running ones to stop."""
+    """Cancel jobs: ready or delayed ones are removed, recorded cancelled; running ones are asked to stop.
+
+    The rules (:class:`jobchain.testing.suite.CancelConformance` checks them):
+
+    * a ready or delayed job is removed and recorded ``cancelled`` in one
+      atomic step: it is never run, never retried, never in the failed queue;
+      a reservation racing with the cancel either takes the job (then it is
+      running, and asked to stop) or never sees it;
+    * a cancelled chain step ends its chain (:func:`jobchain.workflow.apply_cancelled`):
+      the later steps ``not_executed``, the chain ``cancelled``; a cancelled
+      member of a group ends the chain too, without waiting for the others;
+    * a running job is asked to stop: :meth:`cancel_requested` tells its
+      worker, which reports an :class:`~jobchain.model.Aborted` outcome (the
+      job recorded cancelled, its chain ended) when the task stops; a task
+      that finishes anyway is settled as usual;
+    * an unknown or finished id is reported, never an error.
+    """
 
     what = "cancelling jobs"
 
     @abc.abstractmethod
-    def cancel(self, job_ids: Sequence[str]) -> list[str]:
-        """Cancel the given jobs; return the ids cancelled or asked to stop.
+    def cancel(self, job_ids: Sequence[str]) -> CancelReport:
+        """Cancel the given jobs; say what was done with each (see :class:`CancelReport`)."""
 
-        A ready or delayed job is removed and recorded cancelled in one atomic
-        step (never run, never retried, never in the failed queue); a cancelled
-        chain step ends its chain. A running job is asked to stop.
+    @abc.abstractmethod
+    def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+        """Of these jobs (held by the calling worker), those asked to stop. One call for all of them."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> int:
+        """Cancel every ready and delayed job of ``queue`` (recorded cancelled, chains ended); how many.
+
+        Running jobs are left alone. Each job's cancellation is atomic; a
+        backend may purge a long queue in several steps, so a job submitted
+        meanwhile may or may not be purged.
         """
 
 

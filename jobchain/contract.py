@@ -14,7 +14,8 @@ abstract methods; each is batched (one call, many jobs):
   makes the job ready again.
 * ``extend(deliveries, lease)``: push leases still held.
 * ``settle(outcomes)``: apply :class:`Completed`, :class:`Retried`,
-  :class:`Failed` and :class:`Released` outcomes, each atomically, rejecting
+  :class:`Failed`, :class:`Released` (and, with :class:`Cancel`,
+  :class:`Aborted`) outcomes, each atomically, rejecting
   a stale token; return a :class:`SettleResult` per outcome. A job of a chain
   advances its :class:`ChainRecord` with the pure functions of
   :mod:`jobchain.workflow` (``apply_completed`` returns the next step's
@@ -31,7 +32,8 @@ crashes.
 :mod:`jobchain.capabilities`): :class:`FailedQueue`, :class:`WorkerRegistry`,
 :class:`Stats`, :class:`Pause`, :class:`Browse`, :class:`Uniqueness` (its
 shared rules in :mod:`jobchain.uniqueness`); declared for coming features
-(provisional): :class:`Cancel`, :class:`RateLimits`, :class:`ScheduleSlots`.
+and :class:`Cancel` (its report is a :class:`CancelReport`); declared for
+coming features (provisional): :class:`RateLimits`, :class:`ScheduleSlots`.
 Code that uses a backend asks
 with :func:`supports` or :func:`require`; a missing capability is a
 :class:`NotSupportedError`.
@@ -52,7 +54,8 @@ that :class:`Backend.__init__` takes.
 
 **Proving it.** Run :class:`jobchain.testing.suite.CoreConformance` and the
 suite of every capability declared (``FailedQueueConformance``,
-``WorkerRegistryConformance``, ``StatsConformance``, ``PauseConformance``), or
+``WorkerRegistryConformance``, ``StatsConformance``, ``PauseConformance``,
+``CancelConformance``), or
 ``BackendConformance`` for all of them; time moves with :class:`ManualClock`.
 ``examples/minimal_backend.py`` is a complete backend on the core alone.
 """
@@ -65,6 +68,7 @@ from jobchain.backend import Backend, name_taken
 from jobchain.capabilities import (
     Browse,
     Cancel,
+    CancelReport,
     Capability,
     FailedQueue,
     JobPage,
@@ -94,6 +98,7 @@ from jobchain.errors import (
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
     UNREADABLE_TASK,
+    Aborted,
     ChainRecord,
     ChainRef,
     ChainState,
@@ -121,6 +126,7 @@ from jobchain.registry import BackendFactory, BackendRegistry
 __all__ = [
     "DEFAULT_AGING_INTERVAL",
     "UNREADABLE_TASK",
+    "Aborted",
     "Backend",
     "BackendAuthError",
     "BackendError",
@@ -130,6 +136,7 @@ __all__ = [
     "BackendUnavailableError",
     "Browse",
     "Cancel",
+    "CancelReport",
     "Capability",
     "ChainRecord",
     "ChainRef",

@@ -21,11 +21,13 @@ The tree::
     │   └── SubmitsNotStoredError                .job_ids .chain_ids .jobs .chains
     ├── JobFailedError                           .job_id .error
     │   └── ChainHaltedError                     .chain_id .step
+    ├── JobCancelledError                        .job_id: a job or chain was cancelled
     ├── NotReadyError                            .job_id .state
     ├── NotInFailedQueueError(LookupError)       .job_ids .moved: a re-drive of ids not failed
     └── WaitTimeoutError(TimeoutError)           .job_id .timeout
 
     Fail(Exception)        raised by a task to fail at once, skipping retries
+    Cancelled(Exception)   raised by a task that stops at a cancel request: recorded cancelled
     JobTimeout(TimeoutError)  raised inside a task that ran past its timeout
     WorkerLost(Exception)  recorded for a job whose workers kept dying
     BadSignature(Exception)  recorded for a job whose signature did not verify (never run)
@@ -48,11 +50,13 @@ __all__ = [
     "BackendFullError",
     "BackendUnavailableError",
     "BadSignature",
+    "Cancelled",
     "ChainHaltedError",
     "ConfigurationError",
     "DuplicateSchemeError",
     "Fail",
     "InvalidJobError",
+    "JobCancelledError",
     "JobFailedError",
     "JobTimeout",
     "JobchainError",
@@ -308,6 +312,14 @@ class ChainHaltedError(JobFailedError):
         super().__init__(job_id, error, f"chain {chain_id} halted at step {step + 1}: {what}")
 
 
+class JobCancelledError(JobchainError):
+    """A job or chain was cancelled (:meth:`jobchain.App.cancel`): it has no result."""
+
+    def __init__(self, job_id: str, what: str = "job") -> None:
+        self.job_id = job_id
+        super().__init__(f"{what} {job_id} was cancelled")
+
+
 class NotReadyError(JobchainError):
     """A result was asked for before the job or chain finished."""
 
@@ -353,6 +365,15 @@ class WaitTimeoutError(JobchainError, TimeoutError):
 
 class Fail(Exception):  # noqa: N818 - a signal, not an error
     """Raise from a task to send the job to the failed queue at once, with no retry."""
+
+
+class Cancelled(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a task that stops at a cancel request (see :func:`jobchain.current_job`).
+
+    After a cancel request the job is recorded ``cancelled``, never retried and
+    never in the failed queue; without one it is a permanent failure, like
+    :class:`Fail`.
+    """
 
 
 class JobTimeout(TimeoutError):  # noqa: N818 - mirrors the builtin it subclasses

@@ -7,12 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
-from jobchain.errors import ChainHaltedError, JobFailedError, NotReadyError, WaitTimeoutError
+from jobchain.errors import (
+    ChainHaltedError,
+    JobCancelledError,
+    JobFailedError,
+    NotReadyError,
+    WaitTimeoutError,
+)
 from jobchain.model import ChainRecord, ChainState, JobRecord, JobState, StepState
 
 if TYPE_CHECKING:
     from jobchain.app import App
     from jobchain.buffer import PendingSubmit
+    from jobchain.capabilities import CancelReport
 
 __all__ = ["ChainHandle", "JobHandle"]
 
@@ -95,7 +102,8 @@ class JobHandle(_Submitted):
         return self.app.backend.get_job(self.id)
 
     def status(self) -> str:
-        """``buffered``, ``queued``, ``delayed``, ``running``, ``succeeded``, ``failed`` or ``unknown``.
+        """``buffered``, ``queued``, ``delayed``, ``running``, ``succeeded``, ``failed``, ``cancelled``
+        or ``unknown``.
 
         ``not_stored`` if it was buffered and then given up (see :meth:`wait_stored`).
         """
@@ -117,7 +125,14 @@ class JobHandle(_Submitted):
             return record.result
         if record.state is JobState.FAILED:
             raise JobFailedError(self.id, record.error)
+        if record.state is JobState.CANCELLED:
+            raise JobCancelledError(self.id)
         raise NotReadyError(self.id, record.state.value)
+
+    def cancel(self) -> CancelReport:
+        """Cancel the job (see :meth:`jobchain.App.cancel`); a buffered one is stored first."""
+        self.wait_stored()
+        return self.app.cancel([self.id])
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the job finishes and return its result (raises :class:`JobFailedError`)."""
@@ -204,7 +219,23 @@ class ChainHandle(_Submitted):
             raise ChainHaltedError(
                 self.id, step, member.job_id if member else "", member.error if member else None
             )
+        if record.state is ChainState.CANCELLED:
+            raise JobCancelledError(self.id, "chain")
         raise NotReadyError(self.id, record.state.value)
+
+    def cancel(self) -> CancelReport:
+        """Cancel the chain's unfinished jobs (see :meth:`jobchain.App.cancel`): the chain ends cancelled.
+
+        Its later steps, never enqueued, become ``not_executed``.
+        """
+        self.wait_stored()
+        record = self.app.backend.get_chain(self.id)
+        ids = (
+            []
+            if record is None
+            else [m.job_id for step in record.steps for m in step.members if m.state is StepState.PENDING]
+        )
+        return self.app.cancel(ids)
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the chain succeeds or fails; return its result or raise ChainHaltedError."""

@@ -23,10 +23,21 @@ from attrs import evolve
 from jobchain import workflow
 from jobchain.backend import Backend, name_taken
 from jobchain.browsing import BROWSABLE, order_key, page
-from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, Uniqueness, WorkerRegistry
+from jobchain.capabilities import (
+    Browse,
+    Cancel,
+    CancelReport,
+    FailedQueue,
+    JobPage,
+    Pause,
+    Stats,
+    Uniqueness,
+    WorkerRegistry,
+)
 from jobchain.errors import NotInFailedQueueError
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
+    Aborted,
     ChainRecord,
     ChainState,
     Completed,
@@ -55,7 +66,7 @@ _named: dict[tuple[type[MemoryBackend], str], MemoryBackend] = {}
 _named_lock = threading.Lock()
 
 
-class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
+class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
     """All state in dicts and heaps in this process."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
@@ -82,6 +93,8 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, 
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._stop_requests: set[str] = set()
         self._paused: set[str] = set()
+        #: ids of running jobs asked to stop (Cancel), until they are settled
+        self._cancel_requests: set[str] = set()
         #: workers whose blocking reserve should return now (see wake)
         self._woken: set[str] = set()
         #: (queue, uniqueness key) -> (holder's job id, held until; None: until the holder finishes)
@@ -269,6 +282,7 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, 
                     continue
                 del self._inflight[job.id]
                 self._marked.pop(job.id, None)
+                self._cancel_requests.discard(job.id)
                 if not isinstance(outcome, Released):
                     self._crashes.pop(job.id, None)  # a new attempt, or the end: a fresh count
                 chain = None
@@ -283,6 +297,9 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, 
                     woke = True
                 elif isinstance(outcome, Failed):
                     chain = self._fail(job, outcome, now)
+                elif isinstance(outcome, Aborted):
+                    previous = self._records[job.id]
+                    chain = self._cancelled(job, now, started_at=outcome.started_at or previous.started_at)
                 elif isinstance(outcome, Released):
                     self._deliveries[job.id] = max(0, self._deliveries.get(job.id, 1) - 1)
                     self._push_ready(job)
@@ -493,6 +510,72 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, 
                 return False
             self._stop_requests.add(name)
             return True
+
+    # --- cancelling ------------------------------------------------------------------
+
+    def _cancelled(self, job: Job, now: float, *, started_at: float | None = None) -> ChainRecord | None:
+        """Record ``job`` (no longer ready, delayed or in flight) cancelled and end its chain (lock held)."""
+        if job.unique is not None:
+            self._release_unique(job)
+        self._deliveries.pop(job.id, None)
+        self._fifo.pop(job.id, None)
+        self._crashes.pop(job.id, None)
+        self._records[job.id] = JobRecord(
+            job=job, state=JobState.CANCELLED, started_at=started_at, finished_at=now
+        )
+        if job.chain is None:
+            return None
+        record = self._chains.get(job.chain.chain_id)
+        if record is None:
+            return None
+        updated = workflow.apply_cancelled(record, job.chain, now=now)
+        self._chains[record.id] = updated
+        ended = updated.state is ChainState.CANCELLED and record.state is not ChainState.CANCELLED
+        return updated if ended else None
+
+    def cancel(self, job_ids: Sequence[str]) -> CancelReport:
+        out: dict[str, list[str]] = {"cancelled": [], "requested": [], "finished": [], "unknown": []}
+        with self._cond:
+            now = self.clock.now()
+            self._promote(now)
+            for job_id in dict.fromkeys(job_ids):
+                record = self._records.get(job_id)
+                if record is None:
+                    out["unknown"].append(job_id)
+                elif record.state.finished:
+                    out["finished"].append(job_id)
+                elif job_id in self._inflight:
+                    self._cancel_requests.add(job_id)
+                    out["requested"].append(job_id)
+                else:
+                    if record.state is JobState.DELAYED:
+                        self._delayed = [e for e in self._delayed if e[2].id != job_id]
+                        heapq.heapify(self._delayed)
+                    else:
+                        heap = self._ready.get(record.job.queue, [])
+                        heap[:] = [e for e in heap if e[2].id != job_id]
+                        heapq.heapify(heap)
+                    self._cancelled(record.job, now)
+                    out["cancelled"].append(job_id)
+        return CancelReport(**{k: tuple(v) for k, v in out.items()})
+
+    def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+        with self._cond:
+            return [job_id for job_id in job_ids if job_id in self._cancel_requests]
+
+    def purge(self, queue: str) -> int:
+        with self._cond:
+            now = self.clock.now()
+            self._promote(now)
+            jobs = [entry[2] for entry in self._ready.pop(queue, [])]
+            delayed = [e for e in self._delayed if e[2].queue == queue]
+            if delayed:
+                self._delayed = [e for e in self._delayed if e[2].queue != queue]
+                heapq.heapify(self._delayed)
+                jobs.extend(e[2] for e in delayed)
+            for job in jobs:
+                self._cancelled(job, now)
+            return len(jobs)
 
     # --- paused queues ---------------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = [
     "CHAIN_WIRE_VERSION",
     "UNREADABLE_TASK",
     "WIRE_VERSION",
+    "Aborted",
     "ChainRecord",
     "ChainRef",
     "ChainState",
@@ -492,13 +493,38 @@ class Released:
         return cls(delivery=delivery)
 
 
-Outcome: TypeAlias = Completed | Retried | Failed | Released
+@frozen(kw_only=True)
+class Aborted:
+    """The job stopped at a cancel request: ack, record it cancelled, end its chain (never retried).
 
-_OUTCOMES: dict[str, type[Completed] | type[Retried] | type[Failed] | type[Released]] = {
+    A worker reports it only to a backend that declares
+    :class:`~jobchain.capabilities.Cancel`, for a job the backend asked to stop.
+    """
+
+    delivery: Delivery
+    started_at: float
+    finished_at: float
+
+    def to_wire(self) -> dict[str, Json]:
+        wire = self.delivery.ref_to_wire()
+        wire.update(outcome="aborted", started_at=self.started_at, finished_at=self.finished_at)
+        return wire
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Json], delivery: Delivery) -> Aborted:
+        return cls(
+            delivery=delivery, started_at=float(raw["started_at"]), finished_at=float(raw["finished_at"])
+        )
+
+
+Outcome: TypeAlias = Completed | Retried | Failed | Released | Aborted
+
+_OUTCOMES: dict[str, type[Completed] | type[Retried] | type[Failed] | type[Released] | type[Aborted]] = {
     "completed": Completed,
     "retried": Retried,
     "failed": Failed,
     "released": Released,
+    "aborted": Aborted,
 }
 
 
@@ -517,7 +543,7 @@ class SettleResult:
 
     ``accepted`` is False when the delivery's lease had expired and another
     delivery now holds the job (a stale worker): nothing was changed.
-    ``chain`` is the chain record when this outcome completed or halted its chain.
+    ``chain`` is the chain record when this outcome completed, halted or cancelled its chain.
     """
 
     accepted: bool

@@ -7,7 +7,7 @@ import random
 
 from attrs import field, frozen
 
-from jobchain.errors import Fail, InvalidJobError
+from jobchain.errors import Cancelled, Fail, InvalidJobError
 
 __all__ = ["Retry"]
 
@@ -87,6 +87,6 @@ class Retry:
 
     def should_retry(self, exc: BaseException, attempt: int) -> bool:
         """True when run number ``attempt`` failing with ``exc`` earns another run."""
-        if attempt >= self.attempts or isinstance(exc, Fail):
+        if attempt >= self.attempts or isinstance(exc, Fail | Cancelled):
             return False
         return not (self.non_retryable and isinstance(exc, self.non_retryable))

@@ -10,6 +10,8 @@ transaction) so that every backend advances chains the same way:
   becomes ``running``) and, once its whole step has succeeded, returns the jobs
   of the next step (or marks the chain ``succeeded``);
 * :func:`apply_failed` halts the chain (``failed``): later steps become ``not_executed``;
+* :func:`apply_cancelled` ends the chain at a cancelled member: later steps
+  become ``not_executed``, the chain ``cancelled``;
 * :func:`apply_redrive` puts a failed member back to ``pending`` and the later
   steps with it, so the chain resumes where it stopped;
 * :func:`due_after` derives from the record alone the jobs of the step after
@@ -39,7 +41,15 @@ from jobchain.model import (
 )
 from jobchain.submission import member_job
 
-__all__ = ["apply_completed", "apply_failed", "apply_redrive", "due_after", "first_jobs", "job_for_member"]
+__all__ = [
+    "apply_cancelled",
+    "apply_completed",
+    "apply_failed",
+    "apply_redrive",
+    "due_after",
+    "first_jobs",
+    "job_for_member",
+]
 
 
 #: the job that runs a member of a step (built by :func:`jobchain.submission.member_job`)
@@ -145,10 +155,34 @@ def apply_failed(record: ChainRecord, ref: ChainRef, error: ErrorInfo, *, now: f
     record = _replace_member(
         record, ref.step, ref.member, evolve(member, state=StepState.FAILED, error=error, finished_at=now)
     )
+    if record.state is ChainState.CANCELLED:  # a group member failing after another was cancelled
+        return record
     steps = list(record.steps)
     for index in range(ref.step + 1, len(steps)):
         steps[index] = _set_all(steps[index], StepState.NOT_EXECUTED)
     return evolve(record, steps=tuple(steps), state=ChainState.FAILED, finished_at=now)
+
+
+def apply_cancelled(record: ChainRecord, ref: ChainRef, *, now: float) -> ChainRecord:
+    """Record a member cancelled and end the chain: later steps ``not_executed``, the chain ``cancelled``.
+
+    A cancelled member of a group ends the chain too: the chain does not wait
+    for the group's other members (they run to their end unless cancelled
+    themselves, and their results advance nothing). A member already
+    finished, or a chain already ended, is left as it is.
+    """
+    member = _member(record, ref)
+    if member is None or member.state in (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELLED):
+        return record
+    if record.state.finished:  # a chain ended already (a pending one has not started: it ends here)
+        return record
+    record = _replace_member(
+        record, ref.step, ref.member, evolve(member, state=StepState.CANCELLED, finished_at=now)
+    )
+    steps = list(record.steps)
+    for index in range(ref.step + 1, len(steps)):
+        steps[index] = _set_all(steps[index], StepState.NOT_EXECUTED)
+    return evolve(record, steps=tuple(steps), state=ChainState.CANCELLED, finished_at=now)
 
 
 def apply_redrive(record: ChainRecord, ref: ChainRef) -> ChainRecord:

@@ -75,7 +75,7 @@ def test_the_core_is_six_abstract_methods() -> None:
 
 
 def test_supports_and_capabilities_read_the_class_statement() -> None:
-    expected = ["FailedQueue", "WorkerRegistry", "Stats", "Browse", "Pause", "Uniqueness"]
+    expected = ["FailedQueue", "WorkerRegistry", "Stats", "Browse", "Cancel", "Pause", "Uniqueness"]
     assert capabilities(MemoryBackend) == expected
     assert capabilities(MemoryBackend()) == expected
     assert capabilities(CoreOnly()) == []
@@ -110,9 +110,9 @@ def test_require_of_a_missing_capability_names_the_url_the_capability_and_who_ha
 
 def test_a_capability_nobody_has_says_so() -> None:
     with pytest.raises(
-        NotSupportedError, match=r"does not support cancelling jobs \(capability Cancel\); no installed"
+        NotSupportedError, match=r"does not support rate limits \(capability RateLimits\); no installed"
     ):
-        require(MemoryBackend(), Cancel)
+        require(MemoryBackend(), RateLimits)
 
 
 def test_a_declared_capability_must_be_implemented_in_full() -> None:
@@ -124,14 +124,14 @@ def test_a_declared_capability_must_be_implemented_in_full() -> None:
         HalfDone()  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("capability", [Cancel, RateLimits, ScheduleSlots])
+@pytest.mark.parametrize("capability", [RateLimits, ScheduleSlots])
 def test_the_provisional_capabilities_are_declared_and_documented(capability: type) -> None:
     assert capability in ALL
     assert capability.__abstractmethods__
     assert "Provisional" in (capability.__doc__ or "")
     for name in capability.__abstractmethods__:
         assert getattr(capability, name).__doc__, f"{capability.__name__}.{name} has no docstring"
-    assert not supports(MemoryBackend, Cancel)
+    assert not supports(MemoryBackend, RateLimits)
 
 
 def test_browse_is_implemented_and_reached_through_the_app() -> None:
@@ -178,6 +178,17 @@ def test_uniqueness_is_implemented_by_the_built_in_backends() -> None:
         echo.submit(1, unique_key="k")
 
 
+def test_cancel_is_implemented_and_reached_through_the_app() -> None:
+    """Cancel left the provisional list: the built-in backends declare it; the App asks for it."""
+    assert "Provisional" not in (Cancel.__doc__ or "")
+    assert supports(MemoryBackend, Cancel)
+    app = App(backend=MemoryBackend(), plugins=Plugins(entry_points=False))
+    assert app.cancel("nope").unknown == ("nope",)
+    assert app.purge("q") == 0
+    with pytest.raises(NotSupportedError, match=r"does not support cancelling jobs \(capability Cancel\)"):
+        App(backend=CoreOnly(), plugins=Plugins(entry_points=False)).cancel(["a"])
+
+
 def test_the_contract_module_exports_what_an_author_needs() -> None:
     for name in contract.__all__:
         assert hasattr(contract, name), name
@@ -205,6 +216,7 @@ def test_a_spec_knows_its_backends_capabilities() -> None:
         "FailedQueue",
         "WorkerRegistry",
         "Stats",
+        "Cancel",
         "Pause",
         "Browse",
         "Uniqueness",
@@ -217,7 +229,7 @@ def test_jobchain_backends_lists_capabilities() -> None:
     result = CliRunner().invoke(cli, ["backends", "--json"])
     assert result.exit_code == 0, result.output
     memory = next(b for b in json.loads(result.output)["backends"] if b["scheme"] == "memory")
-    expected = ["FailedQueue", "WorkerRegistry", "Stats", "Pause", "Browse", "Uniqueness"]
+    expected = ["FailedQueue", "WorkerRegistry", "Stats", "Cancel", "Pause", "Browse", "Uniqueness"]
     assert memory["capabilities"] == expected
     table = CliRunner().invoke(cli, ["backends"])
     assert "capabilities" in table.output.splitlines()[0]

@@ -76,3 +76,12 @@ def test_the_guides_unique_jobs_example_runs() -> None:
     code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert code is not None
     subprocess.run([sys.executable, "-c", code.group(1)], check=True, timeout=60, capture_output=True)
+
+
+def test_the_guides_cancel_example_runs() -> None:
+    """The guide's "Cancelling jobs" example runs as written."""
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    section = guide[guide.index("## Cancelling jobs") :]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code is not None
+    subprocess.run([sys.executable, "-c", code.group(1)], check=True, timeout=60, capture_output=True)

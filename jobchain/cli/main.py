@@ -18,6 +18,7 @@ import click
 
 from jobchain import __version__
 from jobchain.cli.backends import backends
+from jobchain.cli.cancel import cancel, purge
 from jobchain.cli.common import AUTH_HINT, EXIT_ERROR, EXIT_INTERRUPTED, CliError, CliState
 from jobchain.cli.failed import failed
 from jobchain.cli.jobs import jobs
@@ -82,6 +83,8 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str, verbose: int
     )
 
 
+jobs.add_command(cancel)
+queues.add_command(purge)
 for command in (run, worker, submit, status, jobs, queues, failed, workers, backends):
     cli.add_command(command)
 

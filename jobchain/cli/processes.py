@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from attrs import define, field
 
-from jobchain.cli.worker_process import ChildSpec, ReferenceSpec, Totals, child_main, send
+from jobchain.cli.worker_process import ABORTED_EXIT, ChildSpec, ReferenceSpec, Totals, child_main, send
 from jobchain.worker import SlotStats
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ class _Child:
     clean: bool = True
     error: str | None = None
     exitcode: int | None = None
+    #: it ended itself to abort cancelled jobs (ABORTED_EXIT) and another process took its place
+    replaced: bool = False
 
 
 class ChildFailed(click.ClickException):
@@ -84,16 +86,19 @@ class Pool:
 
     def start(self) -> Pool:
         for spec in self._specs:
-            parent_end, child_end = self._mp.Pipe(duplex=True)
-            process = self._mp.Process(
-                target=child_main, args=(spec, child_end), name=f"jobchain-{spec.name}", daemon=False
-            )
-            process.start()
-            child_end.close()
-            self.children.append(_Child(spec=spec, process=process, conn=parent_end))
+            self.children.append(self._spawn(spec))
         self._reader = threading.Thread(target=self._read, name="jobchain-pool-reader", daemon=True)
         self._reader.start()
         return self
+
+    def _spawn(self, spec: ChildSpec) -> _Child:
+        parent_end, child_end = self._mp.Pipe(duplex=True)
+        process = self._mp.Process(
+            target=child_main, args=(spec, child_end), name=f"jobchain-{spec.name}", daemon=False
+        )
+        process.start()
+        child_end.close()
+        return _Child(spec=spec, process=process, conn=parent_end)
 
     # --- what the reader thread gathers ---------------------------------------------
 
@@ -123,6 +128,14 @@ class Pool:
                         del open_conns[child.conn]
                 with self._changed:
                     child.exitcode = child.process.exitcode
+                    if child.exitcode == ABORTED_EXIT and not self.stop_requested:
+                        # it aborted cancelled jobs (--abort-grace): a fresh process takes its place
+                        child.replaced = True
+                        fresh = self._spawn(child.spec)
+                        fresh.ready = True  # (a worker child needs no "go")
+                        self.children.append(fresh)
+                        open_conns[fresh.conn] = fresh
+                        sentinels[fresh.process.sentinel] = fresh
                     self._changed.notify_all()
 
     @staticmethod
@@ -193,7 +206,7 @@ class Pool:
         for child in self.children:
             if child.error is not None:
                 return f"worker process {child.spec.name}: {child.error}"
-            if child.exitcode is None:
+            if child.exitcode is None or child.replaced:
                 continue
             if child.exitcode < 0:
                 how = f"was killed by {signal.Signals(-child.exitcode).name}"

@@ -99,6 +99,14 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     help="Seconds running jobs get to finish when stopping.",
 )
 @click.option(
+    "--abort-grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="With --processes: end a worker process whose job was cancelled and still runs SECONDS later "
+    "(the job is recorded cancelled, the process's other jobs finish, a new process replaces it).",
+)
+@click.option(
     "--burst",
     is_flag=True,
     help="Work off what the queues hold (and what those jobs submit), then exit 0 once they are idle.",
@@ -115,6 +123,7 @@ def worker(
     name: str | None,
     lease: float,
     grace: float,
+    abort_grace: float | None,
     burst: bool,
 ) -> None:
     """Run the tasks of --config from the backend until stopped (SIGTERM, Ctrl-C, `workers stop`)."""
@@ -125,6 +134,11 @@ def worker(
     check_shareable(app, processes)
     if burst and processes > 1:
         raise click.UsageError("--burst runs one worker process: leave out --processes")
+    if abort_grace is not None and processes < 2:
+        raise click.UsageError(
+            "--abort-grace ends a worker process: it needs --processes 2 or more (a thread cannot be "
+            "ended alone; tasks check jobchain.current_job().cancel_requested instead)"
+        )
     _ = app.backend  # unknown scheme, unreachable server: fail now, with the URL in the message
     if burst and not supports(app.backend, Stats):
         app.close()
@@ -148,6 +162,7 @@ def worker(
                 labels=label_map,
                 lease=lease,
                 grace=grace,
+                abort_grace=abort_grace,
             )
             for i in range(1, processes + 1)
         ]

@@ -37,7 +37,10 @@ if TYPE_CHECKING:
     from jobchain.app import App
     from jobchain.worker import Worker
 
-__all__ = ["ChildSpec", "ReferenceSpec", "Totals", "child_main", "send"]
+__all__ = ["ABORTED_EXIT", "ChildSpec", "ReferenceSpec", "Totals", "child_main", "send"]
+
+#: the exit code of a child that ended itself to abort cancelled jobs (its parent starts another)
+ABORTED_EXIT = 3
 
 
 #: how often a ``run`` child looks for new counts to report to the parent
@@ -75,6 +78,8 @@ class ChildSpec:
     reference: ReferenceSpec | None = None
     #: ``run``: wait for the parent's "go" before starting, report progress, print nothing
     run_mode: bool = False
+    #: hard abort: end this process when a job asked to stop still runs this many seconds later
+    abort_grace: float | None = None
 
 
 @define
@@ -163,6 +168,7 @@ def send(conn: Connection, *message: Any) -> bool:
 def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
     from jobchain.cli.common import log_jobs, open_app
     from jobchain.cli.logs import configure_logging
+    from jobchain.cli.output import plural
     from jobchain.worker import Worker
 
     configure_logging(spec.log_level, spec.log_format)
@@ -213,12 +219,23 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
     if stopper.requested:
         consumer.request_stop()
     reported: tuple[Any, ...] = ()
+    aborted: list[str] = []
     while not consumer.stopping:
         message = _receive(conn, _PROGRESS_EVERY if spec.run_mode else 0.2)
         if message == ("gone",):
             click.echo(f"worker {consumer.name}: the supervising process is gone: stopping", err=True)
         if message is not None:  # "stop", or the parent is gone
             stopper.stop()
+        if spec.abort_grace is not None and not aborted:
+            aborted = consumer.abort_overdue(spec.abort_grace)
+            if aborted:
+                click.echo(
+                    f"worker {consumer.name}: {plural(len(aborted), 'job')} cancelled "
+                    f"{spec.abort_grace:g}s ago still running ({', '.join(aborted[:5])}): recorded "
+                    "cancelled; this process ends when its other jobs are done, and another replaces it",
+                    err=True,
+                )
+                stopper.stop()
         if spec.run_mode:  # the parent ends the run on these counts: send each change at once
             progress = (Totals.of(consumer).to_wire(), consumer.held())
             if progress != reported:
@@ -241,7 +258,7 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
             err=True,
         )
     app.close()
-    return 0
+    return ABORTED_EXIT if aborted else 0
 
 
 def _wait_for_go(conn: Connection, stopper: _Stopper) -> bool:

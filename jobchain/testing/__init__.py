@@ -3,7 +3,8 @@
 A backend (built in or third party) proves it behaves like the others by
 running :class:`CoreConformance` and the suite of each capability it declares
 (:class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
-:class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`),
+:class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`,
+:class:`CancelConformance`),
 or :class:`BackendConformance` for all of them::
 
     # conftest.py at the root of your tests
@@ -44,6 +45,7 @@ from jobchain.testing.helpers import (  # noqa: E402
 from jobchain.testing.suite import (  # noqa: E402
     BackendConformance,
     BrowseConformance,
+    CancelConformance,
     CoreConformance,
     FailedQueueConformance,
     PauseConformance,
@@ -55,6 +57,7 @@ from jobchain.testing.suite import (  # noqa: E402
 __all__ = [
     "BackendConformance",
     "BrowseConformance",
+    "CancelConformance",
     "CoreConformance",
     "FailedQueueConformance",
     "MakeJob",

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import structlog
 from attrs import define, field
 
-from jobchain.capabilities import WorkerRegistry
+from jobchain.capabilities import Cancel, WorkerRegistry
 from jobchain.errors import BackendAuthError, ConfigurationError, WorkerNameTakenError
 from jobchain.model import Delivery, Outcome
 from jobchain.outage import Backoff, Outage
@@ -64,6 +64,10 @@ class _Counters:
     done: int = 0
     failed: int = 0
     retried: int = 0
+    #: jobs stopped at a cancel request (Aborted)
+    cancelled: int = 0
+    #: of those, the ones given up on while their task still ran (a hard abort)
+    aborted: int = 0
     skipped: int = 0
     rejected: int = 0
     #: pool threads that died (a bug in the worker, never a task's doing) and were replaced
@@ -119,6 +123,12 @@ class WorkerCore:
         self._registry: WorkerRegistry | None = (
             runtime.backend if isinstance(runtime.backend, WorkerRegistry) else None
         )
+        #: the backend records cancel requests (Cancel): the monitor polls them, Aborted is reported
+        self._can_cancel = isinstance(runtime.backend, Cancel)
+        #: ids of held jobs the backend asked to stop (added by the monitor, read by the running task)
+        self._cancel_asked: set[str] = set()
+        #: job id -> monotonic time the worker learnt of its cancel request (for a hard abort)
+        self._cancel_asked_at: dict[str, float] = {}
         self.queues = tuple(queues) if queues else runtime.queues
         if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
             raise ValueError(f"queues must be non-empty names, got {queues!r}")

@@ -10,9 +10,16 @@ import time
 from typing import Any
 
 from jobchain import signing
-from jobchain.errors import InvalidJobError, JobTimeout, ResultTooLarge, UnknownTaskError, WorkerLost
+from jobchain.context import CurrentJob, _current
+from jobchain.errors import (
+    InvalidJobError,
+    JobTimeout,
+    ResultTooLarge,
+    UnknownTaskError,
+    WorkerLost,
+)
 from jobchain.errortext import cap, describe, type_name
-from jobchain.model import Completed, Delivery, ErrorInfo, Failed, Outcome, Retried
+from jobchain.model import Aborted, Completed, Delivery, ErrorInfo, Failed, Outcome, Retried
 from jobchain.payload import find_non_json, has_unstorable
 from jobchain.worker._core import SlotStats, WorkerCore, _Running
 
@@ -52,6 +59,9 @@ class Execution(WorkerCore):
         if job.expires_at is not None and now > job.expires_at:
             error_exp = JobExpired(f"job expired {now - job.expires_at:.3f}s before it could start")
             return self._failure_outcome(delivery, error_exp, slot, 0.0, retry_allowed=False)
+        asked = self._cancel_asked
+        if job.id in asked:  # cancelled while it waited in this worker's buffer: never started
+            return self._aborted(delivery, slot, now, 0.0)
         task = runtime.tasks.get(job.task)
         if task is None:
             unknown = UnknownTaskError(job.task, list(runtime.tasks))
@@ -72,10 +82,12 @@ class Execution(WorkerCore):
         t0 = time.perf_counter()
         failure: BaseException | None = None
         result: Any = None
+        context = _current.set(CurrentJob(job, asked))
         try:
             try:
                 result = task.fn(*job.args, **job.kwargs)
             finally:
+                _current.reset(context)
                 if running is not None:
                     with self._cv:
                         self._running.pop(job.id, None)
@@ -86,6 +98,8 @@ class Execution(WorkerCore):
         duration = time.perf_counter() - t0
         if running is not None and running.timed_out:
             failure = JobTimeout(f"task {task.name!r} ran past its timeout of {timeout:g}s")
+        if job.id in asked and self._can_cancel:  # asked to stop: whatever it did, it is cancelled
+            return self._aborted(delivery, slot, started_at, duration)
         if failure is not None:
             return self._failure_outcome(
                 delivery, failure, slot, duration, retry_allowed=True, retry=task.retry
@@ -122,6 +136,12 @@ class Execution(WorkerCore):
             finished_at=runtime.clock.now(),
             result_sig=signing.sign_result(runtime.signer, job, result),
         )
+
+    def _aborted(self, delivery: Delivery, slot: SlotStats, started_at: float, duration: float) -> Outcome:
+        """The outcome of a job stopped at a cancel request: recorded cancelled, never retried."""
+        slot.busy_seconds += duration
+        self.log.info("job_cancelled", job_id=delivery.job.id, task=delivery.job.task)
+        return Aborted(delivery=delivery, started_at=started_at, finished_at=self.runtime.clock.now())
 
     def _failure_outcome(
         self,

@@ -7,11 +7,15 @@ import socket
 import time
 from collections import deque
 
+from jobchain.capabilities import Cancel
 from jobchain.errors import JobTimeout, WorkerNameTakenError
-from jobchain.model import WorkerInfo
+from jobchain.model import Aborted, WorkerInfo
 from jobchain.outage import Backoff
 from jobchain.worker._core import _NEVER, WorkerCore
 from jobchain.worker._execution import _raise_in_thread
+
+#: seconds between two polls of the cancel requests of the jobs a worker holds (at most)
+CANCEL_POLL = 0.5
 
 
 class Monitor(WorkerCore):
@@ -70,8 +74,11 @@ class Monitor(WorkerCore):
         # after a failure the next try comes sooner than the regular interval, so leases and the
         # registration are fresh again soon after the backend returns
         retry = Backoff(base=self.reconnect_base, cap=self.reconnect_cap, rng=self.rng)
+        # cancel requests are polled while jobs are held: one call for all of them, about every second
+        cancel_every = min(CANCEL_POLL, extend_every)
         now = time.monotonic()
         next_extend, next_beat, last_progress = now + extend_every, now + beat_every, now
+        next_cancel = now + cancel_every
         while not self._stopped.is_set():
             if self._stopping.is_set() and not any(t.is_alive() for t in self._threads):
                 break
@@ -84,6 +91,9 @@ class Monitor(WorkerCore):
                 if now >= next_extend:
                     ok = self._extend_leases()
                     next_extend = time.monotonic() + (extend_every if ok else min(extend_every, retry.next()))
+                if self._can_cancel and now >= next_cancel:
+                    ok = self._poll_cancels()
+                    next_cancel = time.monotonic() + (cancel_every if ok else min(cancel_every, retry.next()))
                 if now >= next_beat:
                     ok = self._beat()
                     next_beat = time.monotonic() + (beat_every if ok else min(beat_every, retry.next()))
@@ -147,6 +157,68 @@ class Monitor(WorkerCore):
         if lost:
             self.log.warning("leases_lost", job_ids=lost[:10], count=len(lost))
         return True
+
+    def _poll_cancels(self) -> bool:
+        """Learn which held jobs were cancelled (one backend call); False if the backend failed.
+
+        A running task sees it through :func:`jobchain.current_job`; an unstarted
+        one is reported cancelled when its turn comes, without running.
+        """
+        with self._cv:
+            held = [job_id for job_id in self._held if job_id not in self._cancel_asked]
+        if not held:
+            return True
+        backend = self.backend
+        assert isinstance(backend, Cancel)
+        try:
+            asked = backend.cancel_requested(held)
+        except Exception as exc:
+            self._backend_failed("cancel_requested", exc)
+            return False
+        if asked:
+            now = time.monotonic()
+            with self._cv:
+                for job_id in asked:
+                    if job_id in self._held:
+                        self._cancel_asked.add(job_id)
+                        self._cancel_asked_at.setdefault(job_id, now)
+            self.log.info("cancel_requested", job_ids=list(asked)[:10], count=len(asked))
+        return True
+
+    def abort_overdue(self, grace: float) -> list[str]:
+        """Give up on tasks asked to stop ``grace`` seconds ago or more that still run; their job ids.
+
+        For a hard abort, where the process is ended afterwards (``jobchain
+        worker --processes N --abort-grace S``): each such job's ``Aborted``
+        outcome is queued now (it is recorded cancelled when settled) and its
+        thread is no longer waited for by :meth:`stop`, which the caller then
+        calls so that everything else the worker holds is finished or released.
+        """
+        now = time.monotonic()
+        clock_now = self.runtime.clock.now()
+        with self._cv:
+            settling = {o.delivery.job.id for o in (*self._pending, *self._settling)}
+            overdue = [
+                (thread, delivery)
+                for thread, delivery in self._busy.items()
+                if (job_id := delivery.job.id) in self._cancel_asked
+                and now - self._cancel_asked_at.get(job_id, now) >= grace
+                and self._held.get(job_id) is delivery
+                and job_id not in settling
+                and thread.is_alive()
+            ]
+            for thread, delivery in overdue:
+                self._pending.append(Aborted(delivery=delivery, started_at=clock_now, finished_at=clock_now))
+                self._busy.pop(thread, None)
+                if thread in self._threads:
+                    self._threads.remove(thread)
+                self.counters.aborted += 1
+            if overdue:
+                self._settle_cv.notify()
+        ids = [d.job.id for _, d in overdue]
+        if ids:
+            self.log.warning("jobs_aborted", job_ids=ids, grace=grace)
+        return ids
 
     def _enforce_timeouts(self, now: float) -> None:
         with self._cv:

@@ -10,6 +10,7 @@ from typing import Any
 from jobchain.errors import BackendAuthError, BackendFullError, InvalidJobError
 from jobchain.errortext import cap, describe, type_name
 from jobchain.model import (
+    Aborted,
     ChainRecord,
     ChainState,
     Completed,
@@ -266,9 +267,13 @@ class Settling(WorkerCore):
     def _after_settle(self, batch: list[Outcome], results: list[Any]) -> None:
         counters = self.counters
         chains: list[ChainRecord] = []
+        asked = self._cancel_asked
         with self._cv:
             for outcome, result in zip(batch, results, strict=True):
                 self._held.pop(outcome.delivery.job.id, None)
+                if asked:
+                    asked.discard(outcome.delivery.job.id)
+                    self._cancel_asked_at.pop(outcome.delivery.job.id, None)
                 if not result.accepted:
                     counters.rejected += 1
                     continue
@@ -278,9 +283,11 @@ class Settling(WorkerCore):
                     counters.failed += 1
                 elif isinstance(outcome, Retried):
                     counters.retried += 1
+                elif isinstance(outcome, Aborted):
+                    counters.cancelled += 1
                 if result.chain is not None:
                     chains.append(result.chain)
-                    if result.chain.state is ChainState.HALTED:
+                    if result.chain.state in (ChainState.HALTED, ChainState.CANCELLED):
                         counters.skipped += sum(
                             1
                             for s in result.chain.steps
@@ -296,7 +303,7 @@ class Settling(WorkerCore):
         for record in chains:
             if record.state is ChainState.COMPLETED:
                 events.chain_completed(chain=record, worker=self.name)
-            else:
+            elif record.state is ChainState.HALTED:
                 events.chain_halted(chain=record, worker=self.name)
 
 

@@ -196,3 +196,38 @@ def test_processes_on_the_memory_backend_is_a_usage_error(jobchain: Run, command
     assert "cannot be shared between processes" in result.err
     assert "use a Redis backend" in result.err
     assert "Traceback" not in result.err
+
+
+def test_abort_grace_ends_the_process_of_a_cancelled_job(
+    jobchain: Run, lists_url: str, start_worker: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """A cancelled task that never checks ends with its process; the job is recorded cancelled, a new
+    process takes the old one's place and the worker goes on."""
+    stubborn = "tests/cli/configs/stubborn.py"
+    b = ("-b", lists_url)
+    name = f"abort-{os.getpid()}"
+    parent = start_worker(
+        "-c", stubborn, *b, "--processes", "2", "-j", "1", "-n", name, "--abort-grace", "0.5"
+    )
+    pids = _registered(jobchain, lists_url, {f"{name}-1", f"{name}-2"}, parent)
+    job_id = jobchain("submit", "-c", stubborn, *b, "stubborn").out.strip()
+    deadline = time.monotonic() + 60
+    while "state      running" not in jobchain("status", job_id, *b).out:
+        assert time.monotonic() < deadline, "the stubborn job never started"
+        time.sleep(0.2)
+    cancelled = jobchain("jobs", "cancel", job_id, *b, "--json")
+    assert cancelled.json()["requested"] == [job_id], cancelled
+    while "state      cancelled" not in jobchain("status", job_id, *b).out:
+        assert time.monotonic() < deadline, "the stubborn job was not aborted"
+        time.sleep(0.2)
+    again = jobchain("submit", "-c", stubborn, *b, "square", "[6]", "--wait", "--timeout", "60", "--json")
+    assert again.json()["result"]["square"] == 36
+    later = _registered(jobchain, lists_url, {f"{name}-1", f"{name}-2"}, parent)
+    assert len(set(later.values()) - set(pids.values())) == 1  # one process was replaced
+
+    parent.send_signal(signal.SIGTERM)
+    _, err = parent.communicate(timeout=60)
+    assert parent.returncode == 0, err
+    assert f"1 job cancelled 0.5s ago still running ({job_id})" in err
+    assert "Traceback" not in err
+    assert not any(_alive(pid) for pid in later.values())

@@ -66,6 +66,9 @@ def _request(app: GatewayApp, method: str, path: str, body: object = None) -> ht
             {"jobs": [{"id": "j-1", "task": "t", "enqueued_at": 1.0, "unique": "k"}], "keys": ["k"]},
             "Uniqueness",
         ),
+        ("POST", "/v1/jobs/cancel", {"ids": ["j-1"]}, "Cancel"),
+        ("POST", "/v1/jobs/cancel-requested", {"ids": ["j-1"]}, "Cancel"),
+        ("POST", "/v1/queues/purge", {"queue": "q"}, "Cancel"),
     ],
 )
 def test_an_endpoint_of_a_missing_capability_is_501(

@@ -51,13 +51,17 @@ class Writes:
         #: queues that got a job: added to the queue list (one-tag layout; the spread layout notes
         #: them before the transaction, the list being in another slot)
         self.seen: set[str] = set()
-        #: jobs that succeeded, per queue (job id -> finished_at), for the browse index
-        self.succeeded: dict[str, dict[str, float]] = {}
+        #: jobs that succeeded or were cancelled, per (queue, state) (job id -> finished_at), for the
+        #: browse index
+        self.finished: dict[tuple[str, str], dict[str, float]] = {}
         #: drop browse-index entries that finished before this (the result TTL), when set
         self.keep_after: float | None = None
 
     def succeed(self, queue: str, job_id: str, finished_at: float) -> None:
-        self.succeeded.setdefault(queue, {})[job_id] = finished_at
+        self.finished.setdefault((queue, JobState.SUCCEEDED.value), {})[job_id] = finished_at
+
+    def cancel(self, queue: str, job_id: str, finished_at: float) -> None:
+        self.finished.setdefault((queue, JobState.CANCELLED.value), {})[job_id] = finished_at
 
     def unlease(self, queue: str, job_id: str) -> None:
         self.unleased.setdefault(queue, []).append(job_id)
@@ -70,8 +74,8 @@ class Writes:
             pipe.zrem(self.keys.leases(queue), *ids)
         for queue, mapping in self.leased.items():
             pipe.zadd(self.keys.leases(queue), mapping)
-        for queue, finished in self.succeeded.items():  # one ZADD (and one trim) per queue
-            index = self.keys.finished(queue, JobState.SUCCEEDED.value)
+        for (queue, state), finished in self.finished.items():  # one ZADD (and one trim) per index
+            index = self.keys.finished(queue, state)
             pipe.zadd(index, finished)
             if self.keep_after is not None:
                 pipe.zremrangebyscore(index, "-inf", f"({self.keep_after!r}")
@@ -116,6 +120,17 @@ class Layout(Protocol):
 
     def release(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
         """Make a released job ready again at once, in its old place."""
+        ...
+
+    def withdraw(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
+        """Take a ready (never leased, or released) job out of the ready structure for good (a cancel).
+
+        ``row`` holds the job-hash fields of :attr:`settle_fields`.
+        """
+        ...
+
+    def waiting(self, queue: str) -> list[str]:
+        """The ids of ``queue``'s ready jobs (a purge checks each under WATCH)."""
         ...
 
     def hold(self, pipe: Pipe, job: Job, worker: str) -> None:

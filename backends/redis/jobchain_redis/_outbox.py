@@ -57,6 +57,8 @@ class ChainEvent:
     finished_at: float = 0.0
     at: float = 0.0
     result_sig: str | None = None
+    #: the job was cancelled (neither completed nor failed): its chain ends cancelled
+    cancelled: bool = False
 
     @classmethod
     def of(cls, outcome: Completed | Failed, ref: ChainRef, now: float) -> ChainEvent:
@@ -78,7 +80,9 @@ class ChainEvent:
         )
 
     def to_json(self) -> str:
-        extra = {} if self.result_sig is None else {"rs": self.result_sig}
+        extra: dict[str, Any] = {} if self.result_sig is None else {"rs": self.result_sig}
+        if self.cancelled:
+            extra["x"] = True
         return dumps(
             {
                 **extra,
@@ -111,6 +115,7 @@ class ChainEvent:
             finished_at=float(data.get("fa") or 0.0),
             at=float(data.get("at") or 0.0),
             result_sig=data.get("rs"),
+            cancelled=bool(data.get("x")),
         )
 
 
@@ -137,7 +142,7 @@ class Outbox:
         (:mod:`jobchain.workflow`); the due jobs are derived from the record,
         not from the event, so a second pass finds the same ones, and storing
         them leaves out the ids that exist. Returns the record when this event
-        finished the chain (completed or halted), for the settle's result.
+        finished the chain (completed, halted or cancelled), for the settle's result.
         """
         store = self.store
         key = self.keys.chain(event.ref.chain_id)
@@ -161,6 +166,9 @@ class Outbox:
                     result_sig=event.result_sig,
                 )
                 due = workflow.due_after(record, event.ref.step, now)
+            elif event.cancelled:
+                record = workflow.apply_cancelled(record, event.ref, now=now)
+                due = []
             else:
                 assert event.error is not None
                 record = workflow.apply_failed(record, event.ref, event.error, now=now)

@@ -23,6 +23,7 @@ import structlog
 
 from jobchain import workflow
 from jobchain.model import (
+    Aborted,
     ChainRecord,
     ChainState,
     Completed,
@@ -35,6 +36,7 @@ from jobchain.model import (
     Retried,
     SettleResult,
 )
+from jobchain_redis._cancel import cancelled_event
 from jobchain_redis._outbox import ChainEvent
 from jobchain_redis._reading import chain_or_none
 from jobchain_redis._unique import release
@@ -325,6 +327,28 @@ class Settlement:
             chains[record.id] = updated_record
             halted = updated_record.state is ChainState.HALTED and record.state is not ChainState.HALTED
             return SettleResult(accepted=True, chain=updated_record if halted else None)
+        if isinstance(outcome, Aborted):
+            pipe.hset(
+                key,
+                mapping={
+                    "state": JobState.CANCELLED.value,
+                    "started_at": repr(outcome.started_at),
+                    "finished_at": repr(outcome.finished_at),
+                },
+            )
+            pipe.hdel(key, "deliveries", "crashes", *drop)
+            self.store.expire(pipe, key)
+            writes.cancel(job.queue, job.id, outcome.finished_at)  # the browse index, in this MULTI
+            if self.store.result_ttl is not None:
+                writes.keep_after = now - self.store.result_ttl
+            if job.chain is not None and events is not None:
+                return self.outbox.put(pipe, events, cancelled_event(job, job.chain, now))
+            if record is None or job.chain is None:
+                return SettleResult(accepted=True)
+            cancelled = workflow.apply_cancelled(record, job.chain, now=now)
+            chains[record.id] = cancelled
+            ended = cancelled.state is ChainState.CANCELLED and record.state is not ChainState.CANCELLED
+            return SettleResult(accepted=True, chain=cancelled if ended else None)
         assert isinstance(outcome, Released)
         pipe.hdel(key, *drop)
         layout.release(pipe, writes, job, row)

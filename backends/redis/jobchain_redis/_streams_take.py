@@ -41,6 +41,8 @@ logger = structlog.get_logger("jobchain.redis.streams")
 _WAITING = (JobState.QUEUED.value, None)
 #: bands looked at beyond ``limit`` (bands whose entries are all in flight yield nothing)
 _EXTRA_BANDS = 8
+#: reads of one band in one reservation while its entries lease nothing (duplicates, cancelled jobs)
+_READ_ROUNDS = 4
 
 
 class StreamTaker:
@@ -183,7 +185,28 @@ class StreamTaker:
             pipe.zadd(self.keys.leases(queue), mapping)
 
     def _read_new(self, queue: str, band: int, count: int, lease_until: float, worker: str) -> list[Delivery]:
-        """``XREADGROUP`` up to ``count`` new entries of one band, then lease them in one MULTI/EXEC."""
+        """Up to ``count`` new entries of one band, leased; entries that lease nothing are read past.
+
+        An entry may lease nothing: a duplicate (a submit re-sent after a lost
+        reply), the entry of a job cancelled while it waited, an unreadable one.
+        A full read that leased less than ``count`` reads on, a few times at most,
+        so such entries never make a reservation come back empty while jobs wait.
+        """
+        out: list[Delivery] = []
+        for _ in range(_READ_ROUNDS):
+            got, full = self._read_batch(queue, band, count - len(out), lease_until, worker)
+            out += got
+            if not full or len(out) >= count:
+                break
+        return out
+
+    def _read_batch(
+        self, queue: str, band: int, count: int, lease_until: float, worker: str
+    ) -> tuple[list[Delivery], bool]:
+        """``XREADGROUP`` up to ``count`` new entries of one band, then lease them in one MULTI/EXEC.
+
+        Returns the deliveries, and whether ``count`` entries were read (more may follow).
+        """
         stream = self.keys.stream(queue, band)
         try:
             reply = self.store.client.xreadgroup(GROUP, worker, {stream: ">"}, count=count)
@@ -195,7 +218,7 @@ class StreamTaker:
         if len(entries) < count:
             self.bands.retire_band(queue, band)
         if not entries:
-            return []
+            return [], False
         ids = list(dict.fromkeys(f["id"] for _, f in entries if f.get("id") and readable(f)))
         job_keys = [self.keys.job(j, queue) for j in ids]
         first_entry = {j: next(e for e, f in entries if f.get("id") == j and readable(f)) for j in ids}
@@ -273,7 +296,7 @@ class StreamTaker:
             return leased
 
         leased, results = self.store.transact(body, on=stream)
-        return self._collect(
+        delivered = self._collect(
             [
                 (queue, job_id, token, count, results[at], results[at + 1])
                 for job_id, token, count, at in leased
@@ -281,6 +304,7 @@ class StreamTaker:
             lease_until,
             worker,
         )
+        return delivered, len(entries) == count
 
     def _requeue_unentried(self, jobs: Sequence[tuple[str, str]], now: float) -> None:
         """Give a stream entry to jobs leased by a hand-off (no entry) whose lease ran out or was released.

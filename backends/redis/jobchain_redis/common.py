@@ -17,6 +17,7 @@ part                            operations
 :mod:`._records`                ``get_job``, ``get_chain``, the worker registry
 :mod:`._paused`                 ``pause``, ``resume``, ``paused`` (the reserve loop's filter)
 :mod:`._unique`                 ``enqueue_unique`` (a settlement frees a finished job's key)
+:mod:`._cancel`                 ``cancel``, ``cancel_requested``, ``purge``
 layout (``lists``/``streams``)  ``stats``, and the structure the parts call
 ==============================  ==============================================================
 
@@ -34,7 +35,7 @@ import redis.cluster
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
-from jobchain.capabilities import JobPage
+from jobchain.capabilities import CancelReport, JobPage
 from jobchain.clock import Clock
 from jobchain.errors import ConfigurationError
 from jobchain.model import (
@@ -50,6 +51,7 @@ from jobchain.model import (
     WorkerInfo,
 )
 from jobchain_redis._browse import Browser
+from jobchain_redis._cancel import Canceller
 from jobchain_redis._enqueue import Enqueuer
 from jobchain_redis._failed import FailedQueue
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
@@ -205,6 +207,7 @@ class RedisBackend(Backend):
         self._records = Records(store)
         self._browser = Browser(store, self._layout)
         self._uniques = Uniques(store, self._layout)
+        self._canceller = Canceller(store, self._layout, self._outbox)
 
     # --- opening by URL ----------------------------------------------------------------
 
@@ -364,6 +367,21 @@ class RedisBackend(Backend):
     @boundary
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
         return self._failed.purge(job_ids)
+
+    # --- cancelling ------------------------------------------------------------------
+
+    @boundary
+    def cancel(self, job_ids: Sequence[str]) -> CancelReport:
+        """Withdraw waiting jobs (one transaction per tag and batch), ask running ones to stop."""
+        return self._canceller.cancel(job_ids)
+
+    @boundary
+    def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+        return self._canceller.cancel_requested(job_ids)
+
+    @boundary
+    def purge(self, queue: str) -> int:
+        return self._canceller.purge(queue)
 
     # --- paused queues ---------------------------------------------------------------
 

@@ -10,7 +10,7 @@ Keys carry a Redis Cluster hash tag (the text between the first ``{`` and
   a tag of its own, ``{app:q:<queue>}``, held by its ready structures, leases,
   processing lists, failed set, outbox and the hashes of its jobs; each chain
   record has its own tag, ``{app:chain:<id>}``; what belongs to no queue
-  (the queue list, the worker registry, the paused set) keeps ``{app}``.
+  (the queue list, the worker registry, the paused set, the cancel requests) keeps ``{app}``.
   Queues spread over the shards, and a transaction never spans two queues or
   a queue and a chain: a chain's next step goes through the completing job's
   outbox (see :mod:`jobchain_redis.common`).
@@ -60,6 +60,7 @@ key                                type    holds
 ``{p}:paused``                     set     names of the paused queues
 ``{q}:unique:<queue>:<key>``       string  a held uniqueness key: the holder's job id, or
                                            ``"<id> <until>"`` for a key held for a time
+``{p}:cancel``                     zset    job id -> when a running job was asked to stop (Cancel)
 =================================  ======  ==================================================
 """
 
@@ -173,6 +174,10 @@ class Keys:
     @property
     def paused(self) -> str:
         return f"{self.tag}:paused"
+
+    @property
+    def cancel(self) -> str:
+        return f"{self.tag}:cancel"
 
     @property
     def patterns(self) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ from typing import Unpack
 import redis
 import redis.cluster
 
-from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
+from jobchain.capabilities import Browse, Cancel, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Writes
@@ -125,6 +125,16 @@ class ListsLayout:
         pipe.lrem(self.keys.processing(worker, job.queue), 1, job.id)
         return ["token", "worker", "lease_until"]
 
+    def withdraw(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
+        pipe.lrem(self.keys.ready(job.queue, self.store.band(job)), 1, job.id)
+
+    def waiting(self, queue: str) -> list[str]:
+        client = self.store.client
+        pipe = client.pipeline(transaction=False)
+        for band in client.zrange(self.keys.bands(queue), 0, -1):
+            pipe.lrange(self.keys.ready(queue, int(band)), 0, -1)
+        return [job_id for ids in pipe.execute() for job_id in ids]
+
     def hold(self, pipe: Pipe, job: Job, worker: str) -> None:
         pipe.rpush(self.keys.processing(worker, job.queue), job.id)
 
@@ -206,7 +216,7 @@ class ListsLayout:
         return out
 
 
-class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
+class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
     """Jobs in Redis lists and hashes: the shared parts and :class:`ListsLayout` (module docstring)."""
 
     scheme = "redis-lists"

@@ -51,7 +51,7 @@ from typing import Any, Unpack
 import redis
 import redis.cluster
 
-from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
+from jobchain.capabilities import Browse, Cancel, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Writes, promote_delayed
@@ -170,6 +170,24 @@ class StreamsLayout:
             pipe.srem(self.keys.taken(job.queue), job.id)  # a handed-off job: it had no entry
         return ["token", "worker", "lease_until", "stream", "entry", "band"]
 
+    def withdraw(self, pipe: Pipe, writes: Writes, job: Job, row: dict[str, str | None]) -> None:
+        # its entry is acknowledged and deleted, new or released (pending, with a lease of 0)
+        assert isinstance(writes, StreamWrites)
+        writes.unlease(job.queue, job.id)
+        stream, entry = row.get("stream"), row.get("entry")
+        if stream and entry:
+            writes.ack(stream, entry)
+        pipe.srem(self.keys.taken(job.queue), job.id)
+
+    def waiting(self, queue: str) -> list[str]:
+        client = self.store.client
+        pipe = client.pipeline(transaction=False)
+        for band in client.zrange(self.keys.bands(queue), 0, -1):
+            pipe.xrange(self.keys.stream(queue, int(band)))
+        pipe.zrangebyscore(self.keys.leases(queue), "-inf", 0)  # released entries
+        *streams, released = pipe.execute()
+        return [fields.get("id", "") for entries in streams for _, fields in entries] + list(released)
+
     def hold(self, pipe: Pipe, job: Job, worker: str) -> None:
         # a handed-off job has no entry: counted apart so that stats see it (in flight, or ready once
         # its lease has run out and until it gets an entry)
@@ -286,7 +304,7 @@ class StreamsLayout:
         return out
 
 
-class StreamsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
+class StreamsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
     """Jobs in Redis streams and hashes: the shared parts and :class:`StreamsLayout` (module docstring)."""
 
     scheme = "redis-streams"

@@ -8,11 +8,11 @@
 * One suite per capability (:mod:`jobchain.capabilities`):
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
   :class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`,
-  :class:`UniquenessConformance`.
+  :class:`UniquenessConformance`, :class:`CancelConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
   capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
-  which runs today's Worker). The built-in backends run it. Its Pause, Browse
-  and Uniqueness rules run only for a backend that declares them (skipped otherwise).
+  which runs today's Worker). The built-in backends run it. Its Pause, Browse,
+  Uniqueness and Cancel rules run only for a backend that declares them (skipped otherwise).
 
 A backend's test class subclasses the suites of what it declares::
 
@@ -37,6 +37,7 @@ from jobchain import capabilities as caps
 from jobchain.backend import Backend
 from jobchain.testing.suite._base import ConformanceBase
 from jobchain.testing.suite.browse import BrowsedStates, BrowsePaging
+from jobchain.testing.suite.cancel import CancelRunning, CancelWaiting, CancelWorkerRuns, Purge
 from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups, NextStepHandOff
 from jobchain.testing.suite.crashes import CrashCounting
 from jobchain.testing.suite.failed import FailedPaging, FailedQueue, Redrive
@@ -67,6 +68,10 @@ __all__ = [
     "BrowseConformance",
     "BrowsePaging",
     "BrowsedStates",
+    "CancelConformance",
+    "CancelRunning",
+    "CancelWaiting",
+    "CancelWorkerRuns",
     "ChainHalting",
     "ConformanceBase",
     "CoreConformance",
@@ -90,6 +95,7 @@ __all__ = [
     "PausedQueues",
     "PriorityAging",
     "PriorityOrdering",
+    "Purge",
     "QueueStatistics",
     "Redrive",
     "Release",
@@ -174,6 +180,10 @@ class UniquenessConformance(UniqueKeys, UniqueSubmits):
     """The rules of :class:`jobchain.capabilities.Uniqueness`: held keys, release, concurrent duplicates."""
 
 
+class CancelConformance(CancelWaiting, CancelRunning, Purge, CancelWorkerRuns):
+    """The rules of :class:`jobchain.capabilities.Cancel`: waiting jobs removed, running ones stopped."""
+
+
 #: the suite a backend's test class runs for each capability it declares
 SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.FailedQueue: FailedQueueConformance,
@@ -182,6 +192,7 @@ SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.Pause: PauseConformance,
     caps.Browse: BrowseConformance,
     caps.Uniqueness: UniquenessConformance,
+    caps.Cancel: CancelConformance,
 }
 
 
@@ -193,12 +204,13 @@ class BackendConformance(
     PauseConformance,
     BrowseConformance,
     UniquenessConformance,
+    CancelConformance,
     FailedQueueStats,
     WorkerRuns,
 ):
     """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
 
-    The rules of Pause, Browse and Uniqueness are included and run only if the backend declares them.
+    The rules of Pause, Browse, Uniqueness and Cancel are included and run only if the backend declares them.
 
     Subclass it as ``Test<YourBackend>`` and override ``backend``.
     """

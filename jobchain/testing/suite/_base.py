@@ -8,13 +8,14 @@ import pytest
 
 from jobchain.app import App
 from jobchain.backend import Backend
-from jobchain.capabilities import Browse, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
+from jobchain.capabilities import Browse, Cancel, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
 from jobchain.clock import ManualClock
 from jobchain.plugins import Plugins
 from jobchain.testing.helpers import MakeJob, make_job
 
 __all__ = [
     "BrowseBackend",
+    "CancelBackend",
     "ConformanceBase",
     "FailedQueueBackend",
     "FullBackend",
@@ -48,6 +49,10 @@ class BrowseBackend(Backend, Browse):
 
 class UniquenessBackend(Backend, Uniqueness):
     """A backend with uniqueness keys."""
+
+
+class CancelBackend(Backend, Cancel):
+    """A backend whose jobs can be cancelled."""
 
 
 class FullBackend(Backend, FailedQueue, WorkerRegistry, Stats):

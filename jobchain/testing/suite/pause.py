@@ -50,9 +50,7 @@ class PausedQueues(PauseRules):
         pausable.pause(["a"])
         assert [d.job.queue for d in reserve(pausable, ["a", "b"])] == ["b"]
 
-    def test_submits_to_a_paused_queue_are_accepted(
-        self, pausable: PauseBackend, make_job: MakeJob
-    ) -> None:
+    def test_submits_to_a_paused_queue_are_accepted(self, pausable: PauseBackend, make_job: MakeJob) -> None:
         """A job enqueued to a paused queue is stored, queued."""
         pausable.pause(["a"])
         job = make_job(queue="a")
@@ -61,9 +59,7 @@ class PausedQueues(PauseRules):
         assert record is not None
         assert record.state is JobState.QUEUED
 
-    def test_resume_serves_the_jobs_again_in_order(
-        self, pausable: PauseBackend, make_job: MakeJob
-    ) -> None:
+    def test_resume_serves_the_jobs_again_in_order(self, pausable: PauseBackend, make_job: MakeJob) -> None:
         """After ``resume``, the jobs held meanwhile are served in their usual order."""
         pausable.pause(["a"])
         jobs = [make_job(queue="a", args=[i]) for i in range(3)]

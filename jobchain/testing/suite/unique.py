@@ -16,11 +16,11 @@ from attrs import evolve
 
 from jobchain.app import App
 from jobchain.backend import Backend
-from jobchain.capabilities import FailedQueue, Uniqueness, supports
+from jobchain.capabilities import Cancel, FailedQueue, Uniqueness, supports
 from jobchain.clock import ManualClock
 from jobchain.model import Job, JobState
 from jobchain.testing.helpers import MakeJob, completed, failed, released, reserve, reserve_one, retried
-from jobchain.testing.suite._base import ConformanceBase, UniquenessBackend
+from jobchain.testing.suite._base import CancelBackend, ConformanceBase, UniquenessBackend
 
 __all__ = ["ExplicitIds", "UniqueKeys", "UniqueRules", "UniqueSubmits"]
 
@@ -140,6 +140,24 @@ class UniqueKeys(UniqueRules):
         unique.settle([completed(reserve_one(unique), 1, clock=clock)])
         again = _keyed(make_job)
         assert unique.enqueue_unique([again], ["k"]) == [again.id]
+
+    def test_cancelling_the_holder_releases_the_key(
+        self, unique: UniquenessBackend, make_job: MakeJob, clock: ManualClock
+    ) -> None:
+        """A cancelled holder (ready or delayed) frees its key; a running one keeps it until settled."""
+        if not supports(unique, Cancel):
+            pytest.skip(f"{type(unique).__name__} does not declare Cancel")
+        canceller = cast(CancelBackend, unique)
+        first, delayed = _keyed(make_job), _keyed(make_job, key="d", not_before=clock.now() + 60)
+        unique.enqueue_unique([first, delayed], ["k", "d"])
+        assert canceller.cancel([first.id, delayed.id]).cancelled == (first.id, delayed.id)
+        again, later = _keyed(make_job), _keyed(make_job, key="d")
+        assert unique.enqueue_unique([again, later], ["k", "d"]) == [again.id, later.id]
+        running = reserve_one(unique)
+        assert running.job.id == again.id
+        assert canceller.cancel([again.id]).requested == (again.id,)
+        duplicate = _keyed(make_job)
+        assert unique.enqueue_unique([duplicate], ["k"]) == [again.id]  # still running: still held
 
     def test_the_key_is_kept_through_a_retry_and_a_release(
         self, unique: UniquenessBackend, make_job: MakeJob, clock: ManualClock

@@ -29,7 +29,17 @@ from jobchain import capabilities
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
 from jobchain.browsing import check_limit, check_state, decode_cursor
-from jobchain.capabilities import Browse, FailedQueue, JobPage, Pause, Stats, Uniqueness, WorkerRegistry
+from jobchain.capabilities import (
+    Browse,
+    Cancel,
+    CancelReport,
+    FailedQueue,
+    JobPage,
+    Pause,
+    Stats,
+    Uniqueness,
+    WorkerRegistry,
+)
 from jobchain.clock import Clock
 from jobchain.errors import (
     BackendAuthError,
@@ -85,7 +95,7 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
+class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
     def __init__(
@@ -484,6 +494,35 @@ class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Un
     def counts(self, queue: str) -> dict[JobState, int]:
         raw = self.request("GET", "/v1/counts", params={"queue": queue}, answer=schema.JobCounts)
         return {JobState(name): int(n) for name, n in raw["counts"].items()}
+    # --- cancelling ----------------------------------------------------------------------
+
+    def cancel(self, job_ids: Sequence[str]) -> CancelReport:
+        report = CancelReport()
+        for chunk in _chunks(list(dict.fromkeys(job_ids)), BATCH * 10):
+            answer = self.request(
+                "POST", "/v1/jobs/cancel", body={"ids": list(chunk)}, answer=schema.CancelReport
+            )
+            part = CancelReport.from_wire(answer)
+            report = CancelReport(
+                cancelled=report.cancelled + part.cancelled,
+                requested=report.requested + part.requested,
+                finished=report.finished + part.finished,
+                unknown=report.unknown + part.unknown,
+            )
+        return report
+
+    def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+        asked: list[str] = []
+        for chunk in _chunks(list(job_ids), BATCH * 10):
+            body = {"ids": list(chunk)}
+            asked += self.request(
+                "POST", "/v1/jobs/cancel-requested", body=body, answer=schema.CancelRequested
+            )["ids"]
+        return asked
+
+    def purge(self, queue: str) -> int:
+        answer = self.request("POST", "/v1/queues/purge", body={"queue": queue}, answer=schema.Purged)
+        return int(answer["purged"])
 
     # --- paused queues -------------------------------------------------------------------
 

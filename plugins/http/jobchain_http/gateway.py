@@ -551,10 +551,12 @@ def create_app(config: GatewayConfig) -> GatewayApp:
         Route("/v1/workers/{name}", gw.remove_worker, methods=["DELETE"]),
         Route("/v1/workers/{name}/stop", gw.stop_worker, methods=["POST"]),
     ]
+    from jobchain_http.cancels import cancel_routes
     from jobchain_http.lines import line_routes
     from jobchain_http.plain import plain_routes
 
     routes += line_routes(gw) + plain_routes(gw)
+    routes += cancel_routes(gw)
     app = Starlette(
         routes=routes,
         exception_handlers={

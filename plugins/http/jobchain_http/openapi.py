@@ -302,6 +302,31 @@ def document(
         request=bodies.queues,
     )
     op.add("get", "/v1/queues/paused", "queuesPaused", "The queues paused now", s.PausedQueues)
+    op.add(
+        "post",
+        "/v1/jobs/cancel",
+        "jobsCancel",
+        "Cancel jobs: ready and delayed ones are removed and recorded cancelled (their chains end), "
+        "running ones are asked to stop; answers what was done with each id",
+        s.CancelReport,
+        request=bodies.cancel,
+    )
+    op.add(
+        "post",
+        "/v1/jobs/cancel-requested",
+        "jobsCancelRequested",
+        "Of these jobs (held by a worker), those asked to stop: the worker's poll",
+        s.CancelRequested,
+        request=bodies.cancel,
+    )
+    op.add(
+        "post",
+        "/v1/queues/purge",
+        "queuesPurge",
+        "Cancel every ready and delayed job of a queue; answers how many",
+        s.Purged,
+        request=bodies.queue_purge,
+    )
     op.add("get", "/v1/workers", "workers", "Live workers", s.Workers)
     op.add(
         "put",

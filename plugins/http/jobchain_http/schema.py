@@ -48,9 +48,9 @@ Seconds = Annotated[float, Meta(description="seconds since the epoch, on the bac
 Anything = Annotated[Any, Meta(description="any JSON value")]
 JobStateName = Literal["queued", "delayed", "running", "succeeded", "failed", "cancelled"]
 #: "completed" is the old word for "succeeded": still read (from an older client or gateway), never written
-StepStateName = Literal["pending", "running", "succeeded", "failed", "not_executed", "completed"]
+StepStateName = Literal["pending", "running", "succeeded", "failed", "cancelled", "not_executed", "completed"]
 #: "completed" and "halted" are the old words for "succeeded" and "failed": still read, never written
-ChainStateName = Literal["pending", "running", "succeeded", "failed", "completed", "halted"]
+ChainStateName = Literal["pending", "running", "succeeded", "failed", "cancelled", "completed", "halted"]
 
 
 # --- values: the core's to_wire forms -----------------------------------------------------------
@@ -177,7 +177,14 @@ class ReleasedOutcome(DeliveryRef, tag="released", tag_field="outcome", kw_only=
     """The job is given back unrun."""
 
 
-Outcome = CompletedOutcome | RetriedOutcome | FailedOutcome | ReleasedOutcome
+class AbortedOutcome(DeliveryRef, tag="aborted", tag_field="outcome", kw_only=True):
+    """The job stopped at a cancel request: recorded cancelled (a gateway whose backend has Cancel)."""
+
+    started_at: float
+    finished_at: float
+
+
+Outcome = CompletedOutcome | RetriedOutcome | FailedOutcome | ReleasedOutcome | AbortedOutcome
 
 
 class SettleResult(Struct, kw_only=True):
@@ -362,6 +369,21 @@ class Purged(Struct, kw_only=True):
     purged: int
 
 
+class CancelReport(Struct, kw_only=True):
+    """What a cancel did with each id: cancelled before running, asked to stop, finished, unknown."""
+
+    cancelled: list[str]
+    requested: list[str]
+    finished: list[str]
+    unknown: list[str]
+
+
+class CancelRequested(Struct, kw_only=True):
+    """The ids, of those asked about, whose jobs were asked to stop."""
+
+    ids: list[str]
+
+
 class Workers(Struct, kw_only=True):
     workers: list[WorkerInfo]
 
@@ -444,6 +466,8 @@ class Bodies:
     purge: type[Struct]
     heartbeat: type[Struct]
     queues: type[Struct]
+    cancel: type[Struct]
+    queue_purge: type[Struct]
     lines_push: type[Struct]
     lines_ack: type[Struct]
 
@@ -478,6 +502,8 @@ def bodies(max_limit: int = 1000, max_lease: float = 86400.0) -> Bodies:
         purge=_body("PurgeRequest", ("ids", ids | None, None)),
         heartbeat=_body("HeartbeatRequest", ("info", WorkerInfo), ("ttl", lease)),
         queues=_body("QueuesRequest", ("queues", Annotated[list[NonEmpty], batch])),
+        cancel=_body("CancelRequest", ("ids", ids)),
+        queue_purge=_body("QueuePurgeRequest", ("queue", NonEmpty)),
         lines_push=_body("LinesPushRequest", ("messages", Annotated[list[LineMessage], batch])),
         lines_ack=_body(
             "LinesAckRequest", ("messages", Annotated[list[LineRef], batch]), ("release", bool, False)

@@ -58,6 +58,7 @@ from jobchain.errors import (
 )
 from jobchain.model import (
     UNREADABLE_TASK,
+    Aborted,
     ChainRecord,
     ChainState,
     Completed,
@@ -81,6 +82,8 @@ from jobchain_sqlite import _browse, _unique
 from jobchain_sqlite._unique import UNIQUE_TABLE
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "parse_url"]
+
+from jobchain_sqlite._cancel import _CANCEL_TABLE, SqliteCancel, mark_cancelled
 
 logger = structlog.get_logger("jobchain.sqlite")
 
@@ -228,7 +231,7 @@ def _error_from(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_wire(json.loads(text))
 
 
-class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, Uniqueness):
+class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, Pause, Browse, Uniqueness):
     """Jobs in a SQLite database file in WAL mode; every transition one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(
@@ -357,7 +360,7 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, 
                         f"{self.path} holds tables that are not jobchain's ({', '.join(sorted(tables))}): "
                         "give jobchain a database file of its own"
                     )
-                for statement in (*_SCHEMA, _PAUSED_TABLE, UNIQUE_TABLE):
+                for statement in (*_SCHEMA, _PAUSED_TABLE, UNIQUE_TABLE, _CANCEL_TABLE):
                     conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -376,6 +379,8 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, 
                 conn.execute(_PAUSED_TABLE)
             if "unique_keys" not in tables:
                 conn.execute(UNIQUE_TABLE)
+            if "cancel_requests" not in tables:
+                conn.execute(_CANCEL_TABLE)
 
     def close(self) -> None:
         with self._connections_lock:
@@ -734,6 +739,8 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, Pause, Browse, 
                 (job.id, job.queue, now, _dumps(job.to_wire()), error),
             )
             chain = self._chain_failed(conn, job, outcome.error, now)
+        elif isinstance(outcome, Aborted):
+            chain = mark_cancelled(conn, job, now, started_at=outcome.started_at)
         elif isinstance(outcome, Released):  # the attempt and its crash count go on
             conn.execute(
                 f"UPDATE jobs SET state = 'queued', {unlease}, deliveries = ? WHERE id = ?",
