@@ -91,3 +91,32 @@ def test_purge_shows_the_count_and_asks() -> None:
     empty = runner.invoke(cli, ["queues", "purge", "q", "-b", "memory://cli-purge"])
     assert empty.exit_code == 0
     assert "nothing to purge" in empty.output
+
+
+@needs_sqlite
+def test_cancel_by_filter_counts_then_asks(run: Run) -> None:
+    """--queue/--state [--task]: the count is shown and confirmed; --yes skips the question."""
+    ids = [run("submit", "-c", "examples/etl.py", "load", LOAD).out.strip() for _ in range(3)]
+    refused = run("jobs", "cancel", "--queue", "db", "--state", "ready")  # stdin closed: no answer
+    assert refused.code == 1, refused
+    assert "cancel 3 queued jobs of queue db" in refused.err
+    assert run("jobs", "counts", "--queue", "db", "--json").json()["counts"]["queued"] == 3
+    done = run("jobs", "cancel", "--queue", "db", "--state", "ready", "--task", "load", "--yes", "--json")
+    assert done.code == 0, done
+    assert sorted(done.json()["cancelled"]) == sorted(ids)
+    again = run("jobs", "cancel", "--queue", "db", "--state", "queued", "--yes")
+    assert again.code == 0
+    assert "nothing to cancel" in again.err
+
+
+@needs_sqlite
+def test_cancel_by_filter_refuses_bad_filters(run: Run) -> None:
+    """Ids and a filter together, a filter without a state, or a finished state: one usage line each."""
+    both = run("jobs", "cancel", "some-id", "--queue", "db", "--state", "ready")
+    assert both.code == 2
+    assert "not both" in both.err
+    assert "needs --queue and --state" in run("jobs", "cancel", "--queue", "db").err
+    finished = run("jobs", "cancel", "--queue", "db", "--state", "succeeded")
+    assert finished.code == 2
+    assert "only ready, delayed or running jobs can be cancelled" in finished.err
+    assert "Traceback" not in finished.err
