@@ -51,37 +51,11 @@ def test_readme_example_halts_then_completes_after_redrive() -> None:
     assert out.index("A (succeeded) -> B (failed) -> C (not executed)") < len(out) - 1
 
 
-def test_the_guides_pause_example_runs() -> None:
-    """The guide's "Pausing a queue" example runs as written."""
+@pytest.mark.parametrize("section", ["Pausing a queue", "Browsing jobs", "Unique jobs", "Cancelling jobs"])
+def test_a_guide_sections_example_runs(section: str) -> None:
+    """The first Python example of the guide's section runs as written."""
     guide = (ROOT / "docs" / "guide.md").read_text()
-    section = guide[guide.index("## Pausing a queue") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert code is not None
-    subprocess.run([sys.executable, "-c", code.group(1)], check=True, timeout=60, capture_output=True)
-
-
-def test_the_guides_browse_example_runs() -> None:
-    """The guide's "Browsing jobs" example runs as written."""
-    guide = (ROOT / "docs" / "guide.md").read_text()
-    section = guide[guide.index("## Browsing jobs") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert code is not None
-    subprocess.run([sys.executable, "-c", code.group(1)], check=True, timeout=60, capture_output=True)
-
-
-def test_the_guides_unique_jobs_example_runs() -> None:
-    """The guide's "Unique jobs" example runs as written."""
-    guide = (ROOT / "docs" / "guide.md").read_text()
-    section = guide[guide.index("## Unique jobs") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert code is not None
-    subprocess.run([sys.executable, "-c", code.group(1)], check=True, timeout=60, capture_output=True)
-
-
-def test_the_guides_cancel_example_runs() -> None:
-    """The guide's "Cancelling jobs" example runs as written."""
-    guide = (ROOT / "docs" / "guide.md").read_text()
-    section = guide[guide.index("## Cancelling jobs") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    text = guide[guide.index(f"## {section}") :]
+    code = re.search(r"```python\n(.*?)```", text, re.DOTALL)
     assert code is not None
     subprocess.run([sys.executable, "-c", code.group(1)], check=True, timeout=60, capture_output=True)

@@ -126,3 +126,14 @@ def plugin_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
         return installed_plugin_env(tmp_path, plugins, PLUGINS, *sources)
 
     return make
+
+
+@pytest.fixture
+def sqlite_run(tmp_path: Path, installed_cli_env: dict[str, str]) -> Callable[..., Result]:
+    """``jobchain ARGS... -b sqlite://FILE``: every command of the test on one SQLite file."""
+    url = f"sqlite://{tmp_path / 'jobs.db'}"
+
+    def call(*args: str) -> Result:
+        return run_jobchain(*args, "-b", url, env=installed_cli_env)
+
+    return call

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,14 +22,9 @@ LOAD = '[[{"id": 1, "eur": 2.5}]]'
 
 
 @pytest.fixture
-def run(jobchain: Run, installed_cli_env: dict[str, str], tmp_path: Path) -> Run:
+def run(sqlite_run: Run) -> Run:
     """`jobchain` on a SQLite file shared by every command of the test."""
-    url = f"sqlite://{tmp_path / 'jobs.db'}"
-
-    def call(*args: str) -> Any:
-        return jobchain(*args, "-b", url, env=installed_cli_env)
-
-    return call
+    return sqlite_run
 
 
 @needs_sqlite

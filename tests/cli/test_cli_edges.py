@@ -72,7 +72,7 @@ def test_plural_and_printable_helpers() -> None:
     assert printable("plain-queue é") == "plain-queue é"
 
 
-_SHOWN = '''
+_SHOWN = """
 import jobchain.submission
 from jobchain import App
 
@@ -88,7 +88,7 @@ def shape(name: str, flag: bool = False) -> dict:
 shape.submit("x", flag=True)
 with app.worker(queues=[QUEUE], concurrency=1, poll=0.01, name=WORKER):
     app.job("s-1").wait(10)
-'''
+"""
 
 
 def _shown_config(tmp_path: Any, queue: str = "default", worker: str = "w") -> str:
