@@ -191,7 +191,7 @@ def test_the_old_member_names_are_aliases() -> None:
     assert StepState.COMPLETED is StepState.SUCCEEDED
     assert ChainState("halted") is ChainState.FAILED
     assert StepState("completed") is StepState.SUCCEEDED
-    assert [s.value for s in ChainState] == ["pending", "running", "succeeded", "failed"]
+    assert [s.value for s in ChainState] == ["pending", "running", "succeeded", "failed", "cancelled"]
     assert ChainRecord.from_wire(HALTED).to_wire()["state"] == "failed"
     with pytest.raises(ValueError):
         ChainState("finished")
