@@ -124,7 +124,9 @@ def test_a_reservation_whose_reply_was_lost_still_delivers_its_job(
 
     It once took its own lease for a duplicate's (redis-streams): the entry was
     acknowledged and deleted, and the job, leased under a token nobody held,
-    was never run (found by the CLIENT KILL fault test).
+    was never run (found by the CLIENT KILL fault test). redis-lists once found
+    the band empty and returned nothing: the job stayed leased under a token
+    nobody held until that lease ended, then came back as a suspect.
     """
     app = App(backend=backend, buffer=None)
     handle = app.task(name="t")(lambda: None).submit()
@@ -132,20 +134,29 @@ def test_a_reservation_whose_reply_was_lost_still_delivers_its_job(
         applied = _lose_next_replies(patch, holding="HSET")  # the lease's EXEC
         got = reserve(backend, lease=5.0)
     assert len(applied) == 1
-    if isinstance(backend, ListsBackend):
-        # redis-lists: the second run finds the band empty; the job, in this worker's processing list
-        # under a token nobody holds, goes back to its queue when that lease ends, delivered again then
-        assert got == []
-        clock.advance(6.0)
-        got = reserve(backend)
-        assert [d.job.id for d in got] == [handle.id]
-        assert got[0].delivery_count == 2
-    else:
-        assert [d.job.id for d in got] == [handle.id]
-        assert got[0].delivery_count == 1  # its first delivery: not a suspect
+    assert [d.job.id for d in got] == [handle.id]
+    assert got[0].delivery_count == 1  # its first delivery: not a suspect
     assert backend.settle([completed(got[0], clock=clock)])[0].accepted
     assert reserve(backend) == []
 
+
+def test_a_batch_whose_lease_reply_was_lost_delivers_its_jobs_and_no_more(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
+) -> None:
+    """The second run delivers the batch the lost EXEC leased, within the limit; the rest stays ready."""
+    app = App(backend=backend, buffer=None)
+    task = app.task(name="t")(lambda: None)
+    handles = [task.submit() for _ in range(3)]
+    with monkeypatch.context() as patch:
+        applied = _lose_next_replies(patch, holding="HSET")
+        got = reserve(backend, limit=2, lease=5.0)
+    assert len(applied) == 1
+    assert sorted(d.job.id for d in got) == sorted(h.id for h in handles[:2])
+    assert [d.delivery_count for d in got] == [1, 1]
+    [last] = reserve(backend, lease=5.0)
+    assert last.job.id == handles[2].id
+    assert all(r.accepted for r in backend.settle([completed(d, clock=clock) for d in [*got, last]]))
+    assert reserve(backend) == []
 
 def test_a_lapsed_lease_whose_entry_and_stream_are_gone_is_delivered_again(
     redis_server_url: str, clock: ManualClock

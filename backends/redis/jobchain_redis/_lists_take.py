@@ -100,35 +100,62 @@ class ListTaker:
         The band lists are WATCHed while their heads are read, so the ids moved are
         the ids read; a reserver racing for the same band makes EXEC fail and this
         one reads again. Returns None when every candidate band was empty.
+
+        A run after an EXEC whose reply was lost (``tx.attempt > 1``) finds the
+        heads it moved gone: the jobs an earlier run leased are read under WATCH,
+        and those still holding the token that run gave them are this
+        reservation's own, delivered as they are.
         """
         keys = self.keys
         processing = keys.processing(worker, candidates[0][1])
         ready_keys = [keys.ready(q, int(band)) for _, q, band in candidates]
         filed: list[str] = []  # ready entries that were not valid UTF-8, filed as failed
+        # job id -> (queue, token) of every lease an earlier run queued: one of them may have been applied
+        leased_before: dict[str, tuple[str, str]] = {}
 
         def body(tx: Transaction) -> tuple[list[tuple[str, str, str, str, int]], list[tuple[str, str]]]:
-            tx.watch(*ready_keys)
-            heads = tx.read(lambda r: [r.lrange(k, 0, limit - 1) for k in ready_keys])
+            earlier = list(leased_before.items()) if tx.attempt > 1 else []
+            tx.watch(*ready_keys, *(keys.job(j, q) for j, (q, _) in earlier))
+            rows = tx.read(
+                lambda r: (
+                    [r.lrange(k, 0, limit - 1) for k in ready_keys]
+                    + [r.hget(keys.job(j, q), "token") for j, (q, _) in earlier]
+                ),
+                tolerant=bool(earlier),  # a job hash of another type is no lease of ours
+            )
+            heads, tokens = rows[: len(ready_keys)], rows[len(ready_keys) :]
+            for row in heads:
+                if isinstance(row, Exception):
+                    raise row
+            # the leases an earlier run's EXEC applied (its reply lost): their jobs still hold its tokens
+            own = [(j, q, t) for (j, (q, t)), held in zip(earlier, tokens, strict=True) if held == t]
             # (queue, band, its list, the ids taken, whether they are the whole list)
             taking: list[tuple[str, str, str, list[str], bool]] = []
             empty: list[tuple[str, str]] = []
-            count = 0
+            count = len(own)
             for (_, queue, band), key, ids in zip(candidates, ready_keys, heads, strict=True):
+                if count >= limit:
+                    break
                 if not ids:
                     empty.append((queue, band))
                     continue
                 took = ids[: limit - count]
                 taking.append((queue, band, key, took, len(took) == len(ids) < limit))
                 count += len(took)
-                if count >= limit:
-                    break
-            if not taking:
+            if not taking and not own:
                 return [], empty
             pipe = tx.multi()
             picked: list[tuple[str, str, str, str, int]] = []
             leases: dict[str, dict[str, float]] = {}
             seen: set[str] = set()
             filed.clear()
+            for job_id, queue, token in own:  # leased already: read, not leased again
+                seen.add(job_id)
+                job_key = keys.job(job_id, queue)
+                picked.append((queue, keys.processing(worker, queue), job_id, token, len(pipe.command_stack)))
+                pipe.hget(job_key, "deliveries")
+                pipe.hget(job_key, "job")
+                pipe.hget(job_key, "crashes")
             for queue, band, key, heads, whole in taking:
                 # the heads read under WATCH are the heads now: cut them off and append them to processing;
                 # an id twice among them (a duplicate push) is leased once
@@ -156,6 +183,7 @@ class ListTaker:
                             "lease_until": repr(lease_until),
                         },
                     )
+                    leased_before[job_id] = (queue, token)
                     picked.append((queue, key, job_id, token, len(pipe.command_stack)))
                     pipe.hincrby(job_key, "deliveries", 1)
                     pipe.hget(job_key, "job")
@@ -205,7 +233,7 @@ class ListTaker:
                     token=token,
                     lease_until=lease_until,
                     worker=worker,
-                    delivery_count=count,
+                    delivery_count=int(count),  # HINCRBY's reply, or HGET's for a lease of an earlier run
                     crashes=int(crashes or 0),
                 )
             )
