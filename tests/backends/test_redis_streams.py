@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from jobchain.clock import ManualClock
 from jobchain.model import JobState
@@ -264,3 +265,46 @@ def test_a_duplicate_entry_of_a_job_is_dropped_not_delivered(client: redis.Redis
         assert client.xpending(stream, GROUP)["pending"] == 0 if client.exists(stream) else True
     finally:
         backend.delete_everything()
+
+
+def test_the_entry_of_a_job_cancelled_while_ready_is_dropped_quietly(
+    client: redis.Redis, clock: ManualClock
+) -> None:
+    """A cancelled job's entry is read past and deleted, no duplicate warned about; the next job is delivered.
+
+    The orphan sweep drops it quietly too: an entry a reserver read and died
+    with, whose job was cancelled meanwhile.
+    """
+    backend = _open(client, clock, f"s{uuid.uuid4().hex[:10]}", orphan_idle=0.05)
+    try:
+        gone, kept, later = make_job(clock, args=[1]), make_job(clock, args=[2]), make_job(clock, args=[3])
+        backend.enqueue([gone, kept])
+        [stream] = _streams(backend)
+        assert backend.cancel([gone.id]).cancelled == (gone.id,)
+        with structlog.testing.capture_logs() as logs:
+            [delivery] = reserve(backend, limit=1)
+        assert delivery.job.id == kept.id
+        assert [e for e in logs if e["log_level"] not in ("debug", "info")] == []
+        assert [e["event"] for e in logs if e.get("job_id") == gone.id] == ["cancelled_entry_dropped"]
+        assert client.xrange(stream) == [(_entry_of(client, backend, kept.id), {"id": kept.id})]
+        assert backend.settle([completed(delivery, clock=clock)])[0].accepted
+        # read by a reserver that died before leasing it, then cancelled: the orphan sweep drops it
+        backend.enqueue([later])
+        [stream] = _streams(backend)
+        client.xreadgroup(GROUP, "ghost", {stream: ">"}, count=1)
+        assert backend.cancel([later.id]).cancelled == (later.id,)
+        time.sleep(0.1)
+        with structlog.testing.capture_logs() as logs:
+            assert reserve(backend, worker="sweeper") == []
+        assert [e for e in logs if e["log_level"] not in ("debug", "info")] == []
+        assert [e["event"] for e in logs if e.get("job_id") == later.id] == ["cancelled_entry_dropped"]
+        assert client.xpending(stream, GROUP)["pending"] == 0 if client.exists(stream) else True
+        assert backend.get_job(later.id).state is JobState.CANCELLED  # type: ignore[union-attr]
+    finally:
+        backend.delete_everything()
+
+
+def _entry_of(client: redis.Redis, backend: StreamsBackend, job_id: str) -> str:
+    """The stream entry a leased job was delivered through (its hash says)."""
+    entry: str = client.hget(backend.keys.job(job_id, "default"), "entry")
+    return entry

@@ -9,7 +9,12 @@ from the delayed set and from its layout's ready structure
 the job first (the hash changed: the cancel reads again and finds it
 running) or finds it gone (redis-lists: its band list changed under its
 WATCH; redis-streams: the hash it reads under WATCH is no longer waiting, so
-the entry is dropped as a duplicate). In the spread layout (Cluster) the chain
+the entry leases nothing). On redis-streams the entry of a job no reserver
+has read yet stays in its band stream: the job's hash does not know its id,
+and finding it would scan the band (a purge, a scan per batch). The reservation
+that reads it acknowledges and deletes it (``cancelled_entry_dropped``, at
+debug level), as does the orphan sweep for an entry read by a reserver that
+died; until then ``stats`` counts it as ready. In the spread layout (Cluster) the chain
 is in another slot: the job's transaction writes a cancelled event to its
 queue's outbox and the chain ends in a second step, as for a settlement
 (:mod:`jobchain_redis._outbox`).

@@ -158,6 +158,11 @@ class BandKeeper:
             if current == entry:
                 return  # leased, or already marked
             pipe = tx.multi()
+            if state == JobState.CANCELLED.value:  # cancelled while its entry was unread: nothing to warn of
+                logger.debug("cancelled_entry_dropped", job_id=job_id, stream=stream, entry=entry)
+                pipe.xack(stream, GROUP, entry)
+                pipe.xdel(stream, entry)
+                return
             if state != JobState.QUEUED.value or token is not None:
                 # the job is leased through another entry, finished, delayed or gone: a duplicate entry
                 logger.warning("duplicate_entry_dropped", job_id=job_id, stream=stream, entry=entry)

@@ -259,6 +259,10 @@ class StreamTaker:
                     and holder == worker
                 }
                 waiting |= own.keys()
+            # a job cancelled while it waited: its entry (never read, so not in its hash) goes quietly
+            cancelled = {
+                j for j, (state, _, _, _) in zip(ids, rows, strict=True) if state == JobState.CANCELLED.value
+            }
             # a state or token that is not UTF-8: the job is leased, and filed as unreadable by _collect
             garbled = {
                 j
@@ -279,6 +283,11 @@ class StreamTaker:
                     pipe.xdel(stream, entry)
                     park(self.store, pipe, queue, job_id, self.store.now())
                     wrong.discard(job_id)
+                    continue
+                if job_id in cancelled:
+                    logger.debug("cancelled_entry_dropped", job_id=job_id, stream=stream, entry=entry)
+                    pipe.xack(stream, GROUP, entry)
+                    pipe.xdel(stream, entry)
                     continue
                 if job_id not in waiting and job_id not in garbled:
                     logger.warning("duplicate_entry_dropped", job_id=job_id, stream=stream, entry=entry)
