@@ -24,7 +24,16 @@ from jobchain.handles import ChainHandle, JobHandle
 from jobchain.model import ChainRecord, ChainState, JobRecord, JobState, StepState
 from jobchain.worker import SlotStats
 
-__all__ = ["RunReport", "RunStats", "WorkerRow", "build_report", "percentile", "render_report"]
+__all__ = [
+    "RunReport",
+    "RunStats",
+    "WorkerRow",
+    "build_report",
+    "percentile",
+    "render_report",
+    "summary_line",
+    "worker_incidents",
+]
 
 #: chain states the summary line leaves out when no chain is in them
 _QUIET_CHAIN_STATES = (ChainState.PENDING.value, ChainState.RUNNING.value)
@@ -39,6 +48,10 @@ class _Counts(Protocol):
     def retried(self) -> int: ...
     @property
     def skipped(self) -> int: ...
+    @property
+    def threads_died(self) -> int: ...
+    @property
+    def refused(self) -> int: ...
 
 
 class RunStats(Protocol):
@@ -96,6 +109,10 @@ class RunReport:
     ideal_seconds: float | None = None
     example_chains: list[ChainRecord] = field(factory=list)
     processes: int = 1
+    #: pool threads that died (a bug in the worker) and were replaced
+    threads_died: int = 0
+    #: outcomes the backend refused (not an outage): settled as failures, or left for lease expiry
+    refused: int = 0
 
     @property
     def jobs_finished(self) -> int:
@@ -142,6 +159,8 @@ class RunReport:
             "jobs_not_executed": self.jobs_not_executed,
             "jobs_left": self.jobs_left,
             "retries": self.retries,
+            "threads_died": self.threads_died,
+            "refused": self.refused,
             "runs": sum(w.jobs for w in self.per_worker),
             "wall_seconds": round(self.wall_seconds, 6),
             "throughput_per_s": round(self.throughput, 3),
@@ -275,7 +294,19 @@ def build_report(
         ideal_seconds=ideal_seconds,
         example_chains=_examples(records, examples),
         processes=processes,
+        threads_died=counters.threads_died,
+        refused=counters.refused,
     )
+
+
+def worker_incidents(threads_died: int, refused: int) -> str:
+    """``2 threads died, 1 outcome refused by the backend``: what went wrong in the workers, "" if nothing."""
+    parts = []
+    if threads_died:
+        parts.append(f"{plural(threads_died, 'thread')} died")
+    if refused:
+        parts.append(f"{plural(refused, 'outcome')} refused by the backend")
+    return ", ".join(parts)
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -299,6 +330,7 @@ def _rendered_chain(record: ChainRecord, rich: bool, named: bool) -> str:
 
 def summary_line(report: RunReport) -> str:
     lat = report.latency_ms
+    incidents = worker_incidents(report.threads_died, report.refused)
     return (
         f"{plural(report.jobs_total, 'job')}: {report.jobs_succeeded} succeeded, "
         f"{report.jobs_failed} failed, "
@@ -307,6 +339,7 @@ def summary_line(report: RunReport) -> str:
         + f"{plural(report.retries, 'retry')} in "
         f"{report.wall_seconds:.2f}s ({report.throughput:,.1f} jobs/s); latency p50 {_ms(lat['p50'])} "
         f"p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}; failed queue {report.failed_queue}"
+        + (f"; {incidents}" if incidents else "")
     )
 
 
@@ -408,6 +441,9 @@ def _summary_lines(report: RunReport) -> list[tuple[str, str]]:
         chains = report.chains.items()
         parts = [f"{count} {state}" for state, count in chains if count or state not in _QUIET_CHAIN_STATES]
         lines.append(("chains", ", ".join(parts)))
+    incidents = worker_incidents(report.threads_died, report.refused)
+    if incidents:
+        lines.append(("incidents", f"[red]{incidents}[/]"))
     failed = f"{report.failed_queue}"
     if report.errors:
         failed += " (" + ", ".join(f"{n} {t}" for t, n in report.errors.items()) + ")"

@@ -45,6 +45,7 @@ from jobchain.cli.common import (
 )
 from jobchain.cli.output import plural, printable
 from jobchain.cli.processes import ChildSpec, Pool
+from jobchain.cli.report import worker_incidents
 from jobchain.worker import Worker
 
 __all__ = ["worker"]
@@ -210,9 +211,11 @@ def worker(
         app.close()
         raise CliError(f"worker {consumer.name} stopped: {consumer.fatal}", hint=AUTH_HINT)
     counters = consumer.counters
+    incidents = worker_incidents(counters.threads_died, counters.refused)
     click.echo(
         f"worker {consumer.name} stopped: {counters.done} succeeded, {counters.failed} failed, "
         f"{counters.retried} retried"
+        + (f"; {incidents}" if incidents else "")
         + ("" if clean else "; some jobs were still running (their leases expire)"),
         err=True,
     )
@@ -271,10 +274,11 @@ def _supervise(base: str, specs: list[ChildSpec]) -> None:
         pool.close()
     totals = pool.totals()
     unclean = "" if pool.clean() else "; some jobs were still running (their leases expire)"
+    incidents = worker_incidents(totals.threads_died, totals.refused)
     click.echo(
         f"worker {base} stopped: {plural(len(specs), 'process')}, {totals.done} succeeded, "
         f"{totals.failed} failed, "
-        f"{totals.retried} retried{unclean}",
+        f"{totals.retried} retried" + (f"; {incidents}" if incidents else "") + unclean,
         err=True,
     )
     if signals >= 2:

@@ -84,16 +84,28 @@ class ChildSpec:
 
 @define
 class Totals:
-    """Counts of settled outcomes, one process's or summed over all of them."""
+    """Counts of settled outcomes (and of the worker's own incidents), one process's or summed over all."""
 
     done: int = 0
     failed: int = 0
     retried: int = 0
     skipped: int = 0
     rejected: int = 0
+    #: pool threads that died and were replaced
+    threads_died: int = 0
+    #: outcomes the backend refused (not an outage)
+    refused: int = 0
 
-    def to_wire(self) -> tuple[int, int, int, int, int]:
-        return (self.done, self.failed, self.retried, self.skipped, self.rejected)
+    def to_wire(self) -> tuple[int, ...]:
+        return (
+            self.done,
+            self.failed,
+            self.retried,
+            self.skipped,
+            self.rejected,
+            self.threads_died,
+            self.refused,
+        )
 
     @classmethod
     def from_wire(cls, raw: Sequence[int]) -> Totals:
@@ -102,7 +114,7 @@ class Totals:
     @classmethod
     def of(cls, worker: Worker) -> Totals:
         c = worker.counters
-        return cls(c.done, c.failed, c.retried, c.skipped, c.rejected)
+        return cls(c.done, c.failed, c.retried, c.skipped, c.rejected, c.threads_died, c.refused)
 
     def add(self, other: Totals) -> None:
         self.done += other.done
@@ -110,6 +122,8 @@ class Totals:
         self.retried += other.retried
         self.skipped += other.skipped
         self.rejected += other.rejected
+        self.threads_died += other.threads_died
+        self.refused += other.refused
 
 
 class _Stopper:
