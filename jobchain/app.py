@@ -32,6 +32,7 @@ from jobchain.model import ChainRecord, FailedEntry, Job, QueueStats, WorkerInfo
 from jobchain.payload import DEFAULT_MAX_PAYLOAD
 from jobchain.plugins import Plugins, default_plugins
 from jobchain.retry import Retry
+from jobchain.schedules import Schedule
 from jobchain.signing import Signer, signer_from_config
 from jobchain.submission import Builder
 from jobchain.uniqueness import UniqueBy, check_hold, check_unique_by, unique_of
@@ -410,6 +411,8 @@ class App:
         if isinstance(backend, Backend):
             self._attach(backend)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: the schedules declared with :meth:`periodic` and :meth:`schedule`, by name
+        self.schedules: dict[str, Schedule] = {}
         self.failed = FailedQueue(self)
         #: browse the backend's jobs: ``list`` a page by queue and state, ``counts``, ``get`` one
         self.jobs = Jobs(lambda: self.backend)
@@ -568,6 +571,46 @@ class App:
     def queues(self) -> tuple[str, ...]:
         """Every queue a declared task uses (the default one included)."""
         return tuple(sorted({self.default_queue, *(t.queue for t in self.tasks.values())}))
+
+    # --- schedules -------------------------------------------------------------------
+
+    def schedule(self, name: str, target: Any, **when: Any) -> Schedule:
+        """Submit ``target`` (a task, signature, chain or group) at every slot: ``cron=`` or ``every=``.
+
+        Options (see :mod:`jobchain.schedules`): ``tz=`` (a cron's time zone,
+        default UTC), ``args=``/``kwargs=`` (passed to every run),
+        ``missed="latest"|"skip"|"all"``, ``max_missed=``, ``grace=``. Run the
+        schedules with ``jobchain scheduler`` or ``jobchain worker --schedules``.
+        """
+        if name in self.schedules:
+            raise ConfigurationError(f"schedule {name!r} is declared twice")
+        resolved = self._resolve(target)
+        declared = Schedule(name=name, target=resolved, is_chain=isinstance(resolved, Chain | Group), **when)
+        self.schedules[name] = declared
+        return declared
+
+    def periodic(self, *, name: str | None = None, **when: Any) -> Callable[[Task[P, R]], Task[P, R]]:
+        """Decorate a task (below ``@app.task``) to schedule it: ``@app.periodic(cron="0 9 * * *")``.
+
+        The schedule is named after the task unless ``name=`` is given; the
+        options are :meth:`schedule`'s.
+        """
+
+        def declare(task: Task[P, R]) -> Task[P, R]:
+            if not isinstance(task, Task):
+                raise ConfigurationError("@app.periodic goes above @app.task: it schedules a declared task")
+            self.schedule(name or task.name, task, **when)
+            return task
+
+        return declare
+
+    def get_schedule(self, name: str) -> Schedule:
+        """The schedule ``name``; :class:`ConfigurationError` listing the declared ones when unknown."""
+        try:
+            return self.schedules[name]
+        except KeyError:
+            known = ", ".join(sorted(self.schedules)) or "none"
+            raise ConfigurationError(f"no schedule {name!r}; declared: {known}") from None
 
     # --- submission ------------------------------------------------------------------
 
