@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -20,6 +21,14 @@ from jobchain.schedules import slot_id
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(Path(__file__).with_name("schedule_app.py"))
+
+
+@pytest.fixture(autouse=True)
+def _empty(redis_server_url: str) -> None:
+    """Each test starts on an empty database (the server is shared by the session)."""
+    import redis
+
+    redis.Redis.from_url(redis_server_url).flushdb()
 
 
 def _schedulers(url: str, offsets: list[float]) -> list[subprocess.Popen[str]]:
@@ -83,3 +92,37 @@ def test_three_skewed_schedulers_submit_each_slot_once(redis_server_url: str) ->
 def test_three_skewed_schedulers_for_a_minute(redis_server_url: str) -> None:
     """The issue's minute of 1-second slots (soak)."""
     _run(redis_server_url, 60)
+
+
+def test_schedules_list_pause_resume(redis_server_url: str) -> None:
+    """`schedules list` shows the last run and its outcome; pause and resume flip the flag."""
+    url = redis_server_url.replace("redis://", "redis-lists://", 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCHAIN_")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "jobchain", "schedules", *args, "-c", CONFIG, "-b", url]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    app = App(url)
+    try:
+        from jobchain.cli.config import load_config
+        from jobchain.scheduler import Scheduler
+
+        loaded = load_config(CONFIG).app
+        loaded.use_backend(url)
+        Scheduler(loaded).tick()
+        loaded.close()
+    finally:
+        app.close()
+    listed = cli("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+
+    [row] = json.loads(listed.stdout)
+    assert (row["name"], row["last_outcome"], row["paused"]) == ("tick", "queued", False)
+    assert cli("pause", "tick").returncode == 0
+    assert json.loads(cli("list", "--json").stdout)[0]["paused"] is True
+    assert "paused" in cli("list").stdout
+    assert cli("resume", "tick").returncode == 0
+    assert json.loads(cli("list", "--json").stdout)[0]["paused"] is False
+    unknown = cli("pause", "nope")
+    assert unknown.returncode == 1 and "no schedule 'nope'" in unknown.stderr
