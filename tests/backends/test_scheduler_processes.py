@@ -125,4 +125,5 @@ def test_schedules_list_pause_resume(redis_server_url: str) -> None:
     assert cli("resume", "tick").returncode == 0
     assert json.loads(cli("list", "--json").stdout)[0]["paused"] is False
     unknown = cli("pause", "nope")
-    assert unknown.returncode == 1 and "no schedule 'nope'" in unknown.stderr
+    assert unknown.returncode == 1
+    assert "no schedule 'nope'" in unknown.stderr
