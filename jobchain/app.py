@@ -9,6 +9,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from attrs import evolve, field, frozen
@@ -22,6 +23,7 @@ from jobchain.canvas import Chain, Group, Signature, TaskBase, chain
 from jobchain.capabilities import Cancel, CancelReport, Pause, Stats, Uniqueness, WorkerRegistry, require
 from jobchain.capabilities import FailedQueue as FailedQueueCapability
 from jobchain.clock import Clock, SystemClock
+from jobchain.delays import delay_of
 from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueueError, UnknownTaskError
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
 from jobchain.events import Events
@@ -30,6 +32,7 @@ from jobchain.model import ChainRecord, FailedEntry, Job, QueueStats, WorkerInfo
 from jobchain.payload import DEFAULT_MAX_PAYLOAD
 from jobchain.plugins import Plugins, default_plugins
 from jobchain.retry import Retry
+from jobchain.schedules import Schedule
 from jobchain.signing import Signer, signer_from_config
 from jobchain.submission import Builder
 from jobchain.uniqueness import UniqueBy, check_hold, check_unique_by, unique_of
@@ -115,6 +118,8 @@ class Task(TaskBase, Generic[P, R]):
         job_id: str | None = None,
         unique_key: str | None = None,
         unique_for: float | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
         **kwargs: Any,
     ) -> JobHandle: ...
 
@@ -127,13 +132,18 @@ class Task(TaskBase, Generic[P, R]):
         makes the job unique (see ``@app.task(unique=...)``): while a job of its
         queue holds the key, nothing is stored and the handle is the holder's;
         ``unique_for=`` holds the key that many seconds instead of until the job
-        finishes. (So a task taking an argument of one of these names gets it
-        with ``task.s(job_id=...)``.)
+        finishes. ``countdown=`` seconds or ``eta=`` (an aware datetime or epoch
+        seconds) delays the job (see :mod:`jobchain.delays`). (So a task taking
+        an argument of one of these names gets it with ``task.s(job_id=...)``.)
         """
         names = ("job_id", "unique_key", "unique_for")
         options = {name: kwargs.pop(name) for name in names if name in kwargs}
+        timing = {name: kwargs.pop(name) for name in ("countdown", "eta") if name in kwargs}
         target = Signature(task=self).set(**options) if options else self
-        handle: JobHandle = self.app.submit(target, *args, **kwargs)
+        if timing:
+            handle: JobHandle = self.app.submit_later(target, args, kwargs, **timing)
+        else:
+            handle = self.app.submit(target, *args, **kwargs)
         return handle
 
     def submit_many(self, calls: Iterable[Sequence[Any]]) -> list[JobHandle]:
@@ -401,6 +411,8 @@ class App:
         if isinstance(backend, Backend):
             self._attach(backend)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: the schedules declared with :meth:`periodic` and :meth:`schedule`, by name
+        self.schedules: dict[str, Schedule] = {}
         self.failed = FailedQueue(self)
         #: browse the backend's jobs: ``list`` a page by queue and state, ``counts``, ``get`` one
         self.jobs = Jobs(lambda: self.backend)
@@ -560,6 +572,46 @@ class App:
         """Every queue a declared task uses (the default one included)."""
         return tuple(sorted({self.default_queue, *(t.queue for t in self.tasks.values())}))
 
+    # --- schedules -------------------------------------------------------------------
+
+    def schedule(self, name: str, target: Any, **when: Any) -> Schedule:
+        """Submit ``target`` (a task, signature, chain or group) at every slot: ``cron=`` or ``every=``.
+
+        Options (see :mod:`jobchain.schedules`): ``tz=`` (a cron's time zone,
+        default UTC), ``args=``/``kwargs=`` (passed to every run),
+        ``missed="latest"|"skip"|"all"``, ``max_missed=``, ``grace=``. Run the
+        schedules with ``jobchain scheduler`` or ``jobchain worker --schedules``.
+        """
+        if name in self.schedules:
+            raise ConfigurationError(f"schedule {name!r} is declared twice")
+        resolved = self._resolve(target)
+        declared = Schedule(name=name, target=resolved, is_chain=isinstance(resolved, Chain | Group), **when)
+        self.schedules[name] = declared
+        return declared
+
+    def periodic(self, *, name: str | None = None, **when: Any) -> Callable[[Task[P, R]], Task[P, R]]:
+        """Decorate a task (below ``@app.task``) to schedule it: ``@app.periodic(cron="0 9 * * *")``.
+
+        The schedule is named after the task unless ``name=`` is given; the
+        options are :meth:`schedule`'s.
+        """
+
+        def declare(task: Task[P, R]) -> Task[P, R]:
+            if not isinstance(task, Task):
+                raise ConfigurationError("@app.periodic goes above @app.task: it schedules a declared task")
+            self.schedule(name or task.name, task, **when)
+            return task
+
+        return declare
+
+    def get_schedule(self, name: str) -> Schedule:
+        """The schedule ``name``; :class:`ConfigurationError` listing the declared ones when unknown."""
+        try:
+            return self.schedules[name]
+        except KeyError:
+            known = ", ".join(sorted(self.schedules)) or "none"
+            raise ConfigurationError(f"no schedule {name!r}; declared: {known}") from None
+
     # --- submission ------------------------------------------------------------------
 
     def _resolve(self, target: Any) -> Signature | Chain | Group:
@@ -595,13 +647,37 @@ class App:
         """
         return self._submit(target, args, kwargs, submit_id)
 
+    def submit_later(
+        self,
+        target: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        submit_id: str | None = None,
+    ) -> Any:
+        """:meth:`submit` (or :meth:`submit_as` with ``submit_id``) delayed by ``countdown`` or until ``eta``.
+
+        ``countdown``: seconds from now (>= 0); ``eta``: an aware datetime or
+        epoch seconds (a past one runs now); not both (see :mod:`jobchain.delays`).
+        A chain's or group's first step waits; the later steps follow it as usual.
+        """
+        delay = delay_of(countdown, eta, now=self.clock.now())
+        return self._submit(target, tuple(args), kwargs or {}, submit_id, delay)
+
     def _submit(
-        self, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], submit_id: str | None
+        self,
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        submit_id: str | None,
+        delay: float | None = None,
     ) -> JobHandle | ChainHandle:
         resolved = self._resolve(target)
         now = self.clock.now()
         if isinstance(resolved, Signature):
-            job = self.builder.job(resolved, args, kwargs, now=now, job_id=submit_id)
+            job = self.builder.job(resolved, args, kwargs, now=now, job_id=submit_id, delay=delay)
             key, hold = unique_of(resolved, job)
             if key is not None:
                 return JobHandle(self, self._store_unique(job, key, hold))
@@ -609,6 +685,8 @@ class App:
             return JobHandle(self, job.id, self._store([job], (), fresh))
         self._check_owned(resolved)
         record, jobs = self.builder.chain(resolved, args, kwargs, now=now, chain_id=submit_id)
+        if delay:
+            jobs = [evolve(job, not_before=now + delay) for job in jobs]
         return ChainHandle(self, record.id, self._store(jobs, [record], submit_id is None))
 
     def _store(self, jobs: Sequence[Job], chains: Sequence[ChainRecord], fresh: bool) -> PendingSubmit | None:

@@ -11,6 +11,7 @@ list of their results (in order) to the next step.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Union, cast
 
 from attrs import evolve, field, frozen
@@ -115,10 +116,25 @@ class Signature:
             unique_for=unique_for if unique_for is not None else self.unique_for,
         )
 
-    def submit(self, *args: Any, job_id: str | None = None, **kwargs: Any) -> JobHandle:
-        """Enqueue this task; extra arguments come after the bound ones. ``job_id``: see :meth:`set`."""
+    def submit(
+        self,
+        *args: Any,
+        job_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        **kwargs: Any,
+    ) -> JobHandle:
+        """Enqueue this task; extra arguments come after the bound ones. ``job_id``: see :meth:`set`.
+
+        ``countdown`` (seconds) or ``eta`` (an aware datetime or epoch seconds)
+        delays the job, instead of the signature's ``delay``.
+        """
         target = self if job_id is None else evolve(self, job_id=job_id)
-        handle: JobHandle = self.task.app.submit(target, *args, **kwargs)
+        app = self.task.app
+        if countdown is None and eta is None:
+            handle: JobHandle = app.submit(target, *args, **kwargs)
+        else:
+            handle = app.submit_later(target, args, kwargs, countdown=countdown, eta=eta)
         return handle
 
     def __rshift__(self, other: Stepish) -> Chain:
@@ -142,12 +158,21 @@ class Group:
     def app(self) -> Any:
         return self.members[0].task.app
 
-    def submit(self, *args: Any, chain_id: str | None = None, **kwargs: Any) -> ChainHandle:
+    def submit(
+        self,
+        *args: Any,
+        chain_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        **kwargs: Any,
+    ) -> ChainHandle:
         """Run every member; each gets ``args``/``kwargs`` before its own bound arguments.
 
-        ``chain_id``: the group's id instead of a fresh one (see :meth:`Chain.submit`).
+        ``chain_id``, ``countdown``, ``eta``: see :meth:`Chain.submit`.
         """
-        return Chain(steps=(self,), kind="group").submit(*args, chain_id=chain_id, **kwargs)
+        return Chain(steps=(self,), kind="group").submit(
+            *args, chain_id=chain_id, countdown=countdown, eta=eta, **kwargs
+        )
 
     def __rshift__(self, other: Stepish) -> Chain:
         return chain(self, other)
@@ -172,15 +197,28 @@ class Chain:
         first = self.steps[0]
         return first.app if isinstance(first, Group) else first.task.app
 
-    def submit(self, *args: Any, chain_id: str | None = None, **kwargs: Any) -> ChainHandle:
+    def submit(
+        self,
+        *args: Any,
+        chain_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        **kwargs: Any,
+    ) -> ChainHandle:
         """Enqueue the first step with these arguments; returns a handle carrying the chain id.
 
         ``chain_id`` is the chain's id instead of a fresh one; its members' job
         ids are derived from it (``CHAIN.STEP.MEMBER``). A chain submitted under
         an id that exists already is not stored again: the handle returned is
-        the existing chain's.
+        the existing chain's. ``countdown`` (seconds) or ``eta`` (an aware
+        datetime or epoch seconds) delays the first step.
         """
         app = self.app
+        if countdown is not None or eta is not None:
+            later: ChainHandle = app.submit_later(
+                self, args, kwargs, countdown=countdown, eta=eta, submit_id=chain_id
+            )
+            return later
         handle: ChainHandle = (
             app.submit(self, *args, **kwargs)
             if chain_id is None

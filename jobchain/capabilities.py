@@ -14,9 +14,9 @@ capability method on a backend without asking first, with :func:`supports`
 
 Implemented today: :class:`FailedQueue`, :class:`WorkerRegistry`,
 :class:`Stats`, :class:`Pause`, :class:`Browse`, :class:`Uniqueness`,
-:class:`Cancel`. Declared for the coming features, implemented by no backend
-yet, with **provisional** signatures that may change before a feature ships:
-:class:`RateLimits`, :class:`ScheduleSlots`.
+:class:`Cancel`, :class:`ScheduleSlots`. Declared for a coming feature,
+implemented by no backend yet, with a **provisional** signature that may
+change before it ships: :class:`RateLimits`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 from attrs import frozen
 
 from jobchain.errors import NotSupportedError
-from jobchain.model import ChainRecord, FailedEntry, Job, JobRecord, JobState, QueueStats, WorkerInfo
+from jobchain.model import FailedEntry, Job, JobRecord, JobState, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
     from jobchain.backend import Backend
@@ -44,6 +44,7 @@ __all__ = [
     "Pause",
     "RateLimits",
     "ScheduleSlots",
+    "ScheduleState",
     "Stats",
     "Uniqueness",
     "WorkerRegistry",
@@ -339,24 +340,71 @@ class RateLimits(Capability):
         """
 
 
-class ScheduleSlots(Capability):
-    """Provisional. One job per schedule slot, whatever the number of schedulers."""
+@frozen(kw_only=True)
+class ScheduleState:
+    """What a backend keeps of one schedule: its latest slot enqueued (and that slot's job), paused or not."""
 
-    what = "schedule slots"
+    name: str
+    #: the latest slot enqueued, in seconds since the epoch (None: none yet)
+    last_slot: float | None = None
+    #: the id of that slot's job (a chain's id for a chain)
+    last_job: str | None = None
+    paused: bool = False
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "last_slot": self.last_slot,
+            "last_job": self.last_job,
+            "paused": self.paused,
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, object]) -> ScheduleState:
+        slot = raw.get("last_slot")
+        job = raw.get("last_job")
+        return cls(
+            name=str(raw["name"]),
+            last_slot=None if slot is None else float(cast("float", slot)),
+            last_job=None if job is None else str(job),
+            paused=bool(raw.get("paused", False)),
+        )
+
+
+class ScheduleSlots(Capability):
+    """What schedulers share: each schedule's latest slot enqueued, and a paused flag.
+
+    Exactly-once per slot does not rest on this capability: a slot's job id
+    is derived from the schedule and the slot time (:func:`jobchain.schedules.slot_id`),
+    and ``enqueue`` stores an id once. What the backend keeps here serves the
+    missed-slot policy after downtime (which slots were not enqueued) and
+    ``jobchain schedules list``; the schedulers judge slots on
+    :meth:`~jobchain.backend.Backend.now`. The rules are checked by
+    :class:`jobchain.testing.suite.ScheduleConformance`.
+    """
+
+    what = "schedules"
 
     @abc.abstractmethod
-    def claim_slot(
-        self, schedule: str, slot: float, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()
-    ) -> bool:
-        """Store the slot's jobs and chains unless the slot was claimed; True if this call claimed it.
+    def mark_slot(self, schedule: str, slot: float, job_id: str) -> None:
+        """Record that ``slot``'s job (``job_id``) of ``schedule`` was enqueued.
 
-        Idempotent: the slot's job ids are derived from ``schedule`` and
-        ``slot``, and the claim and the enqueue are one atomic step.
+        Atomic and monotonic: the record changes only if ``slot`` is later than
+        the one recorded (a scheduler that marks an older slot late, or the same
+        slot again, changes nothing). Leaves the paused flag as it is.
         """
 
     @abc.abstractmethod
-    def last_slot(self, schedule: str) -> float | None:
-        """The latest slot claimed for ``schedule``, or None."""
+    def schedule_states(self, names: Sequence[str]) -> list[ScheduleState]:
+        """The state of each named schedule, in the order given (never seen: no slot, not paused)."""
+
+    @abc.abstractmethod
+    def pause_schedule(self, name: str) -> None:
+        """Pause ``name``: schedulers enqueue none of its slots until it is resumed (idempotent)."""
+
+    @abc.abstractmethod
+    def resume_schedule(self, name: str) -> None:
+        """Resume ``name`` (idempotent); the slots it missed follow its missed-slot policy."""
 
 
 #: every capability, in the order they are listed

@@ -21,6 +21,7 @@ import structlog
 from attrs import evolve
 
 from jobchain import workflow
+from jobchain._memory_schedules import MemorySchedules
 from jobchain.backend import Backend, name_taken
 from jobchain.browsing import BROWSABLE, order_key, page
 from jobchain.capabilities import (
@@ -66,7 +67,9 @@ _named: dict[tuple[type[MemoryBackend], str], MemoryBackend] = {}
 _named_lock = threading.Lock()
 
 
-class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
+class MemoryBackend(
+    Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, MemorySchedules
+):
     """All state in dicts and heaps in this process."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
@@ -99,6 +102,7 @@ class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, 
         self._woken: set[str] = set()
         #: (queue, uniqueness key) -> (holder's job id, held until; None: until the holder finishes)
         self._unique: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self._init_schedules()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:

@@ -75,7 +75,16 @@ def test_the_core_is_six_abstract_methods() -> None:
 
 
 def test_supports_and_capabilities_read_the_class_statement() -> None:
-    expected = ["FailedQueue", "WorkerRegistry", "Stats", "Browse", "Cancel", "Pause", "Uniqueness"]
+    expected = [
+        "FailedQueue",
+        "WorkerRegistry",
+        "Stats",
+        "Browse",
+        "Cancel",
+        "Pause",
+        "Uniqueness",
+        "ScheduleSlots",
+    ]
     assert capabilities(MemoryBackend) == expected
     assert capabilities(MemoryBackend()) == expected
     assert capabilities(CoreOnly()) == []
@@ -124,7 +133,7 @@ def test_a_declared_capability_must_be_implemented_in_full() -> None:
         HalfDone()  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("capability", [RateLimits, ScheduleSlots])
+@pytest.mark.parametrize("capability", [RateLimits])
 def test_the_provisional_capabilities_are_declared_and_documented(capability: type) -> None:
     assert capability in ALL
     assert capability.__abstractmethods__
@@ -189,6 +198,16 @@ def test_cancel_is_implemented_and_reached_through_the_app() -> None:
         App(backend=CoreOnly(), plugins=Plugins(entry_points=False)).cancel(["a"])
 
 
+def test_schedule_slots_are_implemented_and_reached_through_the_scheduler() -> None:
+    """ScheduleSlots left the provisional list: the built-in backends declare it; a Scheduler asks for it."""
+    from jobchain.scheduler import Scheduler
+
+    assert "Provisional" not in (ScheduleSlots.__doc__ or "")
+    assert supports(MemoryBackend, ScheduleSlots)
+    with pytest.raises(NotSupportedError, match=r"does not support schedules \(capability ScheduleSlots\)"):
+        Scheduler(App(backend=CoreOnly(), plugins=Plugins(entry_points=False)))
+
+
 def test_the_contract_module_exports_what_an_author_needs() -> None:
     for name in contract.__all__:
         assert hasattr(contract, name), name
@@ -220,6 +239,7 @@ def test_a_spec_knows_its_backends_capabilities() -> None:
         "Pause",
         "Browse",
         "Uniqueness",
+        "ScheduleSlots",
     ]
     assert BackendSpec("c", CoreOnly, "", "x").capabilities == []
     assert BackendSpec("f", lambda url, **kw: MemoryBackend(), "", "x").capabilities is None
@@ -229,7 +249,16 @@ def test_jobchain_backends_lists_capabilities() -> None:
     result = CliRunner().invoke(cli, ["backends", "--json"])
     assert result.exit_code == 0, result.output
     memory = next(b for b in json.loads(result.output)["backends"] if b["scheme"] == "memory")
-    expected = ["FailedQueue", "WorkerRegistry", "Stats", "Cancel", "Pause", "Browse", "Uniqueness"]
+    expected = [
+        "FailedQueue",
+        "WorkerRegistry",
+        "Stats",
+        "Cancel",
+        "Pause",
+        "Browse",
+        "Uniqueness",
+        "ScheduleSlots",
+    ]
     assert memory["capabilities"] == expected
     table = CliRunner().invoke(cli, ["backends"])
     assert "capabilities" in table.output.splitlines()[0]

@@ -25,6 +25,7 @@ from jobchain.cli.jobs import jobs
 from jobchain.cli.logs import LEVELS, configure_logging, level_from_env
 from jobchain.cli.queues import queues
 from jobchain.cli.run import run
+from jobchain.cli.schedules import scheduler, schedules
 from jobchain.cli.status import status
 from jobchain.cli.submit import submit
 from jobchain.cli.worker_cmd import worker
@@ -85,7 +86,7 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str, verbose: int
 
 jobs.add_command(cancel)
 queues.add_command(purge)
-for command in (run, worker, submit, status, jobs, queues, failed, workers, backends):
+for command in (run, worker, submit, status, jobs, queues, failed, workers, backends, scheduler, schedules):
     cli.add_command(command)
 
 

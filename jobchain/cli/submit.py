@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+from datetime import datetime
 from typing import Any, TextIO
 
 import click
@@ -29,6 +30,7 @@ from jobchain.cli.common import (
 )
 from jobchain.cli.config import find_target
 from jobchain.cli.output import echo_json, printable
+from jobchain.delays import parse_duration, parse_instant
 from jobchain.errors import JobFailedError, SubmitsNotStoredError, WaitTimeoutError
 from jobchain.handles import ChainHandle, JobHandle
 from jobchain.model import ChainRecord, JobRecord, JobState
@@ -103,6 +105,20 @@ def by_name(app: App, name: str, queue: str) -> Any:
     metavar="SECONDS",
     help="Hold the key SECONDS from now instead of until the job finishes.",
 )
+@click.option(
+    "--delay",
+    "countdown",
+    callback=lambda _ctx, _param, value: _duration(value),
+    metavar="DURATION",
+    help="Run no sooner than DURATION from now: 30s, 5m, 1h30m, 250ms or plain seconds.",
+)
+@click.option(
+    "--at",
+    "eta",
+    callback=lambda _ctx, _param, value: _instant(value),
+    metavar="ISO8601",
+    help="Run no sooner than this time, with its offset: 2026-05-01T09:00:00+02:00 or ...Z.",
+)
 @json_option
 @click.pass_context
 def submit(
@@ -119,6 +135,8 @@ def submit(
     submit_id: str | None,
     unique_key: str | None,
     unique_for: float | None,
+    countdown: float | None,
+    eta: datetime | None,
     as_json: bool,
 ) -> None:
     """Enqueue TARGET (a task, chain or group of --config) and print its id.
@@ -132,8 +150,13 @@ def submit(
     --unique-key KEY submits a task only if no job of its queue holds KEY:
     otherwise nothing is stored and the id printed is the holder's (a task
     declared with unique= derives its key without it).
+
+    --delay 5m or --at 2026-05-01T09:00:00+02:00 makes the job (a chain's
+    first step) wait until then, judged on the backend's clock.
     """
     setup_logging(ctx)
+    if countdown is not None and eta is not None:
+        raise click.UsageError("give --delay or --at, not both")
     if args_file is not None:
         if args_json is not None:
             raise click.UsageError("give the arguments either as ARGS_JSON or with --args-file, not both")
@@ -154,11 +177,13 @@ def submit(
         found = by_name(app, target, queue or "default")
     if unique_key is not None or unique_for is not None:
         found = _unique_target(found, unique_key, unique_for)
-    handle: JobHandle | ChainHandle = (
-        app.submit(found, *args, **kwargs)
-        if submit_id is None
-        else app.submit_as(submit_id, found, *args, **kwargs)
-    )
+    handle: JobHandle | ChainHandle
+    if countdown is not None or eta is not None:
+        handle = app.submit_later(found, args, kwargs, countdown=countdown, eta=eta, submit_id=submit_id)
+    elif submit_id is None:
+        handle = app.submit(found, *args, **kwargs)
+    else:
+        handle = app.submit_as(submit_id, found, *args, **kwargs)
     kind = "chain" if isinstance(handle, ChainHandle) else "job"
     if handle.buffered:  # the backend could not be reached: the App holds the submit in its buffer
         try:
@@ -183,6 +208,24 @@ def submit(
             _wait_and_show(app, handle, kind, target, timeout, as_json, config)
     else:
         _wait_and_show(app, handle, kind, target, timeout, as_json, config)
+
+
+def _duration(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--delay") from None
+
+
+def _instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
 
 
 def _unique_target(found: Any, unique_key: str | None, unique_for: float | None) -> Signature:

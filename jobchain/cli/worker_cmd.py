@@ -46,6 +46,7 @@ from jobchain.cli.common import (
 from jobchain.cli.output import plural, printable
 from jobchain.cli.processes import ChildSpec, Pool
 from jobchain.cli.report import worker_incidents
+from jobchain.cli.schedules import start_scheduler
 from jobchain.worker import Worker
 
 __all__ = ["worker"]
@@ -112,6 +113,13 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     is_flag=True,
     help="Work off what the queues hold (and what those jobs submit), then exit 0 once they are idle.",
 )
+@click.option(
+    "--schedules",
+    "with_schedules",
+    is_flag=True,
+    help="Also run a scheduler thread: submit the due slots of --config's schedules (any number of "
+    "workers may: each slot is submitted once).",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -126,6 +134,7 @@ def worker(
     grace: float,
     abort_grace: float | None,
     burst: bool,
+    with_schedules: bool,
 ) -> None:
     """Run the tasks of --config from the backend until stopped (SIGTERM, Ctrl-C, `workers stop`)."""
     level = setup_logging(ctx, "info")
@@ -135,6 +144,11 @@ def worker(
     check_shareable(app, processes)
     if burst and processes > 1:
         raise click.UsageError("--burst runs one worker process: leave out --processes")
+    if with_schedules and (processes > 1 or burst):
+        raise click.UsageError(
+            "--schedules runs in a single worker process that does not --burst; "
+            "beside --processes, run `jobchain scheduler`"
+        )
     if abort_grace is not None and processes < 2:
         raise click.UsageError(
             "--abort-grace ends a worker process: it needs --processes 2 or more (a thread cannot be "
@@ -190,6 +204,7 @@ def worker(
             "will run; use --backend to serve a shared backend",
             err=True,
         )
+    timer = start_scheduler(app) if with_schedules else None
     with _stop_on_signals(consumer):
         consumer.start()  # a name held by a live worker: WorkerNameTakenError, one line, exit 1
         until = "until the queues are idle" if burst else "Ctrl-C to stop"
@@ -206,6 +221,8 @@ def worker(
                 elif consumer.drain(timeout=0.2):
                     break
         finally:
+            if timer is not None:
+                timer.stop()
             clean = _stop(consumer, grace)
     if consumer.fatal is not None:
         app.close()

@@ -200,3 +200,41 @@ def test_a_pause_is_seen_by_another_backend_on_the_file(db: str, make_job: MakeJ
     assert len(second.reserve(["a"], limit=1, lease=30.0, worker="w", wait=0.0)) == 1
     first.close()
     second.close()
+
+
+def test_a_file_from_before_schedules_gets_the_schedules_table(db: str) -> None:
+    """A version-1 file written without the ``schedules`` table gains it when opened; marks then work."""
+    SqliteBackend(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE schedules")
+    conn.close()
+    backend = SqliteBackend(db)
+    backend.mark_slot("s", 60.0, "j60")
+    assert backend.schedule_states(["s"])[0].last_job == "j60"
+    backend.close()
+
+
+def test_racing_marks_on_one_file_leave_the_latest_slot(db: str) -> None:
+    """Threads of two backends on one file mark slots in any order: the latest slot and its job stay."""
+    import threading
+
+    first, second = SqliteBackend(db), SqliteBackend(db)
+    slots = list(range(40))
+
+    def mark(backend: SqliteBackend, order: list[int]) -> None:
+        for slot in order:
+            backend.mark_slot("s", float(slot), f"j{slot}")
+
+    threads = [
+        threading.Thread(target=mark, args=(first, slots)),
+        threading.Thread(target=mark, args=(second, slots[::-1])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    second.pause_schedule("s")
+    [state] = first.schedule_states(["s"])
+    assert (state.last_slot, state.last_job, state.paused) == (39.0, "j39", True)
+    first.close()
+    second.close()

@@ -70,6 +70,7 @@ def main() -> None:
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # connections wait in the backlog until uvicorn serves: none refused at start
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(harness, log_config=None, access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])

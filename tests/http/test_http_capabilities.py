@@ -69,6 +69,10 @@ def _request(app: GatewayApp, method: str, path: str, body: object = None) -> ht
         ("POST", "/v1/jobs/cancel", {"ids": ["j-1"]}, "Cancel"),
         ("POST", "/v1/jobs/cancel-requested", {"ids": ["j-1"]}, "Cancel"),
         ("POST", "/v1/queues/purge", {"queue": "q"}, "Cancel"),
+        ("GET", "/v1/schedules?name=a&name=b", None, "ScheduleSlots"),
+        ("POST", "/v1/schedules/mark", {"schedule": "a", "slot": 60.0, "job_id": "j-1"}, "ScheduleSlots"),
+        ("POST", "/v1/schedules/pause", {"name": "a"}, "ScheduleSlots"),
+        ("POST", "/v1/schedules/resume", {"name": "a"}, "ScheduleSlots"),
     ],
 )
 def test_an_endpoint_of_a_missing_capability_is_501(
@@ -98,6 +102,8 @@ def test_the_http_client_raises_not_supported_for_a_501(gateway: GatewayApp) -> 
             backend.failed()
         assert not isinstance(caught.value, BackendUnavailableError)
         assert caught.value.capability == "FailedQueue"
+        with pytest.raises(NotSupportedError, match="capability ScheduleSlots"):
+            backend.schedule_states(["a"])
 
 
 class _SyncASGI(httpx.BaseTransport):

@@ -16,6 +16,7 @@ part                            operations
 :mod:`._failed`                 ``failed``, ``get_failed``, ``redrive``, ``purge_failed``
 :mod:`._records`                ``get_job``, ``get_chain``, the worker registry
 :mod:`._paused`                 ``pause``, ``resume``, ``paused`` (the reserve loop's filter)
+:mod:`._schedules`              ``mark_slot``, ``schedule_states``, ``pause_schedule``, ``resume_schedule``
 :mod:`._unique`                 ``enqueue_unique`` (a settlement frees a finished job's key)
 :mod:`._cancel`                 ``cancel``, ``cancel_requested``, ``purge``
 layout (``lists``/``streams``)  ``stats``, and the structure the parts call
@@ -35,7 +36,7 @@ import redis.cluster
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
-from jobchain.capabilities import CancelReport, JobPage
+from jobchain.capabilities import CancelReport, JobPage, ScheduleState
 from jobchain.clock import Clock
 from jobchain.errors import ConfigurationError
 from jobchain.model import (
@@ -62,6 +63,7 @@ from jobchain_redis._paused import PausedQueues
 from jobchain_redis._reading import UNREADABLE, parse_job
 from jobchain_redis._records import Records
 from jobchain_redis._reserve import Reserver
+from jobchain_redis._schedules import Schedules
 from jobchain_redis._settlement import Settlement, Take
 from jobchain_redis._store import Store
 from jobchain_redis._unique import Uniques
@@ -208,6 +210,7 @@ class RedisBackend(Backend):
         self._browser = Browser(store, self._layout)
         self._uniques = Uniques(store, self._layout)
         self._canceller = Canceller(store, self._layout, self._outbox)
+        self._schedules = Schedules(store)
 
     # --- opening by URL ----------------------------------------------------------------
 
@@ -382,6 +385,24 @@ class RedisBackend(Backend):
     @boundary
     def purge(self, queue: str) -> int:
         return self._canceller.purge(queue)
+
+    # --- schedule slots --------------------------------------------------------------
+
+    @boundary
+    def mark_slot(self, schedule: str, slot: float, job_id: str) -> None:
+        self._schedules.mark_slot(schedule, slot, job_id)
+
+    @boundary
+    def schedule_states(self, names: Sequence[str]) -> list[ScheduleState]:
+        return self._schedules.schedule_states(names)
+
+    @boundary
+    def pause_schedule(self, name: str) -> None:
+        self._schedules.pause_schedule(name)
+
+    @boundary
+    def resume_schedule(self, name: str) -> None:
+        self._schedules.resume_schedule(name)
 
     # --- paused queues ---------------------------------------------------------------
 

@@ -61,6 +61,9 @@ key                                type    holds
 ``{q}:unique:<queue>:<key>``       string  a held uniqueness key: the holder's job id, or
                                            ``"<id> <until>"`` for a key held for a time
 ``{p}:cancel``                     zset    job id -> when a running job was asked to stop (Cancel)
+``{p}:schedules``                  hash    schedule name -> its latest slot enqueued and that
+                                           slot's job id, JSON (ScheduleSlots)
+``{p}:schedules:paused``           set     names of the paused schedules
 =================================  ======  ==================================================
 """
 
@@ -178,6 +181,14 @@ class Keys:
     @property
     def cancel(self) -> str:
         return f"{self.tag}:cancel"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self.tag}:schedules"
+
+    @property
+    def schedules_paused(self) -> str:
+        return f"{self.tag}:schedules:paused"
 
     @property
     def patterns(self) -> tuple[str, ...]:

@@ -31,7 +31,16 @@ from typing import Unpack
 import redis
 import redis.cluster
 
-from jobchain.capabilities import Browse, Cancel, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
+from jobchain.capabilities import (
+    Browse,
+    Cancel,
+    FailedQueue,
+    Pause,
+    ScheduleSlots,
+    Stats,
+    Uniqueness,
+    WorkerRegistry,
+)
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Writes
@@ -216,7 +225,9 @@ class ListsLayout:
         return out
 
 
-class ListsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
+class ListsBackend(
+    RedisBackend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, ScheduleSlots
+):
     """Jobs in Redis lists and hashes: the shared parts and :class:`ListsLayout` (module docstring)."""
 
     scheme = "redis-lists"

@@ -51,7 +51,16 @@ from typing import Any, Unpack
 import redis
 import redis.cluster
 
-from jobchain.capabilities import Browse, Cancel, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
+from jobchain.capabilities import (
+    Browse,
+    Cancel,
+    FailedQueue,
+    Pause,
+    ScheduleSlots,
+    Stats,
+    Uniqueness,
+    WorkerRegistry,
+)
 from jobchain.model import Delivery, Job, JobState, QueueStats
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Writes, promote_delayed
@@ -304,7 +313,9 @@ class StreamsLayout:
         return out
 
 
-class StreamsBackend(RedisBackend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
+class StreamsBackend(
+    RedisBackend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, ScheduleSlots
+):
     """Jobs in Redis streams and hashes: the shared parts and :class:`StreamsLayout` (module docstring)."""
 
     scheme = "redis-streams"

@@ -8,11 +8,11 @@
 * One suite per capability (:mod:`jobchain.capabilities`):
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
   :class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`,
-  :class:`UniquenessConformance`, :class:`CancelConformance`.
+  :class:`UniquenessConformance`, :class:`CancelConformance`, :class:`ScheduleConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
   capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
   which runs today's Worker). The built-in backends run it. Its Pause, Browse,
-  Uniqueness and Cancel rules run only for a backend that declares them (skipped otherwise).
+  Uniqueness, Cancel and ScheduleSlots rules run only for a backend that declares them (skipped otherwise).
 
 A backend's test class subclasses the suites of what it declares::
 
@@ -52,6 +52,7 @@ from jobchain.testing.suite.jobs import (
 from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
 from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
 from jobchain.testing.suite.pause import PausedQueues, PauseHandOff
+from jobchain.testing.suite.schedules import ScheduleRuns, ScheduleStates
 from jobchain.testing.suite.signing import SignedJobs
 from jobchain.testing.suite.stats import FailedQueueStats, QueueStatistics, StatsFollowTransitions
 from jobchain.testing.suite.unique import ExplicitIds, UniqueKeys, UniqueSubmits
@@ -100,6 +101,9 @@ __all__ = [
     "Redrive",
     "Release",
     "Retries",
+    "ScheduleConformance",
+    "ScheduleRuns",
+    "ScheduleStates",
     "SignedJobs",
     "StaleSettlement",
     "StatsConformance",
@@ -184,6 +188,10 @@ class CancelConformance(CancelWaiting, CancelRunning, Purge, CancelWorkerRuns):
     """The rules of :class:`jobchain.capabilities.Cancel`: waiting jobs removed, running ones stopped."""
 
 
+class ScheduleConformance(ScheduleStates, ScheduleRuns):
+    """The rules of :class:`jobchain.capabilities.ScheduleSlots`: latest slot, pause, one job per slot."""
+
+
 #: the suite a backend's test class runs for each capability it declares
 SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.FailedQueue: FailedQueueConformance,
@@ -193,6 +201,7 @@ SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.Browse: BrowseConformance,
     caps.Uniqueness: UniquenessConformance,
     caps.Cancel: CancelConformance,
+    caps.ScheduleSlots: ScheduleConformance,
 }
 
 
@@ -205,12 +214,14 @@ class BackendConformance(
     BrowseConformance,
     UniquenessConformance,
     CancelConformance,
+    ScheduleConformance,
     FailedQueueStats,
     WorkerRuns,
 ):
     """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
 
-    The rules of Pause, Browse, Uniqueness and Cancel are included and run only if the backend declares them.
+    The rules of Pause, Browse, Uniqueness, Cancel and ScheduleSlots are included and run only if
+    the backend declares them.
 
     Subclass it as ``Test<YourBackend>`` and override ``backend``.
     """

@@ -8,7 +8,16 @@ import pytest
 
 from jobchain.app import App
 from jobchain.backend import Backend
-from jobchain.capabilities import Browse, Cancel, FailedQueue, Pause, Stats, Uniqueness, WorkerRegistry
+from jobchain.capabilities import (
+    Browse,
+    Cancel,
+    FailedQueue,
+    Pause,
+    ScheduleSlots,
+    Stats,
+    Uniqueness,
+    WorkerRegistry,
+)
 from jobchain.clock import ManualClock
 from jobchain.plugins import Plugins
 from jobchain.testing.helpers import MakeJob, make_job
@@ -20,6 +29,7 @@ __all__ = [
     "FailedQueueBackend",
     "FullBackend",
     "PauseBackend",
+    "ScheduleBackend",
     "StatsBackend",
     "UniquenessBackend",
     "WorkerRegistryBackend",
@@ -53,6 +63,10 @@ class UniquenessBackend(Backend, Uniqueness):
 
 class CancelBackend(Backend, Cancel):
     """A backend whose jobs can be cancelled."""
+
+
+class ScheduleBackend(Backend, ScheduleSlots):
+    """A backend that keeps schedule slots."""
 
 
 class FullBackend(Backend, FailedQueue, WorkerRegistry, Stats):

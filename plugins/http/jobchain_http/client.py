@@ -36,6 +36,8 @@ from jobchain.capabilities import (
     FailedQueue,
     JobPage,
     Pause,
+    ScheduleSlots,
+    ScheduleState,
     Stats,
     Uniqueness,
     WorkerRegistry,
@@ -76,6 +78,8 @@ TOKEN_ENV = "JOBCHAIN_HTTP_TOKEN"
 #: the longest wait one long-poll request asks for; longer waits are several requests
 POLL_CHUNK = 20.0
 BATCH = 1000
+#: schedule names per ``GET /v1/schedules`` (the gateway takes 100; 50 keeps the URL short)
+SCHEDULE_NAMES = 50
 #: the body limit assumed of a gateway that does not say its own (the gateway's default)
 DEFAULT_MAX_BODY = 2 * 1024 * 1024  # the gateway's default
 _SETTLE_HEAD = b'{"outcomes":['
@@ -95,7 +99,9 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
+class HttpBackend(
+    Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, ScheduleSlots
+):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
     def __init__(
@@ -535,6 +541,26 @@ class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Br
     def paused(self) -> list[str]:
         answer = self.request("GET", "/v1/queues/paused", answer=schema.PausedQueues)
         return [str(q) for q in answer["queues"]]
+
+    # --- schedule slots --------------------------------------------------------------------
+
+    def mark_slot(self, schedule: str, slot: float, job_id: str) -> None:
+        body = {"schedule": schedule, "slot": float(slot), "job_id": job_id}
+        self.request("POST", "/v1/schedules/mark", body=body, answer=schema.ScheduleState)
+
+    def schedule_states(self, names: Sequence[str]) -> list[ScheduleState]:
+        states: list[ScheduleState] = []
+        for chunk in _chunks(list(names), SCHEDULE_NAMES):
+            params = [("name", name) for name in chunk]
+            answer = self.request("GET", "/v1/schedules", params=params, answer=schema.ScheduleStates)
+            states += [value(ScheduleState.from_wire, s, "$.schedules[]") for s in answer["schedules"]]
+        return states
+
+    def pause_schedule(self, name: str) -> None:
+        self.request("POST", "/v1/schedules/pause", body={"name": name}, answer=schema.ScheduleState)
+
+    def resume_schedule(self, name: str) -> None:
+        self.request("POST", "/v1/schedules/resume", body={"name": name}, answer=schema.ScheduleState)
 
     def stats(self) -> list[QueueStats]:
         answer = self.request("GET", "/v1/stats", answer=schema.Stats)

@@ -554,9 +554,10 @@ def create_app(config: GatewayConfig) -> GatewayApp:
     from jobchain_http.cancels import cancel_routes
     from jobchain_http.lines import line_routes
     from jobchain_http.plain import plain_routes
+    from jobchain_http.schedules import schedule_routes
 
     routes += line_routes(gw) + plain_routes(gw)
-    routes += cancel_routes(gw)
+    routes += cancel_routes(gw) + schedule_routes(gw)
     app = Starlette(
         routes=routes,
         exception_handlers={

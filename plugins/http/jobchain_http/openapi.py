@@ -327,6 +327,53 @@ def document(
         s.Purged,
         request=bodies.queue_purge,
     )
+    schedule_names = {
+        "name": "name",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 200},
+            "maxItems": 100,
+        },
+        "style": "form",
+        "explode": True,
+        "description": "a schedule's name (repeat for several, at most 100)",
+    }
+    op.add(
+        "get",
+        "/v1/schedules",
+        "schedules",
+        "The state of each named schedule, in the order asked: its latest slot enqueued, that slot's job, "
+        "paused or not (ScheduleSlots)",
+        s.ScheduleStates,
+        parameters=[schedule_names],
+    )
+    op.add(
+        "post",
+        "/v1/schedules/mark",
+        "schedulesMark",
+        "Record that a slot's job was enqueued; kept only if the slot is later than the one held. "
+        "Answers the schedule's state",
+        s.ScheduleState,
+        request=s.ScheduleMark,
+    )
+    op.add(
+        "post",
+        "/v1/schedules/pause",
+        "schedulesPause",
+        "Pause a schedule: schedulers enqueue none of its slots; answers its state",
+        s.ScheduleState,
+        request=s.ScheduleRef,
+    )
+    op.add(
+        "post",
+        "/v1/schedules/resume",
+        "schedulesResume",
+        "Resume a schedule (its missed slots follow its policy); answers its state",
+        s.ScheduleState,
+        request=s.ScheduleRef,
+    )
     op.add("get", "/v1/workers", "workers", "Live workers", s.Workers)
     op.add(
         "put",

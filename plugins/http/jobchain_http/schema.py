@@ -404,6 +404,40 @@ class PausedQueues(Struct, kw_only=True):
     queues: list[str]
 
 
+ScheduleName = Annotated[str, Meta(min_length=1, max_length=200, description="a schedule's name")]
+#: a slot time: seconds since the epoch (finite)
+Slot = Annotated[float, Meta(ge=-1e12, le=1e12, description="a slot's time, in seconds since the epoch")]
+
+
+class ScheduleState(Struct, kw_only=True):
+    """What the backend keeps of a schedule: its latest slot enqueued (or null), that slot's job, paused."""
+
+    name: ScheduleName
+    last_slot: Slot | None = None
+    last_job: str | None = None
+    paused: bool = False
+
+
+class ScheduleStates(Struct, kw_only=True):
+    """The state of each schedule asked about, in the order asked."""
+
+    schedules: list[ScheduleState]
+
+
+class ScheduleMark(Struct, kw_only=True):
+    """Record that ``slot``'s job ``job_id`` of ``schedule`` was enqueued (kept only if the latest)."""
+
+    schedule: ScheduleName
+    slot: Slot
+    job_id: NonEmpty
+
+
+class ScheduleRef(Struct, kw_only=True):
+    """The schedule to pause or resume."""
+
+    name: ScheduleName
+
+
 class JobPage(Struct, kw_only=True):
     """A page of ``GET /v1/jobs``: the records, and the cursor of the next page (null: the last)."""
 

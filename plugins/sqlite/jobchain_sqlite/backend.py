@@ -17,8 +17,10 @@ Layout (schema version :data:`SCHEMA_VERSION`, in the ``meta`` table):
   a job that could not be read;
 * ``workers``: the registered workers, the expiry of their heartbeat and a
   stop flag; ``queues``: every queue seen; ``paused``: a row per paused queue;
-  ``unique_keys``: the held uniqueness keys (:mod:`jobchain_sqlite._unique`)
-  (these two created on open where a file of this version lacks them).
+  ``unique_keys``: the held uniqueness keys (:mod:`jobchain_sqlite._unique`);
+  ``cancel_requests`` (:mod:`jobchain_sqlite._cancel`); ``schedules``: each
+  schedule's latest slot and paused flag (:mod:`jobchain_sqlite._schedules`)
+  (these created on open where a file of this version lacks them).
 
 Every transition is one ``BEGIN IMMEDIATE`` transaction, so it is atomic
 across threads and processes; the file is in WAL mode, so readers never wait
@@ -84,6 +86,7 @@ from jobchain_sqlite._unique import UNIQUE_TABLE
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "parse_url"]
 
 from jobchain_sqlite._cancel import _CANCEL_TABLE, SqliteCancel, mark_cancelled
+from jobchain_sqlite._schedules import SCHEDULES_TABLE, SqliteSchedules
 
 logger = structlog.get_logger("jobchain.sqlite")
 
@@ -231,7 +234,9 @@ def _error_from(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_wire(json.loads(text))
 
 
-class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, Pause, Browse, Uniqueness):
+class SqliteBackend(
+    Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, Pause, Browse, Uniqueness, SqliteSchedules
+):
     """Jobs in a SQLite database file in WAL mode; every transition one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(
@@ -360,7 +365,7 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, P
                         f"{self.path} holds tables that are not jobchain's ({', '.join(sorted(tables))}): "
                         "give jobchain a database file of its own"
                     )
-                for statement in (*_SCHEMA, _PAUSED_TABLE, UNIQUE_TABLE, _CANCEL_TABLE):
+                for statement in (*_SCHEMA, _PAUSED_TABLE, UNIQUE_TABLE, _CANCEL_TABLE, SCHEDULES_TABLE):
                     conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -381,6 +386,8 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, P
                 conn.execute(UNIQUE_TABLE)
             if "cancel_requests" not in tables:
                 conn.execute(_CANCEL_TABLE)
+            if "schedules" not in tables:
+                conn.execute(SCHEDULES_TABLE)
 
     def close(self) -> None:
         with self._connections_lock:
