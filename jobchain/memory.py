@@ -21,6 +21,7 @@ import structlog
 from attrs import evolve
 
 from jobchain import workflow
+from jobchain._memory_limits import MemoryLimits
 from jobchain.backend import Backend, name_taken
 from jobchain.browsing import BROWSABLE, order_key, page
 from jobchain.capabilities import (
@@ -66,7 +67,9 @@ _named: dict[tuple[type[MemoryBackend], str], MemoryBackend] = {}
 _named_lock = threading.Lock()
 
 
-class MemoryBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
+class MemoryBackend(
+    Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, MemoryLimits
+):
     """All state in dicts and heaps in this process."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:

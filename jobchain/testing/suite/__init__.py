@@ -8,11 +8,13 @@
 * One suite per capability (:mod:`jobchain.capabilities`):
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
   :class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`,
-  :class:`UniquenessConformance`, :class:`CancelConformance`.
+  :class:`UniquenessConformance`, :class:`CancelConformance`,
+  :class:`RateLimitConformance`, :class:`ConcurrencyConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
   capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
   which runs today's Worker). The built-in backends run it. Its Pause, Browse,
-  Uniqueness and Cancel rules run only for a backend that declares them (skipped otherwise).
+  Uniqueness, Cancel, RateLimits and ConcurrencyLimits rules run only for a backend that
+  declares them (skipped otherwise).
 
 A backend's test class subclasses the suites of what it declares::
 
@@ -50,6 +52,7 @@ from jobchain.testing.suite.jobs import (
     Retries,
 )
 from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
+from jobchain.testing.suite.limits import ConcurrencyConformance, RateLimitConformance
 from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
 from jobchain.testing.suite.pause import PausedQueues, PauseHandOff
 from jobchain.testing.suite.signing import SignedJobs
@@ -73,6 +76,7 @@ __all__ = [
     "CancelWaiting",
     "CancelWorkerRuns",
     "ChainHalting",
+    "ConcurrencyConformance",
     "ConformanceBase",
     "CoreConformance",
     "CrashCounting",
@@ -97,6 +101,7 @@ __all__ = [
     "PriorityOrdering",
     "Purge",
     "QueueStatistics",
+    "RateLimitConformance",
     "Redrive",
     "Release",
     "Retries",
@@ -193,6 +198,8 @@ SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.Browse: BrowseConformance,
     caps.Uniqueness: UniquenessConformance,
     caps.Cancel: CancelConformance,
+    caps.RateLimits: RateLimitConformance,
+    caps.ConcurrencyLimits: ConcurrencyConformance,
 }
 
 
@@ -205,6 +212,8 @@ class BackendConformance(
     BrowseConformance,
     UniquenessConformance,
     CancelConformance,
+    RateLimitConformance,
+    ConcurrencyConformance,
     FailedQueueStats,
     WorkerRuns,
 ):

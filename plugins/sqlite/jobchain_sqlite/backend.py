@@ -79,6 +79,7 @@ from jobchain.model import (
 )
 from jobchain.uniqueness import check_batch
 from jobchain_sqlite import _browse, _unique
+from jobchain_sqlite._limits import LIMIT_TABLES, SqliteLimits
 from jobchain_sqlite._unique import UNIQUE_TABLE
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "parse_url"]
@@ -231,7 +232,9 @@ def _error_from(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_wire(json.loads(text))
 
 
-class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, Pause, Browse, Uniqueness):
+class SqliteBackend(
+    Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, Pause, Browse, Uniqueness, SqliteLimits
+):
     """Jobs in a SQLite database file in WAL mode; every transition one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(
@@ -360,7 +363,7 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, P
                         f"{self.path} holds tables that are not jobchain's ({', '.join(sorted(tables))}): "
                         "give jobchain a database file of its own"
                     )
-                for statement in (*_SCHEMA, _PAUSED_TABLE, UNIQUE_TABLE, _CANCEL_TABLE):
+                for statement in (*_SCHEMA, _PAUSED_TABLE, UNIQUE_TABLE, _CANCEL_TABLE, *LIMIT_TABLES):
                     conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -381,6 +384,8 @@ class SqliteBackend(Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, P
                 conn.execute(UNIQUE_TABLE)
             if "cancel_requests" not in tables:
                 conn.execute(_CANCEL_TABLE)
+            for statement in LIMIT_TABLES:  # IF NOT EXISTS: a file written before limits gets them
+                conn.execute(statement)
 
     def close(self) -> None:
         with self._connections_lock:
