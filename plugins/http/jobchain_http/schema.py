@@ -218,6 +218,7 @@ class WorkerInfo(Struct, kw_only=True):
     heartbeat_at: float
     state: NonEmpty = "running"
     instance: Annotated[str, Meta(description="random per worker object; tells namesakes apart")] = ""
+    held: Annotated[int, Meta(ge=0, description="jobs held by a rate or concurrency limit")] = 0
 
 
 # --- submissions by name and line queues ---------------------------------------------------------
