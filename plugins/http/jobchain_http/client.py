@@ -65,6 +65,7 @@ from jobchain.model import (
 )
 from jobchain.uniqueness import check_batch
 from jobchain_http import schema
+from jobchain_http.limits import HttpLimits
 from jobchain_http.reader import StreamReader
 from jobchain_http.wire import dumps, read, value
 
@@ -95,7 +96,7 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness):
+class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, HttpLimits):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
     def __init__(
@@ -494,6 +495,7 @@ class HttpBackend(Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Br
     def counts(self, queue: str) -> dict[JobState, int]:
         raw = self.request("GET", "/v1/counts", params={"queue": queue}, answer=schema.JobCounts)
         return {JobState(name): int(n) for name, n in raw["counts"].items()}
+
     # --- cancelling ----------------------------------------------------------------------
 
     def cancel(self, job_ids: Sequence[str]) -> CancelReport:

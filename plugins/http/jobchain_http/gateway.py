@@ -552,11 +552,12 @@ def create_app(config: GatewayConfig) -> GatewayApp:
         Route("/v1/workers/{name}/stop", gw.stop_worker, methods=["POST"]),
     ]
     from jobchain_http.cancels import cancel_routes
+    from jobchain_http.limits import limit_routes
     from jobchain_http.lines import line_routes
     from jobchain_http.plain import plain_routes
 
     routes += line_routes(gw) + plain_routes(gw)
-    routes += cancel_routes(gw)
+    routes += cancel_routes(gw) + limit_routes(gw)
     app = Starlette(
         routes=routes,
         exception_handlers={
