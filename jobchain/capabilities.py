@@ -329,8 +329,8 @@ class Uniqueness(Capability):
 class RateLimits(Capability):
     """Rate-limit tokens shared by every worker and process of the backend (the built-in backends have it).
 
-    A limit is one or more windows ``(tokens, seconds)``: at most ``tokens``
-    starts in any ``seconds``, all windows at once. Each window is a GCRA
+    A limit is one or more windows ``(tokens, seconds)``, all of which must
+    admit a take. Each window is a GCRA
     (generic cell rate algorithm: a token bucket of ``tokens`` refilled evenly
     over ``seconds``, kept as one "theoretical arrival time"), judged on the
     backend's clock and updated atomically, so every caller of the backend

@@ -6,9 +6,10 @@ by the workers before a job starts, across every worker of the backend:
 
 * a **rate limit** is one or more windows ``N/period`` joined by ``;``
   (``"100/s"``, ``"10/s;1000/h"``, ``"5/10s"``; periods ``s``, ``m``, ``h``,
-  ``d``, with an optional number). Each window is a GCRA (:func:`gcra_take`):
-  at most N starts in any period, the first N at once, then one every
-  period/N. The backend holds the state (:class:`~jobchain.capabilities.RateLimits`);
+  ``d``, with an optional number). Each window is a GCRA (:func:`gcra_take`),
+  a token bucket of N refilled evenly over the period: N starts at once, then
+  one every period/N, so any interval of L seconds sees at most N + N*L/period
+  starts. The backend holds the state (:class:`~jobchain.capabilities.RateLimits`);
 * a **concurrency limit** is at most N jobs running at once
   (:class:`~jobchain.capabilities.ConcurrencyLimits`): a slot is taken for the
   job's lease and renewed with it, so the slot of a worker that died frees
