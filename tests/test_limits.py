@@ -111,3 +111,24 @@ def test_a_queue_limit_applies_to_every_task_of_the_queue() -> None:
         two.submit()
     Worker(app, queues=["slow"], concurrency=4, poll=0.05).run(burst=True)
     assert peak == [1]
+
+
+def test_a_held_job_is_counted_in_the_heartbeat_and_by_status() -> None:
+    """A job waiting for a slot keeps its attempt and lease, and its worker reports it held."""
+    app = _app()
+    gate = threading.Event()
+
+    @app.task(concurrency=1)
+    def blocked(i: int) -> int:
+        gate.wait(10)
+        return i
+
+    first, second = blocked.submit(1), blocked.submit(2)
+    with app.worker(concurrency=2, poll=0.02, heartbeat_ttl=0.3):
+        deadline = time.monotonic() + 5
+        while not any(w.held for w in app.workers()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [w.held for w in app.workers()] == [1]
+        gate.set()
+        assert (first.wait(timeout=10), second.wait(timeout=10)) == (1, 2)
+    assert app.backend.get_job(second.id).job.attempt == 1  # type: ignore[union-attr]

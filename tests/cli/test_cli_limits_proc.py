@@ -14,10 +14,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,3 +144,32 @@ def test_a_concurrency_limit_is_never_exceeded_while_workers_are_killed(
     lines = _wait_for(log, lambda lines: len({f[2] for f in lines if f[0] == "end"}) >= 16, 20)
     assert len({f[2] for f in lines if f[0] == "end"}) == 16, lines
     assert _max_running(lines, killed) <= 2
+
+
+def test_status_counts_the_jobs_held_by_a_limit(
+    tmp_path: Path, installed_cli_env: dict[str, str], jobchain: Callable[..., Any]
+) -> None:
+    """A worker holding a job at a concurrency limit: `jobchain status` says so, in text and JSON."""
+    from jobchain.plugins import Plugins
+
+    url = f"sqlite://{tmp_path / 'jobs.db'}"
+    app = App(backend=url, plugins=Plugins())
+    gate = threading.Event()
+
+    @app.task(concurrency=1)
+    def blocked(i: int) -> int:
+        gate.wait(20)
+        return i
+
+    blocked.submit(1)
+    blocked.submit(2)
+    with app.worker(concurrency=2, poll=0.02, heartbeat_ttl=0.3):
+        deadline = time.monotonic() + 10
+        while not any(w.held for w in app.workers()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        data = jobchain("status", "-b", url, "--json", env=installed_cli_env).json()
+        text = jobchain("status", "-b", url, env=installed_cli_env).out
+        gate.set()
+    app.close()
+    assert data["held"] == 1
+    assert "1 in flight held by a rate or concurrency limit" in text
