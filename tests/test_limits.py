@@ -132,3 +132,29 @@ def test_a_held_job_is_counted_in_the_heartbeat_and_by_status() -> None:
         gate.set()
         assert (first.wait(timeout=10), second.wait(timeout=10)) == (1, 2)
     assert app.backend.get_job(second.id).job.attempt == 1  # type: ignore[union-attr]
+
+
+def test_a_held_job_that_is_cancelled_never_runs() -> None:
+    app = _app()
+    gate = threading.Event()
+    ran: list[int] = []
+
+    @app.task(concurrency=1)
+    def blocked(i: int) -> int:
+        ran.append(i)
+        gate.wait(10)
+        return i
+
+    first, second = blocked.submit(1), blocked.submit(2)
+    with app.worker(concurrency=2, poll=0.02, heartbeat_ttl=0.3):
+        deadline = time.monotonic() + 5
+        while not any(w.held for w in app.workers()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert second.cancel().requested == (second.id,)  # leased, held: asked to stop
+        deadline = time.monotonic() + 5
+        while second.status() != "cancelled" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        gate.set()
+        assert first.wait(timeout=10) == 1
+    assert second.status() == "cancelled"
+    assert ran == [1]

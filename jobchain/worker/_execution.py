@@ -71,8 +71,11 @@ class Execution(LimitGate):
         if getattr(task, "limits", None) is not None or self._queue_limits:
             limits = self._limits_of(delivery, task)
             if limits:
-                if not self._admit(delivery, task, limits):  # stopping while held: back unrun
+                admitted = self._admit(delivery, task, limits)
+                if admitted == "stop":  # stopping while held: back unrun, no attempt used
                     return Released(delivery=delivery)
+                if admitted == "cancelled":  # cancelled while held: never started
+                    return self._aborted(delivery, slot, runtime.clock.now(), 0.0)
                 try:
                     return self._start(delivery, slot, task, runtime.clock.now())
                 finally:

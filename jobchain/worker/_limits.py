@@ -4,7 +4,8 @@ A job of a task (or queue) with limits first takes a concurrency slot, then
 rate tokens; while it waits it is *held* by this worker: its lease is kept
 (the monitor extends it, and its slots with it), it does not use an attempt,
 and the heartbeat reports how many jobs are held (``jobchain status``). A
-worker asked to stop gives a held job back unrun (``Released``). A task
+worker asked to stop gives a held job back unrun (``Released``); a held job
+that is cancelled is reported ``Aborted`` without running. A task
 without limits costs one attribute read here: no backend call.
 
 Order: a rate limit's tokens are reserved in the order jobs ask for them
@@ -65,8 +66,9 @@ class LimitGate(WorkerCore):
                 found.append((f"queue:{delivery.job.queue}", queued))
         return found
 
-    def _admit(self, delivery: Delivery, task: Any, limits: list[tuple[str, Limits]]) -> bool:
-        """Wait until every limit admits the job (slots taken, tokens spent); False if stopping meanwhile."""
+    def _admit(self, delivery: Delivery, task: Any, limits: list[tuple[str, Limits]]) -> str:
+        """Wait until every limit admits the job: "start" (slots taken, tokens spent), or, its slots freed,
+        "stop" (the worker is stopping) or "cancelled" (the job was cancelled while it waited)."""
         job = delivery.job
         params = _params(task)
         backend = self.backend
@@ -81,7 +83,9 @@ class LimitGate(WorkerCore):
                     pause = _SLOT_POLL[0]
                     while not slots.acquire_slot(key, limit.concurrency, job.id, self.lease):
                         if self._stopping.wait(pause):
-                            return self._give_up(taken)
+                            return self._give_up(taken, "stop")
+                        if job.id in self._cancel_asked:
+                            return self._give_up(taken, "cancelled")
                         pause = min(pause * 2, _SLOT_POLL[1])
                     taken.append((key, job.id))
                     with self._cv:
@@ -95,18 +99,20 @@ class LimitGate(WorkerCore):
                         wait = rates.take_tokens(key, limit.rate, max_wait=hold)
                         if wait <= hold:  # reserved: this job's turn comes in ``wait`` seconds
                             if wait > 0 and self._stopping.wait(wait):
-                                return self._give_up(taken)
+                                return self._give_up(taken, "stop")
                             break
                         if self._stopping.wait(hold):
-                            return self._give_up(taken)
-            return True
+                            return self._give_up(taken, "stop")
+                        if job.id in self._cancel_asked:
+                            return self._give_up(taken, "cancelled")
+            return "start"
         finally:
             with self._cv:
                 self.limit_held -= 1
 
-    def _give_up(self, taken: list[tuple[str, str]]) -> bool:
+    def _give_up(self, taken: list[tuple[str, str]], why: str) -> str:
         self._release_limits(taken)
-        return False
+        return why
 
     def _release_limits(self, taken: list[tuple[str, str]]) -> None:
         """Free the slots of a job that ended (or was given back); a failure leaves them to their ttl."""
