@@ -28,9 +28,10 @@ from jobchain import App
 CONFIG = "tests/cli/configs/limits.py"
 
 
-@pytest.fixture
-def url(redis_server_url: str) -> str:
-    return redis_server_url.replace("redis://", "redis-lists://") + f"?prefix=l{uuid.uuid4().hex[:10]}"
+@pytest.fixture(params=["redis-lists", "redis-streams"])
+def url(request: pytest.FixtureRequest, redis_server_url: str) -> str:
+    """Each Redis backend on the session's server, under a key prefix of this test's own."""
+    return redis_server_url.replace("redis://", f"{request.param}://") + f"?prefix=l{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
