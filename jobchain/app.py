@@ -28,6 +28,7 @@ from jobchain.errors import ConfigurationError, InvalidJobError, NotInFailedQueu
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, MIN_MAX_ERROR_BYTES
 from jobchain.events import Events
 from jobchain.handles import ChainHandle, JobHandle
+from jobchain.limits import KeyBy, Limits
 from jobchain.model import ChainRecord, FailedEntry, Job, QueueStats, WorkerInfo
 from jobchain.payload import DEFAULT_MAX_PAYLOAD
 from jobchain.plugins import Plugins, default_plugins
@@ -75,6 +76,7 @@ class Task(TaskBase, Generic[P, R]):
         expires: float | None,
         unique: UniqueBy | None = None,
         unique_for: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -88,6 +90,8 @@ class Task(TaskBase, Generic[P, R]):
         self.unique = check_unique_by(unique, fn, name)
         #: seconds the key is held from the submit (None: until the job finishes)
         self.unique_for = check_hold(unique_for)
+        #: rate and concurrency limits the workers apply before a run (None: none)
+        self.limits = limits
         self._signature: inspect.Signature | None = None
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -413,6 +417,8 @@ class App:
         self.tasks: dict[str, Task[Any, Any]] = {}
         #: the schedules declared with :meth:`periodic` and :meth:`schedule`, by name
         self.schedules: dict[str, Schedule] = {}
+        #: queue -> limits on its jobs (:meth:`limit_queue`)
+        self.queue_limits: dict[str, Limits] = {}
         self.failed = FailedQueue(self)
         #: browse the backend's jobs: ``list`` a page by queue and state, ``counts``, ``get`` one
         self.jobs = Jobs(lambda: self.backend)
@@ -497,6 +503,10 @@ class App:
         expires: float | None = None,
         unique: UniqueBy | None = None,
         unique_for: float | None = None,
+        rate_limit: str | None = None,
+        rate_key: KeyBy | str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: KeyBy | str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -512,6 +522,10 @@ class App:
         expires: float | None = None,
         unique: UniqueBy | None = None,
         unique_for: float | None = None,
+        rate_limit: str | None = None,
+        rate_key: KeyBy | str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: KeyBy | str | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Declare a task: ``@app.task`` or ``@app.task(queue="db", retry=Retry(attempts=5))``.
 
@@ -520,8 +534,15 @@ class App:
         ``unique`` makes each submit unique by a key derived from its arguments
         (True: all of them; a tuple of argument names; or a function
         ``(*args, **kwargs) -> str``), held until the job finishes or for
-        ``unique_for`` seconds (see :mod:`jobchain.uniqueness`).
+        ``unique_for`` seconds (see :mod:`jobchain.uniqueness`). ``rate_limit``
+        (``"10/s;1000/h"``) and ``concurrency`` (at most N running) are limits
+        every worker applies, per value of ``rate_key``/``concurrency_key``
+        (argument names or a function ``(args, kwargs) -> str``) when given
+        (see :mod:`jobchain.limits`).
         """
+        limits = Limits.build(
+            rate_limit=rate_limit, rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key
+        )
         if retry is not None and not isinstance(retry, Retry):
             raise ConfigurationError(f"retry must be a jobchain.Retry, got {retry!r}")
         if isinstance(priority, bool) or not isinstance(priority, int):
@@ -555,11 +576,33 @@ class App:
                 expires=expires,
                 unique=unique,
                 unique_for=unique_for,
+                limits=limits,
             )
             self.tasks[task_name] = declared
             return declared
 
         return declare(fn) if fn is not None else declare
+
+    def limit_queue(
+        self,
+        queue: str,
+        *,
+        rate_limit: str | None = None,
+        rate_key: KeyBy | str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: KeyBy | str | None = None,
+    ) -> None:
+        """Limits on every job of ``queue``, applied by the workers of this App (see :mod:`jobchain.limits`).
+
+        Declare them before the workers start; called again, it replaces them (no limit: removes them).
+        """
+        limits = Limits.build(
+            rate_limit=rate_limit, rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key
+        )
+        if limits is None:
+            self.queue_limits.pop(queue, None)
+        else:
+            self.queue_limits[queue] = limits
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:
@@ -827,6 +870,7 @@ class App:
             max_payload=self.max_payload,
             max_error_bytes=self.max_error_bytes,
             signer=self.signer,
+            queue_limits=self.queue_limits,
         )
 
     def worker(self, **options: Any) -> Worker:

@@ -14,9 +14,8 @@ capability method on a backend without asking first, with :func:`supports`
 
 Implemented today: :class:`FailedQueue`, :class:`WorkerRegistry`,
 :class:`Stats`, :class:`Pause`, :class:`Browse`, :class:`Uniqueness`,
-:class:`Cancel`, :class:`ScheduleSlots`. Declared for a coming feature,
-implemented by no backend yet, with a **provisional** signature that may
-change before it ships: :class:`RateLimits`.
+:class:`Cancel`, :class:`ScheduleSlots`, :class:`RateLimits`,
+:class:`ConcurrencyLimits`.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ __all__ = [
     "Cancel",
     "CancelReport",
     "Capability",
+    "ConcurrencyLimits",
     "FailedQueue",
     "JobPage",
     "Pause",
@@ -327,17 +327,62 @@ class Uniqueness(Capability):
 
 
 class RateLimits(Capability):
-    """Provisional. Rate-limit tokens shared by every worker and process of the backend."""
+    """Rate-limit tokens shared by every worker and process of the backend (the built-in backends have it).
+
+    A limit is one or more windows ``(tokens, seconds)``, all of which must
+    admit a take. Each window is a GCRA
+    (generic cell rate algorithm: a token bucket of ``tokens`` refilled evenly
+    over ``seconds``, kept as one "theoretical arrival time"), judged on the
+    backend's clock and updated atomically, so every caller of the backend
+    shares it. The shared rules are in :mod:`jobchain.limits`.
+    """
 
     what = "rate limits"
 
     @abc.abstractmethod
-    def take_tokens(self, key: str, windows: Sequence[tuple[int, float]], count: int = 1) -> float:
-        """Take ``count`` tokens of ``key`` if every window ``(tokens, seconds)`` allows it.
+    def take_tokens(
+        self, key: str, windows: Sequence[tuple[int, float]], count: int = 1, *, max_wait: float = 0.0
+    ) -> float:
+        """Take ``count`` tokens of ``key`` at the earliest time every window ``(tokens, seconds)`` admits.
 
-        Return 0.0 when taken, otherwise the seconds until they may be (nothing
-        taken). Judged on the backend's clock.
+        When that time is at most ``max_wait`` seconds away, the tokens are
+        taken (reserved for that time, so a later caller gets a later time) and
+        the seconds until it are returned (0.0: now). Otherwise nothing is
+        taken and the wait (> ``max_wait``) is returned. One atomic step per
+        call, on the backend's clock (:func:`jobchain.limits.gcra_take`).
         """
+
+
+class ConcurrencyLimits(Capability):
+    """Lease-bound semaphores shared by every worker: at most ``limit`` holders of a key at once.
+
+    A slot is held by a holder (a job id) until it is released or its ``ttl``
+    runs out on the backend's clock, so the slot of a worker that died frees
+    when its lease would have ended. Workers extend their slots with their
+    leases (implemented by the built-in backends).
+    """
+
+    what = "concurrency limits"
+
+    @abc.abstractmethod
+    def acquire_slot(self, key: str, limit: int, holder: str, ttl: float) -> bool:
+        """Take a slot of ``key`` for ``holder`` for ``ttl`` seconds if fewer than ``limit`` are held.
+
+        Atomic. Slots whose ttl ran out do not count (and are dropped). A holder
+        that holds a live slot already keeps it (its ttl renewed): True.
+        """
+
+    @abc.abstractmethod
+    def extend_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> list[bool]:
+        """Renew each live slot ``(key, holder)`` for ``ttl`` seconds from now; False for one gone."""
+
+    @abc.abstractmethod
+    def release_slot(self, key: str, holder: str) -> None:
+        """Free ``holder``'s slot of ``key`` (nothing if it holds none)."""
+
+    @abc.abstractmethod
+    def slots_held(self, key: str) -> int:
+        """How many live slots of ``key`` are held now."""
 
 
 @frozen(kw_only=True)
@@ -417,6 +462,7 @@ ALL: tuple[type[Capability], ...] = (
     Pause,
     Uniqueness,
     RateLimits,
+    ConcurrencyLimits,
     ScheduleSlots,
 )
 

@@ -32,8 +32,9 @@ crashes.
 :mod:`jobchain.capabilities`): :class:`FailedQueue`, :class:`WorkerRegistry`,
 :class:`Stats`, :class:`Pause`, :class:`Browse`, :class:`Uniqueness` (its
 shared rules in :mod:`jobchain.uniqueness`); declared for coming features
-and :class:`Cancel` (its report is a :class:`CancelReport`); declared for
-coming features (provisional): :class:`RateLimits`, :class:`ScheduleSlots`.
+and :class:`Cancel` (its report is a :class:`CancelReport`), :class:`RateLimits`
+and :class:`ConcurrencyLimits` (their shared rules in :mod:`jobchain.limits`); declared for
+coming features (provisional): :class:`ScheduleSlots`.
 Code that uses a backend asks
 with :func:`supports` or :func:`require`; a missing capability is a
 :class:`NotSupportedError`.
@@ -70,6 +71,7 @@ from jobchain.capabilities import (
     Cancel,
     CancelReport,
     Capability,
+    ConcurrencyLimits,
     FailedQueue,
     JobPage,
     Pause,
@@ -143,6 +145,7 @@ __all__ = [
     "ChainState",
     "Clock",
     "Completed",
+    "ConcurrencyLimits",
     "ConfigurationError",
     "Delivery",
     "ErrorInfo",

@@ -21,6 +21,7 @@ import structlog
 from attrs import evolve
 
 from jobchain import workflow
+from jobchain._memory_limits import MemoryLimits
 from jobchain._memory_schedules import MemorySchedules
 from jobchain.backend import Backend, name_taken
 from jobchain.browsing import BROWSABLE, order_key, page
@@ -68,7 +69,16 @@ _named_lock = threading.Lock()
 
 
 class MemoryBackend(
-    Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, MemorySchedules
+    Backend,
+    FailedQueue,
+    WorkerRegistry,
+    Stats,
+    Cancel,
+    Pause,
+    Browse,
+    Uniqueness,
+    MemorySchedules,
+    MemoryLimits,
 ):
     """All state in dicts and heaps in this process."""
 

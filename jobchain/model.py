@@ -341,6 +341,8 @@ class WorkerInfo:
     state: str = "running"
     #: random per Worker object: tells a live re-heartbeat of this worker from another one of the same name
     instance: str = ""
+    #: jobs this worker holds because a rate or concurrency limit does not admit them yet
+    held: int = 0
 
     def to_wire(self) -> dict[str, Json]:
         return {
@@ -354,6 +356,7 @@ class WorkerInfo:
             "heartbeat_at": self.heartbeat_at,
             "state": self.state,
             "instance": self.instance,
+            "held": self.held,
         }
 
     @classmethod
@@ -370,6 +373,7 @@ class WorkerInfo:
             heartbeat_at=data["heartbeat_at"],
             state=data.get("state", "running"),
             instance=data.get("instance", ""),
+            held=data.get("held", 0),
         )
 
 

@@ -15,6 +15,7 @@ from jobchain.capabilities import (
     ALL,
     Browse,
     Cancel,
+    ConcurrencyLimits,
     FailedQueue,
     Pause,
     RateLimits,
@@ -84,6 +85,8 @@ def test_supports_and_capabilities_read_the_class_statement() -> None:
         "Pause",
         "Uniqueness",
         "ScheduleSlots",
+        "RateLimits",
+        "ConcurrencyLimits",
     ]
     assert capabilities(MemoryBackend) == expected
     assert capabilities(MemoryBackend()) == expected
@@ -119,9 +122,9 @@ def test_require_of_a_missing_capability_names_the_url_the_capability_and_who_ha
 
 def test_a_capability_nobody_has_says_so() -> None:
     with pytest.raises(
-        NotSupportedError, match=r"does not support rate limits \(capability RateLimits\); no installed"
+        NotSupportedError, match=r"does not support schedule slots \(capability ScheduleSlots\); no installed"
     ):
-        require(MemoryBackend(), RateLimits)
+        require(MemoryBackend(), ScheduleSlots)
 
 
 def test_a_declared_capability_must_be_implemented_in_full() -> None:
@@ -133,14 +136,13 @@ def test_a_declared_capability_must_be_implemented_in_full() -> None:
         HalfDone()  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("capability", [RateLimits])
-def test_the_provisional_capabilities_are_declared_and_documented(capability: type) -> None:
-    assert capability in ALL
-    assert capability.__abstractmethods__
-    assert "Provisional" in (capability.__doc__ or "")
-    for name in capability.__abstractmethods__:
-        assert getattr(capability, name).__doc__, f"{capability.__name__}.{name} has no docstring"
-    assert not supports(MemoryBackend, RateLimits)
+def test_limits_are_implemented_by_the_built_in_backends() -> None:
+    """RateLimits and ConcurrencyLimits left the provisional list: the memory backend declares both."""
+    for capability in (RateLimits, ConcurrencyLimits):
+        assert capability in ALL
+        assert "Provisional" not in (capability.__doc__ or "")
+        assert supports(MemoryBackend, capability)
+    assert require(MemoryBackend(), RateLimits).take_tokens("k", [(1, 1.0)]) == 0.0
 
 
 def test_browse_is_implemented_and_reached_through_the_app() -> None:
@@ -240,6 +242,8 @@ def test_a_spec_knows_its_backends_capabilities() -> None:
         "Browse",
         "Uniqueness",
         "ScheduleSlots",
+        "RateLimits",
+        "ConcurrencyLimits",
     ]
     assert BackendSpec("c", CoreOnly, "", "x").capabilities == []
     assert BackendSpec("f", lambda url, **kw: MemoryBackend(), "", "x").capabilities is None
@@ -258,6 +262,8 @@ def test_jobchain_backends_lists_capabilities() -> None:
         "Browse",
         "Uniqueness",
         "ScheduleSlots",
+        "RateLimits",
+        "ConcurrencyLimits",
     ]
     assert memory["capabilities"] == expected
     table = CliRunner().invoke(cli, ["backends"])

@@ -51,7 +51,9 @@ def test_readme_example_halts_then_completes_after_redrive() -> None:
     assert out.index("A (succeeded) -> B (failed) -> C (not executed)") < len(out) - 1
 
 
-@pytest.mark.parametrize("section", ["Pausing a queue", "Browsing jobs", "Unique jobs", "Cancelling jobs"])
+@pytest.mark.parametrize(
+    "section", ["Pausing a queue", "Browsing jobs", "Unique jobs", "Cancelling jobs", "Limits"]
+)
 def test_a_guide_sections_example_runs(section: str) -> None:
     """The first Python example of the guide's section runs as written."""
     guide = (ROOT / "docs" / "guide.md").read_text()

@@ -77,6 +77,8 @@ def _queues(app: App, as_json: bool) -> None:
                     for s, paused in rows
                 ],
                 "workers": None if live is None else len(live),
+                # in flight, waiting for a rate or concurrency limit (as of each worker's last heartbeat)
+                "held": None if live is None else sum(w.held for w in live),
             }
         )
         return
@@ -109,7 +111,9 @@ def _queues(app: App, as_json: bool) -> None:
             ],
         )
     if live is not None:
-        click.echo(f"{len(live)} live worker{'s' if len(live) != 1 else ''} on {app.backend_url}")
+        held = sum(w.held for w in live)
+        waiting = f"; {held} in flight held by a rate or concurrency limit" if held else ""
+        click.echo(f"{len(live)} live worker{'s' if len(live) != 1 else ''} on {app.backend_url}{waiting}")
 
 
 def _one(app: App, id: str, as_json: bool) -> None:

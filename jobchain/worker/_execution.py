@@ -19,9 +19,11 @@ from jobchain.errors import (
     WorkerLost,
 )
 from jobchain.errortext import cap, describe, type_name
-from jobchain.model import Aborted, Completed, Delivery, ErrorInfo, Failed, Outcome, Retried
+from jobchain.model import Aborted, Completed, Delivery, ErrorInfo, Failed, Outcome, Released, Retried
 from jobchain.payload import find_non_json, has_unstorable
-from jobchain.worker._core import SlotStats, WorkerCore, _Running
+from jobchain.worker._core import SlotStats, _Running
+from jobchain.worker._limits import LimitGate
+from jobchain.worker._runtime import RunnableTask
 
 
 class JobExpired(Exception):  # noqa: N818 - recorded as the error type name
@@ -32,7 +34,7 @@ _result_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 _utf8_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-class Execution(WorkerCore):
+class Execution(LimitGate):
     """Runs one job on the calling thread and returns its outcome; never raises for the task."""
 
     def _run_job(self, delivery: Delivery, slot: SlotStats) -> Outcome:
@@ -66,7 +68,25 @@ class Execution(WorkerCore):
         if task is None:
             unknown = UnknownTaskError(job.task, list(runtime.tasks))
             return self._failure_outcome(delivery, unknown, slot, 0.0, retry_allowed=False)
+        if getattr(task, "limits", None) is not None or self._queue_limits:
+            limits = self._limits_of(delivery, task)
+            if limits:
+                admitted = self._admit(delivery, task, limits)
+                if admitted == "stop":  # stopping while held: back unrun, no attempt used
+                    return Released(delivery=delivery)
+                if admitted == "cancelled":  # cancelled while held: never started
+                    return self._aborted(delivery, slot, runtime.clock.now(), 0.0)
+                try:
+                    return self._start(delivery, slot, task, runtime.clock.now())
+                finally:
+                    self._release_limits(self._limit_slots.get(job.id, []))
+        return self._start(delivery, slot, task, now)
 
+    def _start(self, delivery: Delivery, slot: SlotStats, task: RunnableTask, now: float) -> Outcome:
+        """Run the task of a job that may start now."""
+        job = delivery.job
+        runtime = self.runtime
+        asked = self._cancel_asked
         events = self.events
         events.job_started(job=job, worker=self.name, thread=slot.name)
         timeout = task.timeout

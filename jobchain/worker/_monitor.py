@@ -11,14 +11,15 @@ from jobchain.capabilities import Cancel
 from jobchain.errors import JobTimeout, WorkerNameTakenError
 from jobchain.model import Aborted, WorkerInfo
 from jobchain.outage import Backoff
-from jobchain.worker._core import _NEVER, WorkerCore
+from jobchain.worker._core import _NEVER
 from jobchain.worker._execution import _raise_in_thread
+from jobchain.worker._limits import LimitGate
 
 #: seconds between two polls of the cancel requests of the jobs a worker holds (at most)
 CANCEL_POLL = 0.5
 
 
-class Monitor(WorkerCore):
+class Monitor(LimitGate):
     """What the monitor thread does every tick, and the heartbeat that registers the worker."""
 
     def _heartbeat(self) -> bool:
@@ -33,6 +34,7 @@ class Monitor(WorkerCore):
             heartbeat_at=self.runtime.clock.now(),
             state="stopping" if self._stopping.is_set() else "running",
             instance=self.instance,
+            held=self.limit_held,
         )
         if self._registry is None:  # a backend without a worker registry: nothing to refresh
             return False
@@ -135,6 +137,8 @@ class Monitor(WorkerCore):
             self._backend_failed("extend", exc)
             return False
         self.outage.succeeded("extend")
+        if self._limit_slots:  # concurrency slots live as long as the leases of their jobs
+            self._extend_limit_slots()
         with self._cv:
             # a delivery settled meanwhile (or whose settlement is under way, perhaps applied already
             # with its reply lost) has no lease to extend: that is not a lost lease

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from attrs import field, frozen
 
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES
+from jobchain.limits import Limits
 from jobchain.payload import DEFAULT_MAX_PAYLOAD
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class Runtime:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     max_error_bytes: int = DEFAULT_MAX_ERROR_BYTES
     signer: Signer | None = None
+    #: queue -> the limits on its jobs (``App.limit_queue``)
+    queue_limits: Mapping[str, Limits] = field(factory=dict)
 
 
 class SupportsRuntime(Protocol):

@@ -58,6 +58,7 @@ from jobchain_redis._failed import FailedQueue
 from jobchain_redis._guard import COUNT_TOLERATE, QueueGuard
 from jobchain_redis._layout import Layout, Writes
 from jobchain_redis._leases import Leases
+from jobchain_redis._limits import RedisLimits
 from jobchain_redis._outbox import OUTBOX_GRACE, OUTBOX_SWEEP, ChainEvent, Outbox
 from jobchain_redis._paused import PausedQueues
 from jobchain_redis._reading import UNREADABLE, parse_job
@@ -130,7 +131,7 @@ class RedisOptions(TypedDict, total=False):
     spread: bool | None
 
 
-class RedisBackend(Backend):
+class RedisBackend(Backend, RedisLimits):
     """A Redis backend: the shared parts around ``layout`` (see the module docstring).
 
     ``band_width`` is in aging intervals (the class's default when None);

@@ -8,11 +8,13 @@
 * One suite per capability (:mod:`jobchain.capabilities`):
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
   :class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`,
-  :class:`UniquenessConformance`, :class:`CancelConformance`, :class:`ScheduleConformance`.
+  :class:`UniquenessConformance`, :class:`CancelConformance`, :class:`ScheduleConformance`,
+  :class:`RateLimitConformance`, :class:`ConcurrencyConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
   capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
   which runs today's Worker). The built-in backends run it. Its Pause, Browse,
-  Uniqueness, Cancel and ScheduleSlots rules run only for a backend that declares them (skipped otherwise).
+  Uniqueness, Cancel, ScheduleSlots, RateLimits and ConcurrencyLimits rules run only for a
+  backend that declares them (skipped otherwise).
 
 A backend's test class subclasses the suites of what it declares::
 
@@ -50,6 +52,7 @@ from jobchain.testing.suite.jobs import (
     Retries,
 )
 from jobchain.testing.suite.leases import LeaseExpiry, LeaseExtension, Release, StaleSettlement
+from jobchain.testing.suite.limits import ConcurrencyConformance, RateLimitConformance
 from jobchain.testing.suite.ordering import FifoOrdering, PriorityAging, PriorityOrdering
 from jobchain.testing.suite.pause import PausedQueues, PauseHandOff
 from jobchain.testing.suite.schedules import ScheduleRuns, ScheduleStates
@@ -74,6 +77,7 @@ __all__ = [
     "CancelWaiting",
     "CancelWorkerRuns",
     "ChainHalting",
+    "ConcurrencyConformance",
     "ConformanceBase",
     "CoreConformance",
     "CrashCounting",
@@ -98,6 +102,7 @@ __all__ = [
     "PriorityOrdering",
     "Purge",
     "QueueStatistics",
+    "RateLimitConformance",
     "Redrive",
     "Release",
     "Retries",
@@ -202,6 +207,8 @@ SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.Uniqueness: UniquenessConformance,
     caps.Cancel: CancelConformance,
     caps.ScheduleSlots: ScheduleConformance,
+    caps.RateLimits: RateLimitConformance,
+    caps.ConcurrencyLimits: ConcurrencyConformance,
 }
 
 
@@ -215,6 +222,8 @@ class BackendConformance(
     UniquenessConformance,
     CancelConformance,
     ScheduleConformance,
+    RateLimitConformance,
+    ConcurrencyConformance,
     FailedQueueStats,
     WorkerRuns,
 ):

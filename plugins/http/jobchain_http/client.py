@@ -67,6 +67,7 @@ from jobchain.model import (
 )
 from jobchain.uniqueness import check_batch
 from jobchain_http import schema
+from jobchain_http.limits import HttpLimits
 from jobchain_http.reader import StreamReader
 from jobchain_http.wire import dumps, read, value
 
@@ -100,7 +101,7 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
 
 
 class HttpBackend(
-    Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, ScheduleSlots
+    Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, ScheduleSlots, HttpLimits
 ):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
@@ -500,6 +501,7 @@ class HttpBackend(
     def counts(self, queue: str) -> dict[JobState, int]:
         raw = self.request("GET", "/v1/counts", params={"queue": queue}, answer=schema.JobCounts)
         return {JobState(name): int(n) for name, n in raw["counts"].items()}
+
     # --- cancelling ----------------------------------------------------------------------
 
     def cancel(self, job_ids: Sequence[str]) -> CancelReport:

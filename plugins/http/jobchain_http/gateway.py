@@ -552,12 +552,13 @@ def create_app(config: GatewayConfig) -> GatewayApp:
         Route("/v1/workers/{name}/stop", gw.stop_worker, methods=["POST"]),
     ]
     from jobchain_http.cancels import cancel_routes
+    from jobchain_http.limits import limit_routes
     from jobchain_http.lines import line_routes
     from jobchain_http.plain import plain_routes
     from jobchain_http.schedules import schedule_routes
 
     routes += line_routes(gw) + plain_routes(gw)
-    routes += cancel_routes(gw) + schedule_routes(gw)
+    routes += cancel_routes(gw) + schedule_routes(gw) + limit_routes(gw)
     app = Starlette(
         routes=routes,
         exception_handlers={

@@ -304,6 +304,48 @@ def document(
     op.add("get", "/v1/queues/paused", "queuesPaused", "The queues paused now", s.PausedQueues)
     op.add(
         "post",
+        "/v1/limits/take",
+        "limitsTake",
+        "Take rate-limit tokens of a key at the earliest time every window admits; answers the wait "
+        "(0: now; at most max_wait: taken for then; more: not taken)",
+        s.TokenWait,
+        request=s.TakeTokensRequest,
+    )
+    op.add(
+        "post",
+        "/v1/limits/slots/acquire",
+        "limitsAcquire",
+        "Take a concurrency slot of a key for a holder for ttl seconds if fewer than limit are held",
+        s.SlotAcquired,
+        request=s.AcquireSlotRequest,
+    )
+    op.add(
+        "post",
+        "/v1/limits/slots/extend",
+        "limitsExtend",
+        "Renew live concurrency slots for ttl seconds; answers, per slot, whether it was still held",
+        s.SlotsKept,
+        request=s.ExtendSlotsRequest,
+    )
+    op.add(
+        "post",
+        "/v1/limits/slots/release",
+        "limitsRelease",
+        "Free a holder's concurrency slot",
+        s.SlotReleased,
+        request=s.SlotRequest,
+    )
+    limit_key = _q("key", {"type": "string", "maxLength": 1000}, "the limit's key")
+    op.add(
+        "get",
+        "/v1/limits/slots",
+        "limitsHeld",
+        "How many live concurrency slots of a key are held",
+        s.SlotsHeld,
+        parameters=[limit_key],
+    )
+    op.add(
+        "post",
         "/v1/jobs/cancel",
         "jobsCancel",
         "Cancel jobs: ready and delayed ones are removed and recorded cancelled (their chains end), "

@@ -218,6 +218,7 @@ class WorkerInfo(Struct, kw_only=True):
     heartbeat_at: float
     state: NonEmpty = "running"
     instance: Annotated[str, Meta(description="random per worker object; tells namesakes apart")] = ""
+    held: Annotated[int, Meta(ge=0, description="jobs held by a rate or concurrency limit")] = 0
 
 
 # --- submissions by name and line queues ---------------------------------------------------------
@@ -454,6 +455,59 @@ class JobCounts(Struct, kw_only=True):
 
 class UniqueIds(Struct, kw_only=True):
     ids: Annotated[list[NonEmpty], Meta(description="per job, the id of the job stored or holding its key")]
+
+
+class TakeTokensRequest(Struct, kw_only=True):
+    """``POST /v1/limits/take``: take rate-limit tokens (:class:`jobchain.capabilities.RateLimits`)."""
+
+    key: Annotated[str, Meta(max_length=1000)]
+    windows: Annotated[
+        list[tuple[Annotated[int, Meta(ge=1)], Annotated[float, Meta(gt=0, le=MAX_DELAY)]]],
+        Meta(min_length=1, max_length=10, description="[tokens, seconds] pairs; every one must admit"),
+    ]
+    count: Annotated[int, Meta(ge=1)] = 1
+    max_wait: Annotated[float, Meta(ge=0, le=MAX_DELAY)] = 0.0
+
+
+class TokenWait(Struct, kw_only=True):
+    wait: Annotated[float, Meta(description="0: taken now; <= max_wait: taken for then; else not taken")]
+
+
+class AcquireSlotRequest(Struct, kw_only=True):
+    """``POST /v1/limits/slots/acquire`` (:class:`jobchain.capabilities.ConcurrencyLimits`)."""
+
+    key: Annotated[str, Meta(max_length=1000)]
+    limit: Annotated[int, Meta(ge=1)]
+    holder: NonEmpty
+    ttl: Annotated[float, Meta(gt=0, le=MAX_DELAY)]
+
+
+class SlotRequest(Struct, kw_only=True):
+    """``POST /v1/limits/slots/release``: free one holder's slot."""
+
+    key: Annotated[str, Meta(max_length=1000)]
+    holder: NonEmpty
+
+
+class ExtendSlotsRequest(Struct, kw_only=True):
+    slots: Annotated[list[tuple[str, NonEmpty]], Meta(max_length=10000, description="[key, holder] pairs")]
+    ttl: Annotated[float, Meta(gt=0, le=MAX_DELAY)]
+
+
+class SlotAcquired(Struct, kw_only=True):
+    acquired: bool
+
+
+class SlotsKept(Struct, kw_only=True):
+    kept: list[bool]
+
+
+class SlotReleased(Struct, kw_only=True):
+    released: bool
+
+
+class SlotsHeld(Struct, kw_only=True):
+    held: Natural
 
 
 class Queued(Struct, kw_only=True):

@@ -81,6 +81,7 @@ from jobchain.model import (
 )
 from jobchain.uniqueness import check_batch
 from jobchain_sqlite import _browse, _unique
+from jobchain_sqlite._limits import LIMIT_TABLES, SqliteLimits
 from jobchain_sqlite._unique import UNIQUE_TABLE
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "parse_url"]
@@ -235,7 +236,16 @@ def _error_from(text: str | None) -> ErrorInfo | None:
 
 
 class SqliteBackend(
-    Backend, FailedQueue, WorkerRegistry, Stats, SqliteCancel, Pause, Browse, Uniqueness, SqliteSchedules
+    Backend,
+    FailedQueue,
+    WorkerRegistry,
+    Stats,
+    SqliteCancel,
+    Pause,
+    Browse,
+    Uniqueness,
+    SqliteSchedules,
+    SqliteLimits,
 ):
     """Jobs in a SQLite database file in WAL mode; every transition one ``BEGIN IMMEDIATE`` transaction."""
 
@@ -365,7 +375,14 @@ class SqliteBackend(
                         f"{self.path} holds tables that are not jobchain's ({', '.join(sorted(tables))}): "
                         "give jobchain a database file of its own"
                     )
-                for statement in (*_SCHEMA, _PAUSED_TABLE, UNIQUE_TABLE, _CANCEL_TABLE, SCHEDULES_TABLE):
+                for statement in (
+                    *_SCHEMA,
+                    _PAUSED_TABLE,
+                    UNIQUE_TABLE,
+                    _CANCEL_TABLE,
+                    SCHEDULES_TABLE,
+                    *LIMIT_TABLES,
+                ):
                     conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -388,6 +405,8 @@ class SqliteBackend(
                 conn.execute(_CANCEL_TABLE)
             if "schedules" not in tables:
                 conn.execute(SCHEDULES_TABLE)
+            for statement in LIMIT_TABLES:  # IF NOT EXISTS: a file written before limits gets them
+                conn.execute(statement)
 
     def close(self) -> None:
         with self._connections_lock:
