@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from jobchain.capabilities import (
     ALL,
     Browse,
     Cancel,
+    Capability,
     ConcurrencyLimits,
     FailedQueue,
     Pause,
@@ -84,9 +86,9 @@ def test_supports_and_capabilities_read_the_class_statement() -> None:
         "Cancel",
         "Pause",
         "Uniqueness",
-        "ScheduleSlots",
         "RateLimits",
         "ConcurrencyLimits",
+        "ScheduleSlots",
     ]
     assert capabilities(MemoryBackend) == expected
     assert capabilities(MemoryBackend()) == expected
@@ -120,11 +122,25 @@ def test_require_of_a_missing_capability_names_the_url_the_capability_and_who_ha
     assert "memory://" in str(error)
 
 
+class _Teleport(Capability):
+    """A capability no backend implements."""
+
+    what = "teleporting jobs"
+
+    @abc.abstractmethod
+    def teleport(self) -> None:
+        """Move every job elsewhere."""
+
+
 def test_a_capability_nobody_has_says_so() -> None:
     with pytest.raises(
-        NotSupportedError, match=r"does not support schedule slots \(capability ScheduleSlots\); no installed"
+        NotSupportedError, match=r"does not support teleporting jobs \(capability _Teleport\); no installed"
     ):
-        require(MemoryBackend(), ScheduleSlots)
+        require(MemoryBackend(), _Teleport)
+    with pytest.raises(
+        NotSupportedError, match=r"capability ScheduleSlots\); use a backend that does, e.g. "
+    ):
+        require(CoreOnly(), ScheduleSlots)
 
 
 def test_a_declared_capability_must_be_implemented_in_full() -> None:

@@ -127,3 +127,29 @@ def test_schedules_list_pause_resume(redis_server_url: str) -> None:
     unknown = cli("pause", "nope")
     assert unknown.returncode == 1
     assert "no schedule 'nope'" in unknown.stderr
+
+
+def test_a_worker_with_schedules_submits_and_runs_the_slots(redis_server_url: str) -> None:
+    """`jobchain worker --schedules`: its scheduler thread submits each slot, its threads run them."""
+    url = redis_server_url.replace("redis://", "redis-lists://", 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCHAIN_")}
+    command = [sys.executable, "-m", "jobchain", "worker", "-c", CONFIG, "-b", url, "--schedules"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    app = App(url)
+    try:
+        browse = require(app.backend, Browse)
+        deadline = time.monotonic() + 20
+        done: list[str] = []
+        while time.monotonic() < deadline and len(done) < 2:
+            page = browse.browse(queue="default", state=JobState.SUCCEEDED, limit=100)
+            done = [r.job.id for r in page.records]
+            time.sleep(0.2)
+        assert len(done) >= 2, done
+        assert all(job_id.startswith("sched.tick.") for job_id in done)
+    finally:
+        app.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
