@@ -14,8 +14,9 @@ Workloads, per system and repetition:
 
 * **enqueue 1-by-1** - N no-op jobs submitted one call at a time from one
   client (the floor: one ``LPUSH`` each), before the workers start;
-* **drain** - those N jobs run by the freshly started workers; the steady rate
-  is taken between the 10% and the 90% mark (so worker start-up is left out);
+* **drain** - those N jobs run by the freshly started workers (the floor's 8
+  processes wait at a barrier until all have imported and connected); the
+  steady rate is taken between the 10% and the 90% mark (so start-up is left out);
 * **worker CPU/job** - user+system CPU of every worker process (for jobchain
   the supervisor and its children) read from ``/proc/<pid>/stat`` at the same
   two marks, divided by the jobs between them;
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import secrets
@@ -82,10 +84,10 @@ def _stat(pid: int) -> tuple[int, float] | None:
     """(parent pid, user+system CPU seconds) of ``pid`` from /proc, or None once it is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        fields = text[text.rindex(")") + 2 :].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, ValueError, IndexError):  # exited meanwhile
         return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def tree_cpu(roots: Sequence[int]) -> float:
@@ -121,6 +123,7 @@ class Tally:
         self._keep = os.open(path, os.O_WRONLY)  # so the reader never sees EOF between workers
         os.set_blocking(self.fd, True)
         self.cond = threading.Condition()
+        self.error = ""
         self.reset()
         self._thread = threading.Thread(target=self._run, name="tally", daemon=True)
         self._thread.start()
@@ -137,6 +140,14 @@ class Tally:
             self.sync = False
 
     def _run(self) -> None:
+        try:
+            self._read()
+        except BaseException as exc:
+            with self.cond:
+                self.error = f"the FIFO reader failed: {exc!r}"
+                self.cond.notify_all()
+
+    def _read(self) -> None:
         from floor_config import RECORD
 
         rest = b""
@@ -166,6 +177,8 @@ class Tally:
         """Wait until ``predicate()`` holds; fail if no record arrived for STALL seconds."""
         with self.cond:
             while not predicate():
+                if self.error:
+                    raise BenchError(self.error)
                 if time.monotonic() - self.last > STALL:
                     raise BenchError(f"{what}: nothing ran for {STALL:.0f}s; {self.missing()}")
                 self.cond.wait(0.5)
@@ -228,6 +241,11 @@ class Floor:
             )
             for n in range(FLOOR_PROCESSES)
         ]
+        # every process has imported and connected before any takes a job (start-up left out)
+        for _ in self.procs:
+            if self.client.blpop([f"{self.queue.name}:ready"], 60) is None:
+                raise BenchError("floor: a worker process did not start within 60s")
+        self.client.lpush(f"{self.queue.name}:go", *([b"go"] * len(self.procs)))
         return [p.pid for p in self.procs]
 
     def stop(self) -> None:
@@ -310,9 +328,12 @@ def run_once(system: Floor | Jobchain, tally: Tally, jobs: int, chains: int) -> 
             system.submit_chain(i)
             tally.wait(lambda i=i: i in tally.chain_done, f"{system.name} chain {i}")
             latencies.append(tally.chain_done[i] - start)
-    finally:
-        system.stop()
-        tally.flush()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            system.stop()
+        raise
+    system.stop()
+    tally.flush()
     tally.verify(system.name, jobs, chains)
     latencies.sort()
     return {
@@ -374,7 +395,9 @@ def floor_worker(url: str, name: str, consumer: str) -> None:
     """One floor worker process: one consumer that blocks until it takes a stop message."""
     from floor_config import FLOOR_TASKS
 
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_timeout=None)  # BLMOVE blocks for good (block=0)
+    client.rpush(f"{name}:ready", consumer)
+    client.blpop([f"{name}:go"], 0)
     worker = BaselineWorker(BaselineQueue(client, name), FLOOR_TASKS, threads=1, name=consumer, block=0)
     worker.start()
     clean = worker.stop(timeout=1e9)
