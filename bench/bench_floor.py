@@ -395,14 +395,14 @@ def floor_worker(url: str, name: str, consumer: str) -> None:
     """One floor worker process: one consumer that blocks until it takes a stop message."""
     from floor_config import FLOOR_TASKS
 
-    client = redis.Redis.from_url(url, socket_timeout=None)  # BLMOVE blocks for good (block=0)
+    client = redis.Redis.from_url(url)
     client.rpush(f"{name}:ready", consumer)
     client.blpop([f"{name}:go"], 0)
-    worker = BaselineWorker(BaselineQueue(client, name), FLOOR_TASKS, threads=1, name=consumer, block=0)
-    worker.start()
-    clean = worker.stop(timeout=1e9)
-    if worker.errors or not clean:
-        raise SystemExit(f"floor worker failed: {worker.errors!r}")
+    worker = BaselineWorker(BaselineQueue(client, name), FLOOR_TASKS, threads=1, name=consumer, block=1.0)
+    # the consumer loop on this process's main thread, until it takes a stop message: BLMOVE waits
+    # 1 s at a time on the server (a BLMOVE of 0 would outlive redis-py's 5 s socket timeout, and a
+    # message moved as the client gives up would sit in the processing list: a lost job)
+    worker._loop(0)
 
 
 def machine() -> str:
