@@ -19,7 +19,7 @@ from jobchain.cli.common import (
     private_backend_note,
     setup_logging,
 )
-from jobchain.cli.output import Column, call_text, echo_json, fmt_time, json_text, print_table, printable
+from jobchain.cli.output import Column, call_text, cut, echo_json, fmt_time, json_text, print_table, printable
 from jobchain.errors import NotInFailedQueueError
 from jobchain.model import FailedEntry
 
@@ -141,8 +141,7 @@ def list_(
 
 
 def _error(entry: FailedEntry, limit: int = 80) -> str:
-    text = f"{entry.error.type}: {entry.error.message}".splitlines()[0]
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return cut(f"{entry.error.type}: {entry.error.message}".splitlines()[0], limit)
 
 
 @failed.command("show")

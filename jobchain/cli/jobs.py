@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from typing import Any
 
@@ -19,7 +18,7 @@ from jobchain.cli.common import (
     private_backend_note,
     setup_logging,
 )
-from jobchain.cli.output import Column, echo_json, fmt_time, print_table, printable
+from jobchain.cli.output import Column, cut, echo_json, fmt_time, json_text, print_table, printable
 from jobchain.cli.status import job_json, show_job
 from jobchain.model import JobRecord, JobState
 
@@ -139,16 +138,12 @@ def _last(record: JobRecord, state: JobState) -> str:
     if state is JobState.SUCCEEDED:
         return _short(record.result)
     if state in (JobState.FAILED, JobState.CANCELLED):
-        return "-" if record.error is None else _cut(f"{record.error.type}: {record.error.message}")
+        return "-" if record.error is None else cut(f"{record.error.type}: {record.error.message}", 60)
     return _short([*record.job.args, *(f"{k}={v}" for k, v in record.job.kwargs.items())])
 
 
 def _short(value: Any) -> str:
-    return _cut(json.dumps(value, ensure_ascii=False, default=str))
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= 60 else text[:59] + "…"
+    return cut(json_text(value), 60)
 
 
 @jobs.command("show")

@@ -151,6 +151,11 @@ def json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the last one an ellipsis when anything was cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def call_text(args: Sequence[Any], kwargs: Any, limit: int | None = 100) -> str:
     """``("x", 3, n=[1, 2])``: a job's arguments as JSON, as ``submit --wait`` prints them.
 
@@ -158,7 +163,7 @@ def call_text(args: Sequence[Any], kwargs: Any, limit: int | None = 100) -> str:
     """
     parts = [json_text(a) for a in args] + [f"{k}={json_text(v)}" for k, v in dict(kwargs).items()]
     text = "(" + ", ".join(parts) + ")"
-    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+    return text if limit is None else cut(text, limit)
 
 
 def echo_json(value: Any) -> None:

@@ -22,6 +22,7 @@ from jobchain.cli.output import (
     Column,
     call_text,
     console,
+    cut,
     echo_json,
     fmt_seconds,
     fmt_time,
@@ -290,7 +291,7 @@ def _key_values(rows: list[tuple[str, str]], *, state: str) -> None:
 
 
 def _short(text: str, limit: int = 100) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return cut(text, limit)
 
 
 #: one job's JSON form and its printed view, shared with ``jobchain jobs``
