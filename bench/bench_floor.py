@@ -49,7 +49,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -128,16 +128,22 @@ class Tally:
         self._thread = threading.Thread(target=self._run, name="tally", daemon=True)
         self._thread.start()
 
-    def reset(self, marks: Sequence[int] = (), roots: Sequence[int] = ()) -> None:
+    def reset(self, marks: Sequence[int] = ()) -> None:
+        """Forget every count; called before a system's workers start, so no record is lost."""
         with self.cond:
             self.seen: dict[str, collections.Counter[int]] = {k: collections.Counter() for k in "nabc"}
             self.total = 0
             self.last = time.monotonic()
             self.chain_done: dict[int, float] = {}
             self.marks = list(marks)
-            self.roots = list(roots)
+            self.roots: list[int] = []
             self.at: dict[int, tuple[float, float]] = {}  # mark -> (monotonic, worker-tree CPU)
             self.sync = False
+
+    def track(self, roots: Sequence[int]) -> None:
+        """The worker processes whose CPU time is read at each drain mark."""
+        with self.cond:
+            self.roots = list(roots)
 
     def _run(self) -> None:
         try:
@@ -169,6 +175,8 @@ class Tally:
                     elif kind == "n":
                         count = len(self.seen["n"])
                         if count in self.marks and count not in self.at:
+                            if not self.roots:
+                                raise BenchError(f"{count} jobs ran before the workers' pids were known")
                             self.at[count] = (now, tree_cpu(self.roots))
                 self.last = now
                 self.cond.notify_all()
@@ -245,8 +253,11 @@ class Floor:
         for _ in self.procs:
             if self.client.blpop([f"{self.queue.name}:ready"], 60) is None:
                 raise BenchError("floor: a worker process did not start within 60s")
-        self.client.lpush(f"{self.queue.name}:go", *([b"go"] * len(self.procs)))
         return [p.pid for p in self.procs]
+
+    def go(self) -> None:
+        """Let the started processes take jobs."""
+        self.client.lpush(f"{self.queue.name}:go", *([b"go"] * len(self.procs)))
 
     def stop(self) -> None:
         self.queue.stop_workers(len(self.procs))
@@ -291,6 +302,9 @@ class Jobchain:
         self.proc = subprocess.Popen(argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         return [self.proc.pid]
 
+    def go(self) -> None:
+        """Nothing to release: the worker takes jobs once started (its start-up is outside the marks)."""
+
     def stop(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
@@ -308,16 +322,34 @@ class Jobchain:
         self.cfg.app.close()
 
 
-def run_once(system: Floor | Jobchain, tally: Tally, jobs: int, chains: int) -> dict[str, float]:
+class System(Protocol):
+    """What run_once drives: a queue with its workers."""
+
+    name: str
+
+    def enqueue(self, i: int) -> None: ...
+    def submit_chain(self, i: int) -> None: ...
+    def start(self) -> list[int]:
+        """Start the workers (ready to take jobs, or already taking them); return their root pids."""
+        ...
+
+    def go(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def run_once(system: System, tally: Tally, jobs: int, chains: int) -> dict[str, float]:
     tally.reset()
     t0 = time.perf_counter()
     for i in range(jobs):
         system.enqueue(i)
     enqueue = jobs / (time.perf_counter() - t0)
     lo, hi = max(1, jobs // 10), max(2, jobs - jobs // 10)
+    # counts are cleared before the workers start: a record they write before start() returns
+    # is counted (clearing after start lost the first jobs of a fast floor and stalled the drain)
+    tally.reset(marks=(lo, hi))
     try:
-        roots = system.start()
-        tally.reset(marks=(lo, hi), roots=roots)
+        tally.track(system.start())
+        system.go()
         tally.wait(lambda: len(tally.seen["n"]) >= jobs, f"{system.name} drain")
         (t_lo, cpu_lo), (t_hi, cpu_hi) = tally.at[lo], tally.at[hi]
         drain = (hi - lo) / max(t_hi - t_lo, 1e-9)

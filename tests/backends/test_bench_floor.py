@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,52 @@ def test_quick_run_counts_every_job_once_and_prints_every_row(redis_server_url: 
             assert (workload, system) in rows, f"no row for {workload} / {system}:\n{proc.stdout}"
         assert rows[(workload, "floor")].rstrip().endswith("1.00x")
     assert "verified: every job ran exactly once (200 no-op jobs and 10 x 3 chain steps" in proc.stdout
+
+
+class _InstantSystem:
+    """Runs every job the moment its workers are let go, before go() returns: the fastest floor."""
+
+    name = "instant"
+
+    def __init__(self, tally: object) -> None:
+        self.tally = tally
+        self.jobs = 0
+        self.fd = os.open(tally.path, os.O_WRONLY)  # type: ignore[attr-defined]
+
+    def _write(self, kind: str, i: int) -> None:
+        os.write(self.fd, b"%s%014d\n" % (kind.encode(), i))
+
+    def enqueue(self, i: int) -> None:
+        self.jobs += 1
+
+    def submit_chain(self, i: int) -> None:
+        for kind in "abc":
+            self._write(kind, i)
+
+    def start(self) -> list[int]:
+        return [os.getpid()]
+
+    def go(self) -> None:
+        for i in range(self.jobs):
+            self._write("n", i)
+        tally = self.tally
+        tally.wait(lambda: tally.total >= self.jobs, "instant go")  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        os.close(self.fd)
+
+
+def test_jobs_run_before_start_returns_are_counted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Workers that drain every job before run_once goes on (a fast floor on a busy machine) still
+    have every job counted: the counts are cleared before the workers start, not after."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench_floor
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    monkeypatch.setattr(bench_floor, "STALL", 3.0)
+    tally = bench_floor.Tally(str(tmp_path / "runs.fifo"))
+    result = bench_floor.run_once(_InstantSystem(tally), tally, jobs=50, chains=3)
+    assert result["drain"] > 0
+    assert len(tally.seen["n"]) == 50
+    assert set(tally.seen["n"].values()) == {1}
