@@ -70,6 +70,8 @@ class ChildSpec:
     log_format: str
     queues: tuple[str, ...] | None
     concurrency: int
+    #: deliveries reserved per batch (None: the worker's default, its concurrency)
+    prefetch: int | None = None
     labels: dict[str, str] = field(factory=dict)
     lease: float = 30.0
     grace: float = 30.0
@@ -206,6 +208,7 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
             app,
             queues=spec.queues,
             concurrency=spec.concurrency,
+            prefetch=spec.prefetch,
             name=spec.name,
             labels=spec.labels,
             lease=spec.lease,

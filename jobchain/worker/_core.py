@@ -81,6 +81,26 @@ def _default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(16):04x}"
 
 
+#: seconds of work (at the average job time) an adaptive prefetch reserves per thread and round trip
+PREFETCH_WINDOW = 0.02
+#: the most deliveries an adaptive prefetch reserves at once
+PREFETCH_CAP = 64
+#: weight of the newest job time in the moving average
+_RUN_WEIGHT = 0.1
+
+
+def adaptive_prefetch(concurrency: int, run_avg: float) -> int:
+    """Deliveries to reserve per batch when jobs take ``run_avg`` seconds on a thread.
+
+    Short jobs make the round trip of a reservation the cost of a job: a batch
+    then holds about :data:`PREFETCH_WINDOW` of work per thread, up to
+    :data:`PREFETCH_CAP`. Jobs of that length or longer get one per thread, so a
+    reserved job never waits long for a thread while another worker is idle.
+    """
+    per_thread = PREFETCH_WINDOW / max(run_avg, 1e-6)
+    return max(concurrency, min(PREFETCH_CAP, int(concurrency * per_thread)))
+
+
 class WorkerCore:
     """The state the parts of a :class:`~jobchain.worker.Worker` share, and the helpers they all use."""
 
@@ -143,7 +163,14 @@ class WorkerCore:
         self.name_lost: WorkerNameTakenError | None = None
         self.labels = dict(labels or {})
         self.lease = float(lease)
+        #: deliveries reserved per batch: ``prefetch`` when given, else adapted to how long jobs run
+        #: (:func:`adaptive_prefetch`: more per round trip while jobs are short), never below concurrency
         self.prefetch = prefetch or concurrency
+        self._adaptive = prefetch is None
+        #: moving average of a job's time on a thread (seconds), None before the first one ends
+        self._run_avg: float | None = None
+        #: pool thread -> monotonic time it took its current delivery
+        self._taken_at: dict[threading.Thread, float] = {}
         self.max_redeliveries = max_redeliveries
         self.poll = poll
         self.heartbeat_ttl = heartbeat_ttl or max(10.0, self.lease)

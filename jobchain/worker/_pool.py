@@ -7,7 +7,7 @@ import time
 
 from jobchain.errortext import cap, describe, format_traceback, type_name
 from jobchain.model import Delivery, ErrorInfo, Failed, Outcome, Released
-from jobchain.worker._core import _NEVER, SlotStats, WorkerCore, _left
+from jobchain.worker._core import _NEVER, _RUN_WEIGHT, SlotStats, WorkerCore, _left, adaptive_prefetch
 
 
 class Pool(WorkerCore):
@@ -120,6 +120,8 @@ class Pool(WorkerCore):
         while True:
             with self._cv:
                 done = self._busy.pop(me, None)
+                if done is not None and self._adaptive:
+                    self._note_run(me)
                 if done is not None and done.job.id == self._solo:
                     self._solo = None
                     self._cv.notify_all()
@@ -148,6 +150,16 @@ class Pool(WorkerCore):
             with self._cv:
                 self._drop([delivery], "lease_lost_before_start")
 
+    def _note_run(self, me: threading.Thread) -> None:
+        """Fold the time of the job ``me`` just ended into the average; adapt the prefetch (lock held)."""
+        taken = self._taken_at.pop(me, None)
+        if taken is None:
+            return
+        run = time.monotonic() - taken
+        avg = self._run_avg
+        self._run_avg = run if avg is None else avg + (run - avg) * _RUN_WEIGHT
+        self.prefetch = adaptive_prefetch(self.concurrency, self._run_avg)
+
     def _take_next(self, me: threading.Thread) -> Delivery | None:
         """Pop the next delivery that may start (the lock is held); None when stopping."""
         while True:
@@ -161,6 +173,7 @@ class Pool(WorkerCore):
                     self._drop([delivery], "lease_expired_before_start")
                     continue
                 self._busy[me] = delivery
+                self._taken_at[me] = time.monotonic()
                 if delivery.suspect and delivery.crashes <= self.max_redeliveries:
                     self._solo = delivery.job.id
                     # threads that died running a job (replaced since) do not hold the suspect back

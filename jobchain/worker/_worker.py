@@ -28,7 +28,9 @@ class Worker(Execution, Settling, Monitor, Pool):
     ``concurrency``: threads. ``lease``: seconds a delivery is held before it is
     given to another worker unless extended (the monitor extends every
     ``lease / 3``). ``prefetch``: deliveries reserved per batch (default:
-    ``concurrency``). ``max_redeliveries``: leases lost while the job was
+    adapted to the jobs: ``concurrency`` while jobs take 20 ms or more, up to 64
+    while they are shorter, see :func:`~jobchain.worker._core.adaptive_prefetch`).
+    ``max_redeliveries``: leases lost while the job was
     running (its worker died or stalled) tolerated per attempt before the job
     is failed as ``WorkerLost`` (this does not use up retry attempts; leases
     lost by jobs only reserved do not count, see :meth:`Backend.mark_running
