@@ -24,10 +24,10 @@ from jobchain.testing import completed, queue_stats, reserve
 
 redis = pytest.importorskip("redis", reason="jobchain-redis is not installed (pip install -e backends/redis)")
 
+from jobchain_redis._wire import LeanPipeline as Pipeline  # noqa: E402
 from jobchain_redis.common import RedisBackend  # noqa: E402
 from jobchain_redis.lists import ListsBackend  # noqa: E402
 from jobchain_redis.streams import StreamsBackend  # noqa: E402
-from redis.client import Pipeline  # noqa: E402
 
 
 @pytest.fixture(params=[ListsBackend, StreamsBackend], ids=["lists", "streams"])

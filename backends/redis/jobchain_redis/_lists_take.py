@@ -68,7 +68,7 @@ class ListTaker:
         keys = self.keys
 
         def read_index(queues: Sequence[str]) -> tuple[list[str], list[Any]]:
-            pipe = self.store.client.pipeline(transaction=False)
+            pipe = self.store.pipeline()
             for q in queues:
                 pipe.zrangebyscore(keys.delayed(q), "-inf", now, start=0, num=1)
                 pipe.zrangebyscore(keys.leases(q), "-inf", now, start=0, num=1)
@@ -292,7 +292,7 @@ class ListTaker:
     def _expire_leases(self, queue: str, now: float) -> None:
         leases = self.keys.leases(queue)
         [expired] = (
-            self.store.client.pipeline(transaction=False)
+            self.store.pipeline()
             .zrangebyscore(leases, "-inf", now, start=0, num=_PROMOTE_BATCH)
             .execute()
         )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 from jobchain.model import Job
+from jobchain_redis._wire import lean_pipeline
 from jobchain_redis.connection import Pipe, Route, Transaction
 from jobchain_redis.keys import Keys
 
@@ -63,6 +64,10 @@ class Store:
         self.tolerate: tuple[str, ...] = ()
         #: queues put in the queue list (spread layout: written apart, once)
         self.noted: set[str] = set()
+
+    def pipeline(self) -> Any:
+        """A plain pipeline (no MULTI) for the hot paths: lean on one server (:mod:`jobchain_redis._wire`)."""
+        return lean_pipeline(self.client, transaction=False)
 
     def transact(
         self, body: Callable[[Transaction], R], *, on: str, tolerate: tuple[str, ...] = ()

@@ -68,7 +68,7 @@ class StreamTaker:
             self.bands.sweep_orphans(queues, worker)
 
         def read_index(queues: Sequence[str]) -> tuple[list[str], list[Any]]:
-            pipe = self.store.client.pipeline(transaction=False)
+            pipe = self.store.pipeline()
             for q in queues:
                 pipe.zrangebyscore(keys.delayed(q), "-inf", now, start=0, num=1)
                 pipe.zrangebyscore(keys.leases(q), "-inf", now, start=0, num=limit)
@@ -96,7 +96,7 @@ class StreamTaker:
         plan: list[tuple[int, int, tuple[int, int], str, str, str, str]] = []
         expired = [(q, j) for q, ids in zip(queues, found[1::4], strict=True) for j in ids]
         if expired:
-            pipe = self.store.client.pipeline(transaction=False)
+            pipe = self.store.pipeline()
             for q, job_id in expired:
                 pipe.hmget(keys.job(job_id, q), "stream", "entry", "band")
             unentried: list[tuple[str, str]] = []
@@ -437,7 +437,7 @@ class StreamTaker:
 
     def _quarantine_jobs(self, bad: Sequence[tuple[str, str, str | None, str]]) -> None:
         """Ack and delete the entries of unreadable jobs; file them in the failed queue, text kept."""
-        rows = self.store.client.pipeline(transaction=False)
+        rows = self.store.pipeline()
         for queue, job_id, _, _ in bad:
             rows.hmget(self.keys.job(job_id, queue), "stream", "entry")
         now = self.store.now()

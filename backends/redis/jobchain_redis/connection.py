@@ -35,6 +35,7 @@ from jobchain_redis._url import (
     parse_url,
     public_url,
 )
+from jobchain_redis._wire import lean_pipeline
 
 __all__ = [
     "ClusterRoute",
@@ -208,7 +209,7 @@ def transact(
     delay = 0.0005
     attempt = 0
     lost = 0
-    with client.pipeline(transaction=True) as pipe:
+    with lean_pipeline(client, transaction=True) as pipe:
         while True:
             attempt += 1
             tx = Transaction(pipe, client, asking=asking, attempt=attempt)
