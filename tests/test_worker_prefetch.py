@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 from click.testing import CliRunner
@@ -13,7 +13,7 @@ from jobchain import App, Worker
 from jobchain.cli.main import cli
 from jobchain.memory import MemoryBackend
 from jobchain.model import Delivery
-from jobchain.worker._core import PREFETCH_CAP, PREFETCH_WINDOW, adaptive_prefetch
+from jobchain.worker._core import PREFETCH_CAP, PREFETCH_HOLD, PREFETCH_WINDOW, adaptive_prefetch
 
 
 class CountingBackend(MemoryBackend):
@@ -81,3 +81,43 @@ def test_cli_rejects_a_bad_prefetch(value: str) -> None:
     result = CliRunner().invoke(cli, ["worker", "-c", "nowhere.py", "--prefetch", value])
     assert result.exit_code == 2
     assert "--prefetch" in result.output
+
+
+def test_a_large_batch_of_jobs_that_turned_long_goes_back_to_the_queue() -> None:
+    """Jobs beyond one per thread that waited PREFETCH_HOLD unstarted are released for other workers."""
+    backend = CountingBackend()
+    app = App(backend=backend)
+    gate = threading.Event()
+
+    @app.task
+    def short(i: int) -> int:
+        return i
+
+    @app.task
+    def long(i: int) -> int:
+        gate.wait(10)
+        return i
+
+    worker = Worker(app, concurrency=2, poll=0.05).start()
+    try:
+        assert [h.wait(timeout=10) for h in [short.submit(i) for i in range(300)]] == list(range(300))
+        assert worker.prefetch > 30  # sized while the jobs were short
+        handles = [long.submit(i) for i in range(30)]
+        assert _eventually(lambda: worker.held() == 30)  # 2 running, 28 waiting in the buffer
+        assert _eventually(lambda: worker.held() <= 4, timeout=PREFETCH_HOLD + 2)
+        [stats] = backend.stats()
+        assert stats.ready >= 26  # given back: any worker may take them
+        gate.set()
+        assert [h.wait(timeout=10) for h in handles] == list(range(30))
+    finally:
+        gate.set()
+        assert worker.stop(timeout=5)
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

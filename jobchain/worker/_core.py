@@ -85,6 +85,9 @@ def _default_name() -> str:
 PREFETCH_WINDOW = 0.02
 #: the most deliveries an adaptive prefetch reserves at once
 PREFETCH_CAP = 64
+#: seconds the deliveries beyond one per thread of an adaptive batch may wait unstarted: then they go
+#: back to their queue (the jobs grew long since the batch was sized; other workers may be idle)
+PREFETCH_HOLD = 1.0
 #: weight of the newest job time in the moving average
 _RUN_WEIGHT = 0.1
 
@@ -171,6 +174,8 @@ class WorkerCore:
         self._run_avg: float | None = None
         #: pool thread -> monotonic time it took its current delivery
         self._taken_at: dict[threading.Thread, float] = {}
+        #: monotonic time the fetcher last filled the buffer
+        self._buffered_at = 0.0
         self.max_redeliveries = max_redeliveries
         self.poll = poll
         self.heartbeat_ttl = heartbeat_ttl or max(10.0, self.lease)

@@ -9,9 +9,9 @@ from collections import deque
 
 from jobchain.capabilities import Cancel
 from jobchain.errors import JobTimeout, WorkerNameTakenError
-from jobchain.model import Aborted, WorkerInfo
+from jobchain.model import Aborted, Released, WorkerInfo
 from jobchain.outage import Backoff
-from jobchain.worker._core import _NEVER
+from jobchain.worker._core import _NEVER, PREFETCH_HOLD
 from jobchain.worker._execution import _raise_in_thread
 from jobchain.worker._limits import LimitGate
 
@@ -90,6 +90,7 @@ class Monitor(LimitGate):
             try:
                 self._enforce_timeouts(now)
                 self._drop_expired(now)
+                self._give_back_prefetched(now)
                 if now >= next_extend:
                     ok = self._extend_leases()
                     next_extend = time.monotonic() + (extend_every if ok else min(extend_every, retry.next()))
@@ -232,6 +233,27 @@ class Monitor(LimitGate):
                     job = running.delivery.job
                     self.log.warning("job_timeout", job_id=job.id, task=job.task)
                     _raise_in_thread(running.thread_id, JobTimeout)
+
+    def _give_back_prefetched(self, now: float) -> None:
+        """Release the buffered deliveries beyond one per thread once they waited PREFETCH_HOLD (the
+        monitor, each tick; adaptive prefetch only).
+
+        A batch sized while jobs were short holds up to PREFETCH_CAP jobs; should
+        the jobs turn long, those would wait here while other workers idle. The
+        last of the buffer go back to their queue unrun (no attempt used).
+        """
+        if not self._adaptive:
+            return
+        with self._cv:
+            extra = len(self._buffer) - self.concurrency
+            if extra <= 0 or now - self._buffered_at < PREFETCH_HOLD:
+                return
+            back = [self._buffer.pop() for _ in range(extra)][::-1]
+            for delivery in back:
+                self._deadline.pop(delivery.token, None)
+            self._pending.extend(Released(delivery=d) for d in back)
+            self._settle_cv.notify()
+        self.log.info("prefetched_jobs_given_back", count=len(back), job_ids=[d.job.id for d in back][:50])
 
     def _drop_expired(self, now: float) -> None:
         """Drop buffered deliveries past their local deadline (the monitor, each tick)."""

@@ -227,6 +227,7 @@ class Pool(WorkerCore):
                             self._held[delivery.job.id] = delivery
                         self._note_leased(got, since)
                         self._buffer.extend(got)
+                        self._buffered_at = time.monotonic()
                         self._cv.notify_all()
             if late:
                 self._release_late(got)
