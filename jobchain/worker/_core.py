@@ -202,6 +202,9 @@ class WorkerCore:
         self._settle_cv = threading.Condition(lock)
         #: wakes the fetcher thread when the buffer of reserved jobs runs dry
         self._fetch_cv = threading.Condition(lock)
+        #: wakes threads waiting for a settlement in progress to end (never the pool threads: a wake-up
+        #: of every idle thread at each settlement's end cost context switches on every job)
+        self._flushed_cv = threading.Condition(lock)
         self._settler: threading.Thread | None = None
         self._fetcher: threading.Thread | None = None
         self._buffer: deque[Delivery] = deque()

@@ -228,7 +228,7 @@ class Pool(WorkerCore):
                         self._note_leased(got, since)
                         self._buffer.extend(got)
                         self._buffered_at = time.monotonic()
-                        self._cv.notify_all()
+                        self._cv.notify(len(got))  # as many pool threads as there are jobs
             if late:
                 self._release_late(got)
                 return

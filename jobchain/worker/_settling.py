@@ -80,20 +80,20 @@ class Settling(WorkerCore):
                         self._pending[:0] = left
                         self._settling = []
                         self._flushing = False
-                        self._cv.notify_all()
+                        self._flushed_cv.notify_all()
                     return False
                 with self._cv:
                     batch = self._settling = self._pending
                     if not batch:
                         self._flushing = False
-                        self._cv.notify_all()
+                        self._flushed_cv.notify_all()
                         return True
                     self._pending = []
         except BaseException:
             with self._cv:
                 self._settling = []
                 self._flushing = False
-                self._cv.notify_all()
+                self._flushed_cv.notify_all()
             raise
 
     def _settle_now(self) -> bool:
@@ -110,7 +110,7 @@ class Settling(WorkerCore):
                     left = _left(deadline)
                     if left == 0.0:
                         return
-                    self._cv.wait(left)
+                    self._flushed_cv.wait(left)
                 if not self._pending:
                     return
             if not self._flush(deadline=deadline):
