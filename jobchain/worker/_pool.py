@@ -6,7 +6,7 @@ import threading
 import time
 
 from jobchain.errortext import cap, describe, format_traceback, type_name
-from jobchain.model import Delivery, ErrorInfo, Failed, Outcome, Released
+from jobchain.model import Completed, Delivery, ErrorInfo, Failed, Outcome, Released
 from jobchain.worker._core import _NEVER, _RUN_WEIGHT, SlotStats, WorkerCore, _left, adaptive_prefetch
 
 
@@ -37,12 +37,24 @@ class Pool(WorkerCore):
                 if delivery is None:
                     return
                 outcome = self._run_job(delivery, slot)
-                # the settler thread reports it (batched with the others' outcomes); this thread goes on
                 with self._cv:
-                    self._pending.append(outcome)
-                    self._settle_cv.notify()
                     solo = delivery.job.id == self._solo
-                if solo:  # a suspect's outcome is settled before any other job may start (see _next)
+                    # a chain step done with nothing else to run: this thread settles it, and runs the
+                    # next step the settlement hands back (no trip to the settler thread and back)
+                    inline = (
+                        not solo
+                        and isinstance(outcome, Completed)
+                        and delivery.job.chain is not None
+                        and not self._buffer
+                        and not self._pending
+                        and not self._flushing
+                    )
+                    if not inline:  # the settler thread reports it, batched with the others' outcomes
+                        self._pending.append(outcome)
+                        self._settle_cv.notify()
+                if inline:
+                    self._flush(outcome)
+                elif solo:  # a suspect's outcome is settled before any other job may start (see _next)
                     self._settle_now()
                 delivery = None
         except BaseException as exc:  # a bug in the worker: hand the job on and replace this thread
