@@ -290,6 +290,10 @@ class WorkerCore:
         """Settle every pending outcome now (:class:`~jobchain.worker._settling.Settling`)."""
         raise NotImplementedError
 
+    def _flush(self, outcome: Outcome | None = None, deadline: float | None = None) -> bool:
+        """Settle ``outcome`` and everything pending (:class:`~jobchain.worker._settling.Settling`)."""
+        raise NotImplementedError
+
 
 def _left(deadline: float | None) -> float | None:
     """Seconds until ``deadline`` (never negative), or None for no deadline."""
