@@ -243,6 +243,7 @@ def planted(request: pytest.FixtureRequest, redis_server_url: str) -> Iterator[t
 def test_read_commands_print_undecodable_entries(jobchain: Run, planted: tuple[str, str, str]) -> None:
     """`status`, `failed list/show` and `workers` print what they cannot decode instead of crashing."""
     url, failed_id, ready_id = planted
+    results: dict[tuple[str, ...], Any] = {}
     for args in (
         ("status", "-b", url),
         ("status", "-b", url, "--json"),
@@ -256,16 +257,16 @@ def test_read_commands_print_undecodable_entries(jobchain: Run, planted: tuple[s
         result = jobchain(*args)
         assert result.code == 0, (args, result)
         assert "Traceback" not in result.err, (args, result)
-    listed = jobchain("failed", "list", "-b", url, "--json").json()
+        results[args] = result
+    listed = results[("failed", "list", "-b", url, "--json")].json()
     [entry] = [e for e in listed if e["id"] == failed_id]
     assert entry["error"]["type"] == "UnreadableJob"
     assert entry["raw"].startswith("base64:")
-    shown = jobchain("failed", "show", "-b", url, failed_id)
+    shown = results[("failed", "show", "-b", url, failed_id)]
     assert "UnreadableJob" in shown.out
     assert "base64:" in shown.out
-    assert "unreadable" in jobchain("workers", "-b", url).out
-    assert "UnreadableJob" in jobchain("status", "-b", url, ready_id).out
-
+    assert "unreadable" in results[("workers", "-b", url)].out
+    assert "UnreadableJob" in results[("status", "-b", url, ready_id)].out
 
 def test_plain_redis_url_is_the_default_layout(jobchain: Run, redis_server_url: str) -> None:
     """``redis://`` is an alias of ``redis-lists://`` (the default layout), not "install jobchain-redis"."""
