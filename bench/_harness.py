@@ -30,6 +30,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -289,7 +290,7 @@ def run_once(
         for i in range(chains):
             start = time.monotonic()
             system.submit_chain(i)
-            tally.wait(lambda i=i: i in tally.chain_done, f"{system.name} chain {i}")
+            tally.wait(partial(tally.chain_done.__contains__, i), f"{system.name} chain {i}")
             latencies.append(tally.chain_done[i] - start)
         latencies.sort()
         result["chain_p50_ms"] = statistics.median(latencies) * 1e3
@@ -305,7 +306,7 @@ def run_once(
             tally.quiet(idle)
             start = time.monotonic()
             system.submit_chain(i)
-            tally.wait(lambda i=i: i in tally.chain_done, f"{system.name} cold chain {i}")
+            tally.wait(partial(tally.chain_done.__contains__, i), f"{system.name} cold chain {i}")
             colds.append(tally.chain_done[i] - start)
         if colds:
             result["cold_p50_ms"] = statistics.median(colds) * 1e3

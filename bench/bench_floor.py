@@ -111,8 +111,12 @@ class Floor(LocalSystem):
             for n in range(FLOOR_PROCESSES)
         ]
         # every process has imported and connected before any takes a job (start-up left out)
-        for _ in self.procs:
-            if self.client.blpop([f"{self.queue.name}:ready"], 60) is None:
+        # (one second at a time: a longer BLPOP can outlive the client's socket timeout on a busy machine)
+        deadline, ready = time.monotonic() + 60, 0
+        while ready < len(self.procs):
+            if self.client.blpop([f"{self.queue.name}:ready"], 1) is not None:
+                ready += 1
+            elif time.monotonic() > deadline:
                 raise BenchError("floor: a worker process did not start within 60s")
         return [p.pid for p in self.procs]
 

@@ -10,13 +10,21 @@ step of a chain arrive. The same functions serve the bare floor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fifo_record import RECORD, noop, record, sleeper, step1, step2, step3
 
 from jobchain import App, chain
 
 __all__ = ["FLOOR_TASKS", "RECORD", "app", "noop_task", "record", "sleep_task", "steps"]
 
-FLOOR_TASKS = {"noop": noop, "step1": step1, "step2": step2, "step3": step3, "sleep": sleeper}
+FLOOR_TASKS: dict[str, Callable[..., object]] = {
+    "noop": noop,
+    "step1": step1,
+    "step2": step2,
+    "step3": step3,
+    "sleep": sleeper,
+}
 
 app = App()  # the backend comes from `jobchain worker --backend`
 noop_task = app.task(name="noop")(noop)

@@ -41,8 +41,14 @@ class PeerEnv:
     def bin(self, script: str) -> Path:
         return self.path / "bin" / script
 
+    @property
+    def pins(self) -> str:
+        return " ".join((self.redis, *COMMON, *self.requirements))
+
     def ready(self) -> bool:
-        return (self.path / ".jobchain-bench-ok").exists()
+        """A finished venv with these very pins (a changed pin makes it again)."""
+        marker = self.path / ".jobchain-bench-ok"
+        return marker.exists() and marker.read_text().strip() == self.pins
 
 
 ENVS: dict[str, PeerEnv] = {
@@ -53,7 +59,7 @@ ENVS: dict[str, PeerEnv] = {
         PeerEnv("rq", "3.0.0", ("rq==3.0.0",)),
         PeerEnv("taskiq", "0.13.0", ("taskiq==0.13.0", "taskiq-redis==1.2.4", "taskiq-pipelines==0.1.4")),
         PeerEnv("arq", "0.28.0", ("arq==0.28.0",), redis="redis==5.3.1"),
-        PeerEnv("saq", "0.26.4", ("saq==0.26.4",)),
+        PeerEnv("saq", "0.26.4", ("saq==0.26.4", "typing-extensions==4.16.0")),  # saq imports it, undeclared
         PeerEnv("celery", "5.7.0", ("celery[redis]==5.7.0",)),
     )
 }
@@ -80,7 +86,7 @@ def ensure(env: PeerEnv, *, log: Path | None = None) -> PeerEnv:
     finally:
         if log and not isinstance(out, int):
             out.close()
-    (env.path / ".jobchain-bench-ok").write_text(" ".join((env.redis, *COMMON, *env.requirements)) + "\n")
+    (env.path / ".jobchain-bench-ok").write_text(env.pins + "\n")
     return env
 
 
