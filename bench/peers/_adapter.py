@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for fifo
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE = os.environ.get("BENCH_QUEUE", "bench-peers")
 #: how many submissions an async adapter keeps in flight at once in its bulk mode
-GATHER = 500
+GATHER = 50
 
 
 class Peer(Protocol):

@@ -9,7 +9,7 @@ ideal, so ``poll_delay = 0.01`` here (arq's best figures for these
 workloads, for 100 cheap polls a second per idle worker). Results are kept
 for an hour (arq's default). A chain step enqueues the
 next step itself (``ctx["redis"].enqueue_job``): arq has no chains. No bulk
-enqueue either: ``bulk`` keeps up to 500 ``enqueue_job`` calls in flight.
+enqueue either: ``bulk`` keeps up to 50 ``enqueue_job`` calls in flight.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class WorkerSettings:
 
 
 class Client:
-    bulk_mode = "enqueue_job x 500 in flight (no bulk API)"
+    bulk_mode = "enqueue_job x 50 in flight (no bulk API)"
     pool: ArqRedis
 
     async def open(self) -> None:

@@ -4,7 +4,7 @@ Layout: 2 worker processes (``--workers 2``) with ``concurrency = 4`` each: a
 SAQ worker is one asyncio process running up to ``concurrency`` jobs at once;
 one process per core gives 8-way concurrency. A chain step enqueues the next
 step itself (``ctx["job"].queue.enqueue``): SAQ has no chains. No bulk enqueue:
-``bulk`` keeps up to 500 ``enqueue`` calls in flight, as SAQ's own
+``bulk`` keeps up to 50 ``enqueue`` calls in flight, as SAQ's own
 ``Queue.map`` does (``asyncio.gather`` of ``enqueue``).
 """
 
@@ -51,7 +51,7 @@ settings = {
 
 
 class Client:
-    bulk_mode = "enqueue x 500 in flight (no bulk API)"
+    bulk_mode = "enqueue x 50 in flight (no bulk API)"
 
     async def open(self) -> None:
         await queue.connect()

@@ -8,7 +8,7 @@ acknowledgements, the reliable one; its group starts at the stream's
 beginning, ``consumer_id="0"``, so jobs enqueued before the workers start are
 taken), with ``RedisAsyncResultBackend`` (results expire after an hour) that
 taskiq-pipelines needs; the chain is a ``taskiq_pipelines.Pipeline``. taskiq
-has no bulk enqueue: ``bulk`` keeps up to 500 ``kiq`` calls in flight
+has no bulk enqueue: ``bulk`` keeps up to 50 ``kiq`` calls in flight
 (``asyncio.gather``), the way an asyncio client submits many.
 """
 
@@ -55,7 +55,7 @@ async def sleeper(i: int, ms: int) -> None:
 
 
 class Client:
-    bulk_mode = "kiq x 500 in flight (no bulk API)"
+    bulk_mode = "kiq x 50 in flight (no bulk API)"
 
     async def open(self) -> None:
         await broker.startup()
