@@ -27,6 +27,10 @@ Every execution is counted outside the system under test: each task writes a
 16-byte record to a FIFO that this process reads (``floor_config.record``). A
 job that never runs (nothing new for 30 s), or runs twice, fails the run.
 
+The tally, the run and the table live in ``_harness.py``, shared with
+``bench_peers.py`` (which adds the peers, bulk enqueue, cold chains and
+sleeping jobs to these workloads).
+
 ``python bench/bench_floor.py [--jobs N] [--chains C] [--repeat R]``; ``--quick``
 is a tiny correctness run, ``--json`` prints the results as JSON.
 """
