@@ -27,6 +27,10 @@ Every execution is counted outside the system under test: each task writes a
 16-byte record to a FIFO that this process reads (``floor_config.record``). A
 job that never runs (nothing new for 30 s), or runs twice, fails the run.
 
+The tally, the run and the table live in ``_harness.py``, shared with
+``bench_peers.py`` (which adds the peers, bulk enqueue, cold chains and
+sleeping jobs to these workloads).
+
 ``python bench/bench_floor.py [--jobs N] [--chains C] [--repeat R]``; ``--quick``
 is a tiny correctness run, ``--json`` prints the results as JSON.
 """
@@ -34,22 +38,17 @@ is a tiny correctness run, ``--json`` prints the results as JSON.
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import json
 import os
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -57,18 +56,17 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _harness import STALL, BenchError, LocalSystem, Tally, run_once, summarize, tree_cpu  # noqa: E402
+from _harness import render as render_table  # noqa: E402
 from baseline_queue import BaselineQueue, BaselineWorker  # noqa: E402
 from redis_server import redis_server  # noqa: E402
 
 SYSTEMS = ("floor", "redis-lists", "redis-streams")
 FLOOR_PROCESSES = 8
 JC_PROCESSES, JC_CONCURRENCY = 2, 4
-STALL = 30.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(RuntimeError):
-    """A job lost or run twice, or a worker failed."""
+__all__ = ["STALL", "BenchError", "Floor", "Jobchain", "Tally", "run_once", "summarize", "tree_cpu"]
+#: the workloads this benchmark shows (bench_peers.py adds bulk, cold chains and sleeps)
+FLOOR_METRICS = ("enqueue", "drain", "worker_cpu_ms", "chain_p50_ms", "chain_p95_ms")
 
 
 def backend_url(redis_url: str, scheme: str, prefix: str) -> str:
@@ -77,153 +75,10 @@ def backend_url(redis_url: str, scheme: str, prefix: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), ""))
 
 
-# --- the tree of worker processes and its CPU time ------------------------------------------
-
-
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, user+system CPU seconds) of ``pid`` from /proc, or None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        fields = text[text.rindex(")") + 2 :].split()
-        return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, ValueError, IndexError):  # exited meanwhile
-        return None
-
-
-def tree_cpu(roots: Sequence[int]) -> float:
-    """CPU seconds used so far by ``roots`` and all their descendants (live ones)."""
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _stat(int(entry))
-            if st is not None:
-                stats[int(entry)] = st
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for pid, (ppid, _) in stats.items():
-        children[ppid].append(pid)
-    total, todo = 0.0, list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            total += stats[pid][1]
-        todo.extend(children.get(pid, ()))
-    return total
-
-
-# --- the FIFO every task writes to ----------------------------------------------------------
-
-
-class Tally:
-    """Reads the FIFO in a thread: counts records per kind and id, timestamps the drain marks."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        os.mkfifo(path)
-        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        self._keep = os.open(path, os.O_WRONLY)  # so the reader never sees EOF between workers
-        os.set_blocking(self.fd, True)
-        self.cond = threading.Condition()
-        self.error = ""
-        self.reset()
-        self._thread = threading.Thread(target=self._run, name="tally", daemon=True)
-        self._thread.start()
-
-    def reset(self, marks: Sequence[int] = ()) -> None:
-        """Forget every count; called before a system's workers start, so no record is lost."""
-        with self.cond:
-            self.seen: dict[str, collections.Counter[int]] = {k: collections.Counter() for k in "nabc"}
-            self.total = 0
-            self.last = time.monotonic()
-            self.chain_done: dict[int, float] = {}
-            self.marks = list(marks)
-            self.roots: list[int] = []
-            self.at: dict[int, tuple[float, float]] = {}  # mark -> (monotonic, worker-tree CPU)
-            self.sync = False
-
-    def track(self, roots: Sequence[int]) -> None:
-        """The worker processes whose CPU time is read at each drain mark."""
-        with self.cond:
-            self.roots = list(roots)
-
-    def _run(self) -> None:
-        try:
-            self._read()
-        except BaseException as exc:
-            with self.cond:
-                self.error = f"the FIFO reader failed: {exc!r}"
-                self.cond.notify_all()
-
-    def _read(self) -> None:
-        from floor_config import RECORD
-
-        rest = b""
-        while True:
-            data = rest + os.read(self.fd, 1 << 16)
-            cut = len(data) - len(data) % RECORD
-            rest = data[cut:]
-            now = time.monotonic()
-            with self.cond:
-                for off in range(0, cut, RECORD):
-                    kind, num = chr(data[off]), int(data[off + 1 : off + RECORD - 1])
-                    if kind == "s":
-                        self.sync = True
-                        continue
-                    self.seen[kind][num] += 1
-                    self.total += 1
-                    if kind == "c":
-                        self.chain_done.setdefault(num, now)
-                    elif kind == "n":
-                        count = len(self.seen["n"])
-                        if count in self.marks and count not in self.at:
-                            if not self.roots:
-                                raise BenchError(f"{count} jobs ran before the workers' pids were known")
-                            self.at[count] = (now, tree_cpu(self.roots))
-                self.last = now
-                self.cond.notify_all()
-
-    def wait(self, predicate: Any, what: str) -> None:
-        """Wait until ``predicate()`` holds; fail if no record arrived for STALL seconds."""
-        with self.cond:
-            while not predicate():
-                if self.error:
-                    raise BenchError(self.error)
-                if time.monotonic() - self.last > STALL:
-                    raise BenchError(f"{what}: nothing ran for {STALL:.0f}s; {self.missing()}")
-                self.cond.wait(0.5)
-
-    def flush(self) -> None:
-        """Wait until everything written before now has been read (the workers have exited)."""
-        with self.cond:
-            self.sync = False
-        os.write(self._keep, b"s%014d\n" % 0)
-        self.wait(lambda: self.sync, "flush")
-
-    def missing(self) -> str:
-        return f"{self.total} records so far"
-
-    def verify(self, system: str, jobs: int, chains: int) -> None:
-        """Every no-op job and every chain step ran exactly once, nothing else ran."""
-        problems = []
-        for kind, expected in (("n", jobs), ("a", chains), ("b", chains), ("c", chains)):
-            seen = self.seen[kind]
-            lost = sorted(set(range(expected)) - set(seen))
-            twice = sorted(i for i, n in seen.items() if n > 1)
-            extra = sorted(i for i in seen if not 0 <= i < expected)
-            name = "no-op job" if kind == "n" else f"chain step {'abc'.index(kind) + 1}"
-            if lost:
-                problems.append(f"{len(lost)} {name}(s) never ran (first: {lost[:5]})")
-            if twice:
-                problems.append(f"{len(twice)} {name}(s) ran more than once (first: {twice[:5]})")
-            if extra:
-                problems.append(f"{len(extra)} unexpected {name}(s) ran (first: {extra[:5]})")
-        if problems:
-            raise BenchError(f"{system}: " + "; ".join(problems))
-
-
 # --- systems ---------------------------------------------------------------------------------
 
 
-class Floor:
+class Floor(LocalSystem):
     """The bare list queue, run by FLOOR_PROCESSES worker processes of one consumer each."""
 
     name = "floor"
@@ -241,6 +96,16 @@ class Floor:
     def submit_chain(self, i: int) -> None:
         self.queue.enqueue("step1", i, next_steps=("step2", "step3"), chain=str(i))
 
+    def bulk_range(self, start: int, count: int) -> float:
+        """One pipeline of ``LPUSH`` commands of 1,000 messages each."""
+        t0 = time.perf_counter()
+        self.queue.enqueue_many(("noop", (i,)) for i in range(start, start + count))
+        return time.perf_counter() - t0
+
+    def submit_sleeps(self, start: int, ms: Sequence[int]) -> None:
+        for k, m in enumerate(ms):
+            self.queue.enqueue("sleep", start + k, m)
+
     def start(self) -> list[int]:
         self.procs = [
             subprocess.Popen(
@@ -250,8 +115,12 @@ class Floor:
             for n in range(FLOOR_PROCESSES)
         ]
         # every process has imported and connected before any takes a job (start-up left out)
-        for _ in self.procs:
-            if self.client.blpop([f"{self.queue.name}:ready"], 60) is None:
+        # (one second at a time: a longer BLPOP can outlive the client's socket timeout on a busy machine)
+        deadline, ready = time.monotonic() + 60, 0
+        while ready < len(self.procs):
+            if self.client.blpop([f"{self.queue.name}:ready"], 1) is not None:
+                ready += 1
+            elif time.monotonic() > deadline:
                 raise BenchError("floor: a worker process did not start within 60s")
         return [p.pid for p in self.procs]
 
@@ -275,7 +144,7 @@ class Floor:
         self.client.close()
 
 
-class Jobchain:
+class Jobchain(LocalSystem):
     """``jobchain worker --processes 2 --concurrency 4`` on one Redis backend; submits from this process."""
 
     def __init__(self, scheme: str, redis_url: str, env: dict[str, str]) -> None:
@@ -294,6 +163,15 @@ class Jobchain:
 
     def submit_chain(self, i: int) -> None:
         self.cfg.steps.submit(i)
+
+    def bulk_range(self, start: int, count: int) -> float:
+        """``submit_many``: one backend call for all the jobs."""
+        t0 = time.perf_counter()
+        self.cfg.noop_task.submit_many((i,) for i in range(start, start + count))
+        return time.perf_counter() - t0
+
+    def submit_sleeps(self, start: int, ms: Sequence[int]) -> None:
+        self.cfg.sleep_task.submit_many((start + k, m) for k, m in enumerate(ms))
 
     def start(self) -> list[int]:
         argv = [sys.executable, "-m", "jobchain", "worker", "-c", str(HERE / "floor_config.py")]
@@ -320,107 +198,6 @@ class Jobchain:
 
     def close(self) -> None:
         self.cfg.app.close()
-
-
-class System(Protocol):
-    """What run_once drives: a queue with its workers."""
-
-    name: str
-
-    def enqueue(self, i: int) -> None: ...
-    def submit_chain(self, i: int) -> None: ...
-    def start(self) -> list[int]:
-        """Start the workers (ready to take jobs, or already taking them); return their root pids."""
-        ...
-
-    def go(self) -> None: ...
-    def stop(self) -> None: ...
-
-
-def run_once(system: System, tally: Tally, jobs: int, chains: int) -> dict[str, float]:
-    tally.reset()
-    t0 = time.perf_counter()
-    for i in range(jobs):
-        system.enqueue(i)
-    enqueue = jobs / (time.perf_counter() - t0)
-    lo, hi = max(1, jobs // 10), max(2, jobs - jobs // 10)
-    # counts are cleared before the workers start: a record they write before start() returns
-    # is counted (clearing after start lost the first jobs of a fast floor and stalled the drain)
-    tally.reset(marks=(lo, hi))
-    try:
-        tally.track(system.start())
-        system.go()
-        tally.wait(lambda: len(tally.seen["n"]) >= jobs, f"{system.name} drain")
-        (t_lo, cpu_lo), (t_hi, cpu_hi) = tally.at[lo], tally.at[hi]
-        drain = (hi - lo) / max(t_hi - t_lo, 1e-9)
-        cpu = (cpu_hi - cpu_lo) / (hi - lo)
-        latencies = []
-        for i in range(chains):
-            start = time.monotonic()
-            system.submit_chain(i)
-            tally.wait(lambda i=i: i in tally.chain_done, f"{system.name} chain {i}")
-            latencies.append(tally.chain_done[i] - start)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            system.stop()
-        raise
-    system.stop()
-    tally.flush()
-    tally.verify(system.name, jobs, chains)
-    latencies.sort()
-    return {
-        "enqueue": enqueue,
-        "drain": drain,
-        "worker_cpu_ms": cpu * 1e3,
-        "chain_p50_ms": statistics.median(latencies) * 1e3,
-        "chain_p95_ms": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] * 1e3,
-    }
-
-
-# --- table -----------------------------------------------------------------------------------
-
-METRICS = (  # key, label, unit, higher is better
-    ("enqueue", "enqueue 1-by-1", "jobs/s", True),
-    ("drain", "drain no-op (steady)", "jobs/s", True),
-    ("worker_cpu_ms", "worker CPU/job", "ms", False),
-    ("chain_p50_ms", "warm chain p50", "ms", False),
-    ("chain_p95_ms", "warm chain p95", "ms", False),
-)
-
-
-def summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, reps in runs.items():
-        out[name] = {}
-        for key, *_ in METRICS:
-            out[name][key] = {
-                "median": statistics.median(r[key] for r in reps),
-                "runs": [r[key] for r in reps],
-            }
-    for name in out:
-        for key, *_ in METRICS:
-            out[name][key]["ratio"] = out[name][key]["median"] / out["floor"][key]["median"]
-    return out
-
-
-def render(summary: dict[str, dict[str, dict[str, float]]]) -> str:
-    rows = [["workload", "system", "median", "vs floor"]]
-    for key, label, unit, _ in METRICS:
-        for name in SYSTEMS:
-            e = summary[name][key]
-            value = f"{e['median']:,.0f} {unit}" if unit == "jobs/s" else f"{e['median']:,.2f} {unit}"
-            rows.append([label, name, value, f"{e['ratio']:.2f}x"])
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append(
-            "  ".join(
-                c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def floor_worker(url: str, name: str, consumer: str) -> None:
@@ -503,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"floor: {FLOOR_PROCESSES} processes; jobchain: --processes {JC_PROCESSES} "
             f"--concurrency {JC_CONCURRENCY}"
         )
-        print(render(summary))
+        print(render_table(summary, SYSTEMS, FLOOR_METRICS))
     print(
         f"verified: every job ran exactly once ({jobs} no-op jobs and {chains} x 3 chain steps "
         f"per system and repetition)",

@@ -21,18 +21,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--soak", action="store_true", default=False, help="also run the long soak tests (marker: soak)"
     )
+    parser.addoption(
+        "--peers",
+        action="store_true",
+        default=False,
+        help="also run the peer benchmark's quick mode (marker: peers; needs the package registry)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the ``soak`` tests unless ``--soak`` or ``JOBCHAIN_SOAK=1``: the default run stays short."""
-    if config.getoption("--soak") or os.environ.get("JOBCHAIN_SOAK") == "1":
-        return
-    skip = pytest.mark.skip(
-        reason="soak test, skipped by design in the default run (minutes long): use --soak or JOBCHAIN_SOAK=1"
-    )
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)
+    """Skip the ``soak`` tests unless ``--soak`` or ``JOBCHAIN_SOAK=1``, and the ``peers`` tests unless
+    ``--peers`` or ``JOBCHAIN_PEERS=1``: the default run stays short and needs no package registry."""
+    optional = {
+        "soak": (
+            config.getoption("--soak") or os.environ.get("JOBCHAIN_SOAK") == "1",
+            "soak test, skipped by design in the default run (minutes long): use --soak or JOBCHAIN_SOAK=1",
+        ),
+        "peers": (
+            config.getoption("--peers") or os.environ.get("JOBCHAIN_PEERS") == "1",
+            "peer benchmark, skipped by design in the default run (makes venvs from the package registry, "
+            "minutes long): use --peers or JOBCHAIN_PEERS=1",
+        ),
+    }
+    for marker, (wanted, reason) in optional.items():
+        if wanted:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker(marker) is not None:  # not item.keywords: it holds folder names too
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
