@@ -214,7 +214,7 @@ class Pool(WorkerCore):
             self._cv.wait()
 
     def _fetcher_main(self) -> None:
-        """Reserve a batch whenever the buffer is empty, off the threads' path from job to job."""
+        """Reserve a batch whenever the buffer runs low (see :meth:`_refill_at`), off the threads' path."""
         backoff = self._reserve_backoff
         while True:
             with self._cv:
