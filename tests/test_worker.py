@@ -36,6 +36,7 @@ from jobchain.ids import new_id
 from jobchain.logplugin import JobLogger
 from jobchain.memory import MemoryBackend
 from jobchain.model import Completed, Delivery, Outcome, Released, SettleResult
+from jobchain.testing import eventually as poll
 
 StartWorker = Callable[..., Worker]
 FAST_RETRY = {"base": 0.01, "factor": 1.0, "jitter": False}
@@ -43,12 +44,7 @@ FAST_RETRY = {"base": 0.01, "factor": 1.0, "jitter": False}
 
 def eventually(check: Callable[[], bool], timeout: float = 2.0) -> bool:
     """Poll ``check`` until it is true or ``timeout`` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
+    return poll(check, timeout)
 
 
 class EventLog:

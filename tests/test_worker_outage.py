@@ -43,6 +43,7 @@ from jobchain.model import (
 )
 from jobchain.outage import Backoff, Outage
 from jobchain.plugins import Plugins
+from jobchain.testing import eventually as poll
 
 T = TypeVar("T")
 
@@ -212,13 +213,8 @@ def workers() -> Any:
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``check`` until it is true or ``timeout`` seconds passed (generous: the machine is shared)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
+    """Poll ``check`` until it is true or ``timeout`` seconds passed."""
+    return poll(check, timeout)
 
 
 def alive(prefix: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +13,7 @@ from jobchain import App, Worker
 from jobchain.cli.main import cli
 from jobchain.memory import MemoryBackend
 from jobchain.model import Delivery
+from jobchain.testing import eventually
 from jobchain.worker._core import PREFETCH_CAP, PREFETCH_HOLD, PREFETCH_WINDOW, adaptive_prefetch
 
 
@@ -103,8 +104,8 @@ def test_a_large_batch_of_jobs_that_turned_long_goes_back_to_the_queue() -> None
         assert [h.wait(timeout=10) for h in [short.submit(i) for i in range(300)]] == list(range(300))
         assert worker.prefetch > 30  # sized while the jobs were short
         handles = [long.submit(i) for i in range(30)]
-        assert _eventually(lambda: worker.held() == 30)  # 2 running, 28 waiting in the buffer
-        assert _eventually(lambda: worker.held() <= 4, timeout=PREFETCH_HOLD + 2)
+        assert eventually(lambda: worker.held() == 30)  # 2 running, 28 waiting in the buffer
+        assert eventually(lambda: worker.held() <= 4, timeout=PREFETCH_HOLD + 2)
         [stats] = backend.stats()
         assert stats.ready >= 26  # given back: any worker may take them
         gate.set()
@@ -113,11 +114,3 @@ def test_a_large_batch_of_jobs_that_turned_long_goes_back_to_the_queue() -> None
         gate.set()
         assert worker.stop(timeout=5)
 
-
-def _eventually(check: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True

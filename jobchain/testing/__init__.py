@@ -33,6 +33,7 @@ from jobchain.clock import ManualClock  # noqa: E402 - after registering the ass
 from jobchain.testing.helpers import (  # noqa: E402
     MakeJob,
     completed,
+    eventually,
     failed,
     make_job,
     queue_stats,
@@ -67,6 +68,7 @@ __all__ = [
     "WorkerRegistryConformance",
     "clock",
     "completed",
+    "eventually",
     "failed",
     "make_job",
     "make_job_fixture",

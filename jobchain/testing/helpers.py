@@ -7,7 +7,8 @@ test usually needs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jobchain.capabilities import Stats, require
@@ -184,3 +185,13 @@ def run_worker(app: App, *, timeout: float = 10.0, **options: Any) -> Worker:
     assert drained, f"the worker did not empty its queues within {timeout}s"
     assert stopped, "the worker did not stop within 5s"
     return worker
+
+
+def eventually(check: Callable[[], object], timeout: float = 10.0, *, interval: float = 0.005) -> bool:
+    """Poll ``check`` until it answers true or ``timeout`` seconds passed; whether it did."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True

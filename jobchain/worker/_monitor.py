@@ -251,6 +251,10 @@ class Monitor(LimitGate):
             back = [self._buffer.pop() for _ in range(extra)][::-1]
             for delivery in back:
                 self._deadline.pop(delivery.token, None)
+            # the jobs are long now: one per thread until finished jobs say otherwise (their times
+            # pull the average back down), or the fetcher would take the same jobs straight back
+            self._run_avg = max(self._run_avg or 0.0, PREFETCH_HOLD)
+            self.prefetch = self.concurrency
             self._pending.extend(Released(delivery=d) for d in back)
             self._settle_cv.notify()
         self.log.info("prefetched_jobs_given_back", count=len(back), job_ids=[d.job.id for d in back][:50])

@@ -162,6 +162,17 @@ class Pool(WorkerCore):
             with self._cv:
                 self._drop([delivery], "lease_lost_before_start")
 
+    def _refill_at(self) -> int:
+        """Buffered deliveries at or below which the fetcher reserves the next batch (the lock is held).
+
+        An adaptive batch larger than one per thread is refilled once half of it
+        is left, so the next one arrives before the threads run dry; a batch of
+        one per thread (or a fixed prefetch) once it is empty.
+        """
+        if self._adaptive and self.prefetch > self.concurrency:
+            return self.prefetch // 2
+        return 0
+
     def _note_run(self, me: threading.Thread) -> None:
         """Fold the time of the job ``me`` just ended into the average; adapt the prefetch (lock held)."""
         taken = self._taken_at.pop(me, None)
@@ -179,7 +190,7 @@ class Pool(WorkerCore):
                 return None
             if self._buffer and self._solo is None:
                 delivery = self._buffer.popleft()
-                if not self._buffer:
+                if len(self._buffer) <= self._refill_at():
                     self._fetch_cv.notify()  # reserve the next batch while this one runs
                 if self._deadline.pop(delivery.token, _NEVER) <= time.monotonic():
                     self._drop([delivery], "lease_expired_before_start")
@@ -203,12 +214,14 @@ class Pool(WorkerCore):
             self._cv.wait()
 
     def _fetcher_main(self) -> None:
-        """Reserve a batch whenever the buffer is empty, off the threads' path from job to job."""
+        """Reserve a batch whenever the buffer runs low (see :meth:`_refill_at`), off the threads' path."""
         backoff = self._reserve_backoff
         while True:
             with self._cv:
                 # not before the name is registered: a reserve may resume the jobs of a dead namesake
-                while (self._buffer or not self._registered.is_set()) and not self._stopping.is_set():
+                while (
+                    len(self._buffer) > self._refill_at() or not self._registered.is_set()
+                ) and not self._stopping.is_set():
                     self._fetch_cv.wait(0.2)
                 if self._stopping.is_set():
                     return
@@ -238,8 +251,9 @@ class Pool(WorkerCore):
                         for delivery in got:
                             self._held[delivery.job.id] = delivery
                         self._note_leased(got, since)
-                        self._buffer.extend(got)
-                        self._buffered_at = time.monotonic()
+                        if got:
+                            self._buffer.extend(got)
+                            self._buffered_at = time.monotonic()
                         self._cv.notify(len(got))  # as many pool threads as there are jobs
             if late:
                 self._release_late(got)

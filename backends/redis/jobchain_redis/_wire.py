@@ -42,7 +42,7 @@ try:
 except ImportError:  # pragma: no cover - the pure-Python packer of redis-py is used instead
     pack_command = None
 
-__all__ = ["LeanPipeline", "lean_pipeline"]
+__all__ = ["LeanPipeline", "lean_pipeline", "pack"]
 
 _PLAIN = ("EMPTY_RESPONSE", "NEVER_DECODE")
 
@@ -52,7 +52,7 @@ def _unusual(stack: list[Any]) -> bool:
     return any(key in options for _, options in stack for key in _PLAIN)
 
 
-def _pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
+def pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
     """The commands in the Redis protocol (chunks for ``send_packed_command``), packed by hiredis (in C)
     where every argument allows it."""
     if pack_command is None:
@@ -104,7 +104,7 @@ class LeanPipeline(redis.client.Pipeline):
         if _unusual(stack):
             return list(super()._execute_transaction(conn, stack, raise_on_error))
         commands = [("MULTI",), *(args for args, _ in stack), ("EXEC",)]
-        conn.send_packed_command(_pack(conn, commands))
+        conn.send_packed_command(pack(conn, commands))
         me: Any = self
         read = conn.read_response
         errors: list[tuple[int, redis.ResponseError]] = []
@@ -141,7 +141,7 @@ class LeanPipeline(redis.client.Pipeline):
         if _unusual(stack):
             base: Any = super()
             return list(base._execute_pipeline(conn, stack, raise_on_error))
-        conn.send_packed_command(_pack(conn, [args for args, _ in stack]))
+        conn.send_packed_command(pack(conn, [args for args, _ in stack]))
         read = conn.read_response
         response: list[Any] = []
         for _ in stack:

@@ -35,7 +35,7 @@ from jobchain_redis._url import (
     parse_url,
     public_url,
 )
-from jobchain_redis._wire import lean_pipeline
+from jobchain_redis._wire import lean_pipeline, pack
 
 __all__ = [
     "ClusterRoute",
@@ -133,7 +133,7 @@ class Transaction:
         replies: list[Any] = []
         error: redis.ResponseError | None = None
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
+            conn.send_packed_command(pack(conn, commands))
             if watch:
                 self._asked(conn)
                 pipe.parse_response(conn, "WATCH")

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from jobchain.canvas import chain, group
 from jobchain.clock import ManualClock
 from jobchain.errors import Fail, WorkerNameTakenError
 from jobchain.model import ChainState, WorkerInfo
-from jobchain.testing.helpers import MakeJob, reserve_one, run_worker
+from jobchain.testing.helpers import MakeJob, eventually, reserve_one, run_worker
 from jobchain.testing.suite._base import ConformanceBase, FullBackend, WorkerRegistryBackend
 from jobchain.worker import Worker
 
@@ -219,12 +218,7 @@ class WorkerRuns(ConformanceBase):
 
 def _until(predicate: Any, timeout: float = 10.0) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds passed; its last answer."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    return eventually(predicate, timeout, interval=0.01)
 
 
 class WorkerNames(ConformanceBase):
