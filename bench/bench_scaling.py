@@ -1,0 +1,506 @@
+"""What one job costs Redis and a worker, on one server and on Redis Clusters of 1 and 3 masters.
+
+The figures behind ``docs/scaling.md``. For each Redis deployment (a plain
+``redis-server``, a 1-master and a 3-master Cluster, all started on loopback
+for the run and stopped by PID) and each layout (``redis-lists``,
+``redis-streams``):
+
+* **submit**: N no-op jobs submitted one by one over Q queues (``--queues``,
+  named so that the 3-master Cluster holds one per master);
+* **drain**: the same N jobs drained by P worker processes (``--processes``)
+  of T threads (``--threads``), every worker on every queue, worker defaults
+  otherwise (adaptive prefetch, ``poll=1.0``);
+* **idle**: the same workers with nothing to do, for ``--idle`` seconds;
+* **chain**: C chains ``A -> B -> C`` of no-op steps submitted, then drained by
+  fresh workers (a warm chain step: the step's settlement and the hand-off of
+  the next one).
+
+Measured on the server side, as deltas over each phase summed over the nodes:
+``INFO commandstats`` (commands per job, ``EXEC`` per job, the top commands;
+``INFO`` itself is left out), ``used_cpu_sys + used_cpu_user`` (Redis CPU
+per job), ``used_memory`` after the submits (bytes per queued job) and
+``connected_clients`` while the workers run (connections per worker
+process). On the client side: the CPU of the worker processes
+(``/proc/<pid>/stat``) per job, and **round trips**, counted as the packed
+sends of redis-py's connections (a pipeline or transaction is one send, a
+blocking read is one).
+
+    python bench/bench_scaling.py [--jobs 4000] [--chains 500] [--repeat 1] [--json]
+    python bench/bench_scaling.py --quick          # tiny sizes: a smoke run of every row
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.connection
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_cluster import SYSTEMS, ClusterProcess, _balanced_queues, _cpu_seconds, _quiet  # noqa: E402
+from redis_server import redis_server  # noqa: E402
+
+from jobchain import App  # noqa: E402
+from jobchain.canvas import chain  # noqa: E402
+
+DEPLOYMENTS = ("standalone", "cluster-1", "cluster-3")
+#: left out of the command counts: the bench's own probes
+PROBES = frozenset({"info"})
+STALL = 60.0
+
+_CTX = multiprocessing.get_context("fork")
+#: tasks run, and packed sends of every counted redis connection (shared with forked workers)
+RUNS = _CTX.Value("q", 0)
+SENDS = _CTX.Value("q", 0)
+_send = redis.connection.AbstractConnection.send_packed_command
+
+
+def _counted_send(self: Any, command: Any, check_health: bool = True) -> None:
+    if not getattr(self, "uncounted", False):
+        with SENDS.get_lock():
+            SENDS.value += 1
+    _send(self, command, check_health)
+
+
+redis.connection.AbstractConnection.send_packed_command = _counted_send  # type: ignore[method-assign]
+
+
+class _ProbeConnection(redis.connection.Connection):
+    """The bench's own INFO connections: not counted as round trips."""
+
+    uncounted = True
+
+
+def _noop(*args: Any) -> None:
+    with RUNS.get_lock():
+        RUNS.value += 1
+
+
+@dataclass
+class Deployment:
+    name: str
+    hosts: list[tuple[str, int]]  # every master
+    url: Callable[[str, str], str]  # (system, prefix) -> backend URL
+    owner: Callable[[int], int] | None = None  # a Cluster's: hash slot -> port of its master
+    probes: list[redis.Redis] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.probes = [
+            redis.Redis(
+                connection_pool=redis.ConnectionPool(
+                    host=h, port=p, connection_class=_ProbeConnection, decode_responses=True
+                )
+            )
+            for h, p in self.hosts
+        ]
+
+    def info(self) -> list[dict[str, Any]]:
+        return [
+            probe.execute_command("INFO", "commandstats", "cpu", "clients", "memory") for probe in self.probes
+        ]
+
+    def clients(self) -> int:
+        return sum(int(probe.info("clients")["connected_clients"]) for probe in self.probes)
+
+    def close(self) -> None:
+        for probe in self.probes:
+            probe.close()
+
+
+@dataclass
+class Snapshot:
+    calls: list[Counter[str]]
+    cpu: list[float]
+    memory: int
+    clients: int
+    sends: int
+    runs: int
+    at: float
+
+    @classmethod
+    def take(cls, deployment: Deployment) -> Snapshot:
+        infos = deployment.info()
+        calls = [
+            Counter(
+                {k[len("cmdstat_") :]: int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_")}
+            )
+            for info in infos
+        ]
+        return cls(
+            calls=calls,
+            cpu=[float(i["used_cpu_sys"]) + float(i["used_cpu_user"]) for i in infos],
+            memory=sum(int(i["used_memory"]) for i in infos),
+            clients=sum(int(i["connected_clients"]) for i in infos),
+            sends=SENDS.value,
+            runs=RUNS.value,
+            at=time.perf_counter(),
+        )
+
+
+def _calls(a: Snapshot, b: Snapshot) -> Counter[str]:
+    """Commands the servers ran between two snapshots, by name (the probes' INFO left out)."""
+    calls: Counter[str] = Counter()
+    for before, after in zip(a.calls, b.calls, strict=True):
+        calls.update(after)
+        calls.subtract(before)
+    for name in PROBES:
+        calls.pop(name, None)
+    return +calls
+
+
+@dataclass
+class Phase:
+    """What the servers did between two snapshots, divided by ``per`` (jobs, steps, or 1 for idle)."""
+
+    per: int
+    seconds: float
+    commands: float
+    execs: float
+    round_trips: float
+    redis_us: float
+    busiest_shard_share: float  # of the Redis CPU of the phase
+    top: list[tuple[str, float]]
+
+    @classmethod
+    def between(cls, a: Snapshot, b: Snapshot, per: int, less: Counter[str] | None = None) -> Phase:
+        calls = _calls(a, b)
+        if less:
+            calls.subtract(less)
+        cpu = [y - x for x, y in zip(a.cpu, b.cpu, strict=True)]
+        return cls(
+            per=per,
+            seconds=b.at - a.at,
+            commands=sum(calls.values()) / per,
+            execs=calls["exec"] / per,
+            round_trips=(b.sends - a.sends) / per,
+            redis_us=sum(cpu) * 1e6 / per,
+            busiest_shard_share=max(cpu) / sum(cpu) if sum(cpu) > 0 else 0.0,
+            top=[(name, n / per) for name, n in calls.most_common(5) if n > 0],
+        )
+
+
+@dataclass
+class Result:
+    deployment: str
+    system: str
+    shards: int
+    submit: Phase
+    drain: Phase
+    idle: Phase  # per second, for all worker processes together
+    chain_submit: Phase
+    chain_step: Phase
+    drain_jobs_per_s: float
+    worker_us_per_job: float
+    worker_us_per_step: float
+    bytes_per_queued_job: float
+    connections_per_process: float
+    idle_commands_per_s_per_process: float
+
+
+@contextmanager
+def _workers(url: str, queues: list[str], processes: int, threads: int, warmup: float) -> Iterator[Any]:
+    """P forked worker processes, started (and their CPU read) when the yielded ``go`` is called."""
+    start, stop = _CTX.Event(), _CTX.Event()
+    procs = [
+        _CTX.Process(target=_worker_main, args=(url, queues, threads, start, stop), daemon=True)
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    time.sleep(warmup)  # imports done, nothing connected yet: the workers wait for ``start``
+
+    def cpu() -> float:
+        return sum(_cpu_seconds(p.pid) for p in procs if p.pid is not None)
+
+    try:
+        yield start, cpu
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(20)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _worker_main(url: str, queues: list[str], threads: int, start: Any, stop: Any) -> None:
+    _quiet()
+    app = _app(url, queues)
+    start.wait()
+    worker = app.worker(concurrency=threads, queues=queues)
+    worker.start()
+    stop.wait()
+    worker.stop(timeout=10)
+    app.close()
+
+
+def _app(url: str, queues: Sequence[str]) -> App:
+    app = App(backend=url)
+    for queue in queues:
+        for step in ("a", "b", "c"):
+            app.task(name=f"{step}-{queue}", queue=queue)(_noop)
+    return app
+
+
+def _until(check: Callable[[], bool], what: str, tick: Callable[[], None] = lambda: None) -> None:
+    deadline = time.monotonic() + STALL
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"BENCHMARK FAILED: stalled waiting for {what}")
+        tick()
+        time.sleep(0.005)
+
+
+def _settled(app: App) -> bool:
+    return sum(s.ready + s.in_flight + s.delayed for s in app.backend.stats()) == 0
+
+
+def _drain(
+    deployment: Deployment, app: App, url: str, queues: list[str], count: int, args: argparse.Namespace
+) -> tuple[Phase, float, Phase | None, float]:
+    """Run ``count`` tasks with fresh workers; (drain phase, worker CPU s, idle phase or None, conns/proc)."""
+    probe = Snapshot.take(deployment)
+    app.backend.stats()
+    one_stats = _calls(probe, Snapshot.take(deployment))  # subtracted once per poll of the drain's end
+    baseline_clients = deployment.clients()
+    with _workers(url, queues, args.processes, args.threads, args.warmup) as (start, cpu):
+        first_runs = RUNS.value
+        peak = [0]
+
+        def sample() -> None:
+            peak[0] = max(peak[0], deployment.clients())
+
+        cpu0, a = cpu(), Snapshot.take(deployment)
+        start.set()
+        _until(lambda: RUNS.value - first_runs >= count, f"{count} runs", sample)
+        polls = 0
+        while True:
+            polls += 1
+            if _settled(app):
+                break
+            time.sleep(0.005)
+        b, cpu1 = Snapshot.take(deployment), cpu()
+        less = Counter({k: v * polls for k, v in one_stats.items()})
+        drain = Phase.between(a, b, count, less)
+        idle = None
+        if args.idle > 0:
+            time.sleep(args.warmup)  # the last settlements and adaptive batches done
+            c = Snapshot.take(deployment)
+            time.sleep(args.idle)
+            d = Snapshot.take(deployment)
+            idle = Phase.between(c, d, 1)
+            idle.commands /= idle.seconds
+            idle.execs /= idle.seconds
+            idle.round_trips /= idle.seconds
+            idle.redis_us /= idle.seconds
+            sample()
+        connections = (max(peak[0], deployment.clients()) - baseline_clients) / args.processes
+    if RUNS.value - first_runs != count:
+        raise SystemExit(f"BENCHMARK FAILED: {RUNS.value - first_runs} runs for {count} jobs")
+    return drain, cpu1 - cpu0, idle, connections
+
+
+def _measure(
+    deployment: Deployment, system: str, queues: list[str], prefix: str, args: argparse.Namespace
+) -> Result:
+    url = deployment.url(system, prefix)
+    app = _app(url, queues)
+    try:
+        tasks = [app.tasks[f"a-{q}"] for q in queues]
+        app.backend.stats()  # connected before the clock starts
+        a = Snapshot.take(deployment)
+        for i in range(args.jobs):
+            tasks[i % len(tasks)].submit()
+        b = Snapshot.take(deployment)
+        submit = Phase.between(a, b, args.jobs)
+        queued_bytes = (b.memory - a.memory) / args.jobs
+        drain, worker_cpu, idle, connections = _drain(deployment, app, url, queues, args.jobs, args)
+        assert idle is not None
+        chains = [chain(*(app.tasks[f"{s}-{q}"] for s in "abc")) for q in queues]
+        c = Snapshot.take(deployment)
+        for i in range(args.chains):
+            chains[i % len(chains)].submit()
+        d = Snapshot.take(deployment)
+        chain_submit = Phase.between(c, d, args.chains)
+        idle_off = argparse.Namespace(**{**vars(args), "idle": 0.0})
+        steps = 3 * args.chains
+        chain_step, step_cpu, _, _ = _drain(deployment, app, url, queues, steps, idle_off)
+        if app.backend.failed(limit=1):
+            raise SystemExit(f"BENCHMARK FAILED: a job failed on {system} / {deployment.name}")
+        return Result(
+            deployment=deployment.name,
+            system=system,
+            shards=len(deployment.hosts),
+            submit=submit,
+            drain=drain,
+            idle=idle,
+            chain_submit=chain_submit,
+            chain_step=chain_step,
+            drain_jobs_per_s=args.jobs / drain.seconds,
+            worker_us_per_job=worker_cpu * 1e6 / args.jobs,
+            worker_us_per_step=step_cpu * 1e6 / steps,
+            bytes_per_queued_job=queued_bytes,
+            connections_per_process=connections,
+            idle_commands_per_s_per_process=idle.commands / args.processes,
+        )
+    finally:
+        app.backend.delete_everything()  # type: ignore[attr-defined]
+        app.close()
+
+
+def _deployments(stack: ExitStack, tmp: Path) -> dict[str, Deployment]:
+    """A plain server and Clusters of 1 and 3 masters, stopped (by PID) when ``stack`` closes."""
+    url = stack.enter_context(redis_server())
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    found = {
+        "standalone": Deployment(
+            "standalone",
+            [(host, int(port))],
+            lambda system, prefix: f"{system}://{host}:{port}/0?prefix={prefix}",
+        )
+    }
+    for n in (1, 3):
+        cluster = ClusterProcess.start(tmp / f"c{n}", masters=n)
+        stack.callback(cluster.stop)
+        found[f"cluster-{n}"] = Deployment(
+            f"cluster-{n}",
+            [("127.0.0.1", p) for p in cluster.ports],
+            lambda system, prefix, hosts=cluster.hosts: f"{system}+cluster://{hosts}/0?prefix={prefix}",
+            owner=cluster.owner,
+        )
+    for deployment in found.values():
+        stack.callback(deployment.close)
+    return found
+
+
+def _median(results: list[Result]) -> dict[str, Any]:
+    """The median of every number of the runs of one deployment and system (top commands of the first)."""
+    rows = [asdict(r) for r in results]
+
+    def med(values: list[Any]) -> Any:
+        if isinstance(values[0], dict):
+            return {k: med([v[k] for v in values]) for k in values[0]}
+        if isinstance(values[0], int | float) and not isinstance(values[0], bool):
+            return statistics.median(values)
+        return values[0]
+
+    return med(rows)  # type: ignore[no-any-return]
+
+
+def _top(top: list[Any]) -> str:
+    return ", ".join(f"{name.upper()} {n:.2f}" for name, n in top)
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: str) -> None:
+    print(
+        f"# Per-job cost on Redis: {args.jobs} no-op jobs and {args.chains} chains A->B->C over "
+        f"{args.queues} queues, {args.processes} worker processes x {args.threads} threads, "
+        f"median of {args.repeat} ({machine})\n"
+    )
+    print(
+        "| deployment | system | submit cmds | submit EXEC | submit round trips | submit Redis us "
+        "| drained cmds | drained EXEC | drained round trips | drained Redis us | worker us/job "
+        "| chain step cmds | step round trips | step Redis us | worker us/step | bytes/queued job |"
+    )
+    print("|---" * 16 + "|")
+    for r in rows:
+        s, d, c = r["submit"], r["drain"], r["chain_step"]
+        print(
+            f"| {r['deployment']} | {r['system']} | {s['commands']:.2f} | {s['execs']:.2f} "
+            f"| {s['round_trips']:.2f} | {s['redis_us']:.1f} | {d['commands']:.2f} | {d['execs']:.2f} "
+            f"| {d['round_trips']:.2f} | {d['redis_us']:.1f} | {r['worker_us_per_job']:.0f} "
+            f"| {c['commands']:.2f} | {c['round_trips']:.2f} | {c['redis_us']:.1f} "
+            f"| {r['worker_us_per_step']:.0f} | {r['bytes_per_queued_job']:.0f} |"
+        )
+    print(
+        "\n| deployment | system | drain jobs/s | busiest master share | connections/process "
+        "| idle cmds/s/process | idle round trips/s/process | idle Redis us/s |"
+    )
+    print("|---" * 8 + "|")
+    for r in rows:
+        i = r["idle"]
+        print(
+            f"| {r['deployment']} | {r['system']} | {r['drain_jobs_per_s']:,.0f} "
+            f"| {r['drain']['busiest_shard_share']:.0%} | {r['connections_per_process']:.1f} "
+            f"| {r['idle_commands_per_s_per_process']:.1f} | {i['round_trips'] / args.processes:.1f} "
+            f"| {i['redis_us']:.0f} |"
+        )
+    print("\ntop commands per job (submit | drained | chain step | idle per second, all processes):")
+    for r in rows:
+        print(
+            f"  {r['deployment']} {r['system']}: {_top(r['submit']['top'])} | {_top(r['drain']['top'])} "
+            f"| {_top(r['chain_step']['top'])} | {_top(r['idle']['top'])}"
+        )
+    print("\nmodel inputs (jobs/s at 100% of one core):")
+    for r in rows:
+        redis_us = r["submit"]["redis_us"] + r["drain"]["redis_us"]
+        print(
+            f"  {r['deployment']} {r['system']}: one Redis core, submit+drain "
+            f"{1e6 / redis_us if redis_us else float('inf'):,.0f}/s; one worker core "
+            f"{1e6 / r['worker_us_per_job'] if r['worker_us_per_job'] else float('inf'):,.0f}/s"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=4000)
+    parser.add_argument("--chains", type=int, default=500)
+    parser.add_argument("--queues", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle workers measured")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds for forked workers to start, and drained workers to go idle",
+    )
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.jobs, args.chains, args.idle, args.warmup, args.repeat = 90, 15, 0.5, 0.25, 1
+    _quiet()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        deployments = _deployments(stack, Path(tmp))
+        owner = deployments["cluster-3"].owner
+        assert owner is not None
+        for rep in range(args.repeat):
+            for system in SYSTEMS:
+                prefix = f"s{uuid.uuid4().hex[:8]}"
+                queues = _balanced_queues(args.queues, owner, prefix)
+                order = DEPLOYMENTS if rep % 2 == 0 else DEPLOYMENTS[::-1]
+                for name in order:
+                    results.append(_measure(deployments[name], system, queues, prefix, args))
+    rows = [
+        _median([r for r in results if r.deployment == name and r.system == system])
+        for name in DEPLOYMENTS
+        for system in SYSTEMS
+    ]
+    machine = f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}"
+    if args.json:
+        print(json.dumps({"machine": machine, "args": vars(args), "medians": rows}, indent=2))
+        return
+    report(rows, args, machine)
+
+
+if __name__ == "__main__":
+    main()
