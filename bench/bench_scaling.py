@@ -43,13 +43,15 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import redis
 import redis.connection
+from redis.cluster import key_slot
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -177,6 +179,7 @@ class Phase:
     redis_us: float
     busiest_shard_share: float  # of the Redis CPU of the phase
     top: list[tuple[str, float]]
+    nodes: list[float]  # commands on each master, in the deployment's order
 
     @classmethod
     def between(cls, a: Snapshot, b: Snapshot, per: int, less: Counter[str] | None = None) -> Phase:
@@ -184,6 +187,11 @@ class Phase:
         if less:
             calls.subtract(less)
         cpu = [y - x for x, y in zip(a.cpu, b.cpu, strict=True)]
+        nodes = []
+        for before, after in zip(a.calls, b.calls, strict=True):
+            moved = after.copy()
+            moved.subtract(before)
+            nodes.append((sum(moved.values()) - moved["info"]) / per)
         return cls(
             per=per,
             seconds=b.at - a.at,
@@ -193,6 +201,20 @@ class Phase:
             redis_us=sum(cpu) * 1e6 / per,
             busiest_shard_share=max(cpu) / sum(cpu) if sum(cpu) > 0 else 0.0,
             top=[(name, n / per) for name, n in calls.most_common(5) if n > 0],
+            nodes=nodes,
+        )
+
+    def per_second(self) -> Phase:
+        """The phase's figures per second of it (an idle phase)."""
+        rate = self.per / self.seconds
+        return replace(
+            self,
+            commands=self.commands * rate,
+            execs=self.execs * rate,
+            round_trips=self.round_trips * rate,
+            redis_us=self.redis_us * rate,
+            top=[(name, n * rate) for name, n in self.top],
+            nodes=[n * rate for n in self.nodes],
         )
 
 
@@ -203,7 +225,8 @@ class Result:
     shards: int
     submit: Phase
     drain: Phase
-    idle: Phase  # per second, for all worker processes together
+    idle: Phase  # per second, all worker processes together, each on every queue
+    idle_one_queue: Phase  # per second, all worker processes together, each on one queue
     chain_submit: Phase
     chain_step: Phase
     drain_jobs_per_s: float
@@ -211,7 +234,9 @@ class Result:
     worker_us_per_step: float
     bytes_per_queued_job: float
     connections_per_process: float
-    idle_commands_per_s_per_process: float
+    idle_worker_cpu_share: float  # of one core, per worker process on every queue
+    app_node: int | None  # the master holding the application's tag {prefix} (a Cluster's)
+    redis_idle_us: float  # Redis CPU per second of all the masters with no client doing anything
 
 
 @contextmanager
@@ -273,8 +298,9 @@ def _settled(app: App) -> bool:
 
 def _drain(
     deployment: Deployment, app: App, url: str, queues: list[str], count: int, args: argparse.Namespace
-) -> tuple[Phase, float, Phase | None, float]:
-    """Run ``count`` tasks with fresh workers; (drain phase, worker CPU s, idle phase or None, conns/proc)."""
+) -> tuple[Phase, float, float]:
+    """Run ``count`` queued tasks with fresh workers: (drain phase, worker CPU seconds, connections per
+    worker process at their peak)."""
     probe = Snapshot.take(deployment)
     app.backend.stats()
     one_stats = _calls(probe, Snapshot.take(deployment))  # subtracted once per poll of the drain's end
@@ -296,30 +322,35 @@ def _drain(
                 break
             time.sleep(0.005)
         b, cpu1 = Snapshot.take(deployment), cpu()
-        less = Counter({k: v * polls for k, v in one_stats.items()})
-        drain = Phase.between(a, b, count, less)
-        idle = None
-        if args.idle > 0:
-            time.sleep(args.warmup)  # the last settlements and adaptive batches done
-            c = Snapshot.take(deployment)
-            time.sleep(args.idle)
-            d = Snapshot.take(deployment)
-            idle = Phase.between(c, d, 1)
-            idle.commands /= idle.seconds
-            idle.execs /= idle.seconds
-            idle.round_trips /= idle.seconds
-            idle.redis_us /= idle.seconds
-            sample()
-        connections = (max(peak[0], deployment.clients()) - baseline_clients) / args.processes
+        sample()
     if RUNS.value - first_runs != count:
         raise SystemExit(f"BENCHMARK FAILED: {RUNS.value - first_runs} runs for {count} jobs")
-    return drain, cpu1 - cpu0, idle, connections
+    less = Counter({k: v * polls for k, v in one_stats.items()})
+    connections = (peak[0] - baseline_clients) / args.processes
+    return Phase.between(a, b, count, less), cpu1 - cpu0, connections
+
+
+def _idle(
+    deployment: Deployment, url: str, queues: list[str], args: argparse.Namespace
+) -> tuple[Phase, float]:
+    """Workers with nothing to do: (commands and Redis CPU per second, worker CPU share per process)."""
+    with _workers(url, queues, args.processes, args.threads, args.warmup) as (start, cpu):
+        start.set()
+        time.sleep(args.warmup)  # started, registered, blocked in their first wait
+        a, cpu0 = Snapshot.take(deployment), cpu()
+        time.sleep(args.idle)
+        b, cpu1 = Snapshot.take(deployment), cpu()
+    idle = Phase.between(a, b, 1)
+    return idle.per_second(), (cpu1 - cpu0) / idle.seconds / args.processes
 
 
 def _measure(
     deployment: Deployment, system: str, queues: list[str], prefix: str, args: argparse.Namespace
 ) -> Result:
     url = deployment.url(system, prefix)
+    a = Snapshot.take(deployment)
+    time.sleep(args.idle)  # the servers' own background work: subtracted from the idle workers' figures
+    quiet = Phase.between(a, Snapshot.take(deployment), 1).per_second()
     app = _app(url, queues)
     try:
         tasks = [app.tasks[f"a-{q}"] for q in queues]
@@ -330,17 +361,17 @@ def _measure(
         b = Snapshot.take(deployment)
         submit = Phase.between(a, b, args.jobs)
         queued_bytes = (b.memory - a.memory) / args.jobs
-        drain, worker_cpu, idle, connections = _drain(deployment, app, url, queues, args.jobs, args)
-        assert idle is not None
+        drain, worker_cpu, connections = _drain(deployment, app, url, queues, args.jobs, args)
+        idle, idle_cpu = _idle(deployment, url, queues, args)
+        idle_one, _ = _idle(deployment, url, queues[:1], args)
         chains = [chain(*(app.tasks[f"{s}-{q}"] for s in "abc")) for q in queues]
         c = Snapshot.take(deployment)
         for i in range(args.chains):
             chains[i % len(chains)].submit()
         d = Snapshot.take(deployment)
         chain_submit = Phase.between(c, d, args.chains)
-        idle_off = argparse.Namespace(**{**vars(args), "idle": 0.0})
         steps = 3 * args.chains
-        chain_step, step_cpu, _, _ = _drain(deployment, app, url, queues, steps, idle_off)
+        chain_step, step_cpu, _ = _drain(deployment, app, url, queues, steps, args)
         if app.backend.failed(limit=1):
             raise SystemExit(f"BENCHMARK FAILED: a job failed on {system} / {deployment.name}")
         return Result(
@@ -350,6 +381,7 @@ def _measure(
             submit=submit,
             drain=drain,
             idle=idle,
+            idle_one_queue=idle_one,
             chain_submit=chain_submit,
             chain_step=chain_step,
             drain_jobs_per_s=args.jobs / drain.seconds,
@@ -357,7 +389,13 @@ def _measure(
             worker_us_per_step=step_cpu * 1e6 / steps,
             bytes_per_queued_job=queued_bytes,
             connections_per_process=connections,
-            idle_commands_per_s_per_process=idle.commands / args.processes,
+            idle_worker_cpu_share=idle_cpu,
+            redis_idle_us=quiet.redis_us,
+            app_node=(
+                [p for _, p in deployment.hosts].index(deployment.owner(key_slot(prefix.encode())))
+                if deployment.owner
+                else None
+            ),
         )
     finally:
         app.backend.delete_everything()  # type: ignore[attr-defined]
@@ -375,9 +413,13 @@ def _deployments(stack: ExitStack, tmp: Path) -> dict[str, Deployment]:
             lambda system, prefix: f"{system}://{host}:{port}/0?prefix={prefix}",
         )
     }
-    for n in (1, 3):
-        cluster = ClusterProcess.start(tmp / f"c{n}", masters=n)
-        stack.callback(cluster.stop)
+    with ThreadPoolExecutor(2) as pool:  # each start waits 2 s for its masters to accept writes
+        starting = {n: pool.submit(ClusterProcess.start, tmp / f"c{n}", masters=n) for n in (1, 3)}
+    for future in starting.values():
+        if future.exception() is None:
+            stack.callback(future.result().stop)
+    for n, future in starting.items():
+        cluster = future.result()  # the first that did not start (after every started one is stopped)
         found[f"cluster-{n}"] = Deployment(
             f"cluster-{n}",
             [("127.0.0.1", p) for p in cluster.ports],
@@ -400,7 +442,9 @@ def _median(results: list[Result]) -> dict[str, Any]:
             return statistics.median(values)
         return values[0]
 
-    return med(rows)  # type: ignore[no-any-return]
+    row: dict[str, Any] = med(rows)
+    row["app_node"] = rows[0]["app_node"]  # the first run's, like its per-master lists (prefixes differ)
+    return row
 
 
 def _top(top: list[Any]) -> str:
@@ -430,17 +474,30 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: str) -
         )
     print(
         "\n| deployment | system | drain jobs/s | busiest master share | connections/process "
-        "| idle cmds/s/process | idle round trips/s/process | idle Redis us/s |"
+        "| idle cmds/s/process | idle round trips/s/process | idle Redis us/s/process | idle worker CPU "
+        "| idle cmds/s/process, 1 queue | idle Redis us/s/process, 1 queue |"
     )
-    print("|---" * 8 + "|")
+    print("|---" * 11 + "|")  # idle Redis CPU: less the servers' own with no client (redis_idle_us)
     for r in rows:
-        i = r["idle"]
+        i, one, p, base = r["idle"], r["idle_one_queue"], args.processes, r["redis_idle_us"]
         print(
             f"| {r['deployment']} | {r['system']} | {r['drain_jobs_per_s']:,.0f} "
             f"| {r['drain']['busiest_shard_share']:.0%} | {r['connections_per_process']:.1f} "
-            f"| {r['idle_commands_per_s_per_process']:.1f} | {i['round_trips'] / args.processes:.1f} "
-            f"| {i['redis_us']:.0f} |"
+            f"| {i['commands'] / p:.1f} | {i['round_trips'] / p:.1f} | {(i['redis_us'] - base) / p:.0f} "
+            f"| {r['idle_worker_cpu_share']:.2%} | {one['commands'] / p:.1f} "
+            f"| {(one['redis_us'] - base) / p:.0f} |"
         )
+    print("\ncommands per master (drained job | idle per second, all processes; * holds the {prefix} tag):")
+    for r in rows:
+        if r["app_node"] is not None and r["shards"] > 1:
+
+            def masters(values: list[float], r: dict[str, Any] = r) -> str:
+                return " ".join(f"{v:.2f}{'*' if n == r['app_node'] else ''}" for n, v in enumerate(values))
+
+            print(
+                f"  {r['deployment']} {r['system']}: {masters(r['drain']['nodes'])} "
+                f"| {masters(r['idle']['nodes'])}"
+            )
     print("\ntop commands per job (submit | drained | chain step | idle per second, all processes):")
     for r in rows:
         print(
@@ -476,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.jobs, args.chains, args.idle, args.warmup, args.repeat = 90, 15, 0.5, 0.25, 1
+        args.jobs, args.chains, args.idle, args.warmup, args.repeat = 60, 10, 0.4, 0.25, 1
     _quiet()
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:

@@ -45,7 +45,7 @@ def test_quick_run_prints_a_row_per_deployment_and_layout(redis_unavailable: Cal
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "BENCHMARK FAILED" not in proc.stderr
-    costs, load = _rows(proc.stdout, 16), _rows(proc.stdout, 8)
+    costs, load = _rows(proc.stdout, 16), _rows(proc.stdout, 11)
     for deployment in DEPLOYMENTS:
         for system in SYSTEMS:
             key = (deployment, system)
