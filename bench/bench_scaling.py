@@ -514,6 +514,41 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, machine: str) -
         )
 
 
+PHASES = ("submit", "drain", "chain_step")
+
+
+def fit(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """Least squares of Redis us = a * round trips + b * commands over the phases of ``rows``: (a, b)."""
+    points = [(r[p]["round_trips"], r[p]["commands"], r[p]["redis_us"]) for r in rows for p in PHASES]
+    sxx = sum(x * x for x, _, _ in points)
+    sxy = sum(x * y for x, y, _ in points)
+    syy = sum(y * y for _, y, _ in points)
+    sxz = sum(x * z for x, _, z in points)
+    syz = sum(y * z for _, y, z in points)
+    det = sxx * syy - sxy * sxy
+    return (sxz * syy - syz * sxy) / det, (syz * sxx - sxz * sxy) / det
+
+
+def model_check(rows: list[dict[str, Any]]) -> None:
+    """Redis CPU per job on 3 masters predicted from the one-master runs and the 3-master counts."""
+    print("\nmodel check: Redis us = a x round trips + b x commands, fitted on standalone and cluster-1")
+    for system in SYSTEMS:
+        ones = [r for r in rows if r["system"] == system and r["shards"] == 1]
+        three = next(r for r in rows if r["system"] == system and r["deployment"] == "cluster-3")
+        a, b = fit(ones)
+        cells = []
+        for phase in PHASES:
+            m = three[phase]
+            cells.append(f"{phase} {a * m['round_trips'] + b * m['commands']:.0f} vs {m['redis_us']:.0f}")
+        nodes = three["drain"]["nodes"]
+        share = max(nodes) / sum(nodes) if sum(nodes) else 0.0
+        print(
+            f"  {system}: a = {a:.1f} us, b = {b:.1f} us; cluster-3 predicted vs measured us/job: "
+            f"{', '.join(cells)}; busiest master's share of a drained job's commands {share:.0%} "
+            f"(of its Redis CPU: {three['drain']['busiest_shard_share']:.0%})"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=4000)
@@ -531,7 +566,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--render", metavar="JSON", help="print the tables of an earlier --json output")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        report(saved["medians"], argparse.Namespace(**saved["args"]), saved["machine"])
+        model_check(saved["medians"])
+        return
     if args.quick:
         args.jobs, args.chains, args.idle, args.warmup, args.repeat = 60, 10, 0.4, 0.25, 1
     _quiet()
@@ -557,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps({"machine": machine, "args": vars(args), "medians": rows}, indent=2))
         return
     report(rows, args, machine)
+    model_check(rows)
 
 
 if __name__ == "__main__":
