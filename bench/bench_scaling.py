@@ -39,6 +39,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -68,20 +69,32 @@ PROBES = frozenset({"info"})
 STALL = 60.0
 
 _CTX = multiprocessing.get_context("fork")
-#: tasks run, and packed sends of every counted redis connection (shared with forked workers)
-RUNS = _CTX.Value("q", 0)
-SENDS = _CTX.Value("q", 0)
+#: tasks run and packed sends of every counted redis connection, one slot per process (0: this one).
+#: No lock is shared between processes: a worker killed while counting must not stall the others.
+SLOTS = 64
+RUNS = _CTX.Array("q", SLOTS, lock=False)
+SENDS = _CTX.Array("q", SLOTS, lock=False)
+_counting = threading.Lock()
+_slot = 0
 _send = redis.connection.AbstractConnection.send_packed_command
+
+
+def _count(counter: Any) -> None:
+    with _counting:
+        counter[_slot] += 1
 
 
 def _counted_send(self: Any, command: Any, check_health: bool = True) -> None:
     if not getattr(self, "uncounted", False):
-        with SENDS.get_lock():
-            SENDS.value += 1
+        _count(SENDS)
     _send(self, command, check_health)
 
 
 redis.connection.AbstractConnection.send_packed_command = _counted_send  # type: ignore[method-assign]
+
+
+def _total(counter: Any) -> int:
+    return sum(counter)
 
 
 class _ProbeConnection(redis.connection.Connection):
@@ -91,8 +104,7 @@ class _ProbeConnection(redis.connection.Connection):
 
 
 def _noop(*args: Any) -> None:
-    with RUNS.get_lock():
-        RUNS.value += 1
+    _count(RUNS)
 
 
 @dataclass
@@ -150,8 +162,8 @@ class Snapshot:
             cpu=[float(i["used_cpu_sys"]) + float(i["used_cpu_user"]) for i in infos],
             memory=sum(int(i["used_memory"]) for i in infos),
             clients=sum(int(i["connected_clients"]) for i in infos),
-            sends=SENDS.value,
-            runs=RUNS.value,
+            sends=_total(SENDS),
+            runs=_total(RUNS),
             at=time.perf_counter(),
         )
 
@@ -244,8 +256,8 @@ def _workers(url: str, queues: list[str], processes: int, threads: int, warmup: 
     """P forked worker processes, started (and their CPU read) when the yielded ``go`` is called."""
     start, stop = _CTX.Event(), _CTX.Event()
     procs = [
-        _CTX.Process(target=_worker_main, args=(url, queues, threads, start, stop), daemon=True)
-        for _ in range(processes)
+        _CTX.Process(target=_worker_main, args=(slot, url, queues, threads, start, stop), daemon=True)
+        for slot in range(1, processes + 1)
     ]
     for proc in procs:
         proc.start()
@@ -259,12 +271,15 @@ def _workers(url: str, queues: list[str], processes: int, threads: int, warmup: 
     finally:
         stop.set()
         for proc in procs:
-            proc.join(20)
+            proc.join(30)
             if proc.is_alive():
+                print(f"a worker process did not stop within 30 s: killed (PID {proc.pid})", file=sys.stderr)
                 proc.kill()
 
 
-def _worker_main(url: str, queues: list[str], threads: int, start: Any, stop: Any) -> None:
+def _worker_main(slot: int, url: str, queues: list[str], threads: int, start: Any, stop: Any) -> None:
+    global _counting, _slot
+    _counting, _slot = threading.Lock(), slot
     _quiet()
     app = _app(url, queues)
     start.wait()
@@ -306,7 +321,7 @@ def _drain(
     one_stats = _calls(probe, Snapshot.take(deployment))  # subtracted once per poll of the drain's end
     baseline_clients = deployment.clients()
     with _workers(url, queues, args.processes, args.threads, args.warmup) as (start, cpu):
-        first_runs = RUNS.value
+        first_runs = _total(RUNS)
         peak = [0]
 
         def sample() -> None:
@@ -314,7 +329,7 @@ def _drain(
 
         cpu0, a = cpu(), Snapshot.take(deployment)
         start.set()
-        _until(lambda: RUNS.value - first_runs >= count, f"{count} runs", sample)
+        _until(lambda: _total(RUNS) - first_runs >= count, f"{count} runs", sample)
         polls = 0
         while True:
             polls += 1
@@ -323,8 +338,8 @@ def _drain(
             time.sleep(0.005)
         b, cpu1 = Snapshot.take(deployment), cpu()
         sample()
-    if RUNS.value - first_runs != count:
-        raise SystemExit(f"BENCHMARK FAILED: {RUNS.value - first_runs} runs for {count} jobs")
+    if _total(RUNS) - first_runs != count:
+        raise SystemExit(f"BENCHMARK FAILED: {_total(RUNS) - first_runs} runs for {count} jobs")
     less = Counter({k: v * polls for k, v in one_stats.items()})
     connections = (peak[0] - baseline_clients) / args.processes
     return Phase.between(a, b, count, less), cpu1 - cpu0, connections
@@ -568,6 +583,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--render", metavar="JSON", help="print the tables of an earlier --json output")
     args = parser.parse_args(argv)
+    if args.processes >= SLOTS:
+        parser.error(f"--processes must be below {SLOTS}")
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         report(saved["medians"], argparse.Namespace(**saved["args"]), saved["machine"])
