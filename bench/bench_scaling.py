@@ -10,7 +10,10 @@ for the run and stopped by PID) and each layout (``redis-lists``,
 * **drain**: the same N jobs drained by P worker processes (``--processes``)
   of T threads (``--threads``), every worker on every queue, worker defaults
   otherwise (adaptive prefetch, ``poll=1.0``);
-* **idle**: the same workers with nothing to do, for ``--idle`` seconds;
+* **idle**: fresh workers with nothing to do, for ``--idle`` seconds, once on
+  every queue and once on one queue (a Cluster's workers on queues of several
+  hash tags wait on one tag at a time, and poll more); the servers' own idle
+  CPU, measured with no client, is subtracted;
 * **chain**: C chains ``A -> B -> C`` of no-op steps submitted, then drained by
   fresh workers (a warm chain step: the step's settlement and the hand-off of
   the next one).
@@ -25,8 +28,13 @@ process). On the client side: the CPU of the worker processes
 sends of redis-py's connections (a pipeline or transaction is one send, a
 blocking read is one).
 
-    python bench/bench_scaling.py [--jobs 4000] [--chains 500] [--repeat 1] [--json]
-    python bench/bench_scaling.py --quick          # tiny sizes: a smoke run of every row
+    python bench/bench_scaling.py [--jobs 4000] [--chains 500] [--idle 5] [--repeat 1] [--json]
+    python bench/bench_scaling.py --render saved.json   # the tables of an earlier --json run
+    python bench/bench_scaling.py --quick               # tiny sizes: a smoke run of every row
+
+The last lines check the scaling model of ``docs/scaling.md``: Redis CPU per
+job fitted as a cost per round trip plus a cost per command on the one-master
+runs, predicted for the 3-master Cluster from its counts.
 """
 
 from __future__ import annotations
