@@ -162,17 +162,6 @@ class Pool(WorkerCore):
             with self._cv:
                 self._drop([delivery], "lease_lost_before_start")
 
-    def _refill_at(self) -> int:
-        """Buffered deliveries at or below which the fetcher reserves the next batch (the lock is held).
-
-        An adaptive batch larger than one per thread is refilled once half of it
-        is left, so the next one arrives before the threads run dry; a batch of
-        one per thread (or a fixed prefetch) once it is empty.
-        """
-        if self._adaptive and self.prefetch > self.concurrency:
-            return self.prefetch // 2
-        return 0
-
     def _note_run(self, me: threading.Thread) -> None:
         """Fold the time of the job ``me`` just ended into the average; adapt the prefetch (lock held)."""
         taken = self._taken_at.pop(me, None)
@@ -190,7 +179,7 @@ class Pool(WorkerCore):
                 return None
             if self._buffer and self._solo is None:
                 delivery = self._buffer.popleft()
-                if len(self._buffer) <= self._refill_at():
+                if not self._buffer:
                     self._fetch_cv.notify()  # reserve the next batch while this one runs
                 if self._deadline.pop(delivery.token, _NEVER) <= time.monotonic():
                     self._drop([delivery], "lease_expired_before_start")
@@ -214,14 +203,12 @@ class Pool(WorkerCore):
             self._cv.wait()
 
     def _fetcher_main(self) -> None:
-        """Reserve a batch whenever the buffer runs low (see :meth:`_refill_at`), off the threads' path."""
+        """Reserve a batch whenever the buffer is empty, off the threads' path from job to job."""
         backoff = self._reserve_backoff
         while True:
             with self._cv:
                 # not before the name is registered: a reserve may resume the jobs of a dead namesake
-                while (
-                    len(self._buffer) > self._refill_at() or not self._registered.is_set()
-                ) and not self._stopping.is_set():
+                while (self._buffer or not self._registered.is_set()) and not self._stopping.is_set():
                     self._fetch_cv.wait(0.2)
                 if self._stopping.is_set():
                     return
