@@ -1,7 +1,8 @@
 """A config for the metrics tests: tasks that succeed, fail, retry, wait to be cancelled, and are parked.
 
 ``flaky`` fails its first two attempts and succeeds on the third;
-``stubborn`` runs until it is cancelled (ten seconds at most); ``parked``
+``stubborn`` runs until it is cancelled (ten seconds at most), ``stuck``
+ignores a cancel request (ten seconds); ``parked``
 lives on a queue the tests' workers do not serve, so its jobs stay ready.
 """
 
@@ -22,7 +23,7 @@ def ok(n: int) -> int:
 
 
 @app.task
-def boom() -> None:
+def boom(*args: object) -> None:
     raise Fail("boom")
 
 
@@ -38,6 +39,11 @@ def stubborn() -> None:
     deadline = time.monotonic() + 10
     while not jobchain.current_job().cancel_requested and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+@app.task
+def stuck() -> None:
+    time.sleep(10)  # deaf to cancel requests: only ending its process stops it (--abort-grace)
 
 
 @app.task(queue="parked")
