@@ -118,11 +118,11 @@ class Execution(LimitGate):
         duration = time.perf_counter() - t0
         if running is not None and running.timed_out:
             failure = JobTimeout(f"task {task.name!r} ran past its timeout of {timeout:g}s")
-        if job.id in asked and self._can_cancel:  # asked to stop: whatever it did, it is cancelled
-            return self._aborted(delivery, slot, started_at, duration)
         if self._abandoned and job.id in self._abandoned:  # a hard abort reported it cancelled already
             self._abandoned.discard(job.id)
             return Aborted(delivery=delivery, started_at=started_at, finished_at=runtime.clock.now())
+        if job.id in asked and self._can_cancel:  # asked to stop: whatever it did, it is cancelled
+            return self._aborted(delivery, slot, started_at, duration)
         if failure is not None:
             return self._failure_outcome(
                 delivery, failure, slot, duration, retry_allowed=True, retry=task.retry
