@@ -110,8 +110,13 @@ def env(installed_cli_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite://{tmp_path / 'jobs.db'}"
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLite file of the test's own, or (parametrized) a Redis backend under a prefix of its own."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        return f"sqlite://{tmp_path / 'jobs.db'}"
+    server: str = request.getfixturevalue("redis_server_url")
+    return server.replace("redis://", f"{kind}://") + f"?prefix=m{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
@@ -174,7 +179,7 @@ def _settled(handle: Any) -> bool:
     return handle.status() in ("succeeded", "failed", "cancelled")
 
 
-@needs_sqlite
+@pytest.mark.parametrize("url", [pytest.param("sqlite", marks=needs_sqlite), "redis-streams"], indirect=True)
 def test_a_worker_exports_what_it_ran(config: ModuleType, url: str, start: Callable[..., Worker]) -> None:
     """Counts by outcome, histograms, in flight, worker up, chains, queue depth and failed queue match."""
     from jobchain import chain
