@@ -20,6 +20,13 @@ own program or another server (the dashboard mounts ``/metrics`` this way)::
     serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> MetricsServer
         # GET /metrics on a daemon thread; .port, .url, .close(); OSError if it cannot bind
 
+and the parts they are made of::
+
+    JobMetrics(registry: CollectorRegistry | None = None, *, buckets=DEFAULT_BUCKETS, clock=time.time)
+        # the plugin: app.plugins.register(JobMetrics(registry)); .registry
+    BackendCollector(app: App, *, min_interval: float = 5.0, clock=time.monotonic)
+        # registry.register(BackendCollector(app)); reads the backend when collected, cached
+
 For several processes, :class:`MultiprocessMetrics` is the supervising
 process's side of prometheus_client's multi-process mode (a private
 directory, handed to the children through ``PROMETHEUS_MULTIPROC_DIR``).
