@@ -12,6 +12,7 @@ exited, and removes the directory at the end.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -99,7 +100,9 @@ class PoolMetrics:
         self.server = server
 
     def process_ended(self, pid: int) -> None:
-        self.mp.process_ended(pid)
+        """Called on the pool's reader thread, which must not die of it: a file that will not go stays."""
+        with suppress(OSError):
+            self.mp.process_ended(pid)
 
     def close(self) -> None:
         self.server.close()
