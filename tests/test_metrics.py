@@ -275,3 +275,32 @@ def test_the_multiprocess_directory_is_made_handed_down_and_removed(monkeypatch:
     mp.close()
     assert os.environ[MULTIPROC_ENV] == "/somewhere/else"
     assert not os.path.exists(mp.path)
+
+
+def test_task_labels_are_capped() -> None:
+    """Beyond max_tasks (queue, task) pairs, jobs count under task "_other": a backend cannot flood series."""
+    metrics = JobMetrics(max_tasks=2)
+    error = jobchain.ErrorInfo(type="UnknownTaskError", message="?", attempt=1, at=1.0)
+    for i in range(5):
+        metrics.jobchain_job_failed(
+            job=Job(id=f"j{i}", task=f"t{i}", enqueued_at=0.0), error=error, duration=0.0
+        )
+    seen = {
+        dict(labels)["task"]: value
+        for (name, labels), value in figures(metrics.registry).items()
+        if name == "jobchain_jobs_total"
+    }
+    assert seen == {"t0": 1, "t1": 1, "_other": 3}
+
+
+def test_queue_figures_are_capped_and_the_queues_counted() -> None:
+    """Beyond max_queues queues (by name) the figures stop; jobchain_queues still counts every queue."""
+    app = _app()
+    for name in ("c", "a", "b"):
+        app.task(name=f"t_{name}", queue=name)(lambda: None).submit()
+    registry = CollectorRegistry()
+    registry.register(BackendCollector(app, min_interval=0, max_queues=2))
+    seen = figures(registry)
+    assert seen[("jobchain_queues", frozenset())] == 3
+    listed = {dict(labels)["queue"] for (name, labels) in seen if name == "jobchain_failed_queue_jobs"}
+    assert listed == {"a", "b"}

@@ -22,9 +22,10 @@ own program or another server (the dashboard mounts ``/metrics`` this way)::
 
 and the parts they are made of::
 
-    JobMetrics(registry: CollectorRegistry | None = None, *, buckets=DEFAULT_BUCKETS, clock=time.time)
+    JobMetrics(registry: CollectorRegistry | None = None, *, buckets=DEFAULT_BUCKETS, clock=time.time,
+               max_tasks: int = 1000)
         # the plugin: app.plugins.register(JobMetrics(registry)); .registry
-    BackendCollector(app: App, *, min_interval: float = 5.0, clock=time.monotonic)
+    BackendCollector(app: App, *, min_interval: float = 5.0, clock=time.monotonic, max_queues: int = 1000)
         # registry.register(BackendCollector(app)); reads the backend when collected, cached
 
 For several processes, :class:`MultiprocessMetrics` is the supervising

@@ -37,6 +37,10 @@ class BackendCollector(Collector):
     fails to answer gives ``jobchain_backend_up 0`` and no queue figures (the
     scrape itself succeeds); the failure is cached like a reading. A backend
     without ``Stats`` gives ``jobchain_backend_up 1`` and no queue figures.
+
+    Queue names are label values, and any writer of the backend can make
+    queues: the figures cover the first ``max_queues`` queues by name, and
+    ``jobchain_queues`` counts them all (so a gap shows).
     """
 
     def __init__(
@@ -45,11 +49,13 @@ class BackendCollector(Collector):
         *,
         min_interval: float = DEFAULT_MIN_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        max_queues: int = 1000,
     ) -> None:
         if not min_interval >= 0:
             raise ValueError(f"min_interval must be 0 or more seconds, got {min_interval!r}")
         self.app = app
         self.min_interval = min_interval
+        self.max_queues = max_queues
         self._clock = clock
         self._lock = threading.Lock()
         self._reading: list[Metric] | None = None
@@ -71,26 +77,28 @@ class BackendCollector(Collector):
 
     def _read(self) -> list[Metric]:
         self.readings += 1
-        depth, failed, paused, up, seconds = _families()
+        depth, failed, paused, count, up, seconds = _families()
         t0 = time.perf_counter()
         try:
             backend = self.app.backend
             if isinstance(backend, Stats):
-                for s in backend.stats():
+                stats = sorted(backend.stats(), key=lambda s: s.queue)
+                count.add_metric([], len(stats))
+                for s in stats[: self.max_queues]:
                     for state in QUEUE_STATES:
                         depth.add_metric([s.queue, state], getattr(s, state))
                     failed.add_metric([s.queue], s.failed)
             if isinstance(backend, Pause):
-                for queue in backend.paused():
+                for queue in sorted(backend.paused())[: self.max_queues]:
                     paused.add_metric([queue], 1)
         except Exception as exc:  # down, refusing, slow past its timeout: a figure, not a failed scrape
             logger.warning("metrics_backend_failed", error=type_name(exc))
-            depth, failed, paused, up, seconds = _families()
+            depth, failed, paused, count, up, seconds = _families()
             up.add_metric([], 0)
         else:
             up.add_metric([], 1)
         seconds.add_metric([], time.perf_counter() - t0)
-        return [depth, failed, paused, up, seconds]
+        return [depth, failed, paused, count, up, seconds]
 
 
 def _families() -> tuple[GaugeMetricFamily, ...]:
@@ -104,6 +112,9 @@ def _families() -> tuple[GaugeMetricFamily, ...]:
             "jobchain_failed_queue_jobs", "Jobs of a queue in the failed queue.", labels=["queue"]
         ),
         GaugeMetricFamily("jobchain_queue_paused", "1 for each paused queue.", labels=["queue"]),
+        GaugeMetricFamily(
+            "jobchain_queues", "Queues the backend counts (figures cover the first max_queues)."
+        ),
         GaugeMetricFamily("jobchain_backend_up", "1 if the last reading of the backend's counts succeeded."),
         GaugeMetricFamily(
             "jobchain_backend_read_seconds", "How long the last reading of the backend's counts took."

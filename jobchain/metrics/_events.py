@@ -35,6 +35,9 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 
 _JOB_LABELS = ("queue", "task")
 
+#: the task label of jobs beyond ``max_tasks`` distinct (queue, task) pairs
+OTHER_TASK = "_other"
+
 
 class JobMetrics:
     """Prometheus metrics fed by the event hooks: register it with ``app.plugins.register(JobMetrics())``.
@@ -45,6 +48,11 @@ class JobMetrics:
     before it is imported) every process writes its values to that directory
     and the gauges sum over live processes only; see :mod:`jobchain.metrics`.
     ``clock`` gives the wall time the wait of a starting job is measured against.
+
+    Task names become label values. A job's name comes from whoever wrote it
+    to the backend, and one with an unknown task still fails (and is counted)
+    on a worker, so the number of (queue, task) label pairs is capped at
+    ``max_tasks``: jobs beyond it are counted under the task ``_other``.
     """
 
     def __init__(
@@ -53,6 +61,7 @@ class JobMetrics:
         *,
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         clock: Callable[[], float] = time.time,
+        max_tasks: int = 1000,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._clock = clock
@@ -99,6 +108,9 @@ class JobMetrics:
             registry=into,
         )
         self._lock = threading.Lock()
+        self.max_tasks = max_tasks
+        #: the (queue, task) label pairs seen, up to max_tasks
+        self._labels: set[tuple[str, str]] = set()
         #: (job id, attempt) of the runs started and not ended yet: each is let out of in-flight once
         self._running: set[tuple[str, int]] = set()
 
@@ -114,11 +126,21 @@ class JobMetrics:
 
     # --- jobs -------------------------------------------------------------------------------
 
+    def _job_labels(self, job: Job) -> tuple[str, str]:
+        """(queue, task), or (queue, "_other") once max_tasks pairs are in use; called under the lock."""
+        pair = (job.queue, job.task)
+        if pair in self._labels:
+            return pair
+        if len(self._labels) < self.max_tasks:
+            self._labels.add(pair)
+            return pair
+        return job.queue, OTHER_TASK
+
     @hookimpl
     def jobchain_job_started(self, job: Job) -> None:
-        queue, task = job.queue, job.task
         due = job.enqueued_at if job.not_before is None else max(job.enqueued_at, job.not_before)
         with self._lock:
+            queue, task = self._job_labels(job)
             self._running.add((job.id, job.attempt))
         self.started.labels(queue, task).inc()
         self.in_flight.labels(queue, task).inc()
@@ -141,12 +163,12 @@ class JobMetrics:
         self._ended(job, "cancelled", None)
 
     def _ended(self, job: Job, outcome: str, duration: float | None) -> None:
-        queue, task = job.queue, job.task
-        self.jobs.labels(queue, task, outcome).inc()
         with self._lock:
+            queue, task = self._job_labels(job)
             key = (job.id, job.attempt)
             ran = key in self._running
             self._running.discard(key)
+        self.jobs.labels(queue, task, outcome).inc()
         if ran:  # (a job failed before it started, expired say, never was in flight)
             self.in_flight.labels(queue, task).dec()
             if duration is not None:
