@@ -128,6 +128,7 @@ from jobchain.model import (
     StepMember,
     StepState,
     WorkerInfo,
+    errors_from_wire,
     kept_errors,
 )
 from jobchain.registry import BackendFactory, BackendRegistry
@@ -189,6 +190,7 @@ __all__ = [
     "WorkerRegistry",
     "capabilities",
     "effective_priority",
+    "errors_from_wire",
     "hookimpl",
     "kept_errors",
     "name_taken",

@@ -63,6 +63,7 @@ __all__ = [
     "StepMember",
     "StepState",
     "WorkerInfo",
+    "errors_from_wire",
     "kept_errors",
     "outcome_from_wire",
 ]
