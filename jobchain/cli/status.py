@@ -35,7 +35,7 @@ from jobchain.cli.output import (
 from jobchain.cli.queues import queue_rows
 from jobchain.model import ChainRecord, ErrorInfo, JobRecord
 
-__all__ = ["job_json", "show_job", "status"]
+__all__ = ["attempts_table", "job_json", "show_job", "status"]
 
 
 @click.command()
@@ -332,3 +332,5 @@ def _short(text: str, limit: int = 100) -> str:
 #: one job's JSON form and its printed view, shared with ``jobchain jobs``
 job_json = _job_json
 show_job = _show_job
+#: a job's failed attempts as a table, shared with ``jobchain failed show``
+attempts_table = _attempts

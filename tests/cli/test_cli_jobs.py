@@ -81,7 +81,7 @@ def test_a_backend_without_browse_says_so(jobchain: Run, plugin_env: Callable[..
 
 
 def test_show_lists_the_failed_attempts(run: Run, tmp_path: Path) -> None:
-    """`jobs show` lists each failed attempt with its backoff; --tracebacks prints each; --json has them."""
+    """`jobs show` and `failed show` list each failed attempt with its backoff; --json has them all."""
     from jobchain_sqlite import SqliteBackend
 
     from jobchain.clock import ManualClock
@@ -122,3 +122,9 @@ def test_show_lists_the_failed_attempts(run: Run, tmp_path: Path) -> None:
         (2, "gave up", None),
     ]
     assert all(e["traceback"].startswith("Traceback") for e in data["errors"])
+
+    entry = run("failed", "show", "flaky-1")
+    assert entry.code == 0, entry
+    assert "attempts that failed" in entry.out
+    assert "RuntimeError: refused\\x1b[2J" in entry.out
+    assert [e["attempt"] for e in run("failed", "show", "flaky-1", "--json").json()["errors"]] == [1, 2]
