@@ -11,7 +11,7 @@ import pytest
 from jobchain import App
 from jobchain.canvas import chain
 from jobchain.clock import ManualClock
-from jobchain.model import MAX_KEPT_ERRORS, ChainRecord, Job
+from jobchain.model import MAX_KEPT_ERRORS, ChainRecord, Job, JobState
 from jobchain.testing import completed, failed, make_job, reserve_one, retried
 
 redis = pytest.importorskip("redis", reason="jobchain-redis is not installed (pip install -e backends/redis)")
@@ -190,3 +190,17 @@ def test_a_hash_stored_before_histories_reads_with_its_error_alone(
     again = backend.get_job(job.id)
     assert again is not None
     assert [e.message for e in again.errors] == ["old", "new"]
+
+
+def test_an_unreadable_history_field_leaves_the_record_readable(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    """Garbage in an ``error:<n>`` field shows the job with its last error, not as an unreadable job."""
+    job = make_job(clock)
+    backend.enqueue([job])
+    backend.settle([failed(reserve_one(backend), "real", clock=clock)])
+    backend.client.hset(backend.keys.job(job.id), "error:7", "{not json")
+    record = backend.get_job(job.id)
+    assert record is not None
+    assert (record.job, record.state) == (job, JobState.FAILED)
+    assert [e.message for e in record.errors] == ["real"]

@@ -178,7 +178,7 @@ def record_of(job_id: str, raw: dict[str, str]) -> JobRecord:
             state=state,
             result=None if result is None else loads(result),
             error=error,
-            errors=history_of(raw, error),
+            errors=_readable_history(job_id, raw, error),
             started_at=_float(raw.get("started_at")),
             finished_at=_float(raw.get("finished_at")),
             worker=raw.get("worker") if state is JobState.RUNNING else None,
@@ -191,6 +191,15 @@ def record_of(job_id: str, raw: dict[str, str]) -> JobRecord:
             state=JobState.FAILED,
             error=ErrorInfo(type="UnreadableJob", message=reason, attempt=1, at=0.0),
         )
+
+
+def _readable_history(job_id: str, raw: dict[str, str], error: ErrorInfo | None) -> tuple[ErrorInfo, ...]:
+    """The job's error history; one that cannot be read is logged and shown as ``error`` alone."""
+    try:
+        return history_of(raw, error)
+    except UNREADABLE as exc:
+        logger.warning("error_history_unreadable", job_id=printable(job_id), error=str(exc))
+        return () if error is None else (error,)
 
 
 def _worker_info(name: str, raw: str | None) -> WorkerInfo | None:
