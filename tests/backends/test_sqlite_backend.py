@@ -265,3 +265,49 @@ def test_racing_marks_on_one_file_leave_the_latest_slot(db: str) -> None:
     assert (state.last_slot, state.last_job, state.paused) == (39.0, "j39", True)
     first.close()
     second.close()
+
+
+_CLOSE_RACE = """
+import sys, threading, time
+from jobchain_sqlite import SqliteBackend
+
+backend = SqliteBackend(sys.argv[1])
+errors = []
+stop = threading.Event()
+
+def reserve():
+    while not stop.is_set():
+        try:
+            backend.reserve(["default"], limit=1, lease=5.0, worker="w", wait=0.0)
+        except Exception as exc:
+            errors.append(repr(exc))
+            return
+
+threads = [threading.Thread(target=reserve) for _ in range(3)]
+for thread in threads:
+    thread.start()
+end = time.monotonic() + 1.0
+while time.monotonic() < end:
+    backend.close()
+stop.set()
+for thread in threads:
+    thread.join()
+print(errors[:3])
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_close_while_other_threads_query_neither_crashes_nor_fails_them(db: str) -> None:
+    """close() from one thread while workers' threads run statements (a test's teardown, a shutdown).
+
+    It closed every connection at once, under statements other threads were
+    running: the interpreter crashed (SIGSEGV in sqlite3). Run in a child
+    process so a crash fails this test instead of the test run.
+    """
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_RACE, db], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])

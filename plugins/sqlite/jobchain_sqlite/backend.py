@@ -426,12 +426,16 @@ class SqliteBackend(
                 conn.execute(statement)
 
     def close(self) -> None:
+        """Let go of every connection: one idle closes now, one another thread is using when its call ends.
+
+        Closing a connection under a statement another thread is running can
+        crash the interpreter (sqlite3 is not safe for that), so the connections
+        are closed by dropping the last references to them, which CPython does
+        at once for an idle one. A later call opens a fresh connection.
+        """
         with self._connections_lock:
-            connections, self._connections = self._connections, []
+            self._connections = []
         self._local = threading.local()
-        for conn in connections:
-            with contextlib.suppress(sqlite3.Error):  # closing is best effort
-                conn.close()
 
     def _notify(self) -> None:
         with self._wake:
