@@ -113,12 +113,9 @@ def queue_page(
 ) -> QueuePage:
     """A page of ``queue``'s jobs in ``state`` (a JobState or its name, ``ready`` too), newest first."""
     queue = check_name("queue", queue)
-    if isinstance(state, str):
-        wanted = parse_state(state[:40])
-    elif isinstance(state, JobState) and state in BROWSABLE:
-        wanted = state
-    else:
-        raise ValueError(f"state must be one of {', '.join(s.value for s in BROWSABLE)}")
+    if not isinstance(state, str):  # a JobState is a str too
+        raise ValueError(f"state must be one of ready, {', '.join(s.value for s in BROWSABLE)}")
+    wanted = parse_state(state[:40])
     task = _opt_name("task", task)
     check_limit(limit)
     if cursor is not None:
