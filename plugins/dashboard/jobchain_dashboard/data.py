@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
-from jobchain.browsing import BROWSABLE, MAX_LIMIT, check_limit, decode_cursor, parse_state
+from jobchain.browsing import BROWSABLE, MAX_LIMIT, decode_cursor, parse_state
 from jobchain.capabilities import Browse, Cancel, FailedQueue, Pause, ScheduleSlots, WorkerRegistry, supports
 from jobchain.model import ChainRecord, ErrorInfo, FailedEntry, JobRecord, JobState, StepState
 from jobchain.scheduler import ScheduleInfo, describe
@@ -117,11 +117,14 @@ def queue_page(
         raise ValueError(f"state must be one of ready, {', '.join(s.value for s in BROWSABLE)}")
     wanted = parse_state(state[:40])
     task = _opt_name("task", task)
-    check_limit(limit)
+    limit = check_int("limit", limit, 1, MAX_LIMIT)
     if cursor is not None:
-        if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR:
-            raise ValueError("not a cursor of this listing")
-        decode_cursor(cursor)
+        try:
+            if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR:
+                raise ValueError
+            decode_cursor(cursor)
+        except ValueError:
+            raise ValueError("not a cursor of this listing") from None
     backend = app.backend
     notes: list[str] = []
     records: tuple[JobRecord, ...] = ()
@@ -377,7 +380,7 @@ def failed_page(
     """The failed queue, oldest first, filtered by task and error type, with its facets."""
     task = _opt_name("task", task)
     error_type = _opt_name("error type", error_type)
-    check_limit(limit)
+    limit = check_int("limit", limit, 1, MAX_LIMIT)
     offset = check_int("offset", offset, 0, MAX_OFFSET)
     scan = check_int("scan", scan, 1, MAX_SCAN)
     if not supports(app.backend, FailedQueue):
