@@ -22,7 +22,7 @@ from jobchain_dashboard import data
 from jobchain_dashboard._figures import MAX_BUCKETS, MAX_CAP
 from jobchain_sqlite import SqliteBackend
 
-from jobchain import App, Fail, ManualClock, Plugins, Retry, Worker, chain, group
+from jobchain import App, Backend, Fail, ManualClock, Plugins, Retry, Worker, chain, group
 from jobchain.browsing import Jobs
 from jobchain.capabilities import JobPage
 from jobchain.memory import MemoryBackend
@@ -231,9 +231,32 @@ def test_overview_figures_are_those_of_the_records(
     assert delayed.status() == "delayed"
 
 
-def test_overview_on_sqlite(tmp_path: Path, workers_started: Callable[..., Worker]) -> None:
-    """On the SQLite backend, the overview's counts and figures are those of the run's records."""
-    app = App(SqliteBackend(str(tmp_path / "jobs.db")), plugins=Plugins(entry_points=False))
+def _sqlite(tmp_path: Path) -> Backend:
+    return SqliteBackend(str(tmp_path / "jobs.db"))
+
+
+def _fake_redis(kind: str) -> Callable[[Path], Backend]:
+    def make(tmp_path: Path) -> Backend:
+        fakeredis = pytest.importorskip("fakeredis", reason="pip install -e backends/redis[test]")
+        from jobchain_redis.lists import ListsBackend
+        from jobchain_redis.streams import StreamsBackend
+
+        backend = ListsBackend if kind == "lists" else StreamsBackend
+        return backend(fakeredis.FakeRedis(decode_responses=True), prefix=f"dash{tmp_path.name[-8:]}")
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "open_backend",
+    [_sqlite, _fake_redis("lists"), _fake_redis("streams")],
+    ids=["sqlite", "redis-lists", "redis-streams"],
+)
+def test_overview_on_other_backends(
+    tmp_path: Path, workers_started: Callable[..., Worker], open_backend: Callable[[Path], Backend]
+) -> None:
+    """On SQLite and the Redis layouts, the overview's counts and figures are those of the run's records."""
+    app = App(open_backend(tmp_path), plugins=Plugins(entry_points=False))
     try:
         t = _declare(app)
         handles = [t["ok"].submit(i) for i in range(5)]
@@ -253,10 +276,11 @@ def test_overview_on_sqlite(tmp_path: Path, workers_started: Callable[..., Worke
         timed = [r for r in records if r.started_at is not None and r.finished_at is not None]
         runs = [(r.finished_at or 0.0) - (r.started_at or 0.0) for r in timed]
         waits = [max(0.0, (r.started_at or 0.0) - _due(r)) for r in timed]
-        assert default.figures.timed == len(timed)
+        assert default.figures.timed == len(timed) >= 5
         assert default.figures.run_p95 == pytest.approx(_quantile(runs, 95))
         assert default.figures.wait_p50 == pytest.approx(_quantile(waits, 50))
         assert sum(default.figures.spark_succeeded) == 5
+        assert sum(default.figures.spark_failed) == 1
         assert view.workers == 1
         assert later.status() == "delayed"
     finally:
