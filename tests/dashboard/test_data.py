@@ -27,7 +27,7 @@ from jobchain.browsing import Jobs
 from jobchain.capabilities import JobPage
 from jobchain.memory import MemoryBackend
 from jobchain.model import Completed, ErrorInfo, JobRecord, JobState, StepState
-from jobchain.testing import eventually, failed, reserve_one
+from jobchain.testing import eventually, failed, make_job, reserve_one
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -371,14 +371,17 @@ def test_queues_are_listed_worst_first(manual: App, clock: ManualClock) -> None:
         manual.submit("work_b", 1)  # b: four ready jobs, waiting since T0 + 30
     _fail(manual, clock, queue="d")  # d: one failed job
     manual.submit("work_d", 2)
+    manual.backend.enqueue([make_job(clock, "elsewhere", queue="zeta", enqueued_at=T0 + 35.0)])
     view = data.overview(manual, now=T0 + 40.0)
-    assert [r.queue for r in view.queues] == ["d", "c", "b", "a", "default"]
+    # zeta: a queue only the backend knows (no task of this App); a, default: declared, empty
+    assert [r.queue for r in view.queues] == ["d", "c", "b", "zeta", "a", "default"]
     rows = {r.queue: r for r in view.queues}
     assert rows["c"].oldest_age == pytest.approx(40.0)
     assert rows["b"].oldest_age == pytest.approx(10.0)
     assert (rows["a"].oldest_age, rows["a"].oldest_job) == (None, None)
     assert rows["d"].failed == 1
-    assert (view.ready, view.failed) == (6, 1)
+    assert rows["zeta"].oldest_age == pytest.approx(5.0)
+    assert (view.ready, view.failed) == (7, 1)
 
 
 @pytest.mark.parametrize(
@@ -512,6 +515,28 @@ def test_job_detail_of_waiting_and_running_jobs(manual: App, clock: ManualClock)
     assert (running.chain_id, running.chain_step) == (steps.id, 1)
     assert running.can_cancel
     assert data.job_detail(manual, "no-such-job") is None
+
+
+def test_job_detail_of_a_job_waiting_for_its_retry(
+    system_app: App, workers_started: Callable[..., Worker]
+) -> None:
+    """A job that failed once and waits for its next attempt shows that error and can be cancelled."""
+
+    @system_app.task(retry=Retry(attempts=2, base=3600.0, cap=7200.0, jitter=False))
+    def later(x: int) -> int:
+        raise RuntimeError(f"not yet {x}")
+
+    handle = later.submit(4)
+    workers_started(system_app, queues=["default"])
+    assert eventually(lambda: handle.status() == "delayed")
+    detail = data.job_detail(system_app, handle.id)
+    assert detail is not None
+    assert detail.record.job.attempt == 2
+    assert [(e.attempt, e.type, e.message) for e in detail.errors] == [(1, "RuntimeError", "not yet 4")]
+    assert (detail.can_cancel, detail.can_redrive, detail.in_failed_queue) == (True, False, False)
+    due = detail.record.job.not_before
+    assert due is not None
+    assert due == pytest.approx(detail.errors[0].at + 3600.0, abs=1.0)
 
 
 @frozen(kw_only=True)
