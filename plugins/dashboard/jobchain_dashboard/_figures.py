@@ -1,11 +1,13 @@
 """The overview page and its figures, from the backend's records of finished jobs; the shared checks.
 
-:func:`overview` is re-exported by :mod:`jobchain_dashboard.data`, with the
-other pages. A refresh reads, per queue and per state (succeeded, failed), the records
-that finished within the window, newest first, and at most ``cap`` of them
-(:func:`read_finished`). Everything shown is computed from those records
-(:func:`figures`), so two dashboards looking at one backend show the same
-figures, and a dashboard that restarts has lost nothing.
+:func:`overview` is re-exported by :mod:`jobchain_dashboard.data` with the
+other pages. A refresh reads, per queue and per state (succeeded, failed),
+the records that finished within the window, newest first, at most ``cap``
+of them (:func:`read_finished`). Everything shown is computed from those
+records (:func:`figures`), so two dashboards looking at one backend show the
+same figures, and a dashboard that restarts has lost nothing. (A backend
+keeps finished records for a time: the Redis backends for ``result_ttl``; a
+window longer than that shows what is kept.)
 
 - **wait**: ``started_at`` minus the time the job became due
   (``not_before`` when it is later than ``enqueued_at``, else
