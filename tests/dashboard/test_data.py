@@ -453,10 +453,10 @@ def test_queue_page_lists_a_state_page_by_page(manual: App, clock: ManualClock) 
         ({"state": "x" * 5000}, "unknown job state"),
         ({"state": JobState.BUFFERED}, "unknown job state 'buffered'"),
         ({"state": 3}, "state must be one of ready, queued"),
-        ({"queue": ""}, "queue must be a text of 1 to 200 characters"),
-        ({"queue": "q" * 201}, "queue must be a text"),
+        ({"queue": ""}, "queue must be a text of 1 to 1024 characters"),
+        ({"queue": "q" * 1025}, "queue must be a text"),
         ({"queue": None}, "queue must be a text"),
-        ({"task": "t" * 201}, "task must be a text"),
+        ({"task": "t" * 1025}, "task must be a text"),
         ({"cursor": "not-a-cursor"}, "not a cursor of this listing"),
         ({"cursor": 12}, "not a cursor of this listing"),
         ({"cursor": "A" * 100_000}, "not a cursor of this listing"),
@@ -537,6 +537,23 @@ def test_job_detail_of_a_job_waiting_for_its_retry(
     due = detail.record.job.not_before
     assert due is not None
     assert due == pytest.approx(detail.errors[0].at + 3600.0, abs=1.0)
+
+
+def test_the_longest_ids_jobchain_makes_are_accepted(manual: App) -> None:
+    """A chain under a 200-character id and its members' longer ids are shown; an id past the bound is not."""
+    work = manual.get_task("work_a")
+    handle = manual.submit_as("c" * 200, chain(work, work), 1)
+    detail = data.chain_detail(manual, handle.id)
+    assert detail is not None
+    first = detail.steps[0].job_ids[0]
+    assert len(first) > 200
+    job = data.job_detail(manual, first)
+    assert job is not None
+    assert job.chain_id == handle.id
+    with pytest.raises(ValueError, match=r"^job id must be a text of 1 to 1024 characters$"):
+        data.job_detail(manual, "j" * 1025)
+    with pytest.raises(ValueError, match=r"^chain id must be a text"):
+        data.chain_detail(manual, "")
 
 
 @frozen(kw_only=True)
@@ -664,7 +681,7 @@ def test_a_bulk_action_touches_exactly_the_matching_ids(manual: App, clock: Manu
         ({"offset": 10**12}, "offset must be an integer"),
         ({"scan": 0}, "scan must be an integer"),
         ({"task": ""}, "task must be a text"),
-        ({"error_type": "E" * 300}, "error type must be a text"),
+        ({"error_type": "E" * 1025}, "error type must be a text"),
     ],
 )
 def test_failed_page_parameters_are_checked(manual: App, options: dict[str, Any], message: str) -> None:

@@ -58,8 +58,9 @@ __all__ = [
 
 #: the largest page read at a time while sampling (a backend serves up to jobchain.browsing.MAX_LIMIT)
 PAGE = 500
-#: the longest queue, task, error type or id a request may name (ids are at most 200 characters)
-MAX_NAME = 200
+#: the longest queue, task, error type or id a request may name (an explicit id is at most 200
+#: characters, a chain member's id a few more; names have no limit of their own, so a generous bound)
+MAX_NAME = 1024
 #: bounds of the overview's parameters
 MAX_WINDOW = 86_400.0
 MAX_BUCKETS = 240
