@@ -72,10 +72,9 @@ def _finish(app: App, clock: ManualClock, *, queue: str, started: float, finishe
     return job_id
 
 
-def _fail(
-    app: App, clock: ManualClock, *, queue: str, task: str | None = None, error: str = "ValueError"
-) -> str:
-    job_id = app.submit(task or f"work_{queue}", 1).id
+def _fail(app: App, clock: ManualClock, *, queue: str, error: str = "ValueError") -> str:
+    """Submit a job of ``queue`` now and fail it for good with ``error`` (settled by hand)."""
+    job_id = app.submit(f"work_{queue}", 1).id
     delivery = reserve_one(app.backend, [queue])
     app.backend.settle([failed(delivery, "no", clock=clock, error_type=error)])
     return job_id
@@ -83,6 +82,7 @@ def _fail(
 
 @pytest.fixture
 def clock() -> ManualClock:
+    """A manual clock at T0."""
     return ManualClock(T0)
 
 
@@ -98,6 +98,7 @@ def manual(clock: ManualClock) -> Iterator[App]:
 
 @pytest.fixture
 def workers_started() -> Iterator[Callable[..., Worker]]:
+    """Start a fast-polling worker of an App; every one started is stopped at teardown."""
     started: list[Worker] = []
 
     def start(app: App, **options: Any) -> Worker:
@@ -114,13 +115,15 @@ def workers_started() -> Iterator[Callable[..., Worker]]:
 
 @pytest.fixture
 def system_app() -> Iterator[App]:
+    """An App on a memory backend and the system clock, for real workers."""
     app = App(MemoryBackend(), plugins=Plugins(entry_points=False))
     yield app
     app.close()
 
 
 def _declare(app: App) -> dict[str, Any]:
-    """ok, boom (fails for good), flaky (fails twice, then succeeds), slow (waits for an event)."""
+    """ok; boom (fails for good); fatal (raises Fail); flaky (fails twice, then succeeds);
+    slow (queue slow: waits for ``release``); parked (queue held)."""
     calls: dict[int, int] = {}
     release = threading.Event()
 
