@@ -29,6 +29,7 @@ EventName = Literal[
     "job_succeeded",
     "job_retrying",
     "job_failed",
+    "job_cancelled",
     "chain_completed",
     "chain_halted",
     "progress",
@@ -79,6 +80,9 @@ class Events:
         self._emit(
             "jobchain_job_failed", job=job, error=error, duration=duration, worker=worker, thread=thread
         )
+
+    def job_cancelled(self, *, job: Job, duration: float, worker: str, thread: str) -> None:
+        self._emit("jobchain_job_cancelled", job=job, duration=duration, worker=worker, thread=thread)
 
     def chain_completed(self, *, chain: ChainRecord, worker: str) -> None:
         self._emit("jobchain_chain_completed", chain=chain, worker=worker)

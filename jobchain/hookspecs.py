@@ -72,6 +72,14 @@ def jobchain_job_failed(job: Job, error: ErrorInfo, duration: float, worker: str
 
 
 @hookspec
+def jobchain_job_cancelled(job: Job, duration: float, worker: str, thread: str) -> None:
+    """``job`` was cancelled while this worker held it, and is recorded ``cancelled``.
+
+    ``duration`` is how long it ran before it stopped (0 if it never started).
+    """
+
+
+@hookspec
 def jobchain_chain_completed(chain: ChainRecord, worker: str) -> None:
     """The last step of ``chain`` completed."""
 

@@ -12,7 +12,7 @@ place that may use click and rich) and the conformance suite
   :data:`TYPE_ONLY_CYCLES` and may not grow;
 - the worker depends on its runtime, never on the App, not even for types;
 - no module outside the CLI imports redis, click or rich, and only the
-  conformance suite imports pytest.
+  conformance suite imports pytest, and only jobchain.metrics prometheus_client.
 """
 
 from __future__ import annotations
@@ -181,9 +181,19 @@ def test_the_worker_is_imported_through_its_public_module() -> None:
     assert private == set()
 
 
-@pytest.mark.parametrize("library", ["redis", "click", "rich", "pytest"])
+#: where each library may be imported (prometheus_client is an optional dependency: jobchain[metrics])
+PLACES = {
+    "redis": ("jobchain.cli", "jobchain.__main__"),
+    "click": ("jobchain.cli", "jobchain.__main__"),
+    "rich": ("jobchain.cli", "jobchain.__main__"),
+    "pytest": ("jobchain.testing",),
+    "prometheus_client": ("jobchain.metrics",),
+}
+
+
+@pytest.mark.parametrize("library", sorted(PLACES))
 def test_third_party_libraries_stay_in_their_place(library: str) -> None:
-    allowed = ("jobchain.cli", "jobchain.__main__") if library != "pytest" else ("jobchain.testing",)
+    allowed = PLACES[library]
     offenders = sorted(
         module
         for module in MODULES

@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
@@ -75,8 +75,10 @@ class Pool:
     methods read what it gathered.
     """
 
-    def __init__(self, specs: Sequence[ChildSpec]) -> None:
+    def __init__(self, specs: Sequence[ChildSpec], *, on_exit: Callable[[int], None] | None = None) -> None:
         self._mp = multiprocessing.get_context("spawn")
+        #: called on the reader thread with a child's pid once it has exited (before a replacement starts)
+        self._on_exit = on_exit
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.children: list[_Child] = []
@@ -122,6 +124,8 @@ class Pool:
                 assert isinstance(item, int)
                 child = sentinels.pop(item)
                 child.process.join()
+                if self._on_exit is not None and child.process.pid is not None:
+                    self._on_exit(child.process.pid)
                 # its last words first: a "final" sent just before exiting is still in the pipe
                 while child.conn in open_conns and self._poll(child.conn):
                     if not self._receive(child):

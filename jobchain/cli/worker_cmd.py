@@ -22,7 +22,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,6 +42,12 @@ from jobchain.cli.common import (
     open_app,
     processes_option,
     setup_logging,
+)
+from jobchain.cli.metrics_serving import (
+    check_metrics_options,
+    metrics_options,
+    serve_pool_metrics,
+    serve_worker_metrics,
 )
 from jobchain.cli.output import plural, printable
 from jobchain.cli.processes import ChildSpec, Pool
@@ -128,6 +134,7 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     help="Also run a scheduler thread: submit the due slots of --config's schedules (any number of "
     "workers may: each slot is submitted once).",
 )
+@metrics_options
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -144,10 +151,13 @@ def worker(
     abort_grace: float | None,
     burst: bool,
     with_schedules: bool,
+    metrics_port: int | None,
+    metrics_host: str | None,
 ) -> None:
     """Run the tasks of --config from the backend until stopped (SIGTERM, Ctrl-C, `workers stop`)."""
     level = setup_logging(ctx, "info")
     label_map = _labels(labels)
+    metrics_host = check_metrics_options(metrics_port, metrics_host)
     opened = open_app(config, backend, connect=False)
     app = opened.app
     check_shareable(app, processes)
@@ -170,7 +180,6 @@ def worker(
     if processes > 1:
         queue_list = tuple(_csv(queues) or app.queues)
         url = app.backend_url
-        app.close()  # the processes open their own
         base = name or _default_base()
         fmt = (ctx.find_object(CliState) or CliState()).log_format
         specs = [
@@ -188,6 +197,7 @@ def worker(
                 lease=lease,
                 grace=grace,
                 abort_grace=abort_grace,
+                metrics=metrics_port is not None,
             )
             for i in range(1, processes + 1)
         ]
@@ -197,7 +207,17 @@ def worker(
             f" · {url} (Ctrl-C to stop)",
             err=True,
         )
-        _supervise(base, specs)
+        if metrics_port is None:
+            app.close()  # the processes open their own
+            _supervise(base, specs)
+            return
+        # before the children start: they inherit the directory they write their figures to
+        pool_metrics = serve_pool_metrics(app, metrics_host, metrics_port)
+        try:
+            _supervise(base, specs, on_exit=pool_metrics.process_ended)
+        finally:
+            pool_metrics.close()
+            app.close()
         return
     log_jobs(app, level)
     consumer = Worker(
@@ -215,26 +235,31 @@ def worker(
             "will run; use --backend to serve a shared backend",
             err=True,
         )
-    timer = start_scheduler(app) if with_schedules else None
-    with _stop_on_signals(consumer):
-        consumer.start()  # a name held by a live worker: WorkerNameTakenError, one line, exit 1
-        until = "until the queues are idle" if burst else "Ctrl-C to stop"
-        click.echo(
-            f"worker {consumer.name}: queues {', '.join(printable(q) for q in consumer.queues)} · "
-            f"{plural(concurrency, 'thread')} · "
-            f"{app.backend_url} ({until})",
-            err=True,
-        )
-        try:
-            while not consumer.stopping:
-                if not burst:
-                    time.sleep(0.2)
-                elif consumer.drain(timeout=0.2):
-                    break
-        finally:
-            if timer is not None:
-                timer.stop()
-            clean = _stop(consumer, grace)
+    server = None if metrics_port is None else serve_worker_metrics(app, metrics_host, metrics_port)
+    try:
+        timer = start_scheduler(app) if with_schedules else None
+        with _stop_on_signals(consumer):
+            consumer.start()  # a name held by a live worker: WorkerNameTakenError, one line, exit 1
+            until = "until the queues are idle" if burst else "Ctrl-C to stop"
+            click.echo(
+                f"worker {consumer.name}: queues {', '.join(printable(q) for q in consumer.queues)} · "
+                f"{plural(concurrency, 'thread')} · "
+                f"{app.backend_url} ({until})",
+                err=True,
+            )
+            try:
+                while not consumer.stopping:
+                    if not burst:
+                        time.sleep(0.2)
+                    elif consumer.drain(timeout=0.2):
+                        break
+            finally:
+                if timer is not None:
+                    timer.stop()
+                clean = _stop(consumer, grace)
+    finally:
+        if server is not None:
+            server.close()
     if consumer.fatal is not None:
         app.close()
         raise CliError(f"worker {consumer.name} stopped: {consumer.fatal}", hint=AUTH_HINT)
@@ -256,13 +281,13 @@ def _default_base() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(16):04x}"
 
 
-def _supervise(base: str, specs: list[ChildSpec]) -> None:
+def _supervise(base: str, specs: list[ChildSpec], *, on_exit: Callable[[int], None] | None = None) -> None:
     """Run the worker processes until they stop; exit non-zero if one failed.
 
     The signal handler only counts; the loop passes the signals on: the first
     as a graceful stop request, the next ones as SIGTERM (quit now).
     """
-    pool = Pool(specs)
+    pool = Pool(specs, on_exit=on_exit)
     signals = 0
 
     def handler(signum: int, frame: Any) -> None:

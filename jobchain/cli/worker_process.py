@@ -82,6 +82,8 @@ class ChildSpec:
     run_mode: bool = False
     #: hard abort: end this process when a job asked to stop still runs this many seconds later
     abort_grace: float | None = None
+    #: register a JobMetrics (prometheus_client's multi-process mode: the parent set its directory)
+    metrics: bool = False
 
 
 @define
@@ -204,6 +206,12 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
                 seed=ref.seed,
             )
         log_jobs(app, spec.log_level)
+        if spec.metrics:
+            from jobchain.metrics import MULTIPROC_ENV, JobMetrics
+
+            if not os.environ.get(MULTIPROC_ENV):  # a bug in the parent: the figures would be lost
+                raise RuntimeError(f"metrics asked for but {MULTIPROC_ENV} is not set")
+            app.plugins.register(JobMetrics())
         consumer = Worker(
             app,
             queues=spec.queues,

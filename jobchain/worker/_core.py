@@ -152,6 +152,8 @@ class WorkerCore:
         self._cancel_asked: set[str] = set()
         #: job id -> monotonic time the worker learnt of its cancel request (for a hard abort)
         self._cancel_asked_at: dict[str, float] = {}
+        #: ids of jobs given up by a hard abort (reported cancelled) whose thread may still return
+        self._abandoned: set[str] = set()
         self.queues = tuple(queues) if queues else runtime.queues
         if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
             raise ValueError(f"queues must be non-empty names, got {queues!r}")

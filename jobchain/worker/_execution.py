@@ -118,6 +118,9 @@ class Execution(LimitGate):
         duration = time.perf_counter() - t0
         if running is not None and running.timed_out:
             failure = JobTimeout(f"task {task.name!r} ran past its timeout of {timeout:g}s")
+        if self._abandoned and job.id in self._abandoned:  # a hard abort reported it cancelled already
+            self._abandoned.discard(job.id)
+            return Aborted(delivery=delivery, started_at=started_at, finished_at=runtime.clock.now())
         if job.id in asked and self._can_cancel:  # asked to stop: whatever it did, it is cancelled
             return self._aborted(delivery, slot, started_at, duration)
         if failure is not None:
@@ -160,7 +163,9 @@ class Execution(LimitGate):
     def _aborted(self, delivery: Delivery, slot: SlotStats, started_at: float, duration: float) -> Outcome:
         """The outcome of a job stopped at a cancel request: recorded cancelled, never retried."""
         slot.busy_seconds += duration
-        self.log.info("job_cancelled", job_id=delivery.job.id, task=delivery.job.task)
+        job = delivery.job
+        self.log.info("job_cancelled", job_id=job.id, task=job.task)
+        self.events.job_cancelled(job=job, duration=duration, worker=self.name, thread=slot.name)
         return Aborted(delivery=delivery, started_at=started_at, finished_at=self.runtime.clock.now())
 
     def _failure_outcome(

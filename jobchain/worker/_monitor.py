@@ -218,9 +218,14 @@ class Monitor(LimitGate):
                 if thread in self._threads:
                     self._threads.remove(thread)
                 self.counters.aborted += 1
+                self._abandoned.add(delivery.job.id)
             if overdue:
                 self._settle_cv.notify()
         ids = [d.job.id for _, d in overdue]
+        for thread, delivery in overdue:  # its run time is unknown here: reported as 0
+            self.events.job_cancelled(
+                job=delivery.job, duration=0.0, worker=self.name, thread=thread.name.removeprefix("jobchain-")
+            )
         if ids:
             self.log.warning("jobs_aborted", job_ids=ids, grace=grace)
         return ids
