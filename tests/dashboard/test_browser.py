@@ -190,6 +190,24 @@ def test_a_count_changes_live_without_reloading(browser: Any, site: Site) -> Non
     assert "on" in _by_id(browser, "live-status").get_attribute("class")  # server-sent events, not polling
 
 
+def test_counts_change_by_polling_when_the_stream_is_blocked(browser: Any, site: Site) -> None:
+    import dash_app
+
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/live?*"]})  # no server-sent events
+    try:
+        browser.get(site.page("/"))
+        status = _by_id(browser, "live-status")
+        eventually(lambda: "polling" in status.get_attribute("class"), 20, "the page to fall back to polling")
+        cell = _css(browser, "td[data-live='queue:ready:idle']")[0]
+        before = int(cell.text)
+        dash_app.wait_here.submit(200)
+        eventually(lambda: cell.text == str(before + 1), 20, "the ready count to change by polling")
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        browser.execute_cdp_cmd("Network.disable", {})
+
+
 def test_markup_in_arguments_and_queue_names_stays_text(browser: Any, site: Site) -> None:
     import dash_app
 

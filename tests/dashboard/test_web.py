@@ -332,3 +332,51 @@ def test_mounted_under_a_prefix_its_links_and_cookie_follow(serve: Any, jobs: Ap
 def test_a_token_shorter_than_twelve_characters_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 12"):
         Auth(admin_tokens=("short",))
+
+
+def test_purge_shows_the_count_then_cancels_the_waiting_jobs(client_of: Any, jobs: App) -> None:
+    ok = jobs.jobs_defined[0]  # type: ignore[attr-defined]
+    waiting = [ok.submit(i) for i in range(3)]
+    client = client_of(jobs)
+    confirm = client.get("/queue/purge?name=default")
+    assert "<strong>3</strong>" in confirm.text
+    done = client.post("/queue/purge", data={"csrf": _csrf(confirm.text), "queue": "default", "expected": "3"})
+    assert done.status_code == 303
+    assert "Cancelled 3 ready and delayed jobs of default" in client.get("/queue?name=default").text
+    states = {jobs.jobs.get(h.id).state for h in waiting}  # type: ignore[union-attr]
+    assert states == {JobState.CANCELLED}
+
+
+def test_a_worker_asked_to_stop_from_the_workers_page_stops(client_of: Any, jobs: App) -> None:
+    worker = jobs.worker(concurrency=1, name="stoppable", poll=0.1)
+    worker.start()
+    try:
+        eventually(lambda: [w.name for w in jobs.workers()] == ["stoppable"], timeout=10)
+        client = client_of(jobs)
+        page = client.get("/workers")
+        assert 'data-worker="stoppable"' in page.text
+        asked = client.post("/workers/stop", data={"csrf": _csrf(page.text), "name": "stoppable"})
+        assert asked.status_code == 303
+        eventually(lambda: jobs.workers() == [], timeout=10)
+    finally:
+        worker.stop()
+
+
+def test_metrics_need_a_login_or_the_bearer_token(client_of: Any, jobs: App) -> None:
+    pytest.importorskip("prometheus_client")
+    ok = jobs.jobs_defined[0]  # type: ignore[attr-defined]
+    ok.submit(1)
+    client = client_of(jobs, Auth(admin_tokens=(ADMIN,), read_tokens=(READER,)))
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"authorization": "Bearer wrong-token-0000"}).status_code == 401
+    scraped = client.get("/metrics", headers={"authorization": f"Bearer {READER}"})
+    assert scraped.status_code == 200
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scraped.text)
+        for s in family.samples
+    }
+    ready = [v for (name, labels), v in samples.items() if ("queue", "default") in labels and "ready" in str(labels)]
+    assert ready == [1.0]

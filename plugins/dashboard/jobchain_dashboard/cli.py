@@ -107,6 +107,7 @@ def dashboard(
 
     opened = open_app(config, backend)
     app = opened.app
+    shown_backend = app.backend.url or "memory://"  # opened now: a bad URL stops here; passwords hidden
     asgi = create_app(
         DashboardConfig(
             app=app, auth=auth, min_interval=interval, window=window, secure_cookies=secure_cookies
@@ -129,7 +130,7 @@ def dashboard(
     who = "token required" if auth.required else "no token: this machine only"
     if read_only:
         who += ", read-only"
-    click.echo(f"jobchain dashboard: {app.backend_url} on {url} ({who}); Ctrl-C to stop", err=True)
+    click.echo(f"jobchain dashboard: {shown_backend} on {url} ({who}); Ctrl-C to stop", err=True)
     sys.stderr.flush()
     try:
         server.run(sockets=[sock])

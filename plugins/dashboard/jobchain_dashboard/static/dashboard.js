@@ -48,7 +48,7 @@
       .then(function (r) { if (!r.ok) { throw new Error(String(r.status)); } return r.json(); })
       .then(function (snapshot) { apply(snapshot); setStatus("polling", "live (polling)"); })
       .catch(function () { setStatus("", "live updates stopped"); })
-      .finally(function () { pollTimer = window.setTimeout(poll, Math.max(minInterval, 5) * 1000); });
+      .finally(function () { pollTimer = window.setTimeout(poll, Math.max(minInterval, 2) * 1000); });
   }
 
   function stream() {
