@@ -3,7 +3,8 @@
 Written from scratch on :mod:`jobchain.contract`, the way a third party would
 start, it passes :class:`jobchain.testing.suite.CoreConformance`: priority
 with aging, FIFO among equals, leases that run out, stale settlements
-refused, crash counting, delays, retries, chains and groups. It declares no
+refused, crash counting, delays, retries with every attempt's error kept,
+chains and groups. It declares no
 capability, so ``app.failed`` or ``jobchain workers`` on it raise
 :class:`~jobchain.contract.NotSupportedError`. Keeping every job in a dict
 and sorting the ready ones at each reservation is slow past a few thousand
@@ -32,6 +33,7 @@ from jobchain.contract import (
     Released,
     Retried,
     SettleResult,
+    kept_errors,
     order_key,
     workflow,
 )
@@ -160,8 +162,13 @@ class MinimalBackend(Backend):
                 elif isinstance(outcome, Retried):  # a new attempt: fresh counts, same FIFO place
                     self._slots[job.id] = _Slot(seq=slot.seq)
                     retry = job.retried(not_before=now + outcome.delay)
+                    error = outcome.recorded_error  # with the backoff, and added to the history
                     self._records[job.id] = evolve(
-                        record, job=retry, state=JobState.QUEUED, error=outcome.error
+                        record,
+                        job=retry,
+                        state=JobState.QUEUED,
+                        error=error,
+                        errors=kept_errors(record.errors, error),
                     )
                 elif isinstance(outcome, Completed):
                     del self._slots[job.id]
@@ -169,6 +176,7 @@ class MinimalBackend(Backend):
                         job=job,
                         state=JobState.SUCCEEDED,
                         result=outcome.result,
+                        errors=record.errors,
                         started_at=outcome.started_at,
                         finished_at=outcome.finished_at,
                     )
@@ -185,8 +193,13 @@ class MinimalBackend(Backend):
                         self.enqueue(following)  # the next step, in the same locked step
                 else:  # Failed: recorded, and its chain halted
                     del self._slots[job.id]
+                    error = outcome.recorded_error
                     self._records[job.id] = evolve(
-                        record, state=JobState.FAILED, error=outcome.error, finished_at=now
+                        record,
+                        state=JobState.FAILED,
+                        error=error,
+                        errors=kept_errors(record.errors, error),
+                        finished_at=now,
                     )
                     if chain is not None and job.chain is not None:
                         chain = workflow.apply_failed(chain, job.chain, outcome.error, now=now)

@@ -1,4 +1,4 @@
-"""The leaf values of :mod:`jobchain.model`: states, the JSON alias and :class:`ErrorInfo`.
+"""The leaf values of :mod:`jobchain.model`: states, the JSON alias, :class:`ErrorInfo` and its history.
 
 They import nothing else of the model, so the modules that build on them
 (:mod:`jobchain._chains`, :mod:`jobchain.model`) import them without a cycle.
@@ -8,7 +8,7 @@ Import them from :mod:`jobchain.model`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 from attrs import frozen
@@ -16,12 +16,16 @@ from attrs import frozen
 from jobchain.errortext import DEFAULT_MAX_ERROR_BYTES, cap, describe, format_traceback, type_name
 
 __all__ = [
+    "MAX_KEPT_ERRORS",
     "ChainState",
     "ErrorInfo",
     "JobState",
     "Json",
     "StepState",
+    "error_tuple",
+    "errors_from_wire",
     "json_tuple",
+    "kept_errors",
     "opt_text",
     "wire_object",
 ]
@@ -125,13 +129,20 @@ def wire_object(raw: Json, what: str) -> Mapping[str, Json]:
 
 @frozen(kw_only=True)
 class ErrorInfo:
-    """Why a job failed: the exception's type name, message and traceback."""
+    """Why an attempt of a job failed: the exception's type name, message and traceback.
+
+    ``retry_in`` is the backoff the retry policy chose after this attempt, in
+    seconds (the job ran again that long after ``at``); None for an attempt
+    that was not retried (the job failed for good), and for errors recorded
+    before it was kept.
+    """
 
     type: str
     message: str
     traceback: str | None = None
     attempt: int = 1
     at: float = 0.0
+    retry_in: float | None = None
 
     @classmethod
     def from_exception(
@@ -152,25 +163,55 @@ class ErrorInfo:
         )
 
     def to_wire(self) -> dict[str, Json]:
-        return {
+        """``retry_in`` is written only when set, so readers from before it see the form they know."""
+        wire: dict[str, Json] = {
             "type": self.type,
             "message": self.message,
             "traceback": self.traceback,
             "attempt": self.attempt,
             "at": self.at,
         }
+        if self.retry_in is not None:
+            wire["retry_in"] = self.retry_in
+        return wire
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Json]) -> ErrorInfo:
+        retry_in = raw.get("retry_in")
         return cls(
             type=str(raw["type"]),
             message=str(raw["message"]),
             traceback=raw.get("traceback"),
             attempt=int(raw.get("attempt", 1)),
             at=float(raw.get("at", 0.0)),
+            retry_in=None if retry_in is None else float(retry_in),
         )
 
     @classmethod
     def maybe(cls, raw: Mapping[str, Json] | None) -> ErrorInfo | None:
         """:meth:`from_wire`, or None for a missing (null) error."""
         return None if raw is None else cls.from_wire(raw)
+
+
+#: The most attempts' errors a job's record keeps (the latest ones): a job allowed
+#: ``attempts=1000`` keeps its last 20 errors, each capped by :mod:`jobchain.errortext`.
+MAX_KEPT_ERRORS = 20
+
+
+def error_tuple(value: Iterable[ErrorInfo]) -> tuple[ErrorInfo, ...]:
+    """The converter of an error history field."""
+    return tuple(value)
+
+
+def kept_errors(history: Sequence[ErrorInfo], error: ErrorInfo) -> tuple[ErrorInfo, ...]:
+    """``history`` with ``error`` appended, cut to the last :data:`MAX_KEPT_ERRORS`."""
+    return (*history[-(MAX_KEPT_ERRORS - 1) :], error)
+
+
+def errors_from_wire(raw: Json, error: ErrorInfo | None) -> tuple[ErrorInfo, ...]:
+    """A record's error history from its wire list; ``raw`` None (a record from before): ``error`` alone."""
+    if raw is None:
+        return () if error is None else (error,)
+    if not isinstance(raw, list):
+        raise TypeError(f"malformed error history: expected a list, got {type(raw).__name__}")
+    return tuple(ErrorInfo.from_wire(wire_object(item, "error")) for item in raw[-MAX_KEPT_ERRORS:])

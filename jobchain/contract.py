@@ -20,8 +20,13 @@ abstract methods; each is batched (one call, many jobs):
   advances its :class:`ChainRecord` with the pure functions of
   :mod:`jobchain.workflow` (``apply_completed`` returns the next step's
   jobs, ``apply_failed`` halts the chain) inside the same atomic step.
-* ``get_job(id)`` / ``get_chain(id)``: a :class:`JobRecord` /
-  :class:`ChainRecord`, or None.
+  A :class:`Retried` or :class:`Failed` outcome also appends its
+  ``recorded_error`` (the retried one carries its backoff in ``retry_in``)
+  to the job's error history with :func:`kept_errors`, which keeps the
+  last :data:`MAX_KEPT_ERRORS`, in the same atomic step; success, cancel
+  and re-drive keep the history.
+* ``get_job(id)`` / ``get_chain(id)``: a :class:`JobRecord` (its
+  ``errors``: that history, oldest first) / :class:`ChainRecord`, or None.
 
 ``now``, ``enqueue_new``, ``settle_and_take``, ``mark_running`` and ``close``
 have working defaults; override them to save round trips or to count
@@ -99,6 +104,7 @@ from jobchain.errors import (
 )
 from jobchain.hookspecs import hookimpl
 from jobchain.model import (
+    MAX_KEPT_ERRORS,
     UNREADABLE_TASK,
     Aborted,
     ChainRecord,
@@ -122,11 +128,14 @@ from jobchain.model import (
     StepMember,
     StepState,
     WorkerInfo,
+    errors_from_wire,
+    kept_errors,
 )
 from jobchain.registry import BackendFactory, BackendRegistry
 
 __all__ = [
     "DEFAULT_AGING_INTERVAL",
+    "MAX_KEPT_ERRORS",
     "UNREADABLE_TASK",
     "Aborted",
     "Backend",
@@ -181,7 +190,9 @@ __all__ = [
     "WorkerRegistry",
     "capabilities",
     "effective_priority",
+    "errors_from_wire",
     "hookimpl",
+    "kept_errors",
     "name_taken",
     "order_key",
     "require",

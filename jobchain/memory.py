@@ -55,6 +55,7 @@ from jobchain.model import (
     Retried,
     SettleResult,
     WorkerInfo,
+    kept_errors,
 )
 from jobchain.registry import BackendRegistry
 from jobchain.uniqueness import check_batch, holder_is_live
@@ -138,12 +139,15 @@ class MemoryBackend(
         heapq.heappush(heap, (key, seq, job))
 
     def _place(self, job: Job, now: float) -> None:
+        """Make ``job`` delayed or ready with a fresh record; the error history of one before is kept."""
+        previous = self._records.get(job.id)
+        errors = () if previous is None else previous.errors
         if job.not_before is not None and job.not_before > now:
             heapq.heappush(self._delayed, (job.not_before, next(self._seq), job))
-            self._records[job.id] = JobRecord(job=job, state=JobState.DELAYED)
+            self._records[job.id] = JobRecord(job=job, state=JobState.DELAYED, errors=errors)
         else:
             self._push_ready(job)
-            self._records[job.id] = JobRecord(job=job, state=JobState.QUEUED)
+            self._records[job.id] = JobRecord(job=job, state=JobState.QUEUED, errors=errors)
 
     def _promote(self, now: float) -> None:
         delayed = self._delayed
@@ -188,7 +192,11 @@ class MemoryBackend(
             heapq.heappush(self._leases, (lease_until, delivery.token, job.id))
             record = self._records[job.id]
             self._records[job.id] = JobRecord(
-                job=job, state=JobState.RUNNING, error=record.error, started_at=record.started_at
+                job=job,
+                state=JobState.RUNNING,
+                error=record.error,
+                errors=record.errors,
+                started_at=record.started_at,
             )
             out.append(delivery)
         return out
@@ -307,7 +315,11 @@ class MemoryBackend(
                     retry = job.retried(not_before=now + outcome.delay)
                     self._deliveries.pop(job.id, None)
                     self._place(retry, now)
-                    self._records[job.id] = evolve(self._records[job.id], error=outcome.error)
+                    error = outcome.recorded_error
+                    record = self._records[job.id]
+                    self._records[job.id] = evolve(
+                        record, error=error, errors=kept_errors(record.errors, error)
+                    )
                     woke = True
                 elif isinstance(outcome, Failed):
                     chain = self._fail(job, outcome, now)
@@ -334,6 +346,7 @@ class MemoryBackend(
             job=job,
             state=JobState.SUCCEEDED,
             result=outcome.result,
+            errors=self._records[job.id].errors,
             started_at=outcome.started_at,
             finished_at=outcome.finished_at,
         )
@@ -365,10 +378,12 @@ class MemoryBackend(
         self._deliveries.pop(job.id, None)
         self._fifo.pop(job.id, None)
         previous = self._records[job.id]
+        error = outcome.recorded_error
         self._records[job.id] = JobRecord(
             job=job,
             state=JobState.FAILED,
-            error=outcome.error,
+            error=error,
+            errors=kept_errors(previous.errors, error),
             started_at=previous.started_at,
             finished_at=now,
         )
@@ -534,8 +549,13 @@ class MemoryBackend(
         self._deliveries.pop(job.id, None)
         self._fifo.pop(job.id, None)
         self._crashes.pop(job.id, None)
+        previous = self._records.get(job.id)
         self._records[job.id] = JobRecord(
-            job=job, state=JobState.CANCELLED, started_at=started_at, finished_at=now
+            job=job,
+            state=JobState.CANCELLED,
+            errors=() if previous is None else previous.errors,
+            started_at=started_at,
+            finished_at=now,
         )
         if job.chain is None:
             return None

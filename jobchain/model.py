@@ -21,12 +21,16 @@ from attrs import validators as v
 
 from jobchain._chains import CHAIN_WIRE_VERSION, ChainRecord, Step, StepMember
 from jobchain._values import (
+    MAX_KEPT_ERRORS,
     ChainState,
     ErrorInfo,
     JobState,
     Json,
     StepState,
+    error_tuple,
+    errors_from_wire,
     json_tuple,
+    kept_errors,
     opt_text,
     wire_object,
 )
@@ -34,6 +38,7 @@ from jobchain.errors import InvalidJobError
 
 __all__ = [
     "CHAIN_WIRE_VERSION",
+    "MAX_KEPT_ERRORS",
     "UNREADABLE_TASK",
     "WIRE_VERSION",
     "Aborted",
@@ -58,6 +63,8 @@ __all__ = [
     "StepMember",
     "StepState",
     "WorkerInfo",
+    "errors_from_wire",
+    "kept_errors",
     "outcome_from_wire",
 ]
 
@@ -248,7 +255,18 @@ class Delivery:
 
 @frozen(kw_only=True)
 class JobRecord:
-    """What a backend knows about one job: its state, result or error, and timings."""
+    """What a backend knows about one job: its state, result or error, its attempts' errors, and timings.
+
+    ``error`` is the error of a job that is failed or waiting to be retried
+    (None once it succeeds or is re-driven). ``errors`` is the history: the
+    error of every attempt that failed, oldest first, each retried one with
+    the backoff chosen (:attr:`ErrorInfo.retry_in`), the last
+    :data:`MAX_KEPT_ERRORS` of them. It outlives success and re-drive (the
+    attempts after a re-drive are appended). A lease that ran out (a worker
+    that died) is not an attempt's error: it shows in the delivery's crash
+    count, not here. A record written before histories were kept reads with
+    its ``error`` alone.
+    """
 
     job: Job
     state: JobState
@@ -258,6 +276,7 @@ class JobRecord:
     finished_at: float | None = None
     #: the worker holding a running job (set by the backends that know it), else None
     worker: str | None = None
+    errors: tuple[ErrorInfo, ...] = field(default=(), converter=error_tuple)
 
     def to_wire(self) -> dict[str, Json]:
         """``worker`` is written only when set."""
@@ -266,6 +285,7 @@ class JobRecord:
             "state": self.state.value,
             "result": self.result,
             "error": None if self.error is None else self.error.to_wire(),
+            "errors": [e.to_wire() for e in self.errors],
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
@@ -276,11 +296,13 @@ class JobRecord:
     @classmethod
     def from_wire(cls, raw: Json) -> JobRecord:
         data = wire_object(raw, "job record")
+        error = ErrorInfo.maybe(data.get("error"))
         return cls(
             job=Job.from_wire(data["job"]),
             state=JobState(data["state"]),
             result=data.get("result"),
-            error=ErrorInfo.maybe(data.get("error")),
+            error=error,
+            errors=errors_from_wire(data.get("errors"), error),
             started_at=data.get("started_at"),
             finished_at=data.get("finished_at"),
             worker=opt_text(data.get("worker"), "worker"),
@@ -454,6 +476,11 @@ class Retried:
     error: ErrorInfo
     delay: float = field(validator=v.ge(0))
 
+    @property
+    def recorded_error(self) -> ErrorInfo:
+        """The error as a backend records it: with the backoff (``retry_in``) set to ``delay``."""
+        return evolve(self.error, retry_in=self.delay)
+
     def to_wire(self) -> dict[str, Json]:
         wire = self.delivery.ref_to_wire()
         wire.update(outcome="retried", error=self.error.to_wire(), delay=self.delay)
@@ -470,6 +497,11 @@ class Failed:
 
     delivery: Delivery
     error: ErrorInfo
+
+    @property
+    def recorded_error(self) -> ErrorInfo:
+        """The error as a backend records it: the last attempt, no backoff (``retry_in`` None)."""
+        return self.error if self.error.retry_in is None else evolve(self.error, retry_in=None)
 
     def to_wire(self) -> dict[str, Json]:
         wire = self.delivery.ref_to_wire()

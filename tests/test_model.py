@@ -9,13 +9,27 @@ import time
 from typing import Any
 
 import pytest
+from attrs import evolve
 from hypothesis import given
 from hypothesis import strategies as st
 
 from jobchain import ChainRecord, InvalidJobError, Job, StepState
 from jobchain.errortext import cap
 from jobchain.ids import id_time, new_id
-from jobchain.model import ChainRef, ChainState, ErrorInfo, Step, StepMember
+from jobchain.model import (
+    MAX_KEPT_ERRORS,
+    ChainRef,
+    ChainState,
+    Delivery,
+    ErrorInfo,
+    Failed,
+    JobRecord,
+    JobState,
+    Retried,
+    Step,
+    StepMember,
+    kept_errors,
+)
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
@@ -351,3 +365,43 @@ def test_ids_are_unique_and_ordered_across_threads() -> None:
     everything = [i for out in per_thread for i in out]
     assert len(set(everything)) == len(everything)
     assert all(out == sorted(out) for out in per_thread)
+
+
+def test_error_info_writes_retry_in_only_when_set() -> None:
+    """An error without a backoff keeps the wire form earlier versions wrote; one with it round-trips."""
+    plain = ErrorInfo(type="E", message="m", attempt=2, at=3.0)
+    assert "retry_in" not in plain.to_wire()
+    retried = evolve(plain, retry_in=1.5)
+    assert retried.to_wire()["retry_in"] == 1.5
+    assert ErrorInfo.from_wire(retried.to_wire()) == retried
+    assert ErrorInfo.from_wire(plain.to_wire()).retry_in is None
+
+
+def test_kept_errors_appends_and_keeps_the_last() -> None:
+    """The history grows by one per failed attempt and never holds more than MAX_KEPT_ERRORS."""
+    history: tuple[ErrorInfo, ...] = ()
+    for attempt in range(1, MAX_KEPT_ERRORS + 6):
+        history = kept_errors(history, ErrorInfo(type="E", message=str(attempt), attempt=attempt))
+    assert len(history) == MAX_KEPT_ERRORS
+    assert [e.attempt for e in history] == list(range(6, MAX_KEPT_ERRORS + 6))
+
+
+def test_outcomes_record_their_error_with_the_backoff() -> None:
+    """A retried outcome's recorded error carries its delay; a failed one's carries none."""
+    delivery = Delivery(job=Job(id="j", task="t", enqueued_at=1.0), token="k", lease_until=9.0, worker="w")
+    error = ErrorInfo(type="E", message="m", retry_in=7.0)
+    assert Retried(delivery=delivery, error=error, delay=2.0).recorded_error.retry_in == 2.0
+    assert Failed(delivery=delivery, error=error).recorded_error.retry_in is None
+
+
+def test_job_record_reads_a_record_without_a_history_as_its_error_alone() -> None:
+    """A record from before histories (no ``errors`` key) reads with ``error`` as its one entry."""
+    error = ErrorInfo(type="E", message="m")
+    record = JobRecord(job=Job(id="j", task="t", enqueued_at=1.0), state=JobState.FAILED, error=error)
+    wire = record.to_wire()
+    assert wire["errors"] == []
+    assert JobRecord.from_wire(wire) == record
+    del wire["errors"]
+    assert JobRecord.from_wire(wire).errors == (error,)
+    full = evolve(record, errors=[evolve(error, retry_in=1.0), error])
+    assert JobRecord.from_wire(full.to_wire()) == full

@@ -20,6 +20,7 @@ from jobchain.cli.common import (
     setup_logging,
 )
 from jobchain.cli.output import Column, call_text, cut, echo_json, fmt_time, json_text, print_table, printable
+from jobchain.cli.status import attempts_table
 from jobchain.errors import NotInFailedQueueError
 from jobchain.model import FailedEntry
 
@@ -150,15 +151,17 @@ def _error(entry: FailedEntry, limit: int = 80) -> str:
 @json_option
 @click.pass_context
 def show(ctx: click.Context, id: str, backend: str | None, config: str | None, as_json: bool) -> None:
-    """Show one failed job: arguments, error and traceback."""
+    """Show one failed job: arguments, error and traceback, and its earlier attempts that failed."""
     app = _open(ctx, config, backend)
     entry = app.failed.show(id)
     if entry is None:
         raise CliError(
             f"no job {id!r} in the failed queue of {app.backend_url}", hint=private_backend_note(app)
         )
+    record = app.jobs.get(id)
+    errors = () if record is None else record.errors
     if as_json:
-        echo_json(_entry_json(entry, traceback=True))
+        echo_json({**_entry_json(entry, traceback=True), "errors": [e.to_wire() for e in errors]})
         return
     job = entry.job
     rows = [
@@ -178,6 +181,9 @@ def show(ctx: click.Context, id: str, backend: str | None, config: str | None, a
     width = max(len(k) for k, _ in rows) + 2
     for key, value in rows:
         click.echo(f"{key:<{width}}{printable(value)}")
+    if len(errors) > 1:  # the attempts before the last one, which the error line shows
+        click.echo()
+        attempts_table(errors)
     if entry.error.traceback:
         click.echo()
         click.echo(entry.error.traceback.rstrip())

@@ -148,19 +148,28 @@ def _short(value: Any) -> str:
 
 @jobs.command("show")
 @click.argument("job_id", metavar="ID")
+@click.option(
+    "--tracebacks", is_flag=True, help="Print the traceback of every failed attempt (default: the last)."
+)
 @backend_option
 @config_option()
 @json_option
 @click.pass_context
-def show(ctx: click.Context, job_id: str, backend: str | None, config: str | None, as_json: bool) -> None:
-    """One job: state, arguments, times, result or error, and the worker running it."""
+def show(
+    ctx: click.Context, job_id: str, tracebacks: bool, backend: str | None, config: str | None, as_json: bool
+) -> None:
+    """One job: state, arguments, times, result or error, the worker running it, and its failed attempts.
+
+    Each failed attempt is listed with its error, when it failed and the backoff
+    before the next one (``--json``: each with its traceback).
+    """
     app = _open(ctx, config, backend)
     record = app.jobs.get(job_id)
     if record is None:
         raise CliError(
             f"no job with id {printable(job_id)!r} on {app.backend_url}", hint=private_backend_note(app)
         )
-    show_job(record, as_json)
+    show_job(record, as_json, tracebacks=tracebacks)
 
 
 @jobs.command("counts")

@@ -35,7 +35,7 @@ from jobchain.cli.output import (
 from jobchain.cli.queues import queue_rows
 from jobchain.model import ChainRecord, ErrorInfo, JobRecord
 
-__all__ = ["job_json", "show_job", "status"]
+__all__ = ["attempts_table", "job_json", "show_job", "status"]
 
 
 @click.command()
@@ -143,9 +143,10 @@ def _duration(start: float | None, end: float | None) -> str:
     return "-" if start is None or end is None else fmt_seconds(end - start)
 
 
-def _job_json(record: JobRecord) -> dict[str, Any]:
+def _job_json(record: JobRecord, *, attempts: bool = False) -> dict[str, Any]:
+    """A job's JSON form; ``attempts``: with its failed attempts' errors (tracebacks included)."""
     job = record.job
-    return {
+    out = {
         "id": job.id,
         "task": job.task,
         "queue": job.queue,
@@ -162,12 +163,19 @@ def _job_json(record: JobRecord) -> dict[str, Any]:
         "chain": None if job.chain is None else {"id": job.chain.chain_id, "step": job.chain.step + 1},
         "worker": record.worker,
     }
+    if attempts:
+        out["errors"] = [error.to_wire() for error in record.errors]
+    return out
 
 
-def _show_job(record: JobRecord, as_json: bool) -> None:
-    """One job, as ``status ID`` and ``jobs show ID`` print it."""
+def _show_job(record: JobRecord, as_json: bool, *, tracebacks: bool = False) -> None:
+    """One job, as ``status ID`` and ``jobs show ID`` print it, with its failed attempts.
+
+    The traceback of a failed job's last attempt is printed; ``tracebacks``
+    prints every attempt's instead.
+    """
     if as_json:
-        echo_json({"kind": "job", **_job_json(record)})
+        echo_json({"kind": "job", **_job_json(record, attempts=True)})
         return
     job = record.job
     rows = [
@@ -191,9 +199,36 @@ def _show_job(record: JobRecord, as_json: bool) -> None:
     if record.error is not None:
         rows.append(("error", _error_text(record.error)))
     _key_values(rows, state=record.state.value)
-    if record.error is not None and record.error.traceback and record.state.value == "failed":
+    if record.errors:
         click.echo()
-        click.echo(record.error.traceback.rstrip())
+        _attempts(record.errors)
+    if tracebacks:
+        for error in record.errors:
+            click.echo()
+            click.echo(printable(f"attempt {error.attempt} ({_error_text(error)}):"))
+            click.echo(_traceback_text(error))
+    elif record.error is not None and record.error.traceback and record.state.value == "failed":
+        click.echo()
+        click.echo(_traceback_text(record.error))
+
+
+def _attempts(errors: tuple[ErrorInfo, ...]) -> None:
+    """The failed attempts, oldest first: when, what, and the backoff before the next one."""
+    print_table(
+        [Column("attempt", "right"), Column("failed at"), Column("error"), Column("retried after", "right")],
+        [
+            [e.attempt, fmt_time(e.at), printable(cut(_error_text(e), 80)), fmt_seconds(e.retry_in)]
+            for e in errors
+        ],
+        title="attempts that failed",
+    )
+
+
+def _traceback_text(error: ErrorInfo) -> str:
+    """An error's traceback, each line with its control characters escaped (``(none kept)`` if absent)."""
+    if not error.traceback:
+        return "(no traceback kept)"
+    return "\n".join(printable(line) for line in error.traceback.rstrip().splitlines())
 
 
 def _show_chain(app: App, record: ChainRecord, as_json: bool) -> None:
@@ -297,3 +332,5 @@ def _short(text: str, limit: int = 100) -> str:
 #: one job's JSON form and its printed view, shared with ``jobchain jobs``
 job_json = _job_json
 show_job = _show_job
+#: a job's failed attempts as a table, shared with ``jobchain failed show``
+attempts_table = _attempts

@@ -11,8 +11,8 @@ import pytest
 from jobchain import App
 from jobchain.canvas import chain
 from jobchain.clock import ManualClock
-from jobchain.model import ChainRecord, Job
-from jobchain.testing import completed, failed, make_job, reserve_one
+from jobchain.model import MAX_KEPT_ERRORS, ChainRecord, Job, JobState
+from jobchain.testing import completed, failed, make_job, reserve_one, retried
 
 redis = pytest.importorskip("redis", reason="jobchain-redis is not installed (pip install -e backends/redis)")
 fakeredis = pytest.importorskip("fakeredis", reason="fakeredis is not installed")
@@ -137,3 +137,70 @@ def test_records_stored_before_stay_readable_and_are_written_the_same(backend: R
     got = backend.get_job("old-2")
     assert got is not None
     assert got.job == job
+
+
+def test_error_history_is_one_field_per_attempt_and_stays_bounded(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    """Each failed attempt writes ``error:<n>``; beyond MAX_KEPT_ERRORS the oldest field is deleted."""
+    job = make_job(clock)
+    backend.enqueue([job])
+    runs = MAX_KEPT_ERRORS + 5
+    for run in range(1, runs):
+        backend.settle([retried(reserve_one(backend), 0.0, f"run {run}", clock=clock)])
+    backend.settle([failed(reserve_one(backend), f"run {runs}", clock=clock)])
+    fields = [f for f in backend.client.hkeys(backend.keys.job(job.id)) if f.startswith("error:")]
+    assert sorted(fields) == sorted(f"error:{n}" for n in range(runs - MAX_KEPT_ERRORS + 1, runs + 1))
+    record = backend.get_job(job.id)
+    assert record is not None
+    assert [e.message for e in record.errors] == [f"run {n}" for n in range(6, runs + 1)]
+
+
+def test_redrive_folds_the_history_into_one_field(backend: RedisBackend, clock: ManualClock) -> None:
+    """A re-driven job's history moves to the ``errors`` list; the next attempts append after it."""
+    job = make_job(clock)
+    backend.enqueue([job])
+    backend.settle([retried(reserve_one(backend), 0.0, "one", clock=clock)])
+    backend.settle([failed(reserve_one(backend), "two", clock=clock)])
+    backend.redrive([job.id])
+    key = backend.keys.job(job.id)
+    assert [e["message"] for e in json.loads(backend.client.hget(key, "errors") or "null")] == ["one", "two"]
+    assert not [f for f in backend.client.hkeys(key) if f.startswith("error:")]
+    backend.settle([failed(reserve_one(backend), "three", clock=clock)])
+    record = backend.get_job(job.id)
+    assert record is not None
+    assert [(e.message, e.attempt) for e in record.errors] == [("one", 1), ("two", 2), ("three", 1)]
+
+
+def test_a_hash_stored_before_histories_reads_with_its_error_alone(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    """A failed job's hash from an earlier version (``error`` only) shows that error as its history."""
+    job = make_job(clock)
+    backend.enqueue([job])
+    backend.settle([failed(reserve_one(backend), "old", clock=clock)])
+    key = backend.keys.job(job.id)
+    backend.client.hdel(key, "error:1")
+    record = backend.get_job(job.id)
+    assert record is not None
+    assert record.error is not None
+    assert record.errors == (record.error,)
+    backend.redrive([job.id])
+    backend.settle([failed(reserve_one(backend), "new", clock=clock)])
+    again = backend.get_job(job.id)
+    assert again is not None
+    assert [e.message for e in again.errors] == ["old", "new"]
+
+
+def test_an_unreadable_history_field_leaves_the_record_readable(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    """Garbage in an ``error:<n>`` field shows the job with its last error, not as an unreadable job."""
+    job = make_job(clock)
+    backend.enqueue([job])
+    backend.settle([failed(reserve_one(backend), "real", clock=clock)])
+    backend.client.hset(backend.keys.job(job.id), "error:7", "{not json")
+    record = backend.get_job(job.id)
+    assert record is not None
+    assert (record.job, record.state) == (job, JobState.FAILED)
+    assert [e.message for e in record.errors] == ["real"]

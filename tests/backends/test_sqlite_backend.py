@@ -13,7 +13,7 @@ from jobchain.clock import ManualClock
 from jobchain.errors import BackendUnavailableError, ConfigurationError
 from jobchain.model import UNREADABLE_TASK, JobState
 from jobchain.plugins import Plugins
-from jobchain.testing import MakeJob, completed, reserve, reserve_one
+from jobchain.testing import MakeJob, completed, failed, reserve, reserve_one
 
 
 @pytest.fixture
@@ -188,6 +188,33 @@ def test_a_file_from_before_pause_gets_the_paused_table(db: str) -> None:
     backend.pause(["a"])
     assert backend.paused() == ["a"]
     backend.close()
+
+
+def test_a_file_from_before_error_histories_gets_the_column(
+    db: str, clock: ManualClock, make_job: MakeJob
+) -> None:
+    """A version-1 file without ``jobs.errors`` gains it when opened; its failed job reads with its error."""
+    backend = SqliteBackend(db, clock=clock)
+    job = make_job()
+    backend.enqueue([job])
+    backend.settle([failed(reserve_one(backend), "old", clock=clock)])
+    backend.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE jobs DROP COLUMN errors")
+    conn.close()
+    backend = SqliteBackend(db, clock=clock)
+    try:
+        record = backend.get_job(job.id)
+        assert record is not None
+        assert record.error is not None
+        assert record.errors == (record.error,)
+        backend.redrive([job.id])
+        backend.settle([failed(reserve_one(backend), "new", clock=clock)])
+        again = backend.get_job(job.id)
+        assert again is not None
+        assert [e.message for e in again.errors] == ["old", "new"]
+    finally:
+        backend.close()
 
 
 def test_a_pause_is_seen_by_another_backend_on_the_file(db: str, make_job: MakeJob) -> None:

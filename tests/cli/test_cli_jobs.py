@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,3 +78,53 @@ def test_a_backend_without_browse_says_so(jobchain: Run, plugin_env: Callable[..
     assert "does not support browsing jobs (capability Browse)" in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert jobchain("jobs", "show", "x", "-b", "minimal://", env=env).code == 1
+
+
+def test_show_lists_the_failed_attempts(run: Run, tmp_path: Path) -> None:
+    """`jobs show` and `failed show` list each failed attempt with its backoff; --json has them all."""
+    from jobchain_sqlite import SqliteBackend
+
+    from jobchain.clock import ManualClock
+    from jobchain.testing import failed, make_job, reserve_one, retried
+
+    clock = ManualClock(1_700_000_000.0)
+    backend = SqliteBackend(str(tmp_path / "jobs.db"), clock=clock)
+    try:
+        job = make_job(clock, "fetch", id="flaky-1")
+        backend.enqueue([job])
+        backend.settle([retried(reserve_one(backend), 2.5, "refused\x1b[2J", clock=clock)])
+        clock.advance(3.0)
+        backend.settle([failed(reserve_one(backend), "gave up", clock=clock, error_type="OSError")])
+    finally:
+        backend.close()
+
+    shown = run("jobs", "show", "flaky-1")
+    assert shown.code == 0, shown
+    lines = shown.out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["attempt", "failed"])
+    assert lines[header + 1].split()[0] == "1"
+    assert "RuntimeError: refused\\x1b[2J" in lines[header + 1]
+    assert lines[header + 1].endswith("2.50s")
+    assert lines[header + 2].split()[0] == "2"
+    assert "OSError: gave up" in lines[header + 2]
+    assert lines[header + 2].endswith("-")
+    assert "\x1b" not in shown.out
+    assert shown.out.count("Traceback (most recent call last):") == 1  # the last attempt's
+
+    every = run("jobs", "show", "flaky-1", "--tracebacks")
+    assert every.code == 0, every
+    assert every.out.count("Traceback (most recent call last):") == 2
+    assert "attempt 1 (RuntimeError: refused\\x1b[2J):" in every.out
+
+    data = run("jobs", "show", "flaky-1", "--json").json()
+    assert [(e["attempt"], e["message"], e.get("retry_in")) for e in data["errors"]] == [
+        (1, "refused\x1b[2J", 2.5),
+        (2, "gave up", None),
+    ]
+    assert all(e["traceback"].startswith("Traceback") for e in data["errors"])
+
+    entry = run("failed", "show", "flaky-1")
+    assert entry.code == 0, entry
+    assert "attempts that failed" in entry.out
+    assert "RuntimeError: refused\\x1b[2J" in entry.out
+    assert [e["attempt"] for e in run("failed", "show", "flaky-1", "--json").json()["errors"]] == [1, 2]

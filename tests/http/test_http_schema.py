@@ -61,6 +61,16 @@ PAIRS: list[tuple[Any, type[Any]]] = [
     (a_chain(), schema.ChainRecord),
     (a_delivery(), schema.Delivery),
     (JobRecord(job=a_job(), state=JobState.FAILED, error=ERROR, started_at=1.0), schema.JobRecord),
+    (
+        JobRecord(
+            job=a_job(),
+            state=JobState.FAILED,
+            error=ERROR,
+            errors=[ErrorInfo(type="E", message="m", traceback="tb", attempt=1, at=1.0, retry_in=2.5), ERROR],
+            started_at=1.0,
+        ),
+        schema.JobRecord,
+    ),
     (FailedEntry(job=a_job(), error=ERROR, failed_at=2.0, raw="garbage"), schema.FailedEntry),
     (QueueStats(queue="q", ready=1), schema.QueueStats),
     (

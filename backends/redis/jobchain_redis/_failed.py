@@ -26,6 +26,7 @@ from jobchain_redis._reading import (
     printable,
     wrong_type_message,
 )
+from jobchain_redis._records import HISTORY_FIELD, history_of
 from jobchain_redis.codec import chain_to_json, decodable, dumps, keepable, loads
 from jobchain_redis.connection import Pipe, Transaction, wrong_type
 
@@ -85,6 +86,20 @@ def park(store: Store, pipe: Pipe, queue: str, job_id: str, now: float) -> None:
     )
     pipe.zrem(keys.leases(queue), job_id)
     pipe.zadd(keys.failed_in(queue), {job_id: now})
+
+
+def _history(job_id: str, stored: dict[str, str]) -> str | None:
+    """A failed job's error history folded into one JSON list for its re-drive; None if it has none.
+
+    A history that cannot be read is dropped (the job is re-driven all the same).
+    """
+    try:
+        error = stored.get("error")
+        history = history_of(stored, None if error is None else ErrorInfo.from_wire(loads(error)))
+    except UNREADABLE as exc:
+        logger.warning("error_history_unreadable", job_id=printable(job_id), error=str(exc))
+        return None
+    return dumps([e.to_wire() for e in history]) if history else None
 
 
 class FailedQueue:
@@ -213,16 +228,18 @@ class FailedQueue:
             tx.watch(*failed_sets, *job_keys)
             rows = tx.read(
                 lambda r: (
-                    [r.zscore(keys.failed_in(q), j) for q, j in group]
-                    + [r.hmget(k, "job", "raw") for k in job_keys]
+                    [r.zscore(keys.failed_in(q), j) for q, j in group] + [r.hgetall(k) for k in job_keys]
                 )
             )
-            scores, raws = rows[: len(ids)], rows[len(ids) :]
+            scores, hashes = rows[: len(ids)], rows[len(ids) :]
             jobs = {
                 j: job
-                for j, score, (payload, unreadable) in zip(ids, scores, raws, strict=True)
-                if score is not None and unreadable is None and (job := job_or_none(payload)) is not None
+                for j, score, stored in zip(ids, scores, hashes, strict=True)
+                if score is not None
+                and stored.get("raw") is None
+                and (job := job_or_none(stored.get("job"))) is not None
             }
+            histories = {j: _history(j, stored) for j, stored in zip(ids, hashes, strict=True) if j in jobs}
             chain_ids = (
                 []
                 if spread
@@ -245,6 +262,8 @@ class FailedQueue:
                     job = evolve(job, expires_at=now + old.expires_at - old.enqueued_at)
                 pipe.delete(keys.job(job_id, job.queue))
                 self.layout.place(pipe, writes, job, now, front=False)
+                if histories[job_id] is not None:  # kept, folded: the attempts start again at 1
+                    pipe.hset(keys.job(job_id, job.queue), HISTORY_FIELD, histories[job_id])
                 pipe.zrem(keys.failed_in(job.queue), job_id)
                 if job.chain is not None and job.chain.chain_id in chains:
                     record = chains[job.chain.chain_id]

@@ -4,6 +4,15 @@ A job's record is its hash (payload, state, result or error, times); a
 chain's, its JSON under ``chain``. Workers register under their name in a
 sorted set scored by heartbeat deadline, their registrations alongside; a
 stop request is a set member (see :mod:`jobchain_redis.keys`).
+
+A job's error history lives in the same hash, so it is written inside the
+settlement's MULTI/EXEC with no read: the error of attempt *n* goes to field
+``error:<n>`` and the field of attempt *n* - :data:`~jobchain.model.MAX_KEPT_ERRORS`
+is deleted in the same HSET/HDEL the settlement sends anyway. A re-drive (which
+starts the attempts again at 1) folds the history into one JSON list under
+``errors``, cut to the last ``MAX_KEPT_ERRORS``; the record reads that list,
+then the ``error:<n>`` fields by attempt, and keeps the last ``MAX_KEPT_ERRORS``.
+A hash written before histories were kept reads with its ``error`` alone.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import structlog
 
 from jobchain.backend import name_taken
 from jobchain.errors import BackendError
-from jobchain.model import ChainRecord, ErrorInfo, JobRecord, JobState, WorkerInfo
+from jobchain.model import MAX_KEPT_ERRORS, ChainRecord, ErrorInfo, JobRecord, JobState, WorkerInfo
 from jobchain_redis._reading import UNREADABLE, parse_job, placeholder, printable, wrong_type_message
 from jobchain_redis.codec import chain_from_json, decodable, dumps, loads
 from jobchain_redis.connection import Transaction, wrong_type
@@ -22,7 +31,37 @@ from jobchain_redis.connection import Transaction, wrong_type
 if TYPE_CHECKING:
     from jobchain_redis._store import Store
 
-__all__ = ["Records", "record_of"]
+__all__ = ["HISTORY_FIELD", "Records", "error_field", "history_of", "record_of", "stale_error_fields"]
+
+#: the job-hash field of the history a re-drive folded (a JSON list of errors, oldest first)
+HISTORY_FIELD = "errors"
+_ATTEMPT_PREFIX = "error:"
+
+
+def error_field(attempt: int) -> str:
+    """The job-hash field that holds the error of attempt ``attempt``."""
+    return f"{_ATTEMPT_PREFIX}{attempt}"
+
+
+def stale_error_fields(attempt: int) -> list[str]:
+    """The field that recording attempt ``attempt`` pushes out of the kept history (none early on)."""
+    return [error_field(attempt - MAX_KEPT_ERRORS)] if attempt > MAX_KEPT_ERRORS else []
+
+
+def history_of(raw: dict[str, str], error: ErrorInfo | None) -> tuple[ErrorInfo, ...]:
+    """The error history in a job's hash: the folded list, then the attempts' fields, the last kept."""
+    attempts = sorted(
+        (int(name[len(_ATTEMPT_PREFIX) :]), value)
+        for name, value in raw.items()
+        if name.startswith(_ATTEMPT_PREFIX) and name[len(_ATTEMPT_PREFIX) :].isdigit()
+    )
+    folded = raw.get(HISTORY_FIELD)
+    if folded is None and not attempts:
+        return () if error is None else (error,)
+    history = [ErrorInfo.from_wire(item) for item in (loads(folded) if folded is not None else [])]
+    history += [ErrorInfo.from_wire(loads(value)) for _, value in attempts]
+    return tuple(history[-MAX_KEPT_ERRORS:])
+
 
 logger = structlog.get_logger("jobchain.redis")
 
@@ -130,14 +169,16 @@ def _float(raw: str | None) -> float | None:
 def record_of(job_id: str, raw: dict[str, str]) -> JobRecord:
     """A job's record from its hash; a hash that cannot be read is shown as a failed unreadable job."""
     try:
-        error = raw.get("error")
+        stored_error = raw.get("error")
         result = raw.get("result")
         state = JobState(raw.get("state", JobState.QUEUED.value))
+        error = None if stored_error is None else ErrorInfo.from_wire(loads(stored_error))
         return JobRecord(
             job=parse_job(raw["job"]),
             state=state,
             result=None if result is None else loads(result),
-            error=None if error is None else ErrorInfo.from_wire(loads(error)),
+            error=error,
+            errors=_readable_history(job_id, raw, error),
             started_at=_float(raw.get("started_at")),
             finished_at=_float(raw.get("finished_at")),
             worker=raw.get("worker") if state is JobState.RUNNING else None,
@@ -150,6 +191,15 @@ def record_of(job_id: str, raw: dict[str, str]) -> JobRecord:
             state=JobState.FAILED,
             error=ErrorInfo(type="UnreadableJob", message=reason, attempt=1, at=0.0),
         )
+
+
+def _readable_history(job_id: str, raw: dict[str, str], error: ErrorInfo | None) -> tuple[ErrorInfo, ...]:
+    """The job's error history; one that cannot be read is logged and shown as ``error`` alone."""
+    try:
+        return history_of(raw, error)
+    except UNREADABLE as exc:
+        logger.warning("error_history_unreadable", job_id=printable(job_id), error=str(exc))
+        return () if error is None else (error,)
 
 
 def _worker_info(name: str, raw: str | None) -> WorkerInfo | None:

@@ -39,6 +39,7 @@ from jobchain.model import (
 from jobchain_redis._cancel import cancelled_event
 from jobchain_redis._outbox import ChainEvent
 from jobchain_redis._reading import chain_or_none
+from jobchain_redis._records import error_field, stale_error_fields
 from jobchain_redis._unique import release
 from jobchain_redis.codec import chain_to_json, dumps
 from jobchain_redis.connection import Pipe, Transaction, wrong_type
@@ -302,20 +303,23 @@ class Settlement:
             return SettleResult(accepted=True, chain=updated if done else None)
         if isinstance(outcome, Retried):
             retry = job.retried(not_before=now + outcome.delay)
-            pipe.hdel(key, "crashes", *drop)
+            pipe.hdel(key, "crashes", *drop, *stale_error_fields(job.attempt))
             layout.place(pipe, writes, retry, now, front=True)
-            pipe.hset(key, mapping={"error": dumps(outcome.error.to_wire()), "deliveries": 0})
+            error = dumps(outcome.recorded_error.to_wire())  # also the attempt's entry in the history
+            pipe.hset(key, mapping={"error": error, error_field(job.attempt): error, "deliveries": 0})
             return SettleResult(accepted=True)
         if isinstance(outcome, Failed):
+            error = dumps(outcome.recorded_error.to_wire())
             pipe.hset(
                 key,
                 mapping={
                     "state": JobState.FAILED.value,
-                    "error": dumps(outcome.error.to_wire()),
+                    "error": error,
+                    error_field(job.attempt): error,
                     "finished_at": repr(now),
                 },
             )
-            pipe.hdel(key, "deliveries", "crashes", *drop)
+            pipe.hdel(key, "deliveries", "crashes", *drop, *stale_error_fields(job.attempt))
             pipe.zadd(self.keys.failed_in(job.queue), {job.id: now})
             if job.unique is not None:
                 release(pipe, self.keys.unique(job.queue, job.unique), job, row.get("unique"))

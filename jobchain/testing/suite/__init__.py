@@ -2,8 +2,8 @@
 
 * :class:`CoreConformance`: the required core (:class:`jobchain.backend.Backend`):
   ordering and aging, leases, stale settlements, crash counting, batches,
-  records, idempotent enqueue and explicit ids, delays, retries, chains and groups, the next
-  step's hand-off, signatures, bad payloads. It observes only through the
+  records, idempotent enqueue and explicit ids, delays, retries and each attempt's error,
+  chains and groups, the next step's hand-off, signatures, bad payloads. It observes only through the
   core (``get_job``, ``get_chain``, ``reserve``).
 * One suite per capability (:mod:`jobchain.capabilities`):
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
@@ -11,8 +11,8 @@
   :class:`UniquenessConformance`, :class:`CancelConformance`, :class:`ScheduleConformance`,
   :class:`RateLimitConformance`, :class:`ConcurrencyConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
-  capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
-  which runs today's Worker). The built-in backends run it. Its Pause, Browse,
+  capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns` and
+  :class:`AttemptWorkerRuns`, which run today's Worker). The built-in backends run it. Its Pause, Browse,
   Uniqueness, Cancel, ScheduleSlots, RateLimits and ConcurrencyLimits rules run only for a
   backend that declares them (skipped otherwise).
 
@@ -38,6 +38,7 @@ from __future__ import annotations
 from jobchain import capabilities as caps
 from jobchain.backend import Backend
 from jobchain.testing.suite._base import ConformanceBase
+from jobchain.testing.suite.attempts import AttemptHistory, AttemptWorkerRuns, RedriveHistory
 from jobchain.testing.suite.browse import BrowsedStates, BrowsePaging
 from jobchain.testing.suite.cancel import CancelRunning, CancelWaiting, CancelWorkerRuns, Purge
 from jobchain.testing.suite.chains import AtomicChainAdvance, ChainHalting, Groups, NextStepHandOff
@@ -66,6 +67,8 @@ from jobchain.testing.suite.workers import WorkerNames, WorkerRegistry, WorkerRu
 __all__ = [
     "SUITES",
     "AtomicChainAdvance",
+    "AttemptHistory",
+    "AttemptWorkerRuns",
     "BackendConformance",
     "BadPayloads",
     "BatchOperations",
@@ -104,6 +107,7 @@ __all__ = [
     "QueueStatistics",
     "RateLimitConformance",
     "Redrive",
+    "RedriveHistory",
     "Release",
     "Retries",
     "ScheduleConformance",
@@ -154,6 +158,7 @@ class CoreConformance(
     ExplicitIds,
     DelayedJobs,
     Retries,
+    AttemptHistory,
     AtomicChainAdvance,
     ChainHalting,
     Groups,
@@ -165,7 +170,7 @@ class CoreConformance(
     """The rules of the required core. Every backend runs it."""
 
 
-class FailedQueueConformance(FailedQueue, FailedPaging, Redrive):
+class FailedQueueConformance(FailedQueue, FailedPaging, Redrive, RedriveHistory):
     """The rules of :class:`jobchain.capabilities.FailedQueue`: entries, paging, re-drive, purge."""
 
 
@@ -226,6 +231,7 @@ class BackendConformance(
     ConcurrencyConformance,
     FailedQueueStats,
     WorkerRuns,
+    AttemptWorkerRuns,
 ):
     """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
 

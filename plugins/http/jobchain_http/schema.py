@@ -62,6 +62,10 @@ class ErrorInfo(Struct, kw_only=True):
     traceback: str | None = None
     attempt: Count = 1
     at: float = 0.0
+    retry_in: Annotated[
+        float | None,
+        Meta(description="the backoff chosen after this attempt, seconds; null if it was not retried"),
+    ] = None
 
 
 class Job(Struct, kw_only=True):
@@ -95,6 +99,13 @@ class JobRecord(Struct, kw_only=True):
     finished_at: float | None = None
     #: the worker holding a running job, where the backend knows it
     worker: str | None = None
+    errors: Annotated[
+        list[ErrorInfo] | None,
+        Meta(
+            description="the errors of the job's failed attempts, oldest first (the last 20); "
+            "left out by a gateway from before histories, which shows only error"
+        ),
+    ] = None
 
 
 class StepMember(Struct, kw_only=True):

@@ -19,7 +19,9 @@ from jobchain.model import JobRecord, JobState
 __all__ = ["RECORD_COLUMNS", "browse", "counts"]
 
 #: the columns a record is read from, in the order :func:`browse` hands them to its ``build``
-RECORD_COLUMNS = "id, CAST(payload AS BLOB), queue, state, result, error, started_at, finished_at, worker"
+RECORD_COLUMNS = (
+    "id, CAST(payload AS BLOB), queue, state, result, error, started_at, finished_at, worker, errors"
+)
 
 _ENQUEUED = "(CASE WHEN json_valid(payload) THEN json_extract(payload, '$.enqueued_at') ELSE 0 END)"
 _TASK = "(CASE WHEN json_valid(payload) THEN json_extract(payload, '$.task') END)"

@@ -11,7 +11,12 @@ Layout (schema version :data:`SCHEMA_VERSION`, in the ``meta`` table):
   over ready rows serves a reservation exactly, see :mod:`jobchain.aging`),
   ``not_before`` of delayed rows, the lease (``token``, ``worker``,
   ``lease_until``), the deliveries of the attempt, the crash count and the
-  running mark (:meth:`Backend.mark_running`), result, error and timings;
+  running mark (:meth:`Backend.mark_running`), result, error and timings,
+  and ``errors``: the error history, a JSON list of the last
+  :data:`~jobchain.model.MAX_KEPT_ERRORS` attempts' errors, oldest first
+  (read and rewritten by the settlement that adds one; added within schema
+  version 1: a file written before it gets the column when next opened, and
+  its rows read with their ``error`` alone);
 * ``chains``: one row per chain or group, its record as JSON (``ChainRecord.to_wire``);
 * ``failed``: the failed queue, oldest first (``pos``), with ``raw`` kept for
   a job that could not be read;
@@ -78,6 +83,8 @@ from jobchain.model import (
     Retried,
     SettleResult,
     WorkerInfo,
+    errors_from_wire,
+    kept_errors,
 )
 from jobchain.uniqueness import check_batch
 from jobchain_sqlite import _browse, _unique
@@ -113,7 +120,8 @@ _SCHEMA = (
         result TEXT,
         error TEXT,
         started_at REAL,
-        finished_at REAL
+        finished_at REAL,
+        errors TEXT
     )""",
     "CREATE INDEX jobs_ready ON jobs (queue, order_key, seq) WHERE state = 'queued'",
     "CREATE INDEX jobs_delayed ON jobs (not_before) WHERE state = 'delayed'",
@@ -140,6 +148,8 @@ _SCHEMA = (
 )
 #: added within schema version 1: a file written before it gets the table when next opened
 _PAUSED_TABLE = "CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY)"
+#: added within schema version 1: a file written before it gets the column when next opened
+_ERRORS_COLUMN = "ALTER TABLE jobs ADD COLUMN errors TEXT"
 
 _SYNCHRONOUS = ("normal", "full", "extra")
 _OPTIONS = {
@@ -233,6 +243,11 @@ def _chain_from_json(text: str) -> ChainRecord:
 
 def _error_from(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_wire(json.loads(text))
+
+
+def _history_from(error: str | None, errors: str | None) -> tuple[ErrorInfo, ...]:
+    """A row's error history; a row from before the column (``errors`` NULL): its ``error`` alone."""
+    return errors_from_wire(None if errors is None else json.loads(errors), _error_from(error))
 
 
 class SqliteBackend(
@@ -399,6 +414,8 @@ class SqliteBackend(
                 )
             if "paused" not in tables:
                 conn.execute(_PAUSED_TABLE)
+            if "errors" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}:
+                conn.execute(_ERRORS_COLUMN)
             if "unique_keys" not in tables:
                 conn.execute(UNIQUE_TABLE)
             if "cancel_requests" not in tables:
@@ -741,23 +758,27 @@ class SqliteBackend(
         elif isinstance(outcome, Retried):
             retry = job.retried(not_before=now + outcome.delay)
             delayed = retry.not_before is not None and retry.not_before > now
+            recorded = outcome.recorded_error
             conn.execute(
                 f"UPDATE jobs SET state = ?, {unlease}, deliveries = 0, crashes = 0, not_before = ?, "
-                "payload = ?, result = NULL, error = ?, started_at = NULL, finished_at = NULL WHERE id = ?",
+                "payload = ?, result = NULL, error = ?, errors = ?, started_at = NULL, finished_at = NULL "
+                "WHERE id = ?",
                 (
                     "delayed" if delayed else "queued",
                     retry.not_before if delayed else None,
                     _dumps(retry.to_wire()),
-                    _dumps(outcome.error.to_wire()),
+                    _dumps(recorded.to_wire()),
+                    self._history_with(conn, job.id, recorded),
                     job.id,
                 ),
             )
         elif isinstance(outcome, Failed):
-            error = _dumps(outcome.error.to_wire())
+            recorded = outcome.recorded_error
+            error = _dumps(recorded.to_wire())
             conn.execute(
                 f"UPDATE jobs SET state = 'failed', {unlease}, seq = NULL, deliveries = 0, crashes = 0, "
-                "error = ?, finished_at = ? WHERE id = ?",
-                (error, now, job.id),
+                "error = ?, errors = ?, finished_at = ? WHERE id = ?",
+                (error, self._history_with(conn, job.id, recorded), now, job.id),
             )
             conn.execute("DELETE FROM failed WHERE job_id = ?", (job.id,))
             conn.execute(
@@ -773,6 +794,13 @@ class SqliteBackend(
                 (max(0, deliveries - 1), job.id),
             )
         return SettleResult(accepted=True, chain=chain)
+
+    @staticmethod
+    def _history_with(conn: sqlite3.Connection, job_id: str, error: ErrorInfo) -> str:
+        """The job's error history with ``error`` appended, as stored (the last MAX_KEPT_ERRORS)."""
+        row = conn.execute("SELECT error, errors FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        history = _history_from(row[0], row[1]) if row is not None else ()
+        return _dumps([e.to_wire() for e in kept_errors(history, error)])
 
     def _chain_completed(
         self, conn: sqlite3.Connection, outcome: Completed, now: float, following: list[Job]
@@ -831,7 +859,7 @@ class SqliteBackend(
     @staticmethod
     def _record(row: tuple[Any, ...]) -> JobRecord:
         """The record of a row of :data:`jobchain_sqlite._browse.RECORD_COLUMNS`."""
-        job_id, payload, queue, state, result, error, started_at, finished_at, worker = row
+        job_id, payload, queue, state, result, error, started_at, finished_at, worker, errors = row
         try:
             job = _job_from(payload, job_id)
         except ValueError as exc:  # not reserved yet, so not quarantined yet: show it as unreadable
@@ -842,6 +870,7 @@ class SqliteBackend(
             state=JobState(state),
             result=None if result is None else json.loads(result),
             error=_error_from(error),
+            errors=_history_from(error, errors),
             started_at=started_at,
             finished_at=finished_at,
             worker=worker if state == JobState.RUNNING.value else None,
@@ -907,9 +936,16 @@ class SqliteBackend(
                     job = attrs.evolve(
                         job, expires_at=now + (entry.job.expires_at or now) - entry.job.enqueued_at
                     )
+                kept = conn.execute("SELECT error, errors FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 conn.execute("DELETE FROM failed WHERE job_id = ?", (job_id,))
                 conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
                 self._insert(conn, [job], now)
+                history = () if kept is None else _history_from(kept[0], kept[1])
+                if history:  # the history outlives the re-drive; the next attempts append to it
+                    conn.execute(
+                        "UPDATE jobs SET errors = ? WHERE id = ?",
+                        (_dumps([e.to_wire() for e in history]), job_id),
+                    )
                 if job.chain is not None:
                     record = self._get_chain(conn, job.chain.chain_id)
                     if record is not None:
