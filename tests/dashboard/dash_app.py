@@ -61,3 +61,7 @@ def wait_here(n: int) -> int:
 
 
 pipeline = chain(fetch, parse, publish, name="pipeline")
+
+# shown on the workers page (nothing runs them in the tests: no scheduler is started)
+app.schedule("nightly-pipeline", pipeline, cron="30 2 * * *", args=[1])
+app.schedule("heartbeat-echo", echo, every=3600, args=["tick"])

@@ -226,9 +226,16 @@ def shots(tmp_path: Path) -> Callable[[Any, str], Path]:
     where = Path(os.environ["JOBCHAIN_SCREENSHOTS"]) if os.environ.get("JOBCHAIN_SCREENSHOTS") else tmp_path
 
     def save(driver: Any, name: str) -> Path:
+        """The whole page (up to 2,400 pixels tall), at the window's width."""
         where.mkdir(parents=True, exist_ok=True)
         path = where / f"{name}.png"
-        assert driver.save_screenshot(str(path)), f"no screenshot of {name}"
+        size = driver.get_window_size()
+        height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+        driver.set_window_size(size["width"], min(max(height + 140, 400), 2400))
+        try:
+            assert driver.save_screenshot(str(path)), f"no screenshot of {name}"
+        finally:
+            driver.set_window_size(size["width"], size["height"])
         return path
 
     return save

@@ -36,7 +36,8 @@ def duration(seconds: float | None) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+        rest = int(seconds % 60)
+        return f"{int(seconds // 60)} min" + (f" {rest} s" if rest else "")
     if seconds < 86_400:
         return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
     return f"{int(seconds // 86_400)} d {int(seconds % 86_400 // 3600)} h"
