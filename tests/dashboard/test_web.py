@@ -340,7 +340,8 @@ def test_purge_shows_the_count_then_cancels_the_waiting_jobs(client_of: Any, job
     client = client_of(jobs)
     confirm = client.get("/queue/purge?name=default")
     assert "<strong>3</strong>" in confirm.text
-    done = client.post("/queue/purge", data={"csrf": _csrf(confirm.text), "queue": "default", "expected": "3"})
+    form = {"csrf": _csrf(confirm.text), "queue": "default", "expected": "3"}
+    done = client.post("/queue/purge", data=form)
     assert done.status_code == 303
     assert "Cancelled 3 ready and delayed jobs of default" in client.get("/queue?name=default").text
     states = {jobs.jobs.get(h.id).state for h in waiting}  # type: ignore[union-attr]
@@ -378,5 +379,9 @@ def test_metrics_need_a_login_or_the_bearer_token(client_of: Any, jobs: App) -> 
         for family in text_string_to_metric_families(scraped.text)
         for s in family.samples
     }
-    ready = [v for (name, labels), v in samples.items() if ("queue", "default") in labels and "ready" in str(labels)]
+    ready = [
+        value
+        for (_, labels), value in samples.items()
+        if ("queue", "default") in labels and "ready" in str(labels)
+    ]
     assert ready == [1.0]
