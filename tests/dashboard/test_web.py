@@ -379,9 +379,5 @@ def test_metrics_need_a_login_or_the_bearer_token(client_of: Any, jobs: App) -> 
         for family in text_string_to_metric_families(scraped.text)
         for s in family.samples
     }
-    ready = [
-        value
-        for (_, labels), value in samples.items()
-        if ("queue", "default") in labels and "ready" in str(labels)
-    ]
-    assert ready == [1.0]
+    assert samples[("jobchain_queue_jobs", (("queue", "default"), ("state", "ready")))] == 1.0
+    assert samples[("jobchain_backend_up", ())] == 1.0
