@@ -12,20 +12,27 @@ python -m pip install -e './backends/redis[test,hiredis]'
 python -m pip install -e './plugins/http[test]'
 # the SQLite backend (jobchain-sqlite): the standard library's sqlite3, no new dependency
 python -m pip install -e './plugins/sqlite[test]'
+# the web dashboard (jobchain-dashboard), its /metrics (prometheus_client) and its browser tests (selenium)
+python -m pip install -e './plugins/dashboard[test,metrics]'
 
-# The Redis backends' tests need a real server; install Debian's when it is missing.
-if ! command -v redis-server >/dev/null 2>&1; then
+# The Redis backends' tests need a real server, the dashboard's browser tests Chromium and its
+# driver: install Debian's packages when they are missing.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
     as_root=()
     if [ "$(id -u)" -ne 0 ]; then
         if ! command -v sudo >/dev/null 2>&1; then
-            echo "redis-server is missing and installing it needs root (or sudo)" >&2
+            echo "${missing[*]} missing and installing needs root (or sudo)" >&2
             exit 1
         fi
         as_root=(sudo)
     fi
     ${as_root[@]+"${as_root[@]}"} apt-get update
     ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends redis-server
+        apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 # every core: one pytest worker per core, each test file kept on one worker (its servers started once)
@@ -35,3 +42,4 @@ mypy
 mypy --strict backends/redis/jobchain_redis
 mypy --strict plugins/http/jobchain_http
 mypy --strict plugins/sqlite/jobchain_sqlite
+mypy --strict plugins/dashboard/jobchain_dashboard
