@@ -134,7 +134,10 @@ class ErrorInfo:
     ``retry_in`` is the backoff the retry policy chose after this attempt, in
     seconds (the job ran again that long after ``at``); None for an attempt
     that was not retried (the job failed for good), and for errors recorded
-    before it was kept.
+    before it was kept. ``ran`` is how long the attempt ran before it failed,
+    in seconds (it started ``ran`` before ``at``); None when the task never
+    started (an unknown task, a bad signature, an expired job) or the error
+    was recorded before it was kept.
     """
 
     type: str
@@ -143,10 +146,17 @@ class ErrorInfo:
     attempt: int = 1
     at: float = 0.0
     retry_in: float | None = None
+    ran: float | None = None
 
     @classmethod
     def from_exception(
-        cls, exc: BaseException, *, attempt: int, at: float, max_bytes: int = DEFAULT_MAX_ERROR_BYTES
+        cls,
+        exc: BaseException,
+        *,
+        attempt: int,
+        at: float,
+        max_bytes: int = DEFAULT_MAX_ERROR_BYTES,
+        ran: float | None = None,
     ) -> ErrorInfo:
         """The record of ``exc``; never raises, whatever the exception's own methods do.
 
@@ -160,10 +170,11 @@ class ErrorInfo:
             traceback=cap(format_traceback(exc), max_bytes, keep_tail=True),
             attempt=attempt,
             at=at,
+            ran=ran,
         )
 
     def to_wire(self) -> dict[str, Json]:
-        """``retry_in`` is written only when set, so readers from before it see the form they know."""
+        """``retry_in`` and ``ran`` are written only when set, so older readers see the form they know."""
         wire: dict[str, Json] = {
             "type": self.type,
             "message": self.message,
@@ -173,11 +184,14 @@ class ErrorInfo:
         }
         if self.retry_in is not None:
             wire["retry_in"] = self.retry_in
+        if self.ran is not None:
+            wire["ran"] = self.ran
         return wire
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Json]) -> ErrorInfo:
         retry_in = raw.get("retry_in")
+        ran = raw.get("ran")
         return cls(
             type=str(raw["type"]),
             message=str(raw["message"]),
@@ -185,6 +199,7 @@ class ErrorInfo:
             attempt=int(raw.get("attempt", 1)),
             at=float(raw.get("at", 0.0)),
             retry_in=None if retry_in is None else float(retry_in),
+            ran=None if ran is None else float(ran),
         )
 
     @classmethod

@@ -405,3 +405,12 @@ def test_job_record_reads_a_record_without_a_history_as_its_error_alone() -> Non
     assert JobRecord.from_wire(wire).errors == (error,)
     full = evolve(record, errors=[evolve(error, retry_in=1.0), error])
     assert JobRecord.from_wire(full.to_wire()) == full
+
+
+def test_error_info_writes_ran_only_when_set() -> None:
+    plain = ErrorInfo(type="ValueError", message="bad", attempt=1, at=10.0)
+    assert "ran" not in plain.to_wire()
+    timed = evolve(plain, ran=0.25)
+    assert timed.to_wire()["ran"] == 0.25
+    assert ErrorInfo.from_wire(timed.to_wire()) == timed
+    assert ErrorInfo.from_wire(plain.to_wire()).ran is None

@@ -36,6 +36,7 @@ from jobchain.ids import new_id
 from jobchain.logplugin import JobLogger
 from jobchain.memory import MemoryBackend
 from jobchain.model import Completed, Delivery, Outcome, Released, SettleResult
+from jobchain.testing import MakeJob
 from jobchain.testing import eventually as poll
 
 StartWorker = Callable[..., Worker]
@@ -147,6 +148,34 @@ def test_exhausted_retries_go_to_failed_queue(app: App, start_worker: StartWorke
     assert entry.failed_at > 0
     assert info.value.error == entry.error
     assert app.failed.show(handle.id) == entry
+
+
+def test_an_error_says_how_long_its_attempt_ran(
+    app: App, start_worker: StartWorker, make_job: MakeJob
+) -> None:
+    """``ErrorInfo.ran``: the seconds each failed attempt ran; None for a job refused before it ran."""
+
+    @app.task(retry=Retry(attempts=2, **FAST_RETRY))
+    def slow_then_fails(n: int) -> None:
+        time.sleep(0.05)
+        raise ValueError(f"bad value {n}")
+
+    handle = slow_then_fails.submit(1)
+    unknown = make_job(task="no.such.task")
+    app.backend.enqueue_new([unknown])
+    start_worker(app)
+    with pytest.raises(JobFailedError):
+        handle.wait(timeout=5)
+    record = app.jobs.get(handle.id)
+    assert record is not None
+    assert [e.attempt for e in record.errors] == [1, 2]
+    assert all(e.ran is not None and 0.05 <= e.ran < 5 for e in record.errors)
+    assert record.error is not None
+    assert record.error.ran == record.errors[-1].ran
+    assert poll(lambda: app.failed.show(unknown.id) is not None, timeout=5)
+    refused = app.failed.show(unknown.id)
+    assert refused is not None
+    assert refused.error.ran is None  # refused before it ran: an unknown task
 
 
 def test_fail_skips_remaining_attempts(app: App, start_worker: StartWorker) -> None:

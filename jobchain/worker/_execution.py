@@ -181,7 +181,11 @@ class Execution(LimitGate):
         job = delivery.job
         now = self.runtime.clock.now()
         error = ErrorInfo.from_exception(
-            exc, attempt=job.attempt, at=now, max_bytes=self.runtime.max_error_bytes
+            exc,
+            attempt=job.attempt,
+            at=now,
+            max_bytes=self.runtime.max_error_bytes,
+            ran=duration if duration > 0 else None,  # 0.0: refused before the task ran
         )
         slot.busy_seconds += duration
         if retry_allowed and retry is not None and retry.should_retry(exc, job.attempt):

@@ -169,6 +169,16 @@ def _declare(app: App) -> dict[str, Any]:
 # --- the overview on real workers ---------------------------------------------------------
 
 
+def _start_run(record: JobRecord) -> tuple[JobRecord, float, float] | None:
+    """(record, start, seconds run) from the record's own times, or a failed one's error (``at - ran``)."""
+    if record.started_at is not None and record.finished_at is not None:
+        return record, record.started_at, record.finished_at - record.started_at
+    error = record.error
+    if record.state is JobState.FAILED and error is not None and error.ran is not None:
+        return record, error.at - error.ran, error.ran
+    return None
+
+
 def test_overview_figures_are_those_of_the_records(
     system_app: App, workers_started: Callable[..., Worker]
 ) -> None:
@@ -204,10 +214,10 @@ def test_overview_figures_are_those_of_the_records(
     assert (default.ready, default.delayed, default.running, default.failed) == (0, 1, 0, 2)
     assert (default.figures.succeeded, default.figures.failed) == (len(succeeded), len(lost))
     assert default.figures.throughput == pytest.approx((len(succeeded) + len(lost)) * 60 / 300)
-    timed = [r for r in records if r.started_at is not None]
-    waits = sorted(max(0.0, r.started_at - _due(r)) for r in timed if r.started_at is not None)
-    runs = sorted((r.finished_at or 0.0) - (r.started_at or 0.0) for r in timed)
-    assert default.figures.timed == len(timed) >= len(succeeded)
+    timed = [t for t in map(_start_run, records) if t is not None]
+    waits = sorted(max(0.0, start - _due(r)) for r, start, _ in timed)
+    runs = sorted(ran for _, _, ran in timed)
+    assert default.figures.timed == len(timed) == len(succeeded) + len(lost)  # failed: from error.ran
     assert default.figures.wait_p50 == pytest.approx(_quantile(waits, 50))
     assert default.figures.wait_p95 == pytest.approx(_quantile(waits, 95))
     assert default.figures.run_p50 == pytest.approx(_quantile(runs, 50))
@@ -276,10 +286,10 @@ def test_overview_on_other_backends(
         assert (default.ready, default.delayed, default.failed) == (0, 1, 1)
         assert (default.figures.succeeded, default.figures.failed) == (5, 1)
         assert default.figures.throughput == pytest.approx(6 * 60 / 60)
-        timed = [r for r in records if r.started_at is not None and r.finished_at is not None]
-        runs = [(r.finished_at or 0.0) - (r.started_at or 0.0) for r in timed]
-        waits = [max(0.0, (r.started_at or 0.0) - _due(r)) for r in timed]
-        assert default.figures.timed == len(timed) >= 5
+        timed = [t for t in map(_start_run, records) if t is not None]
+        runs = [ran for _, _, ran in timed]
+        waits = [max(0.0, start - _due(r)) for r, start, _ in timed]
+        assert default.figures.timed == len(timed) == 6  # the failed job's from its error
         assert default.figures.run_p95 == pytest.approx(_quantile(runs, 95))
         assert default.figures.wait_p50 == pytest.approx(_quantile(waits, 50))
         assert sum(default.figures.spark_succeeded) == 5

@@ -151,16 +151,35 @@ def due_of(record: JobRecord) -> float:
     return job.enqueued_at if job.not_before is None else max(job.enqueued_at, job.not_before)
 
 
+def started_of(record: JobRecord) -> float | None:
+    """When the job's last attempt started: the record's start, else (a failed attempt) its error's.
+
+    A failed attempt's record keeps no start time; its error says when it
+    failed (``at``) and how long it had run (``ran``).
+    """
+    if record.started_at is not None:
+        return record.started_at
+    error = record.error
+    ran = None if error is None else error.ran
+    if error is None or ran is None or record.state is not JobState.FAILED:
+        return None
+    return error.at - ran
+
+
 def wait_of(record: JobRecord) -> float | None:
     """Seconds the job's last attempt waited from the time it was due to its start (None: not known)."""
-    if record.started_at is None:
+    started = started_of(record)
+    if started is None:
         return None
-    return max(0.0, record.started_at - due_of(record))
+    return max(0.0, started - due_of(record))
 
 
 def run_of(record: JobRecord) -> float | None:
     """Seconds the job's last attempt ran (None: not known)."""
     if record.started_at is None or record.finished_at is None:
+        error = record.error
+        if record.state is JobState.FAILED and error is not None and error.ran is not None:
+            return max(0.0, error.ran)
         return None
     return max(0.0, record.finished_at - record.started_at)
 

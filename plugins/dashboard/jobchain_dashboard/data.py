@@ -40,6 +40,7 @@ from jobchain_dashboard._figures import (
     lacks,
     overview,
     run_of,
+    started_of,
     wait_of,
 )
 
@@ -166,17 +167,19 @@ class AttemptError:
     traceback: str | None
     at: float
     retry_in: float | None = None
+    #: seconds the attempt ran before it failed (None: it never started, or not recorded)
+    ran: float | None = None
 
     @classmethod
     def of(cls, error: ErrorInfo) -> AttemptError:
-        retry_in = getattr(error, "retry_in", None)
         return cls(
             attempt=error.attempt,
             type=error.type,
             message=error.message,
             traceback=error.traceback,
             at=error.at,
-            retry_in=None if retry_in is None else float(retry_in),
+            retry_in=error.retry_in,
+            ran=error.ran,
         )
 
 
@@ -187,6 +190,8 @@ class JobDetail:
     record: JobRecord
     errors: tuple[AttemptError, ...]
     #: seconds from due to start, and from start to finish, of the last attempt (None: not known)
+    #: when the last attempt started (a failed one's from its error: ``at - ran``; None: not known)
+    started: float | None
     wait: float | None
     run: float | None
     chain_id: str | None
@@ -227,6 +232,7 @@ def job_detail(app: App, job_id: str) -> JobDetail | None:
     return JobDetail(
         record=record,
         errors=tuple(AttemptError.of(e) for e in errors),
+        started=started_of(record),
         wait=wait_of(record),
         run=run_of(record),
         chain_id=None if ref is None else ref.chain_id,

@@ -354,8 +354,9 @@ _STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript", "favi
 def _metrics_app(app: App) -> Callable[[], tuple[bytes, str]] | None:
     """What ``/metrics`` serves: the backend's counts (:func:`jobchain.metrics.backend_registry`)."""
     try:  # prometheus_client is optional: pip install 'jobchain[metrics]'
-        from jobchain.metrics import backend_registry
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from jobchain.metrics import backend_registry
     except ImportError:
         return None
     registry = backend_registry(app)

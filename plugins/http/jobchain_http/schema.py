@@ -66,6 +66,10 @@ class ErrorInfo(Struct, kw_only=True):
         float | None,
         Meta(description="the backoff chosen after this attempt, seconds; null if it was not retried"),
     ] = None
+    ran: Annotated[
+        float | None,
+        Meta(description="seconds the attempt ran before it failed; null if the task never started"),
+    ] = None
 
 
 class Job(Struct, kw_only=True):
