@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import click
 
 from jobchain.cli.common import CliError, backend_option, config_option, open_app, setup_logging
-from jobchain_dashboard.security import Auth, is_loopback
+from jobchain.cli.listening import is_loopback, listen, parse_bind
+from jobchain_dashboard.security import Auth
 
 __all__ = ["TOKEN_ENV", "dashboard"]
 
 #: environment variables holding the tokens (kept out of the process list)
 TOKEN_ENV = "JOBCHAIN_DASHBOARD_TOKEN"
 READ_TOKEN_ENV = "JOBCHAIN_DASHBOARD_READ_TOKEN"
-
-
-def _bind(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"{text!r} is not HOST:PORT", param_hint="'--bind'")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 @click.command("dashboard")
@@ -85,7 +78,7 @@ def dashboard(
     needs --token (or --read-token).
     """
     setup_logging(ctx, "info")
-    host, port = _bind(bind)
+    host, port = parse_bind(bind)
     try:
         auth = Auth(
             admin_tokens=(token,) if token else (),
@@ -113,17 +106,8 @@ def dashboard(
             app=app, auth=auth, min_interval=interval, window=window, secure_cookies=secure_cookies
         )
     )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise CliError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
-    sock.listen(512)
-    bound = sock.getsockname()
-    shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
-    url = f"http://{shown}:{bound[1]}/"
+    sock, url = listen(host, port, backlog=512, bind=bind)
+    url += "/"
     server = uvicorn.Server(
         uvicorn.Config(asgi, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3)
     )

@@ -16,7 +16,6 @@ is loaded from another origin.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 import threading
 import time
@@ -35,7 +34,6 @@ __all__ = [
     "bounded_float",
     "bounded_int",
     "content_security_policy",
-    "is_loopback",
     "security_headers",
     "text_param",
 ]
@@ -49,16 +47,6 @@ COOKIE = "jobchain_dashboard"
 
 class BadParameterError(ValueError):
     """A query or form parameter out of its bounds: the page answers 400 with this one line."""
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (IPv4 and IPv6)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @frozen

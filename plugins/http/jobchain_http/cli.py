@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import signal
-import socket
 import stat
 import sys
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 import click
 
 from jobchain.cli.common import CliError, backend_option, config_option, open_app, setup_logging
+from jobchain.cli.listening import is_loopback, listen, parse_bind
 from jobchain.cli.output import plural
 from jobchain.errors import JobchainError
 from jobchain.ids import new_id
@@ -49,24 +48,6 @@ def parse_size(text: str) -> int:
         )
     unit = found.group(2).lower() if found.group(2) else None
     return int(float(found.group(1)) * _UNITS[unit])
-
-
-def parse_bind(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for IPv6); PORT 0 picks a free one."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"{text!r} is not HOST:PORT", param_hint="'--bind'")
-    host = host.strip("[]") or "127.0.0.1"
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _csv(values: tuple[str, ...]) -> list[str]:
@@ -158,19 +139,8 @@ def serve(
             ping_interval=ping_interval,
         )
     )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only then (else +40 ms each)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise CliError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
-    sock.listen(2048)
+    sock, url = listen(host, port, backlog=2048, bind=bind)
     sock.set_inheritable(True)
-    bound = sock.getsockname()
-    shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
-    url = f"http://{shown}:{bound[1]}"
     config_obj = uvicorn.Config(
         asgi,
         log_config=None,
