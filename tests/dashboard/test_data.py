@@ -97,23 +97,6 @@ def manual(clock: ManualClock) -> Iterator[App]:
 
 
 @pytest.fixture
-def workers_started() -> Iterator[Callable[..., Worker]]:
-    """Start a fast-polling worker of an App; every one started is stopped at teardown."""
-    started: list[Worker] = []
-
-    def start(app: App, **options: Any) -> Worker:
-        options.setdefault("concurrency", 2)
-        options.setdefault("poll", 0.02)
-        worker = app.worker(**options).start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop(timeout=5)
-
-
-@pytest.fixture
 def system_app() -> Iterator[App]:
     """An App on a memory backend and the system clock, for real workers."""
     app = App(MemoryBackend(), plugins=Plugins(entry_points=False))
@@ -180,7 +163,7 @@ def _start_run(record: JobRecord) -> tuple[JobRecord, float, float] | None:
 
 
 def test_overview_figures_are_those_of_the_records(
-    system_app: App, workers_started: Callable[..., Worker]
+    system_app: App, start_worker: Callable[..., Worker]
 ) -> None:
     """Counts, throughput, wait and run percentiles and the sparkline of a real run match its records."""
     app = system_app
@@ -193,7 +176,7 @@ def test_overview_figures_are_those_of_the_records(
     flaky = t["flaky"].submit(7)
     halted = app.submit(chain(t["ok"], t["boom"], t["ok"]), 1)
     fanned = app.submit(chain(t["ok"], group(t["ok"], t["ok"]), t["ok"]), 2)
-    workers_started(app, queues=["default"])
+    start_worker(app, queues=["default"])
     for handle in [*plain, flaky]:
         handle.wait(10)
     for handle in (boom, halted, fanned):
@@ -266,7 +249,7 @@ def _fake_redis(kind: str) -> Callable[[Path], Backend]:
     ids=["sqlite", "redis-lists", "redis-streams"],
 )
 def test_overview_on_other_backends(
-    tmp_path: Path, workers_started: Callable[..., Worker], open_backend: Callable[[Path], Backend]
+    tmp_path: Path, start_worker: Callable[..., Worker], open_backend: Callable[[Path], Backend]
 ) -> None:
     """On SQLite and the Redis layouts, the overview's counts and figures are those of the run's records."""
     app = App(open_backend(tmp_path), plugins=Plugins(entry_points=False))
@@ -275,7 +258,7 @@ def test_overview_on_other_backends(
         handles = [t["ok"].submit(i) for i in range(5)]
         boom = t["boom"].submit(1)
         later = t["ok"].submit(5, countdown=3600)
-        workers_started(app, queues=["default"])
+        start_worker(app, queues=["default"])
         for handle in handles:
             handle.wait(10)
         assert eventually(lambda: boom.status() == "failed")
@@ -489,11 +472,11 @@ def test_queue_page_parameters_are_checked(manual: App, options: dict[str, Any],
 # --- a job -----------------------------------------------------------------------------------
 
 
-def test_job_detail_of_a_failed_job(system_app: App, workers_started: Callable[..., Worker]) -> None:
+def test_job_detail_of_a_failed_job(system_app: App, start_worker: Callable[..., Worker]) -> None:
     """A failed job shows its error, is in the failed queue, can be re-driven and not cancelled."""
     t = _declare(system_app)
     handle = t["boom"].submit(3)
-    workers_started(system_app, queues=["default"])
+    start_worker(system_app, queues=["default"])
     assert eventually(lambda: handle.status() == "failed")
     detail = data.job_detail(system_app, handle.id)
     assert detail is not None
@@ -531,7 +514,7 @@ def test_job_detail_of_waiting_and_running_jobs(manual: App, clock: ManualClock)
 
 
 def test_job_detail_of_a_job_waiting_for_its_retry(
-    system_app: App, workers_started: Callable[..., Worker]
+    system_app: App, start_worker: Callable[..., Worker]
 ) -> None:
     """A job that failed once and waits for its next attempt shows that error and can be cancelled."""
 
@@ -540,7 +523,7 @@ def test_job_detail_of_a_job_waiting_for_its_retry(
         raise RuntimeError(f"not yet {x}")
 
     handle = later.submit(4)
-    workers_started(system_app, queues=["default"])
+    start_worker(system_app, queues=["default"])
     assert eventually(lambda: handle.status() == "delayed")
     detail = data.job_detail(system_app, handle.id)
     assert detail is not None
@@ -606,13 +589,13 @@ def test_job_detail_shows_every_attempt_when_the_record_keeps_them(
 
 
 def test_chain_detail_of_a_halted_chain_and_a_group(
-    system_app: App, workers_started: Callable[..., Worker]
+    system_app: App, start_worker: Callable[..., Worker]
 ) -> None:
     """Steps in order with their jobs, the rendering, and the failed step's jobs to re-drive."""
     t = _declare(system_app)
     halted = system_app.submit(chain(t["ok"], t["boom"], t["ok"]), 1)
     fanned = system_app.submit(chain(t["ok"], group(t["ok"], t["fatal"], t["ok"]), t["ok"]), 2)
-    workers_started(system_app, queues=["default"])
+    start_worker(system_app, queues=["default"])
     for handle in (halted, fanned):
         assert eventually(lambda h=handle: h.status() == "failed")
     detail = data.chain_detail(system_app, halted.id)
@@ -709,13 +692,13 @@ def test_failed_page_parameters_are_checked(manual: App, options: dict[str, Any]
 
 
 def test_workers_show_their_running_jobs_and_heartbeat(
-    system_app: App, workers_started: Callable[..., Worker]
+    system_app: App, start_worker: Callable[..., Worker]
 ) -> None:
     """A live worker's name, queues, labels, concurrency, heartbeat age and the job it runs."""
     t = _declare(system_app)
     system_app.schedule("nightly", t["ok"], cron="0 3 * * *", args=(1,))
     handle = t["slow"].submit(1)
-    worker = workers_started(system_app, queues=["slow"], name="w-slow", labels={"zone": "eu"}, concurrency=3)
+    worker = start_worker(system_app, queues=["slow"], name="w-slow", labels={"zone": "eu"}, concurrency=3)
     assert eventually(lambda: handle.status() == "running")
     [info] = system_app.workers()
     view = data.workers(system_app, now=info.heartbeat_at + 5.0)

@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_NAME",
-    "AttemptError",
     "ChainDetail",
     "FailedPage",
     "Figures",
@@ -158,37 +157,12 @@ def queue_page(
 
 
 @frozen(kw_only=True)
-class AttemptError:
-    """The error of one attempt, and the backoff before the next one (None: no retry followed)."""
-
-    attempt: int
-    type: str
-    message: str
-    traceback: str | None
-    at: float
-    retry_in: float | None = None
-    #: seconds the attempt ran before it failed (None: it never started, or not recorded)
-    ran: float | None = None
-
-    @classmethod
-    def of(cls, error: ErrorInfo) -> AttemptError:
-        return cls(
-            attempt=error.attempt,
-            type=error.type,
-            message=error.message,
-            traceback=error.traceback,
-            at=error.at,
-            retry_in=error.retry_in,
-            ran=error.ran,
-        )
-
-
-@frozen(kw_only=True)
 class JobDetail:
     """One job: its record, every attempt's error (oldest first), its chain, and what can be done to it."""
 
     record: JobRecord
-    errors: tuple[AttemptError, ...]
+    #: each an ErrorInfo: type, message, traceback, when (``at``), how long it ran, the backoff after it
+    errors: tuple[ErrorInfo, ...]
     #: seconds from due to start, and from start to finish, of the last attempt (None: not known)
     #: when the last attempt started (a failed one's from its error: ``at - ran``; None: not known)
     started: float | None
@@ -217,7 +191,7 @@ def job_detail(app: App, job_id: str) -> JobDetail | None:
         return None
     backend = app.backend
     notes: list[str] = []
-    history = tuple(getattr(record, "errors", ()) or ())
+    history = record.errors
     errors = history or ((record.error,) if record.error is not None else ())
     in_failed = False
     if record.state is JobState.FAILED:
@@ -231,7 +205,7 @@ def job_detail(app: App, job_id: str) -> JobDetail | None:
     ref = record.job.chain
     return JobDetail(
         record=record,
-        errors=tuple(AttemptError.of(e) for e in errors),
+        errors=tuple(errors),
         started=started_of(record),
         wait=wait_of(record),
         run=run_of(record),
