@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from attrs import frozen
 from jobchain_dashboard import data
 from jobchain_dashboard._figures import MAX_BUCKETS, MAX_CAP
 from jobchain_sqlite import SqliteBackend
@@ -26,7 +25,7 @@ from jobchain import App, Backend, Fail, ManualClock, Plugins, Retry, Worker, ch
 from jobchain.browsing import Jobs
 from jobchain.capabilities import JobPage
 from jobchain.memory import MemoryBackend
-from jobchain.model import Completed, ErrorInfo, JobRecord, JobState, StepState
+from jobchain.model import Completed, JobRecord, JobState, StepState
 from jobchain.testing import eventually, failed, make_job, reserve_one
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -552,37 +551,30 @@ def test_the_longest_ids_jobchain_makes_are_accepted(manual: App) -> None:
         data.chain_detail(manual, "")
 
 
-@frozen(kw_only=True)
-class _BackoffError(ErrorInfo):
-    retry_in: float | None = None
-
-
-@frozen(kw_only=True)
-class _RecordWithHistory(JobRecord):
-    errors: tuple[ErrorInfo, ...] = ()
-
-
-def test_job_detail_shows_every_attempt_when_the_record_keeps_them(
-    manual: App, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+def test_job_detail_shows_every_attempt_with_its_backoff_and_run_time(
+    app: App, start_worker: Callable[..., Worker]
 ) -> None:
-    """A record with an error history (``errors``, each with ``retry_in``) shows every attempt in order."""
-    job_id = _fail(manual, clock, queue="a")
-    plain = manual.jobs.get(job_id)
-    assert plain is not None
-    history = (
-        _BackoffError(type="RuntimeError", message="first", attempt=1, at=T0, retry_in=0.5),
-        _BackoffError(type="RuntimeError", message="second", attempt=2, at=T0 + 1, retry_in=1.0),
-        _BackoffError(type="ValueError", message="last", attempt=3, at=T0 + 3),
-    )
-    kept = _RecordWithHistory(job=plain.job, state=plain.state, error=history[-1], errors=history)
-    monkeypatch.setattr(Jobs, "get", lambda self, i: kept if i == job_id else None)
-    detail = data.job_detail(manual, job_id)
+    """A job that failed twice then succeeded shows both failed attempts, in order, with backoff and run."""
+    from jobchain import current_job
+
+    @app.task(retry=Retry(attempts=3, base=0.02, factor=2.0, jitter=False))
+    def flaky() -> str:
+        attempt = current_job().attempt
+        if attempt < 3:
+            raise RuntimeError(f"attempt {attempt} failed")
+        return "third time"
+
+    handle = flaky.submit()
+    start_worker(app)
+    assert handle.wait(timeout=10) == "third time"
+    detail = data.job_detail(app, handle.id)
     assert detail is not None
-    assert [(e.attempt, e.message, e.retry_in) for e in detail.errors] == [
-        (1, "first", 0.5),
-        (2, "second", 1.0),
-        (3, "last", None),
+    assert [(e.attempt, e.type, e.message, e.retry_in) for e in detail.errors] == [
+        (1, "RuntimeError", "attempt 1 failed", 0.02),
+        (2, "RuntimeError", "attempt 2 failed", 0.04),
     ]
+    assert all(e.ran is not None and e.traceback and "in flaky" in e.traceback for e in detail.errors)
+    assert detail.errors[0].at < detail.errors[1].at
 
 
 # --- a chain --------------------------------------------------------------------------------
