@@ -348,7 +348,8 @@ def summarize(runs: dict[str, list[dict[str, float]]], floor: str = "floor") -> 
     base = out.get(floor, {})
     for entries in out.values():
         for key, entry in entries.items():
-            if key in base:
+            # a floor figure of 0 (a CPU time below the clock's tick in a tiny --quick run) has no ratio
+            if key in base and float(base[key]["median"]) != 0:  # type: ignore[arg-type]
                 entry["ratio"] = float(entry["median"]) / float(base[key]["median"])  # type: ignore[arg-type]
     return out
 

@@ -176,6 +176,14 @@ def test_medians_and_ratios_to_the_floor(bench: dict[str, ModuleType]) -> None:
     assert summary["floor"]["chain_p50_ms"]["median"] == 1.5  # only the runs that have the figure
     assert summary["rq"]["chain_p50_ms"]["ratio"] == 20.0
     assert "ratio" not in summary["huey"]["sleep_eff"]  # the floor has no figure to divide by
+
+
+def test_a_floor_figure_of_zero_gives_no_ratio(bench: dict[str, ModuleType]) -> None:
+    """A tiny run can measure the floor's worker CPU as 0 (below the clock's tick): no division by it."""
+    runs = {"floor": [{"worker_cpu_ms": 0.0}], "huey": [{"worker_cpu_ms": 0.1}]}
+    summary = bench["harness"].summarize(runs)
+    assert "ratio" not in summary["huey"]["worker_cpu_ms"]
+    assert "-" in bench["harness"].render(summary, ["floor", "huey"])
     assert "bulk" not in summary["huey"]
 
 
