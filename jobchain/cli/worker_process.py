@@ -72,6 +72,9 @@ class ChildSpec:
     concurrency: int
     #: deliveries reserved per batch (None: the worker's default, its concurrency)
     prefetch: int | None = None
+    #: coroutine jobs run at once on the process's event loop (None: the worker's default)
+    async_concurrency: int | None = None
+    loop_block_threshold: float = 0.5
     labels: dict[str, str] = field(factory=dict)
     lease: float = 30.0
     grace: float = 30.0
@@ -216,6 +219,8 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
             app,
             queues=spec.queues,
             concurrency=spec.concurrency,
+            async_concurrency=spec.async_concurrency,
+            loop_block_threshold=spec.loop_block_threshold,
             prefetch=spec.prefetch,
             name=spec.name,
             labels=spec.labels,

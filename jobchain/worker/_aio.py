@@ -71,6 +71,11 @@ class AsyncRunner(Execution):
 
     # --- life cycle ---------------------------------------------------------------------
 
+    @property
+    def runs_async(self) -> bool:
+        """True while the worker runs an event loop for ``async def`` tasks."""
+        return self._aio_loop is not None
+
     def _aio_wanted(self) -> bool:
         tasks = list(self.runtime.tasks.values())
         return self._async_asked or any(getattr(t, "is_async", False) for t in tasks)
