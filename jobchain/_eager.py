@@ -102,7 +102,7 @@ class EagerRunner:
         as for any eager submit. The jobs it submits are run by this drain.
         """
         slot = worker.slots[0]
-        task = self._app.runtime().tasks.get(delivery.job.task)
+        task = worker.runtime.tasks.get(delivery.job.task)
         if not getattr(task, "is_async", False):
             return worker._run_job(delivery, slot)
         try:

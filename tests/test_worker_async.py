@@ -369,3 +369,46 @@ def test_eager_mode_inside_a_running_loop(plugins: jobchain.Plugins) -> None:
         return leaf.submit(1).result(), app.job(child_id).result()
 
     assert asyncio.run(handler()) == (2, 42)
+
+
+def test_an_async_task_declared_after_a_loopless_worker_started_still_runs(
+    app: App, start_worker: StartWorker
+) -> None:
+    """A worker started without a loop runs a later async task on a pool thread, with asyncio.run."""
+
+    @app.task
+    def plain() -> int:
+        return 1
+
+    worker = start_worker(app)
+    assert worker.runs_async is False
+
+    @app.task
+    async def late() -> str:
+        await asyncio.sleep(0)
+        return jobchain.current_job().id
+
+    handle = late.submit()
+    assert handle.wait(10) == handle.id
+
+
+def test_coroutine_jobs_reserved_ahead_of_a_full_loop_go_back_when_they_wait(
+    app: App, start_worker: StartWorker
+) -> None:
+    """A job reserved ahead of a loop that stays full goes back to its queue, unrun, for other workers."""
+    gate = threading.Event()
+
+    @app.task
+    async def hold(i: int) -> int:
+        await _until(gate)
+        return i
+
+    handles = [hold.submit(i) for i in range(6)]
+    with capture_logs() as logs:
+        worker = start_worker(app, async_concurrency=4)
+        assert eventually(lambda: worker.held() == 5)  # four running, one reserved ahead
+        assert eventually(lambda: any(e["event"] == "prefetched_jobs_given_back" for e in logs))
+        assert eventually(lambda: worker.held() == 4)
+        assert [h.status() for h in handles].count("queued") == 2
+    gate.set()
+    assert sorted(h.wait(10) for h in handles) == list(range(6))

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from jobchain.context import CurrentJob, _current
 from jobchain.errors import JobTimeout
 from jobchain.model import Delivery, Outcome
-from jobchain.worker._core import _NEVER, SlotStats, _left
+from jobchain.worker._core import _NEVER, PREFETCH_HOLD, SlotStats, _left
 from jobchain.worker._execution import Execution, _Admit
 from jobchain.worker._runtime import RunnableTask
 
@@ -84,6 +84,8 @@ class AsyncRunner(Execution):
         """Start the event loop, its feeder and its watchdog when the worker has async tasks."""
         if not self._aio_wanted():
             return
+        tasks = list(self.runtime.tasks.values())
+        self._plain_tasks = not tasks or any(not getattr(t, "is_async", False) for t in tasks)
         loop = asyncio.new_event_loop()
         self._aio_calls = ThreadPoolExecutor(2, thread_name_prefix="jobchain-aio-call")
         self._aio_admits = ThreadPoolExecutor(_ADMIT_THREADS, thread_name_prefix="jobchain-aio-admit")
@@ -225,11 +227,15 @@ class AsyncRunner(Execution):
             self._aio_jobs[task] = delivery  # (also the strong reference that keeps the task alive)
 
     async def _run_on_loop(self, delivery: Delivery, solo: bool) -> None:
+        began = time.monotonic()
         outcome = await self._run_job_async(delivery, self.async_slot)
         me = asyncio.current_task()
         if me is not None:
             self._aio_jobs.pop(me, None)
+        short = time.monotonic() - began < PREFETCH_HOLD
         with self._cv:
+            if short:  # short jobs again: reserve ahead of a full loop (see Monitor._give_back_async)
+                self._async_ahead = self._async_ahead_default
             self._pending.append(outcome)
             self._settle_cv.notify()
             if not solo:
@@ -242,6 +248,18 @@ class AsyncRunner(Execution):
                 self._aio_running -= 1
                 self._solo = None
                 self._wake_all()
+
+    def _run_job(self, delivery: Delivery, slot: SlotStats) -> Outcome:
+        """Run one job on the calling thread; a coroutine job with ``asyncio.run`` if there is no loop.
+
+        That is a task declared async after this worker started without an event
+        loop: it still runs, on a pool thread, with its timeout and current_job().
+        """
+        if self._aio_loop is None:
+            task = self.runtime.tasks.get(delivery.job.task)
+            if task is not None and getattr(task, "is_async", False):
+                return asyncio.run(self._run_job_async(delivery, slot))
+        return super()._run_job(delivery, slot)
 
     async def _run_job_async(self, delivery: Delivery, slot: SlotStats) -> Outcome:
         """Run one coroutine job and return its outcome, whatever the task does (the test mode uses it)."""

@@ -248,6 +248,10 @@ class WorkerCore:
         self._abuffer: deque[Delivery] = deque()
         #: monotonic time the fetcher last added to ``_abuffer``
         self._abuffered_at = 0.0
+        #: coroutine jobs reserved ahead of a full loop, so one that ends is followed without a round trip
+        self._async_ahead = self._async_ahead_default = max(1, min(PREFETCH_CAP, self.async_concurrency // 4))
+        #: the runtime has plain (threaded) tasks: the fetcher reserves for the threads too
+        self._plain_tasks = True
         #: coroutine jobs taken for the loop and not yet over (started, or on their way)
         self._aio_running = 0
         #: what the coroutine jobs did (one row for all of them: they share one thread)
@@ -353,17 +357,20 @@ class WorkerCore:
 
         Threads: a batch (``prefetch``) once their buffer is empty. The event
         loop: as many as it has room for (``async_concurrency`` less what runs
-        and waits). Neither side piles up past its share: no reserve while a
-        full batch of the threads' jobs waits, nor for the threads alone while
-        the loop has a full round of coroutine jobs waiting.
+        and waits, plus a quarter of it, at most PREFETCH_CAP, reserved ahead).
+        Neither side piles up past its share: no reserve while a batch of the
+        threads' jobs waits, nor for the threads while a batch of coroutine
+        jobs waits beyond the loop's room (a reserve may bring either kind).
         """
         if self._aio_loop is None:
             return 0 if self._buffer else self.prefetch
         if len(self._buffer) >= max(self.prefetch, self.concurrency):
             return 0
-        room = self.async_concurrency - self._aio_running - len(self._abuffer)
-        for_threads = self.prefetch if not self._buffer and len(self._abuffer) < self.async_concurrency else 0
-        return min(MAX_RESERVE, for_threads + max(0, room))
+        room = self.async_concurrency + self._async_ahead - self._aio_running - len(self._abuffer)
+        # idle threads get a batch while at most a batch of coroutine jobs waits for the loop (what it
+        # brings may be coroutine jobs too); with no plain task the threads have nothing to wait for
+        hungry = self._plain_tasks and not self._buffer and len(self._abuffer) < self.prefetch
+        return min(MAX_RESERVE, (self.prefetch if hungry else 0) + max(0, room))
 
     def _note_leased(self, deliveries: Iterable[Delivery], since: float) -> None:
         """Record deadlines of deliveries leased by a backend call made at monotonic ``since`` (lock held)."""

@@ -288,6 +288,9 @@ class Monitor(LimitGate):
             back = [self._abuffer.pop() for _ in range(extra)][::-1]
             for delivery in back:
                 self._deadline.pop(delivery.token, None)
+            # the coroutines are long now: reserve none ahead until a short one ends, or the fetcher would
+            # take the same jobs straight back
+            self._async_ahead = 0
             self._pending.extend(Released(delivery=d) for d in back)
             self._settle_cv.notify()
         self.log.info("prefetched_jobs_given_back", count=len(back), job_ids=[d.job.id for d in back][:50])
