@@ -272,7 +272,8 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
                 reported = progress
                 send(conn, "progress", *progress)
     clean = consumer.stop(timeout=spec.grace)
-    slots = [(s.name, s.jobs, s.succeeded, s.retries, s.failures, s.busy_seconds) for s in consumer.slots]
+    ran = [*consumer.slots, *([consumer.async_slot] if consumer.async_slot.jobs else [])]  # (the loop's row)
+    slots = [(s.name, s.jobs, s.succeeded, s.retries, s.failures, s.busy_seconds) for s in ran]
     totals = Totals.of(consumer)
     send(conn, "final", totals.to_wire(), slots, clean)
     if consumer.fatal is not None:  # the backend refused the credentials: an error, not a stop

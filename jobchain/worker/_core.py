@@ -255,7 +255,7 @@ class WorkerCore:
         #: coroutine jobs taken for the loop and not yet over (started, or on their way)
         self._aio_running = 0
         #: what the coroutine jobs did (one row for all of them: they share one thread)
-        self.async_slot = SlotStats(name="async")
+        self.async_slot = SlotStats(name=_loop_slot_name(names[0]))
         #: set by stop() when it went on without the fetcher's blocking reserve: what it returns is released
         self._orphaned = False
         self._pending: list[Outcome] = []
@@ -397,6 +397,11 @@ class WorkerCore:
     def _flush(self, outcome: Outcome | None = None, deadline: float | None = None) -> bool:
         """Settle ``outcome`` and everything pending (:class:`~jobchain.worker._settling.Settling`)."""
         raise NotImplementedError
+
+
+def _loop_slot_name(first_thread: str) -> str:
+    """The event loop's row, named like the threads' (``p2-worker-1`` -> ``p2-async``)."""
+    return first_thread.removesuffix("worker-1") + "async" if first_thread.endswith("worker-1") else "async"
 
 
 def _left(deadline: float | None) -> float | None:

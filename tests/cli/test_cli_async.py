@@ -89,3 +89,17 @@ def test_worker_processes_each_run_their_own_loop(
     assert parent.returncode == 0, err
     assert f"worker {name} stopped: 2 processes" in err
     assert "Traceback" not in err
+
+
+def test_run_reports_the_event_loops_jobs_in_a_row_of_its_own(
+    jobchain: Run, configs: Path, cli_env: dict[str, str]
+) -> None:
+    """`jobchain run --target` an async task: the report counts its jobs in the loop's row."""
+    config = str(configs / "async_tasks.py")
+    result = jobchain(
+        "run", "--config", config, "--target", "square", "--args", "[3]", "-n", "20", "--json", env=cli_env
+    )
+    assert result.code == 0, result
+    rows = {row["worker"]: row for row in result.json()["per_worker"]}
+    assert (rows["async"]["jobs"], rows["async"]["succeeded"]) == (20, 20)
+    assert result.json()["jobs_succeeded"] == 20
