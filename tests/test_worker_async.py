@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 from structlog.testing import capture_logs
 
 import jobchain
 from jobchain import App, Fail, Retry, chain
 from jobchain.errors import JobCancelledError, JobFailedError
+from jobchain.ids import new_id
 from jobchain.memory import MemoryBackend
 from jobchain.testing.helpers import eventually
 from jobchain.worker import Worker
@@ -412,3 +414,81 @@ def test_coroutine_jobs_reserved_ahead_of_a_full_loop_go_back_when_they_wait(
         assert [h.status() for h in handles].count("queued") == 2
     gate.set()
     assert sorted(h.wait(10) for h in handles) == list(range(6))
+
+
+class _EventRecorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    @jobchain.hookimpl
+    def jobchain_job_started(self, job: jobchain.Job, thread: str) -> None:
+        self.seen.append(("started", job.task, thread))
+
+    @jobchain.hookimpl
+    def jobchain_job_succeeded(self, job: jobchain.Job, thread: str) -> None:
+        self.seen.append(("succeeded", job.task, thread))
+
+    @jobchain.hookimpl
+    def jobchain_job_retrying(self, job: jobchain.Job, thread: str) -> None:
+        self.seen.append(("retrying", job.task, thread))
+
+    @jobchain.hookimpl
+    def jobchain_job_failed(self, job: jobchain.Job, thread: str) -> None:
+        self.seen.append(("failed", job.task, thread))
+
+
+def test_coroutine_jobs_emit_the_job_events(app: App, start_worker: StartWorker) -> None:
+    """A coroutine job emits job_started, then job_retrying/succeeded/failed, from the loop's row."""
+    recorder = _EventRecorder()
+    app.plugins.register(recorder)
+    tries: list[int] = []
+
+    @app.task(retry=Retry(attempts=2, base=0.01, jitter=False))
+    async def once_more() -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ValueError("again")
+
+    @app.task
+    async def broken() -> None:
+        raise Fail("no")
+
+    retried, failing = once_more.submit(), broken.submit()
+    start_worker(app)
+    retried.wait(10)
+    with pytest.raises(JobFailedError):
+        failing.wait(10)
+    assert eventually(lambda: len(recorder.seen) == 6)
+    assert sorted(recorder.seen) == sorted(
+        [
+            ("started", "once_more", "async"),
+            ("retrying", "once_more", "async"),
+            ("started", "once_more", "async"),
+            ("succeeded", "once_more", "async"),
+            ("started", "broken", "async"),
+            ("failed", "broken", "async"),
+        ]
+    )
+
+
+def test_a_forged_coroutine_job_never_runs(plugins: jobchain.Plugins, start_worker: StartWorker) -> None:
+    """With signing on, a coroutine job whose arguments were rewritten in the store fails, unrun."""
+    backend = MemoryBackend()
+    app = App(backend, plugins=plugins, signing_keys=["k" * 32])
+    ran: list[str] = []
+
+    @app.task
+    async def echo(text: str) -> str:
+        ran.append(text)
+        return text
+
+    good = echo.submit("hello")
+    stored = backend.get_job(good.id)
+    assert stored is not None
+    forged = attrs.evolve(stored.job, id=new_id(), args=("rm -rf /",))
+    backend.enqueue([forged])
+    worker = start_worker(app)
+    assert worker.drain(timeout=10)
+    assert ran == ["hello"]
+    assert {e.job.id: e.error.type for e in app.failed.iter()} == {forged.id: "BadSignature"}
+    app.close()
