@@ -492,3 +492,21 @@ def test_a_forged_coroutine_job_never_runs(plugins: jobchain.Plugins, start_work
     assert ran == ["hello"]
     assert {e.job.id: e.error.type for e in app.failed.iter()} == {forged.id: "BadSignature"}
     app.close()
+
+
+def test_a_coroutine_running_past_its_lease_keeps_it(app: App, start_worker: StartWorker) -> None:
+    """The monitor extends the lease of a running coroutine job: it runs once, however long it takes."""
+    runs: list[int] = []
+
+    @app.task
+    async def long_one() -> int:
+        runs.append(jobchain.current_job().attempt)
+        await asyncio.sleep(1.5)  # more than twice the lease
+        return 1
+
+    handle = long_one.submit()
+    with capture_logs() as logs:
+        start_worker(app, lease=0.6, concurrency=1)
+        assert handle.wait(10) == 1
+    assert runs == [1]
+    assert not [e for e in logs if e["event"] in ("leases_lost", "lease_expired_before_start")]
