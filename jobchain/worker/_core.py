@@ -336,8 +336,13 @@ class WorkerCore:
         if not deliveries:
             return
         now = time.monotonic()
-        coros = [d for d in deliveries if self._is_async(d)] if self._aio_loop is not None else []
-        plain = [d for d in deliveries if d not in coros] if coros else list(deliveries)
+        coros: list[Delivery] = []
+        plain: list[Delivery] = []
+        if self._aio_loop is None:
+            plain = list(deliveries)
+        else:
+            for delivery in deliveries:
+                (coros if self._is_async(delivery) else plain).append(delivery)
         if plain:
             if front:
                 self._buffer.extendleft(reversed(plain))
