@@ -11,6 +11,7 @@ job submitted to run later runs when nothing else is ready.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from attrs import evolve
 
 from jobchain.backend import Backend
 from jobchain.errors import ConfigurationError
-from jobchain.model import Retried
+from jobchain.model import Delivery, Outcome, Retried
 from jobchain.worker import Runtime, Worker
 
 __all__ = ["EagerRunner"]
@@ -79,15 +80,42 @@ class EagerRunner:
     def _drain(self, backend: Backend) -> None:
         worker = Worker(self._app.runtime(), concurrency=1, name=f"eager-{os.getpid()}", lease=_LEASE)
         queues = list(self._app.queues)
-        slot = worker.slots[0]
         while True:
             got = backend.reserve(queues, limit=1, lease=_LEASE, worker=worker.name)
             if not got:
                 if isinstance(backend, _Skips) and backend.skip_delay(queues):
                     continue
                 return
-            outcome = worker._run_job(got[0], slot)
+            outcome = self._run_one(worker, got[0])
             if isinstance(outcome, Retried):
                 outcome = evolve(outcome, delay=0.0)  # retries without sleeping
             results = backend.settle([outcome])
             worker._after_settle([outcome], results)
+
+    def _run_one(self, worker: Worker, delivery: Delivery) -> Outcome:
+        """Run one job here; a coroutine task to completion on an event loop of its own.
+
+        With no event loop running in this thread, ``asyncio.run``. Inside a
+        running loop (a submit from async code, an async test) that loop cannot
+        be re-entered: the job runs with ``asyncio.run`` on a helper thread
+        while this thread waits, so the caller's loop is blocked for the run,
+        as for any eager submit. The jobs it submits are run by this drain.
+        """
+        slot = worker.slots[0]
+        task = worker.runtime.tasks.get(delivery.job.task)
+        if not getattr(task, "is_async", False):
+            return worker._run_job(delivery, slot)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(worker._run_job_async(delivery, slot))
+        done: list[Outcome] = []
+
+        def run() -> None:
+            self._local.active = True  # submits from the task join the drain running in the caller
+            done.append(asyncio.run(worker._run_job_async(delivery, slot)))
+
+        helper = threading.Thread(target=run, name="jobchain-eager-async", daemon=True)
+        helper.start()
+        helper.join()
+        return done[0]

@@ -52,12 +52,21 @@ def _check_number(name: str, value: Any, *, allow_none: bool = True, minimum: fl
         raise InvalidJobError(f"{name} must be a number of seconds > {minimum:g}, got {value!r}")
 
 
-def _is_async(function: Callable[..., Any]) -> bool:
-    """True for a coroutine or async generator function, or an object whose ``__call__`` is one."""
-    candidates = [function, getattr(function, "__func__", None)]
+def _candidates(function: Callable[..., Any]) -> list[Any]:
+    """The function, what it wraps (a bound method's, a partial's) and an object's ``__call__``."""
+    candidates = [function, getattr(function, "__func__", None), getattr(function, "func", None)]
     if callable(function) and not inspect.isroutine(function) and not isinstance(function, type):
         candidates.append(type(function).__call__)
-    return any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in candidates if c)
+    return [c for c in candidates if c is not None]
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    """True for a coroutine function (``async def``), or an object whose ``__call__`` is one."""
+    return any(inspect.iscoroutinefunction(c) for c in _candidates(function))
+
+
+def _is_async_generator(function: Callable[..., Any]) -> bool:
+    return any(inspect.isasyncgenfunction(c) for c in _candidates(function))
 
 
 class Task(TaskBase, Generic[P, R]):
@@ -97,6 +106,8 @@ class Task(TaskBase, Generic[P, R]):
         self._arity = -1
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+        #: an ``async def`` task: a worker awaits it on its event loop (see ``docs/guide.md``, asyncio)
+        self.is_async = _is_async(fn)
 
     @property
     def retry(self) -> Retry:
@@ -563,10 +574,10 @@ class App:
             task_name = name or getattr(function, "__name__", None)
             if not task_name or task_name == "<lambda>":
                 raise ConfigurationError("give the task a name: @app.task(name=...)")
-            if _is_async(function):
+            if _is_async_generator(function):
                 raise ConfigurationError(
-                    f"task {task_name!r} is async (async def); jobchain does not run async tasks yet. "
-                    "Declare a plain function that runs it: def task(...): return asyncio.run(coro(...))"
+                    f"task {task_name!r} is an async generator: a task returns one value; "
+                    "declare it `async def` and return a list"
                 )
             if task_name in self.tasks:
                 raise ConfigurationError(

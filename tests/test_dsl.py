@@ -128,16 +128,33 @@ async def async_generator_task() -> AsyncIterator[int]:
 
 @pytest.mark.parametrize(
     "function",
-    [coroutine_task, async_generator_task, AsyncCallable(), functools.partial(coroutine_task)],
-    ids=["async def", "async generator", "async __call__", "partial of async def"],
+    [coroutine_task, AsyncCallable(), functools.partial(coroutine_task)],
+    ids=["async def", "async __call__", "partial of async def"],
 )
-def test_async_tasks_are_refused_at_declaration(app: App, function: Callable[..., Any]) -> None:
-    """An async task is refused when declared, with what to do instead, not failed when it runs."""
+def test_async_tasks_are_declared_async(app: App, function: Callable[..., Any]) -> None:
+    """An async def (or an object whose __call__ is one) is a task a worker runs on its event loop."""
+    declared = app.task(name="fetch")(function)
+    assert declared.is_async is True
+    assert app.tasks == {"fetch": declared}
+
+
+def test_plain_tasks_are_not_async(app: App) -> None:
+    """A plain function is a task the worker's threads run."""
+
+    @app.task
+    def plain() -> int:
+        return 1
+
+    assert plain.is_async is False
+
+
+def test_async_generators_are_refused_at_declaration(app: App) -> None:
+    """An async generator is refused when declared, with what to do instead, not failed when it runs."""
     with pytest.raises(ConfigurationError) as info:
-        app.task(name="fetch")(function)
+        app.task(name="fetch")(async_generator_task)
     assert str(info.value) == (
-        "task 'fetch' is async (async def); jobchain does not run async tasks yet. "
-        "Declare a plain function that runs it: def task(...): return asyncio.run(coro(...))"
+        "task 'fetch' is an async generator: a task returns one value; "
+        "declare it `async def` and return a list"
     )
     assert app.tasks == {}
 
@@ -159,8 +176,8 @@ def test_task_returning_a_coroutine_fails_without_a_warning(app: App) -> None:
     assert info.value.error is not None
     assert (info.value.error.type, info.value.error.attempt) == ("InvalidJobError", 1)
     assert info.value.error.message == (
-        "task 'sneaky' returned a coroutine; jobchain does not run async tasks yet: "
-        "run it inside the task with asyncio.run(...)"
+        "task 'sneaky' returned a coroutine from a plain function: declare it "
+        "`async def` (the worker then awaits it on its event loop)"
     )
 
 

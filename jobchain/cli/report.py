@@ -65,6 +65,12 @@ class RunStats(Protocol):
     def slots(self) -> Sequence[SlotStats]: ...
 
 
+def _loop_row(worker: RunStats) -> list[SlotStats]:
+    """The row of a worker's event loop (its coroutine jobs), if it ran any."""
+    loop: SlotStats | None = getattr(worker, "async_slot", None)
+    return [loop] if loop is not None and loop.jobs else []
+
+
 @define
 class WorkerRow:
     worker: str
@@ -284,7 +290,7 @@ def build_report(
         chain_latency_ms=_latency(chain_latencies) if records else None,
         per_worker=[
             WorkerRow(s.name, s.jobs, s.succeeded, s.retries, s.failures, s.busy_seconds)
-            for s in worker.slots
+            for s in (*worker.slots, *_loop_row(worker))
         ],
         chains=chains,
         failed_queue=len(app.failed),

@@ -92,6 +92,22 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 )
 @processes_option("each with --concurrency threads, named NAME-1 ... NAME-P")
 @click.option(
+    "--async-concurrency",
+    type=click.IntRange(min=1, max=10000),
+    default=None,
+    metavar="N",
+    help="Jobs of `async def` tasks run at once on the worker's event loop (in each process) "
+    "[default: 100]. The loop starts when a task is async or this is given.",
+)
+@click.option(
+    "--loop-block-threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Log event_loop_blocked (with the task and job) when a coroutine holds the event loop this long.",
+)
+@click.option(
     "--prefetch",
     type=click.IntRange(min=1, max=1000),
     default=None,
@@ -144,6 +160,8 @@ def worker(
     labels: tuple[str, ...],
     concurrency: int,
     processes: int,
+    async_concurrency: int | None,
+    loop_block_threshold: float,
     prefetch: int | None,
     name: str | None,
     lease: float,
@@ -192,6 +210,8 @@ def worker(
                 log_format=fmt,
                 queues=queue_list,
                 concurrency=concurrency,
+                async_concurrency=async_concurrency,
+                loop_block_threshold=loop_block_threshold,
                 prefetch=prefetch,
                 labels=label_map,
                 lease=lease,
@@ -224,6 +244,8 @@ def worker(
         app,
         queues=_csv(queues) or None,
         concurrency=concurrency,
+        async_concurrency=async_concurrency,
+        loop_block_threshold=loop_block_threshold,
         prefetch=prefetch,
         name=name,
         labels=label_map,
@@ -244,7 +266,8 @@ def worker(
             click.echo(
                 f"worker {consumer.name}: queues {', '.join(printable(q) for q in consumer.queues)} · "
                 f"{plural(concurrency, 'thread')} · "
-                f"{app.backend_url} ({until})",
+                + (f"{consumer.async_concurrency} async · " if consumer.runs_async else "")
+                + f"{app.backend_url} ({until})",
                 err=True,
             )
             try:

@@ -72,6 +72,9 @@ class ChildSpec:
     concurrency: int
     #: deliveries reserved per batch (None: the worker's default, its concurrency)
     prefetch: int | None = None
+    #: coroutine jobs run at once on the process's event loop (None: the worker's default)
+    async_concurrency: int | None = None
+    loop_block_threshold: float = 0.5
     labels: dict[str, str] = field(factory=dict)
     lease: float = 30.0
     grace: float = 30.0
@@ -216,6 +219,8 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
             app,
             queues=spec.queues,
             concurrency=spec.concurrency,
+            async_concurrency=spec.async_concurrency,
+            loop_block_threshold=spec.loop_block_threshold,
             prefetch=spec.prefetch,
             name=spec.name,
             labels=spec.labels,
@@ -267,7 +272,8 @@ def _serve(spec: ChildSpec, conn: Connection, stopper: _Stopper) -> int:
                 reported = progress
                 send(conn, "progress", *progress)
     clean = consumer.stop(timeout=spec.grace)
-    slots = [(s.name, s.jobs, s.succeeded, s.retries, s.failures, s.busy_seconds) for s in consumer.slots]
+    ran = [*consumer.slots, *([consumer.async_slot] if consumer.async_slot.jobs else [])]  # (the loop's row)
+    slots = [(s.name, s.jobs, s.succeeded, s.retries, s.failures, s.busy_seconds) for s in ran]
     totals = Totals.of(consumer)
     send(conn, "final", totals.to_wire(), slots, clean)
     if consumer.fatal is not None:  # the backend refused the credentials: an error, not a stop

@@ -30,6 +30,7 @@ events facade, a clock and a few settings), not on the App: ``app.worker()``
 or ``Worker(app)`` builds one with :meth:`App.runtime <jobchain.App.runtime>`.
 Its parts live in one module each: ``_core`` (the shared state under one
 lock), ``_pool`` (threads, fetcher, next job), ``_execution`` (one job),
+``_aio`` (the event loop for ``async def`` tasks, beside the threads),
 ``_settling`` (pending outcomes, settlement, refusals), ``_monitor`` (leases,
 heartbeats, deadlines, timeouts, progress) and ``_worker`` (the life cycle).
 """

@@ -12,6 +12,7 @@ settlement) and :mod:`._monitor` (leases, heartbeats, timeouts, progress);
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import secrets
@@ -88,6 +89,11 @@ PREFETCH_CAP = 64
 #: seconds the deliveries beyond one per thread of an adaptive batch may wait unstarted: then they go
 #: back to their queue (the jobs grew long since the batch was sized; other workers may be idle)
 PREFETCH_HOLD = 1.0
+#: coroutine jobs an event loop runs at once unless told otherwise, and the most it may be told
+DEFAULT_ASYNC_CONCURRENCY = 100
+MAX_ASYNC_CONCURRENCY = 10000
+#: the most deliveries one reserve asks for
+MAX_RESERVE = 1000
 #: weight of the newest job time in the moving average
 _RUN_WEIGHT = 0.1
 
@@ -125,9 +131,26 @@ class WorkerCore:
         rng: random.Random | None = None,
         reconnect_base: float = 0.05,
         reconnect_cap: float = 5.0,
+        async_concurrency: int | None = None,
+        loop_block_threshold: float = 0.5,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if async_concurrency is not None and (
+            isinstance(async_concurrency, bool)
+            or not isinstance(async_concurrency, int)
+            or not 1 <= async_concurrency <= MAX_ASYNC_CONCURRENCY
+        ):
+            raise ValueError(
+                f"async_concurrency must be an int from 1 to {MAX_ASYNC_CONCURRENCY}, "
+                f"got {async_concurrency!r}"
+            )
+        if (
+            isinstance(loop_block_threshold, bool)
+            or not isinstance(loop_block_threshold, int | float)
+            or not loop_block_threshold > 0
+        ):
+            raise ValueError(f"loop_block_threshold must be > 0 seconds, got {loop_block_threshold!r}")
         if lease <= 0:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
         if prefetch is not None and prefetch < 1:
@@ -207,10 +230,32 @@ class WorkerCore:
         #: wakes threads waiting for a settlement in progress to end (never the pool threads: a wake-up
         #: of every idle thread at each settlement's end cost context switches on every job)
         self._flushed_cv = threading.Condition(lock)
+        #: wakes the thread that starts coroutine jobs on the event loop (see :mod:`._aio`)
+        self._aio_cv = threading.Condition(lock)
         self._settler: threading.Thread | None = None
         self._fetcher: threading.Thread | None = None
         self._buffer: deque[Delivery] = deque()
         self._fetching = False
+        #: coroutine jobs the event loop runs at once (``async def`` tasks, see :mod:`._aio`)
+        self.async_concurrency = async_concurrency or DEFAULT_ASYNC_CONCURRENCY
+        #: the option was given: the event loop starts even when no task is async yet
+        self._async_asked = async_concurrency is not None
+        #: seconds the event loop may not answer before the watchdog logs ``event_loop_blocked``
+        self.loop_block_threshold = float(loop_block_threshold)
+        #: the worker's event loop, while it runs (None: no async task, every job runs on a thread)
+        self._aio_loop: asyncio.AbstractEventLoop | None = None
+        #: reserved deliveries of async tasks, waiting for a place on the event loop
+        self._abuffer: deque[Delivery] = deque()
+        #: monotonic time the fetcher last added to ``_abuffer``
+        self._abuffered_at = 0.0
+        #: coroutine jobs reserved ahead of a full loop, so one that ends is followed without a round trip
+        self._async_ahead = self._async_ahead_default = max(1, min(PREFETCH_CAP, self.async_concurrency // 4))
+        #: the runtime has plain (threaded) tasks: the fetcher reserves for the threads too
+        self._plain_tasks = True
+        #: coroutine jobs taken for the loop and not yet over (started, or on their way)
+        self._aio_running = 0
+        #: what the coroutine jobs did (one row for all of them: they share one thread)
+        self.async_slot = SlotStats(name=_loop_slot_name(names[0]))
         #: set by stop() when it went on without the fetcher's blocking reserve: what it returns is released
         self._orphaned = False
         self._pending: list[Outcome] = []
@@ -248,6 +293,7 @@ class WorkerCore:
         if self._cv.acquire(blocking=False):
             try:
                 self._cv.notify_all()
+                self._aio_cv.notify_all()
             finally:
                 self._cv.release()
 
@@ -278,6 +324,59 @@ class WorkerCore:
                 del self._held[delivery.job.id]
         self.log.warning(event, job_ids=[d.job.id for d in deliveries][:50], count=len(deliveries))
 
+    def _is_async(self, delivery: Delivery) -> bool:
+        """True if the job's task is ``async def`` and this worker runs an event loop for it."""
+        if self._aio_loop is None:
+            return False
+        task = self.runtime.tasks.get(delivery.job.task)
+        return task is not None and bool(getattr(task, "is_async", False))
+
+    def _buffered(self, deliveries: Sequence[Delivery], *, front: bool = False) -> None:
+        """Hand reserved deliveries to the threads or the event loop, by task kind (the lock is held)."""
+        if not deliveries:
+            return
+        now = time.monotonic()
+        coros: list[Delivery] = []
+        plain: list[Delivery] = []
+        if self._aio_loop is None:
+            plain = list(deliveries)
+        else:
+            for delivery in deliveries:
+                (coros if self._is_async(delivery) else plain).append(delivery)
+        if plain:
+            if front:
+                self._buffer.extendleft(reversed(plain))
+            else:
+                self._buffer.extend(plain)
+            self._buffered_at = now
+        if coros:
+            self._abuffer.extend(coros)
+            self._abuffered_at = now
+        if plain:
+            self._cv.notify(len(plain))  # as many pool threads as there are jobs
+        if coros:
+            self._aio_cv.notify()
+
+    def _reserve_limit(self) -> int:
+        """Deliveries the fetcher should reserve now; 0: none (the lock is held).
+
+        Threads: a batch (``prefetch``) once their buffer is empty. The event
+        loop: as many as it has room for (``async_concurrency`` less what runs
+        and waits, plus a quarter of it, at most PREFETCH_CAP, reserved ahead).
+        Neither side piles up past its share: no reserve while a batch of the
+        threads' jobs waits, nor for the threads while a batch of coroutine
+        jobs waits beyond the loop's room (a reserve may bring either kind).
+        """
+        if self._aio_loop is None:
+            return 0 if self._buffer else self.prefetch
+        if len(self._buffer) >= max(self.prefetch, self.concurrency):
+            return 0
+        room = self.async_concurrency + self._async_ahead - self._aio_running - len(self._abuffer)
+        # idle threads get a batch while at most a batch of coroutine jobs waits for the loop (what it
+        # brings may be coroutine jobs too); with no plain task the threads have nothing to wait for
+        hungry = self._plain_tasks and not self._buffer and len(self._abuffer) < self.prefetch
+        return min(MAX_RESERVE, (self.prefetch if hungry else 0) + max(0, room))
+
     def _note_leased(self, deliveries: Iterable[Delivery], since: float) -> None:
         """Record deadlines of deliveries leased by a backend call made at monotonic ``since`` (lock held)."""
         until = since + self.lease - self._lease_margin
@@ -288,6 +387,14 @@ class WorkerCore:
         """Run one job and return its outcome (:class:`~jobchain.worker._execution.Execution`)."""
         raise NotImplementedError
 
+    def _hold_suspect(self, delivery: Delivery) -> bool:
+        """Ready a suspect to run alone; False if given back (:class:`~jobchain.worker._pool.Pool`)."""
+        raise NotImplementedError
+
+    def _cancel_coroutines(self, job_ids: Iterable[str]) -> None:
+        """Cancel the coroutines running these jobs (:class:`~jobchain.worker._aio.AsyncRunner`)."""
+        raise NotImplementedError
+
     def _settle_now(self) -> bool:
         """Settle every pending outcome now (:class:`~jobchain.worker._settling.Settling`)."""
         raise NotImplementedError
@@ -295,6 +402,11 @@ class WorkerCore:
     def _flush(self, outcome: Outcome | None = None, deadline: float | None = None) -> bool:
         """Settle ``outcome`` and everything pending (:class:`~jobchain.worker._settling.Settling`)."""
         raise NotImplementedError
+
+
+def _loop_slot_name(first_thread: str) -> str:
+    """The event loop's row, named like the threads' (``p2-worker-1`` -> ``p2-async``)."""
+    return first_thread.removesuffix("worker-1") + "async" if first_thread.endswith("worker-1") else "async"
 
 
 def _left(deadline: float | None) -> float | None:

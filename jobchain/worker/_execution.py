@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Any
 
+from attrs import frozen
+
 from jobchain import signing
 from jobchain.context import CurrentJob, _current
 from jobchain.errors import (
@@ -19,6 +21,7 @@ from jobchain.errors import (
     WorkerLost,
 )
 from jobchain.errortext import cap, describe, type_name
+from jobchain.limits import Limits
 from jobchain.model import Aborted, Completed, Delivery, ErrorInfo, Failed, Outcome, Released, Retried
 from jobchain.payload import find_non_json, has_unstorable
 from jobchain.worker._core import SlotStats, _Running
@@ -28,6 +31,15 @@ from jobchain.worker._runtime import RunnableTask
 
 class JobExpired(Exception):  # noqa: N818 - recorded as the error type name
     """The job was not started before its expiry time."""
+
+
+@frozen
+class _Admit:
+    """A job that passed the checks: its task, the limits to wait for (often none), the time checked."""
+
+    task: RunnableTask
+    limits: list[tuple[str, Limits]]
+    now: float
 
 
 _result_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
@@ -45,6 +57,22 @@ class Execution(LimitGate):
             return self._failure_outcome(delivery, exc, slot, 0.0, retry_allowed=True)
 
     def _execute(self, delivery: Delivery, slot: SlotStats) -> Outcome:
+        checked = self._check(delivery, slot)
+        if not isinstance(checked, _Admit):
+            return checked
+        task, limits = checked.task, checked.limits
+        if limits:
+            admitted = self._admit(delivery, task, limits)
+            if admitted != "start":
+                return self._not_admitted(delivery, slot, admitted)
+            try:
+                return self._start(delivery, slot, task, self.runtime.clock.now())
+            finally:
+                self._release_limits(self._limit_slots.get(delivery.job.id, []))
+        return self._start(delivery, slot, task, checked.now)
+
+    def _check(self, delivery: Delivery, slot: SlotStats) -> Outcome | _Admit:
+        """The checks before a job may start: its outcome if it may not, else its task and limits."""
         job = delivery.job
         runtime = self.runtime
         now = runtime.clock.now()
@@ -61,34 +89,28 @@ class Execution(LimitGate):
         if job.expires_at is not None and now > job.expires_at:
             error_exp = JobExpired(f"job expired {now - job.expires_at:.3f}s before it could start")
             return self._failure_outcome(delivery, error_exp, slot, 0.0, retry_allowed=False)
-        asked = self._cancel_asked
-        if job.id in asked:  # cancelled while it waited in this worker's buffer: never started
+        if job.id in self._cancel_asked:  # cancelled while it waited in this worker's buffer: never started
             return self._aborted(delivery, slot, now, 0.0)
         task = runtime.tasks.get(job.task)
         if task is None:
             unknown = UnknownTaskError(job.task, list(runtime.tasks))
             return self._failure_outcome(delivery, unknown, slot, 0.0, retry_allowed=False)
+        limits: list[tuple[str, Limits]] = []
         if getattr(task, "limits", None) is not None or self._queue_limits:
             limits = self._limits_of(delivery, task)
-            if limits:
-                admitted = self._admit(delivery, task, limits)
-                if admitted == "stop":  # stopping while held: back unrun, no attempt used
-                    return Released(delivery=delivery)
-                if admitted == "cancelled":  # cancelled while held: never started
-                    return self._aborted(delivery, slot, runtime.clock.now(), 0.0)
-                try:
-                    return self._start(delivery, slot, task, runtime.clock.now())
-                finally:
-                    self._release_limits(self._limit_slots.get(job.id, []))
-        return self._start(delivery, slot, task, now)
+        return _Admit(task=task, limits=limits, now=now)
+
+    def _not_admitted(self, delivery: Delivery, slot: SlotStats, admitted: str) -> Outcome:
+        """The outcome of a job its limits held until the worker stopped or the job was cancelled."""
+        if admitted == "stop":  # stopping while held: back unrun, no attempt used
+            return Released(delivery=delivery)
+        return self._aborted(delivery, slot, self.runtime.clock.now(), 0.0)  # cancelled while held
 
     def _start(self, delivery: Delivery, slot: SlotStats, task: RunnableTask, now: float) -> Outcome:
         """Run the task of a job that may start now."""
         job = delivery.job
-        runtime = self.runtime
         asked = self._cancel_asked
-        events = self.events
-        events.job_started(job=job, worker=self.name, thread=slot.name)
+        self.events.job_started(job=job, worker=self.name, thread=slot.name)
         timeout = task.timeout
         running: _Running | None = None
         if timeout is not None:
@@ -118,22 +140,39 @@ class Execution(LimitGate):
         duration = time.perf_counter() - t0
         if running is not None and running.timed_out:
             failure = JobTimeout(f"task {task.name!r} ran past its timeout of {timeout:g}s")
+        if failure is None and inspect.iscoroutine(result):  # a plain function that returned a coroutine
+            result.close()  # no "never awaited" warning
+            failure = InvalidJobError(
+                f"task {task.name!r} returned a coroutine from a plain function: declare it "
+                "`async def` (the worker then awaits it on its event loop)"
+            )
+            return self._finish(delivery, slot, task, started_at, duration, None, failure, retry=False)
+        return self._finish(delivery, slot, task, started_at, duration, result, failure)
+
+    def _finish(
+        self,
+        delivery: Delivery,
+        slot: SlotStats,
+        task: RunnableTask,
+        started_at: float,
+        duration: float,
+        result: Any,
+        failure: BaseException | None,
+        *,
+        retry: bool = True,
+    ) -> Outcome:
+        """The outcome of a task that ran (on a thread or on the event loop), its events emitted."""
+        job = delivery.job
+        runtime = self.runtime
         if self._abandoned and job.id in self._abandoned:  # a hard abort reported it cancelled already
             self._abandoned.discard(job.id)
             return Aborted(delivery=delivery, started_at=started_at, finished_at=runtime.clock.now())
-        if job.id in asked and self._can_cancel:  # asked to stop: whatever it did, it is cancelled
+        if job.id in self._cancel_asked and self._can_cancel:  # asked to stop: whatever it did, cancelled
             return self._aborted(delivery, slot, started_at, duration)
         if failure is not None:
             return self._failure_outcome(
-                delivery, failure, slot, duration, retry_allowed=True, retry=task.retry
+                delivery, failure, slot, duration, retry_allowed=retry, retry=task.retry
             )
-        if inspect.iscoroutine(result):  # a function that returned a coroutine without awaiting it
-            result.close()  # no "never awaited" warning
-            bad = InvalidJobError(
-                f"task {task.name!r} returned a coroutine; jobchain does not run async tasks yet: "
-                "run it inside the task with asyncio.run(...)"
-            )
-            return self._failure_outcome(delivery, bad, slot, duration, retry_allowed=False)
         try:
             size = _result_too_large(result, runtime.max_payload)
         except Exception as exc:  # TypeError/ValueError, or whatever the value's own methods raise
@@ -145,7 +184,7 @@ class Execution(LimitGate):
             return self._failure_outcome(delivery, too_large, slot, duration, retry_allowed=False)
         slot.busy_seconds += duration
         slot.succeeded += 1
-        events.job_succeeded(
+        self.events.job_succeeded(
             job=job,
             result=result,
             duration=duration,

@@ -82,7 +82,11 @@ class Monitor(LimitGate):
         next_extend, next_beat, last_progress = now + extend_every, now + beat_every, now
         next_cancel = now + cancel_every
         while not self._stopped.is_set():
-            if self._stopping.is_set() and not any(t.is_alive() for t in self._threads):
+            if (
+                self._stopping.is_set()
+                and not self._aio_running
+                and not any(t.is_alive() for t in self._threads)
+            ):
                 break
             if self._stopped.wait(tick):  # stop() ends the monitor at once, not at its next tick
                 break
@@ -155,9 +159,10 @@ class Monitor(LimitGate):
                 (d for d, ok in zip(held, kept, strict=True) if ok and d.token in unstarted), since
             )
             gone = {d.token for d, ok in zip(held, kept, strict=True) if not ok}
-            dropped = [d for d in self._buffer if d.token in gone]
+            dropped = [d for d in (*self._buffer, *self._abuffer) if d.token in gone]
             if dropped:
                 self._buffer = deque(d for d in self._buffer if d.token not in gone)
+                self._abuffer = deque(d for d in self._abuffer if d.token not in gone)
                 self._drop(dropped, "lease_expired_before_start")
         if lost:
             self.log.warning("leases_lost", job_ids=lost[:10], count=len(lost))
@@ -188,6 +193,8 @@ class Monitor(LimitGate):
                         self._cancel_asked.add(job_id)
                         self._cancel_asked_at.setdefault(job_id, now)
             self.log.info("cancel_requested", job_ids=list(asked)[:10], count=len(asked))
+            if self._aio_loop is not None:
+                self._cancel_coroutines(asked)
         return True
 
     def abort_overdue(self, grace: float) -> list[str]:
@@ -247,7 +254,9 @@ class Monitor(LimitGate):
         the jobs turn long, those would wait here while other workers idle. The
         last of the buffer go back to their queue unrun (no attempt used).
         """
-        if not self._adaptive:
+        if self._abuffer:
+            self._give_back_async(now)
+        if not self._adaptive and self._aio_loop is None:
             return
         with self._cv:
             extra = len(self._buffer) - self.concurrency
@@ -264,14 +273,37 @@ class Monitor(LimitGate):
             self._settle_cv.notify()
         self.log.info("prefetched_jobs_given_back", count=len(back), job_ids=[d.job.id for d in back][:50])
 
+    def _give_back_async(self, now: float) -> None:
+        """Release the coroutine jobs waiting beyond the loop's free room once they waited PREFETCH_HOLD.
+
+        They were reserved beside the threads' jobs (one reserve serves both):
+        should the loop stay full, they go back to their queue unrun for other
+        workers instead of waiting here.
+        """
+        with self._cv:
+            room = max(0, self.async_concurrency - self._aio_running)
+            extra = len(self._abuffer) - room
+            if extra <= 0 or now - self._abuffered_at < PREFETCH_HOLD:
+                return
+            back = [self._abuffer.pop() for _ in range(extra)][::-1]
+            for delivery in back:
+                self._deadline.pop(delivery.token, None)
+            # the coroutines are long now: reserve none ahead until a short one ends, or the fetcher would
+            # take the same jobs straight back
+            self._async_ahead = 0
+            self._pending.extend(Released(delivery=d) for d in back)
+            self._settle_cv.notify()
+        self.log.info("prefetched_jobs_given_back", count=len(back), job_ids=[d.job.id for d in back][:50])
+
     def _drop_expired(self, now: float) -> None:
         """Drop buffered deliveries past their local deadline (the monitor, each tick)."""
         with self._cv:
-            if not self._buffer:
+            if not self._buffer and not self._abuffer:
                 return
             deadline = self._deadline
-            expired = [d for d in self._buffer if deadline.get(d.token, _NEVER) <= now]
+            expired = [d for d in (*self._buffer, *self._abuffer) if deadline.get(d.token, _NEVER) <= now]
             if expired:
                 gone = {id(d) for d in expired}
                 self._buffer = deque(d for d in self._buffer if id(d) not in gone)
+                self._abuffer = deque(d for d in self._abuffer if id(d) not in gone)
                 self._drop(expired, "lease_expired_before_start")

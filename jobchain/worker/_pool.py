@@ -75,6 +75,7 @@ class Pool(WorkerCore):
             if delivery is not None and delivery.job.id == self._solo:  # let the other threads go on
                 self._solo = None
                 self._cv.notify_all()
+                self._aio_cv.notify_all()
             if delivery is not None:
                 deaths = self._deaths[delivery.job.id] = self._deaths.get(delivery.job.id, 0) + 1
                 if deaths < 2:
@@ -137,30 +138,40 @@ class Pool(WorkerCore):
                 if done is not None and done.job.id == self._solo:
                     self._solo = None
                     self._cv.notify_all()
+                    self._aio_cv.notify_all()
                 delivery = self._take_next(me)
                 if delivery is None or not (delivery.suspect and delivery.crashes <= self.max_redeliveries):
                     return delivery
-            # a suspect: every other job has finished, none starts until it does. It may kill this
-            # process (a poison job): what ran before it is settled first, or a job that merely finished
-            # beside it would be delivered again and charged with the death. Then mark it on the backend.
-            if not self._settle_now() or self._stopping.is_set():
-                with self._cv:  # give it back unstarted: its next delivery tries again
-                    self._pending.append(Released(delivery=delivery))
-                    self._settle_cv.notify()
-                continue
-            try:
-                [held] = self.backend.mark_running([delivery])
-            except Exception as exc:
-                self._backend_failed("mark_running", exc)
-                with self._cv:  # give it back unstarted: its next delivery tries again
-                    self._pending.append(Released(delivery=delivery))
-                    self._settle_cv.notify()
-                continue
-            self.outage.succeeded("mark_running")
-            if held:
+            if self._hold_suspect(delivery):
                 return delivery
-            with self._cv:
-                self._drop([delivery], "lease_lost_before_start")
+
+    def _hold_suspect(self, delivery: Delivery) -> bool:
+        """Make ready to run a suspect that runs alone: True if it may start, else it was given back.
+
+        Every other job has finished, none starts until it does. It may kill this
+        process (a poison job): what ran before it is settled first, or a job that
+        merely finished beside it would be delivered again and charged with the
+        death. Then it is marked running on the backend (which checks its lease).
+        """
+        if not self._settle_now() or self._stopping.is_set():
+            with self._cv:  # give it back unstarted: its next delivery tries again
+                self._pending.append(Released(delivery=delivery))
+                self._settle_cv.notify()
+            return False
+        try:
+            [held] = self.backend.mark_running([delivery])
+        except Exception as exc:
+            self._backend_failed("mark_running", exc)
+            with self._cv:  # give it back unstarted: its next delivery tries again
+                self._pending.append(Released(delivery=delivery))
+                self._settle_cv.notify()
+            return False
+        self.outage.succeeded("mark_running")
+        if held:
+            return True
+        with self._cv:
+            self._drop([delivery], "lease_lost_before_start")
+        return False
 
     def _note_run(self, me: threading.Thread) -> None:
         """Fold the time of the job ``me`` just ended into the average; adapt the prefetch (lock held)."""
@@ -189,7 +200,7 @@ class Pool(WorkerCore):
                 if delivery.suspect and delivery.crashes <= self.max_redeliveries:
                     self._solo = delivery.job.id
                     # threads that died running a job (replaced since) do not hold the suspect back
-                    while any(t is not me and t.is_alive() for t in self._busy):
+                    while self._aio_running or any(t is not me and t.is_alive() for t in self._busy):
                         if self._stopping.is_set():
                             self._busy.pop(me, None)
                             self._solo = None
@@ -208,7 +219,9 @@ class Pool(WorkerCore):
         while True:
             with self._cv:
                 # not before the name is registered: a reserve may resume the jobs of a dead namesake
-                while (self._buffer or not self._registered.is_set()) and not self._stopping.is_set():
+                while (
+                    not (limit := self._reserve_limit()) or not self._registered.is_set()
+                ) and not self._stopping.is_set():
                     self._fetch_cv.wait(0.2)
                 if self._stopping.is_set():
                     return
@@ -220,7 +233,7 @@ class Pool(WorkerCore):
                 # a blocking reserve may lease a job at the end of its wait: waits of a quarter lease at
                 # most leave every delivery most of its lease to start in (see _note_leased)
                 got = self.backend.reserve(
-                    self.queues, limit=self.prefetch, lease=self.lease, worker=self.name, wait=self._wait
+                    self.queues, limit=limit, lease=self.lease, worker=self.name, wait=self._wait
                 )
             except Exception as exc:
                 if not self._orphaned:  # (a worker already stopped has no outage to report)
@@ -238,10 +251,7 @@ class Pool(WorkerCore):
                         for delivery in got:
                             self._held[delivery.job.id] = delivery
                         self._note_leased(got, since)
-                        if got:
-                            self._buffer.extend(got)
-                            self._buffered_at = time.monotonic()
-                        self._cv.notify(len(got))  # as many pool threads as there are jobs
+                        self._buffered(got)
             if late:
                 self._release_late(got)
                 return

@@ -156,8 +156,7 @@ class Settling(WorkerCore):
                     if self._stopping.is_set():  # stop() has emptied the buffer already: give them back
                         self._pending.extend(Released(delivery=d) for d in taken)
                     else:
-                        self._buffer.extendleft(reversed(taken))
-                        self._cv.notify(len(taken))
+                        self._buffered(taken, front=True)
             settled += batch
             results += answers
             break

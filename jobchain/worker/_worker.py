@@ -12,20 +12,24 @@ from typing import Any
 from jobchain.capabilities import Stats, require
 from jobchain.errors import BackendAuthError, WorkerNameTakenError
 from jobchain.model import Released
+from jobchain.worker._aio import AsyncRunner
 from jobchain.worker._core import _Counters, _left
-from jobchain.worker._execution import Execution
 from jobchain.worker._monitor import Monitor
 from jobchain.worker._pool import Pool
 from jobchain.worker._settling import Settling
 
 
-class Worker(Execution, Settling, Monitor, Pool):
+class Worker(AsyncRunner, Settling, Monitor, Pool):
     """Runs the tasks of a :class:`~jobchain.worker.Runtime` from its backend.
 
     ``runtime``: the tasks, backend, events, clock and settings it runs with;
     an App (anything with a ``runtime()`` method) stands for ``app.runtime()``.
     ``queues``: which queues to take jobs from (default: every queue a task uses).
-    ``concurrency``: threads. ``lease``: seconds a delivery is held before it is
+    ``concurrency``: threads. ``async_concurrency``: coroutine jobs (of
+    ``async def`` tasks) the worker's event loop runs at once (default 100, at
+    most 10000); the loop starts when a task is async or this is given, see
+    :mod:`jobchain.worker._aio`. ``loop_block_threshold``: seconds the loop may
+    not answer before ``event_loop_blocked`` is logged. ``lease``: seconds a delivery is held before it is
     given to another worker unless extended (the monitor extends every
     ``lease / 3``). ``prefetch``: deliveries reserved per batch (default:
     adapted to the jobs: ``concurrency`` while jobs take 20 ms or more, up to 64
@@ -86,6 +90,7 @@ class Worker(Execution, Settling, Monitor, Pool):
             self._registered.set()
         self.events.worker_started(worker=self.name, queues=self.queues, concurrency=self.concurrency)
         self.log.info("worker_started", queues=list(self.queues), concurrency=self.concurrency)
+        self._aio_start()  # before the fetcher: it reserves for the loop too
         for slot in self.slots:
             thread = self._pool_thread(slot)
             self._threads.append(thread)
@@ -140,6 +145,7 @@ class Worker(Execution, Settling, Monitor, Pool):
             self._fetch_cv.notify_all()
         self._wake_reserve()
         clean = self._join_pool(deadline)
+        clean = self._aio_stop(deadline) and clean
         if self._fetcher is not None:
             # a reserve in flight adds to the buffer: wait for it briefly (a woken one returns at once); one
             # that keeps blocking (a blocking read on a server) is left behind and releases what it returns
@@ -148,8 +154,9 @@ class Worker(Execution, Settling, Monitor, Pool):
             with self._cv:
                 self._orphaned = self._fetcher.is_alive()
         with self._cv:
-            unstarted = list(self._buffer)
+            unstarted = [*self._buffer, *self._abuffer]
             self._buffer.clear()
+            self._abuffer.clear()
         if unstarted:
             self._pending_add([Released(delivery=d) for d in unstarted])
         # on a thread of its own, so that one backend call that blocks cannot hold stop() past its timeout

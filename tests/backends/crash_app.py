@@ -16,20 +16,20 @@ worker process (installed when the worker starts): a job a process started
 and has no accepted ``C`` line for was still held by that process, unless
 the process died between the backend's answer and its ``C`` line (it then
 has a ``P`` line, and nobody runs the job again). A run learns its job
-(id, chain, step) from the ``jobchain_job_started`` event, which the worker
-emits on the thread that is about to run it. ``time.monotonic`` is the
+(id, chain, step) from :func:`jobchain.current_job`, on a pool thread or in
+a coroutine alike. ``time.monotonic`` is the
 system-wide ``CLOCK_MONOTONIC`` on Linux, so times compare across processes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jobchain import App, hookimpl
+from jobchain import App, current_job, hookimpl
 from jobchain.model import Delivery, Job, Outcome, SettleResult
 
 QUEUE = "crash"
@@ -44,20 +44,15 @@ class Recorder:
         self.fd = os.open(
             os.path.join(directory, f"{self.pid}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
         )
-        self.local = threading.local()
         self.wrapped = False
 
     def write(self, *fields: object) -> None:
         os.write(self.fd, (" ".join(str(f) for f in fields) + "\n").encode())
 
     def run(self, kind: str) -> None:
-        job: Job = self.local.job
+        job: Job = current_job().job
         chain_id, step = ("-", "-") if job.chain is None else (job.chain.chain_id, job.chain.step)
         self.write(kind, job.id, chain_id, step, self.pid, repr(time.monotonic()), repr(time.time()))
-
-    @hookimpl
-    def jobchain_job_started(self, job: Job) -> None:
-        self.local.job = job
 
     @hookimpl
     def jobchain_worker_started(self) -> None:
@@ -100,13 +95,25 @@ class Recorder:
         backend.settle_and_take = recorded_settle_and_take  # type: ignore[method-assign]
 
 
-def make_app(backend: str | None = None) -> App:
-    """An App with the test's tasks: ``job(n, ms)`` and the chain steps ``step1``, ``step2``, ``step3``."""
+def make_app(backend: str | None = None, *, kind: str | None = None) -> App:
+    """An App with the test's tasks: ``job(n, ms)`` and the chain steps ``step1``, ``step2``, ``step3``.
+
+    ``kind`` (default ``$CRASH_TASKS``): ``threads`` declares them plain functions
+    that sleep, ``async`` coroutines that await ``asyncio.sleep``.
+    """
     app = App(backend)
     directory = os.environ.get("CRASH_RECORDS")
     recorder = Recorder(directory, app) if directory else None
     if recorder is not None:
         app.plugins.register(recorder, name="crash-recorder")
+    if (kind or os.environ.get("CRASH_TASKS", "threads")) == "async":
+        _declare_async(app, recorder)
+    else:
+        _declare_plain(app, recorder)
+    return app
+
+
+def _declare_plain(app: App, recorder: Recorder | None) -> None:
 
     def work(ms: float) -> None:
         if recorder is not None:
@@ -135,7 +142,34 @@ def make_app(backend: str | None = None) -> App:
         work(ms)
         return previous + 1
 
-    return app
+
+def _declare_async(app: App, recorder: Recorder | None) -> None:
+    async def work(ms: float) -> None:
+        if recorder is not None:
+            recorder.run("S")
+        await asyncio.sleep(ms / 1000.0)
+        if recorder is not None:
+            recorder.run("E")
+
+    @app.task(name="job", queue=QUEUE)
+    async def job(n: int, ms: float) -> int:
+        await work(ms)
+        return n
+
+    @app.task(name="step1", queue=QUEUE)
+    async def step1(n: int, ms: float) -> int:
+        await work(ms)
+        return n
+
+    @app.task(name="step2", queue=QUEUE)
+    async def step2(previous: int, ms: float) -> int:
+        await work(ms)
+        return previous + 1
+
+    @app.task(name="step3", queue=QUEUE)
+    async def step3(previous: int, ms: float) -> int:
+        await work(ms)
+        return previous + 1
 
 
 app = make_app()

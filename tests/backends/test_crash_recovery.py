@@ -46,6 +46,7 @@ JOBS = 2000
 CHAINS = 200
 PROCESSES = 4
 THREADS = 2
+ASYNC_CONCURRENCY = 8  # coroutine jobs at once per process, with async tasks
 WAVES = 10  # one a second, each some 0.4 s of work for the 8 threads
 KILL_AFTER = 0.2  # seconds after each wave: one worker process is killed while the wave runs
 LEASE = 2.0
@@ -103,13 +104,15 @@ def read_records(directory: Path) -> tuple[list[RunLine], list[SettleLine]]:
 class Supervisor:
     """Starts the worker processes, kills one with SIGKILL and starts it again under its name."""
 
-    def __init__(self, url: str, records: Path, logs: Path) -> None:
+    def __init__(self, url: str, records: Path, logs: Path, kind: str = "threads") -> None:
         self.url = url
+        self.kind = kind
         self.records = records
         self.logs = logs
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCHAIN_")}
         self.env["CRASH_RECORDS"] = str(records)
         self.env["PYTHONDONTWRITEBYTECODE"] = "1"
+        self.env["CRASH_TASKS"] = kind
         self.slots: dict[int, subprocess.Popen[bytes]] = {}
         self.kills: dict[int, float] = {}  # pid -> monotonic time of its SIGKILL
         self._files: list[IO[bytes]] = []
@@ -137,6 +140,8 @@ class Supervisor:
             "--grace",
             "10",
         ]
+        if self.kind == "async":  # the jobs run as coroutines on each process's event loop
+            command += ["--async-concurrency", str(ASYNC_CONCURRENCY)]
         self.slots[slot] = subprocess.Popen(
             command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
@@ -181,13 +186,19 @@ class Supervisor:
         return "\n".join(texts)
 
 
+@pytest.fixture(params=["threads", "async"])
+def task_kind(request: pytest.FixtureRequest) -> str:
+    """Plain functions on the pool threads, or ``async def`` tasks on each process's event loop."""
+    return str(request.param)
+
+
 @pytest.fixture
-def supervisor(tmp_path: Path, crash_url: str) -> Iterator[Supervisor]:
+def supervisor(tmp_path: Path, crash_url: str, task_kind: str) -> Iterator[Supervisor]:
     records = tmp_path / "records"
     logs = tmp_path / "logs"
     records.mkdir()
     logs.mkdir()
-    sup = Supervisor(crash_url, records, logs)
+    sup = Supervisor(crash_url, records, logs, task_kind)
     yield sup
     for process in sup.slots.values():  # a test that failed half-way: stop what is left
         if process.poll() is None:
@@ -251,10 +262,10 @@ def _all_final(app: App, handles: list[Any]) -> bool:
 
 @pytest.mark.slow
 def test_killed_workers_lose_nothing_and_duplicate_only_what_they_held(
-    crash_url: str, supervisor: Supervisor
+    crash_url: str, supervisor: Supervisor, task_kind: str
 ) -> None:
     """SIGKILL a worker every second for 10 s: every job ends once; only held jobs run twice."""
-    app = crash_app.make_app(crash_url)
+    app = crash_app.make_app(crash_url, kind=task_kind)
     try:
         _run_and_check(app, supervisor)
     finally:

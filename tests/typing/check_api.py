@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 from jobchain import App, ChainHandle, JobHandle, Retry, SubmitBuffer, Task, Worker, chain, group
@@ -68,3 +69,16 @@ listed_records: tuple[JobRecord, ...] = listed.records
 next_cursor: str | None = listed.cursor
 by_state: dict[JobState, int] = app.jobs.counts("default")
 one: JobRecord | None = app.jobs.get("some-id")
+
+
+# an async def task: a worker awaits it on its event loop; submitting it is the same
+@app.task(timeout=5.0)
+async def fetch_length(url: str) -> int:
+    return len(url)
+
+
+async_task: Task[[str], Coroutine[Any, Any, int]] = fetch_length
+async_job: JobHandle = fetch_length.submit("https://example.com")
+runs_on_loop: bool = fetch_length.is_async
+loop_worker: Worker = app.worker(concurrency=8, async_concurrency=500, loop_block_threshold=0.5)
+has_loop: bool = loop_worker.runs_async

@@ -11,8 +11,9 @@
   :class:`UniquenessConformance`, :class:`CancelConformance`, :class:`ScheduleConformance`,
   :class:`RateLimitConformance`, :class:`ConcurrencyConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
-  capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns` and
-  :class:`AttemptWorkerRuns`, which run today's Worker). The built-in backends run it. Its Pause, Browse,
+  capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
+  :class:`AttemptWorkerRuns` and :class:`AsyncWorkerRuns`, which run today's Worker,
+  the last with ``async def`` tasks). The built-in backends run it. Its Pause, Browse,
   Uniqueness, Cancel, ScheduleSlots, RateLimits and ConcurrencyLimits rules run only for a
   backend that declares them (skipped otherwise).
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 from jobchain import capabilities as caps
 from jobchain.backend import Backend
 from jobchain.testing.suite._base import ConformanceBase
+from jobchain.testing.suite.async_workers import AsyncWorkerRuns
 from jobchain.testing.suite.attempts import AttemptHistory, AttemptWorkerRuns, RedriveHistory
 from jobchain.testing.suite.browse import BrowsedStates, BrowsePaging
 from jobchain.testing.suite.cancel import CancelRunning, CancelWaiting, CancelWorkerRuns, Purge
@@ -66,6 +68,7 @@ from jobchain.testing.suite.workers import WorkerNames, WorkerRegistry, WorkerRu
 
 __all__ = [
     "SUITES",
+    "AsyncWorkerRuns",
     "AtomicChainAdvance",
     "AttemptHistory",
     "AttemptWorkerRuns",
@@ -232,6 +235,7 @@ class BackendConformance(
     FailedQueueStats,
     WorkerRuns,
     AttemptWorkerRuns,
+    AsyncWorkerRuns,
 ):
     """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
 
