@@ -112,8 +112,9 @@ def figures(
 
 def run_naps(
     system: NapSystem, tally: Tally, jobs: int, concurrency: int, ms: int = JOB_MS
-) -> dict[str, float]:
-    """Submit ``jobs`` sleeping jobs, start the worker, wait until every one has ended; the figures."""
+) -> tuple[dict[str, float], list[int]]:
+    """Submit ``jobs`` sleeping jobs, start the worker, wait until every one has ended; the figures,
+    and the ids of the jobs that ended more than once."""
     tally.reset()
     enqueue = system.nap_range(0, jobs, ms)
     tally.reset(marks=(("y", 1), ("z", jobs)))
@@ -136,15 +137,8 @@ def run_naps(
             f"{system.name}: {len(lost)} job(s) never ended (first: {lost[:5]}), "
             f"{len(extra)} unexpected (first: {extra[:5]})"
         )
-    return figures(
-        jobs,
-        concurrency,
-        ms,
-        wall=t_last - t_first,
-        cpu=cpu_last - cpu_first,
-        enqueue=enqueue,
-        twice=len(twice),
-    )
+    wall, cpu = t_last - t_first, cpu_last - cpu_first
+    return figures(jobs, concurrency, ms, wall=wall, cpu=cpu, enqueue=enqueue, twice=len(twice)), twice
 
 
 # --- systems ---------------------------------------------------------------------------------
@@ -359,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"BENCHMARK FAILED: {name}: {failures[name]}", file=sys.stderr)
                         continue
                     try:
-                        result = run_naps(system, tally, jobs, concurrency)
+                        result, twice = run_naps(system, tally, jobs, concurrency)
                     except BenchError as exc:
                         failures[name] = str(exc)
                         print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
@@ -371,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs[name].append(result)
                     if isinstance(system, PeerSystem) and system.killed:
                         notes[name] = f"workers killed {GRACE:.0f}s after SIGTERM (every job had ended)"
+                    if twice:
+                        print(f"{name}: ran twice: job(s) {twice[:10]}", file=sys.stderr)
                     print(
                         f"rep {rep + 1}/{repeat} {name} ({time.monotonic() - t0:.0f}s): "
                         + json.dumps(result),
@@ -392,7 +388,9 @@ def make_system(
     if name == "floor":
         return AsyncFloor(url, env, concurrency)
     if name in JOBCHAIN:
-        return AsyncJobchain(name, url, env, concurrency)
+        system = AsyncJobchain(name, url, env, concurrency)
+        system.logdir = logdir
+        return system
     return PeerSystem(peers[name], url, fifo, logdir)
 
 

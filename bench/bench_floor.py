@@ -168,6 +168,7 @@ class Jobchain(LocalSystem):
         self.cfg.app.use_backend(self.url)
         self.cfg.app.backend  # noqa: B018 - connect before the clock starts
         self.proc: subprocess.Popen[bytes] | None = None
+        self.logdir: Path | None = None  # where the worker's log goes (default: beside the FIFO)
 
     def enqueue(self, i: int) -> None:
         self.cfg.noop_task.submit(i)
@@ -187,7 +188,8 @@ class Jobchain(LocalSystem):
     def start(self) -> list[int]:
         argv = [sys.executable, "-m", "jobchain", "worker", "-c", str(HERE / f"{self.cfg.__name__}.py")]
         argv += ["-b", self.url, *self.options]
-        self.log = open(Path(self.env["JOBCHAIN_FLOOR_FIFO"]).with_name(f"{self.name}.log"), "ab")  # noqa: SIM115
+        logdir = self.logdir or Path(self.env["JOBCHAIN_FLOOR_FIFO"]).parent
+        self.log = open(logdir / f"{self.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         return [self.proc.pid]
 
