@@ -6,15 +6,14 @@ SAQ worker is one asyncio process running up to ``concurrency`` jobs at once;
 one process per core gives 8-way concurrency. A chain step enqueues the next
 step itself (``ctx["job"].queue.enqueue``): SAQ has no chains. No bulk enqueue:
 ``bulk`` keeps up to 50 ``enqueue`` calls in flight, as SAQ's own
-``Queue.map`` does (``asyncio.gather`` of ``enqueue``). The queue's sweep is
-wrapped to print the keys it sweeps (the cause of the jobs SAQ runs twice: see
-docs/benchmarks.md).
+``Queue.map`` does (``asyncio.gather`` of ``enqueue``). SAQ runs a few jobs
+twice when its worker starts on a backlog (its first sweep re-queues jobs just
+moved to the active list: see docs/benchmarks.md, "asyncio").
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 import fifo_record as fr
@@ -25,19 +24,6 @@ from saq import Queue
 #: 8's asyncio pool stops at 100 by default ("Too many connections" at 500 jobs at once): the pool
 #: is sized for the concurrency
 queue = Queue.from_url(f"{REDIS_URL}?max_connections={2 * CONCURRENCY + 100}", name=QUEUE)
-_sweep = queue.sweep
-
-
-async def sweep(lock: int = 60, abort: float = 5.0) -> list[str]:
-    """SAQ's own sweep, unchanged, with a line in the worker's log for each job it swept (SAQ logs
-    them at INFO, with every job's start and end: too much for a benchmark)."""
-    swept = await _sweep(lock, abort)
-    for key in swept:
-        print(f"saq swept {key}", file=sys.stderr, flush=True)
-    return swept
-
-
-queue.sweep = sweep  # type: ignore[method-assign]
 
 
 async def noop(ctx: dict[str, Any], *, i: int) -> None:
