@@ -96,17 +96,22 @@ class Tally:
         self._thread = threading.Thread(target=self._run, name="tally", daemon=True)
         self._thread.start()
 
-    def reset(self, marks: Sequence[int] = ()) -> None:
-        """Forget every count; called before a system's workers start, so no record is lost."""
+    def reset(self, marks: Sequence[tuple[str, int]] = ()) -> None:
+        """Forget every count; called before a system's workers start, so no record is lost.
+
+        A mark ``(kind, count)`` notes the time and the worker-tree CPU when ``count`` distinct
+        ids of ``kind`` have been recorded (in :attr:`at`, under the mark).
+        """
         with self.cond:
             self.seen: dict[str, collections.Counter[int]] = {k: collections.Counter() for k in KINDS}
             self.total = 0
             self.last = time.monotonic()
             self.last_of: dict[str, float] = {}  # kind -> when its latest record was read
             self.chain_done: dict[int, float] = {}
-            self.marks = list(marks)
+            self.marks = set(marks)
+            self.mark_kinds = {kind for kind, _ in self.marks}
             self.roots: list[int] = []
-            self.at: dict[int, tuple[float, float]] = {}  # mark -> (monotonic, worker-tree CPU)
+            self.at: dict[tuple[str, int], tuple[float, float]] = {}  # mark -> (monotonic, worker-tree CPU)
             self.sync = False
 
     def track(self, roots: Sequence[int]) -> None:
@@ -142,12 +147,12 @@ class Tally:
                     self.last_of[kind] = now
                     if kind == "c":
                         self.chain_done.setdefault(num, now)
-                    elif kind == "n":
-                        count = len(self.seen["n"])
-                        if count in self.marks and count not in self.at:
+                    if kind in self.mark_kinds:
+                        mark = (kind, len(self.seen[kind]))
+                        if mark in self.marks and mark not in self.at:
                             if not self.roots:
-                                raise BenchError(f"{count} jobs ran before the workers' pids were known")
-                            self.at[count] = (now, tree_cpu(self.roots))
+                                raise BenchError(f"{mark[1]} {kind!r} records before the workers' pids")
+                            self.at[mark] = (now, tree_cpu(self.roots))
                 self.last = now
                 self.cond.notify_all()
 
@@ -178,15 +183,21 @@ class Tally:
         counts = ", ".join(f"{k}={len(v)}" for k, v in self.seen.items() if v)
         return f"{self.total} records so far ({counts or 'none'})"
 
+    def census(self, kind: str, expected: int) -> tuple[list[int], list[int], list[int]]:
+        """Of ids ``0 .. expected-1`` of ``kind``: those never recorded, those recorded more than
+        once, and the recorded ids outside the range."""
+        seen = self.seen[kind]
+        lost = sorted(set(range(expected)) - set(seen))
+        twice = sorted(i for i, n in seen.items() if n > 1)
+        extra = sorted(i for i in seen if not 0 <= i < expected)
+        return lost, twice, extra
+
     def verify(self, system: str, jobs: int, chains: int, sleeps: int = 0) -> None:
         """Every no-op job, chain step and sleeping job ran exactly once, nothing else ran."""
         problems = []
         expect = (("n", jobs), ("a", chains), ("b", chains), ("c", chains), ("z", sleeps))
         for kind, expected in expect:
-            seen = self.seen[kind]
-            lost = sorted(set(range(expected)) - set(seen))
-            twice = sorted(i for i, n in seen.items() if n > 1)
-            extra = sorted(i for i in seen if not 0 <= i < expected)
+            lost, twice, extra = self.census(kind, expected)
             name = {"n": "no-op job", "z": "sleeping job"}.get(kind) or f"chain step {'abc'.index(kind) + 1}"
             if lost:
                 problems.append(f"{len(lost)} {name}(s) never ran (first: {lost[:5]})")
@@ -278,12 +289,12 @@ def run_once(
     lo, hi = max(1, total // 10), max(2, total - total // 10)
     # counts are cleared before the workers start: a record they write before start() returns
     # is counted (clearing after start lost the first jobs of a fast floor and stalled the drain)
-    tally.reset(marks=(lo, hi))
+    tally.reset(marks=(("n", lo), ("n", hi)))
     try:
         tally.track(system.start())
         system.go()
         tally.wait(lambda: len(tally.seen["n"]) >= total, f"{system.name} drain")
-        (t_lo, cpu_lo), (t_hi, cpu_hi) = tally.at[lo], tally.at[hi]
+        (t_lo, cpu_lo), (t_hi, cpu_hi) = tally.at["n", lo], tally.at["n", hi]
         result["drain"] = (hi - lo) / max(t_hi - t_lo, 1e-9)
         result["worker_cpu_ms"] = (cpu_hi - cpu_lo) / (hi - lo) * 1e3
         latencies = []
@@ -333,15 +344,18 @@ METRICS = (  # key, label, unit, higher is better
     ("sleep_eff", "sleeps 10-60 ms", "%", True),
 )
 
+Metric = tuple[str, str, str, bool]
 Summary = dict[str, dict[str, dict[str, float | list[float]]]]
 
 
-def summarize(runs: dict[str, list[dict[str, float]]], floor: str = "floor") -> Summary:
+def summarize(
+    runs: dict[str, list[dict[str, float]]], floor: str = "floor", metrics: Sequence[Metric] = METRICS
+) -> Summary:
     """Per system and metric: the median of the repetitions, every run, and the ratio to the floor."""
     out: Summary = {}
     for name, reps in runs.items():
         out[name] = {}
-        for key, *_ in METRICS:
+        for key, *_ in metrics:
             values = [r[key] for r in reps if key in r]
             if values:
                 out[name][key] = {"median": statistics.median(values), "runs": values}
@@ -359,13 +373,21 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:,.0f} {unit}"
     if unit == "%":
         return f"{value:.1f}%"
+    if unit == "jobs":
+        return f"{value:,.0f}"
     return f"{value:,.2f} {unit}"
 
 
-def render(summary: Summary, systems: Sequence[str], metrics: Sequence[str] | None = None) -> str:
-    """One row per workload and system: the median and its ratio to the floor."""
+def render(
+    summary: Summary,
+    systems: Sequence[str],
+    metrics: Sequence[str] | None = None,
+    catalog: Sequence[Metric] = METRICS,
+) -> str:
+    """One row per workload (of ``catalog``, or only ``metrics``) and system: the median, its ratio to
+    the floor."""
     rows = [["workload", "system", "median", "vs floor"]]
-    for key, label, unit, _ in METRICS:
+    for key, label, unit, _ in catalog:
         if metrics is not None and key not in metrics:
             continue
         for name in systems:

@@ -38,6 +38,7 @@ is a tiny correctness run, ``--json`` prints the results as JSON.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import secrets
@@ -82,6 +83,7 @@ class Floor(LocalSystem):
     """The bare list queue, run by FLOOR_PROCESSES worker processes of one consumer each."""
 
     name = "floor"
+    processes = FLOOR_PROCESSES
 
     def __init__(self, redis_url: str, env: dict[str, str]) -> None:
         self.redis_url = redis_url
@@ -106,14 +108,12 @@ class Floor(LocalSystem):
         for k, m in enumerate(ms):
             self.queue.enqueue("sleep", start + k, m)
 
+    def worker_argv(self, n: int) -> list[str]:
+        """The command line of worker process ``n`` (it waits for :meth:`go` once connected)."""
+        return [sys.executable, __file__, "--floor-worker", self.redis_url, self.queue.name, f"w{n}"]
+
     def start(self) -> list[int]:
-        self.procs = [
-            subprocess.Popen(
-                [sys.executable, __file__, "--floor-worker", self.redis_url, self.queue.name, f"w{n}"],
-                env=self.env,
-            )
-            for n in range(FLOOR_PROCESSES)
-        ]
+        self.procs = [subprocess.Popen(self.worker_argv(n), env=self.env) for n in range(self.processes)]
         # every process has imported and connected before any takes a job (start-up left out)
         # (one second at a time: a longer BLPOP can outlive the client's socket timeout on a busy machine)
         deadline, ready = time.monotonic() + 60, 0
@@ -134,7 +134,7 @@ class Floor(LocalSystem):
             if proc.wait(60) != 0:
                 raise BenchError(f"floor worker {proc.pid} exited with {proc.returncode}")
         left = self.queue.depth() + sum(
-            int(self.client.llen(self.queue.processing(f"w{n}-0"))) for n in range(FLOOR_PROCESSES)
+            int(self.client.llen(self.queue.processing(f"w{n}-0"))) for n in range(self.processes)
         )
         if left:
             raise BenchError(f"floor: {left} message(s) left in Redis")
@@ -145,18 +145,30 @@ class Floor(LocalSystem):
 
 
 class Jobchain(LocalSystem):
-    """``jobchain worker --processes 2 --concurrency 4`` on one Redis backend; submits from this process."""
+    """``jobchain worker --processes 2 --concurrency 4`` on one Redis backend; submits from this process.
 
-    def __init__(self, scheme: str, redis_url: str, env: dict[str, str]) -> None:
-        import floor_config
+    ``config`` names the module in ``bench/`` that declares the tasks (``floor_config`` has
+    ``noop_task``, ``steps`` and ``sleep_task``), ``options`` the worker's layout.
+    """
 
+    def __init__(
+        self,
+        scheme: str,
+        redis_url: str,
+        env: dict[str, str],
+        *,
+        config: str = "floor_config",
+        options: Sequence[str] = ("--processes", str(JC_PROCESSES), "--concurrency", str(JC_CONCURRENCY)),
+    ) -> None:
         self.name = scheme
         self.env = env
         self.url = backend_url(redis_url, scheme, f"bench-floor-{secrets.token_hex(4)}")
-        self.cfg = floor_config
-        floor_config.app.use_backend(self.url)
-        floor_config.app.backend  # noqa: B018 - connect before the clock starts
+        self.cfg = importlib.import_module(config)
+        self.options = list(options)
+        self.cfg.app.use_backend(self.url)
+        self.cfg.app.backend  # noqa: B018 - connect before the clock starts
         self.proc: subprocess.Popen[bytes] | None = None
+        self.logdir: Path | None = None  # where the worker's log goes (default: beside the FIFO)
 
     def enqueue(self, i: int) -> None:
         self.cfg.noop_task.submit(i)
@@ -174,9 +186,10 @@ class Jobchain(LocalSystem):
         self.cfg.sleep_task.submit_many((start + k, m) for k, m in enumerate(ms))
 
     def start(self) -> list[int]:
-        argv = [sys.executable, "-m", "jobchain", "worker", "-c", str(HERE / "floor_config.py")]
-        argv += ["-b", self.url, "--processes", str(JC_PROCESSES), "--concurrency", str(JC_CONCURRENCY)]
-        self.log = open(Path(self.env["JOBCHAIN_FLOOR_FIFO"]).with_name(f"{self.name}.log"), "ab")  # noqa: SIM115
+        argv = [sys.executable, "-m", "jobchain", "worker", "-c", str(HERE / f"{self.cfg.__name__}.py")]
+        argv += ["-b", self.url, *self.options]
+        logdir = self.logdir or Path(self.env["JOBCHAIN_FLOOR_FIFO"]).parent
+        self.log = open(logdir / f"{self.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         return [self.proc.pid]
 

@@ -79,6 +79,8 @@ class PeerSpec:
     #: SIGTERM the root's whole process group (SAQ's main process waits for its extra worker
     #: processes to exit but does not pass the signal on: a Ctrl-C in a terminal reaches them all)
     group_signal: bool = False
+    #: settings for the adapter and the workers, e.g. ``(("BENCH_CONCURRENCY", "500"),)``
+    environ: tuple[tuple[str, str], ...] = ()
 
     @property
     def adapter(self) -> Path:
@@ -184,6 +186,7 @@ class PeerSystem:
             PYTHONPATH=os.pathsep.join([str(PEERS_DIR), str(HERE)]),
             PYTHONDONTWRITEBYTECODE="1",
         )
+        self.env.update(spec.environ)
         self.log = open(logdir / f"{spec.name}.log", "ab")  # noqa: SIM115
         self.procs: list[subprocess.Popen[bytes]] = []
         self.killed = False  # a worker did not exit within GRACE of its SIGTERM
@@ -233,6 +236,10 @@ class PeerSystem:
 
     def submit_sleeps(self, start: int, ms: Sequence[int]) -> None:
         self.ask(f"sleeps {start} {','.join(map(str, ms))}")
+
+    def nap_range(self, start: int, count: int, ms: int) -> float:
+        """Submit asyncio jobs ``start .. start+count-1`` of ``ms`` each (bulk path); the seconds."""
+        return float(self.ask(f"naps {start} {count} {ms}"))
 
     def start(self) -> list[int]:
         for argv in self.spec.workers(self.venv, self.redis_url, self.queue):

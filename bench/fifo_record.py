@@ -5,16 +5,18 @@ bytes), to the FIFO named by ``$JOBCHAIN_FLOOR_FIFO`` with one ``os.write``:
 atomic, being under ``PIPE_BUF``, so records from many processes never mix.
 The benchmark reads the FIFO, so every job is counted outside the system
 under test. Kinds: ``n`` no-op job, ``a``/``b``/``c`` the steps of a chain,
-``z`` a sleeping job (``s`` is the reader's own flush marker).
+``z`` a sleeping job's end and ``y`` an asyncio one's start (``s`` is the
+reader's own flush marker).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
 RECORD = 16
-KINDS = "nabcz"
+KINDS = "nabcyz"
 _fd: list[int] = []  # opened lazily in each worker process (and again after a fork)
 _pid: list[int] = []
 
@@ -64,4 +66,11 @@ def step3(i: int) -> int:
 
 def sleeper(i: int, ms: int) -> None:
     time.sleep(ms / 1000)
+    record("z", i)
+
+
+async def nap(i: int, ms: int) -> None:
+    """The asyncio benchmark's job: a ``y`` record when it starts, ``z`` when its sleep ends."""
+    record("y", i)
+    await asyncio.sleep(ms / 1000)
     record("z", i)

@@ -10,6 +10,9 @@ through its own client:
 * ``bulk START COUNT`` - the same jobs through the peer's bulk API; ``ok SECONDS``;
 * ``chain I`` - the three-step chain I; ``ok``;
 * ``sleeps START MS,MS,...`` - sleeping jobs START+k of MS[k] milliseconds; ``ok``;
+* ``naps START COUNT MS`` - COUNT asyncio jobs (``fifo_record.nap``) of MS milliseconds
+  each, through the bulk path; ``ok SECONDS`` (only the asyncio peers have them:
+  ``bench_async.py``);
 * ``quit`` - close the client and exit.
 
 The jobs themselves run in the peer's workers and write their records to the
@@ -32,6 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for fifo
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE = os.environ.get("BENCH_QUEUE", "bench-peers")
+#: jobs one worker process runs at once, where the peer sets it in its settings (bench_peers: 4
+#: per process; bench_async: the one process's whole concurrency)
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "4"))
 #: how many submissions an async adapter keeps in flight at once in its bulk mode
 GATHER = 50
 
@@ -58,6 +64,7 @@ class AsyncPeer(Protocol):
     async def enqueue(self, i: int) -> None: ...
     async def chain(self, i: int) -> None: ...
     async def sleep(self, i: int, ms: int) -> None: ...
+    async def nap(self, i: int, ms: int) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -89,6 +96,13 @@ def handle(line: str, peer: Peer) -> str | None:
         for k, ms in enumerate(parse_ms(args[1])):
             peer.sleep(start + k, ms)
         return "ok"
+    if cmd == "naps":
+        naps = getattr(peer, "naps", None)
+        if naps is None:
+            raise ValueError("this peer has no asyncio jobs (naps)")
+        t0 = time.perf_counter()
+        naps(int(args[0]), int(args[1]), int(args[2]))
+        return f"ok {time.perf_counter() - t0:.6f}"
     raise ValueError(f"unknown command {cmd!r}")
 
 
@@ -132,6 +146,14 @@ class SyncOverAsync:
 
     def sleep(self, i: int, ms: int) -> None:
         self.run(self.peer.sleep(i, ms))
+
+    def naps(self, start: int, count: int, ms: int) -> None:
+        """``count`` asyncio jobs of ``ms`` milliseconds, up to GATHER submissions in flight."""
+
+        async def nap(i: int) -> None:
+            await self.peer.nap(i, ms)
+
+        self.run(gather_range(nap, start, count))
 
     def close(self) -> None:
         self.run(self.peer.close())

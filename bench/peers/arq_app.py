@@ -1,6 +1,7 @@
 """arq adapter: 2 ``arq arq_app.WorkerSettings`` processes run the jobs; run as a script it submits.
 
-Layout: 2 worker processes with ``max_jobs = 4`` each: an arq worker is one
+Layout: 2 worker processes with ``max_jobs = 4`` each (``$BENCH_CONCURRENCY``;
+``bench_async.py`` runs one process with all of it): an arq worker is one
 asyncio process (its CLI starts one), ``max_jobs`` caps the jobs it runs at
 once; one process per core gives 8-way concurrency. arq polls its sorted-set
 queue instead of blocking, and between polls it sleeps ``poll_delay``: its
@@ -18,7 +19,7 @@ import asyncio
 from typing import Any
 
 import fifo_record as fr
-from _adapter import QUEUE, REDIS_URL, SyncOverAsync, serve
+from _adapter import CONCURRENCY, QUEUE, REDIS_URL, SyncOverAsync, serve
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
@@ -48,11 +49,15 @@ async def sleeper(ctx: dict[str, Any], i: int, ms: int) -> None:
     fr.record("z", i)
 
 
+async def nap(ctx: dict[str, Any], i: int, ms: int) -> None:
+    await fr.nap(i, ms)
+
+
 class WorkerSettings:
-    functions = [noop, step1, step2, step3, sleeper]
+    functions = [noop, step1, step2, step3, sleeper, nap]
     redis_settings = SETTINGS
     queue_name = QUEUE
-    max_jobs = 4
+    max_jobs = CONCURRENCY
     poll_delay = 0.01
 
 
@@ -71,6 +76,9 @@ class Client:
 
     async def sleep(self, i: int, ms: int) -> None:
         await self.pool.enqueue_job("sleeper", i, ms)
+
+    async def nap(self, i: int, ms: int) -> None:
+        await self.pool.enqueue_job("nap", i, ms)
 
     async def close(self) -> None:
         await self.pool.aclose()

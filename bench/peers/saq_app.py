@@ -1,11 +1,14 @@
 """SAQ adapter: ``saq saq_app.settings --workers 2`` runs the jobs (4 at once each); as a script it submits.
 
-Layout: 2 worker processes (``--workers 2``) with ``concurrency = 4`` each: a
+Layout: 2 worker processes (``--workers 2``) with ``concurrency = 4`` each
+(``$BENCH_CONCURRENCY``; ``bench_async.py`` runs one process with all of it): a
 SAQ worker is one asyncio process running up to ``concurrency`` jobs at once;
 one process per core gives 8-way concurrency. A chain step enqueues the next
 step itself (``ctx["job"].queue.enqueue``): SAQ has no chains. No bulk enqueue:
 ``bulk`` keeps up to 50 ``enqueue`` calls in flight, as SAQ's own
-``Queue.map`` does (``asyncio.gather`` of ``enqueue``).
+``Queue.map`` does (``asyncio.gather`` of ``enqueue``). SAQ runs a few jobs
+twice when its worker starts on a backlog (its first sweep re-queues jobs just
+moved to the active list: see docs/benchmarks.md, "asyncio").
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import asyncio
 from typing import Any
 
 import fifo_record as fr
-from _adapter import QUEUE, REDIS_URL, SyncOverAsync, serve
+from _adapter import CONCURRENCY, QUEUE, REDIS_URL, SyncOverAsync, serve
 from saq import Queue
 
-queue = Queue.from_url(REDIS_URL, name=QUEUE)
+#: a SAQ worker holds one connection per concurrent job (each waits in its own BLMOVE) and redis-py
+#: 8's asyncio pool stops at 100 by default ("Too many connections" at 500 jobs at once): the pool
+#: is sized for the concurrency
+queue = Queue.from_url(f"{REDIS_URL}?max_connections={2 * CONCURRENCY + 100}", name=QUEUE)
 
 
 async def noop(ctx: dict[str, Any], *, i: int) -> None:
@@ -43,10 +49,14 @@ async def sleeper(ctx: dict[str, Any], *, i: int, ms: int) -> None:
     fr.record("z", i)
 
 
+async def nap(ctx: dict[str, Any], *, i: int, ms: int) -> None:
+    await fr.nap(i, ms)
+
+
 settings = {
     "queue": queue,
-    "functions": [noop, step1, step2, step3, ("sleep", sleeper)],
-    "concurrency": 4,
+    "functions": [noop, step1, step2, step3, ("sleep", sleeper), nap],
+    "concurrency": CONCURRENCY,
 }
 
 
@@ -64,6 +74,9 @@ class Client:
 
     async def sleep(self, i: int, ms: int) -> None:
         await queue.enqueue("sleep", i=i, ms=ms)
+
+    async def nap(self, i: int, ms: int) -> None:
+        await queue.enqueue("nap", i=i, ms=ms)
 
     async def close(self) -> None:
         await queue.disconnect()

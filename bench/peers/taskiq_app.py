@@ -54,6 +54,11 @@ async def sleeper(i: int, ms: int) -> None:
     fr.record("z", i)
 
 
+@broker.task(task_name="nap")
+async def nap(i: int, ms: int) -> None:
+    await fr.nap(i, ms)
+
+
 class Client:
     bulk_mode = "kiq x 50 in flight (no bulk API)"
 
@@ -68,6 +73,9 @@ class Client:
 
     async def sleep(self, i: int, ms: int) -> None:
         await sleeper.kiq(i, ms)
+
+    async def nap(self, i: int, ms: int) -> None:
+        await nap.kiq(i, ms)
 
     async def close(self) -> None:
         await broker.shutdown()

@@ -55,3 +55,33 @@ def test_quick_memory_comparison_has_every_figure_for_jobchain_huey_and_dramatiq
     rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
     for system in ("redis-lists", "redis-streams", "huey", "dramatiq"):
         assert rows[system].count(" B |") == 4, rows.get(system)
+
+
+@pytest.mark.peers
+def test_quick_asyncio_run_ends_every_job_of_arq_saq_and_taskiq(redis_server_url: str) -> None:
+    """bench_async.py --quick runs the three asyncio peers in one worker process each to the end (every
+    job counted through the FIFO; one that ends twice is counted once and shown) with a full row each."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_async.py"),
+            "--quick",
+            "--systems",
+            "floor,arq,saq,taskiq",
+            "--redis-url",
+            redis_server_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip().split(" ")[0]: line
+        for line in proc.stdout.splitlines()
+        if line.startswith("| ")
+    }
+    for system in ("floor", "arq", "saq", "taskiq"):
+        assert " - |" not in rows[system], rows.get(system)
+    assert "verified: every one of the 500 jobs ended" in proc.stdout
