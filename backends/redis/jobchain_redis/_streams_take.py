@@ -219,9 +219,13 @@ class StreamTaker:
             self.bands.retire_band(queue, band)
         if not entries:
             return [], False
-        ids = list(dict.fromkeys(f["id"] for _, f in entries if f.get("id") and readable(f)))
+        first_entry: dict[str, str] = {}  # each job's first readable entry, in the stream's order
+        for entry_id, fields in entries:
+            job_id = fields.get("id")
+            if job_id and job_id not in first_entry and readable(fields):
+                first_entry[job_id] = entry_id
+        ids = list(first_entry)
         job_keys = [self.keys.job(j, queue) for j in ids]
-        first_entry = {j: next(e for e, f in entries if f.get("id") == j and readable(f)) for j in ids}
 
         def body(tx: Transaction) -> list[tuple[str, str, int, int]]:
             # under WATCH: an entry whose job is not waiting to be delivered (already leased through
