@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import crash_app  # tests/backends is on sys.path (pytest imports this module rootdir-less)
+import forkserver
 import pytest
 
 from jobchain import App, chain
@@ -137,7 +138,7 @@ class Supervisor:
             "--grace",
             "10",
         ]
-        self.slots[slot] = subprocess.Popen(
+        self.slots[slot] = forkserver.popen(
             command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
 

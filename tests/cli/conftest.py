@@ -6,12 +6,13 @@ import importlib.metadata
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
-from forkserver import ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -54,18 +55,22 @@ def base_env(*, installed_plugins: bool = False) -> dict[str, str]:
     return env
 
 
-#: one per test process, started by the first command (tests/cli/forkserver.py)
-_FORK_SERVER = ForkServer(base_env())
-
-
 def run_jobchain(
     *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60
 ) -> Result:
     """``python -m jobchain ARGS...`` in a process of its own, forked from a warm interpreter.
 
-    (tests/cli/forkserver.py; ``JOBCHAIN_TEST_FORKSERVER=0`` starts a fresh interpreter each time.)
+    (tests/forkserver.py; ``JOBCHAIN_TEST_FORKSERVER=0`` starts a fresh interpreter each time.)
     """
-    return Result(_FORK_SERVER.run(args, env=env or base_env(), cwd=str(cwd), timeout=timeout))
+    done = forkserver.run(
+        [sys.executable, "-m", "jobchain", *args],
+        cwd=cwd,
+        env=env or base_env(),
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(done)
 
 
 @pytest.fixture
