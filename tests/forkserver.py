@@ -223,6 +223,8 @@ class _Server:
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
+        #: the folders of the server's PYTHONPATH, resolved
+        self.pythonpath = {str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p}
         self.origins: dict[str, str] | None = None
         with contextlib.suppress(ValueError):
             self.origins = json.loads(line)["ready"]
@@ -235,12 +237,16 @@ class _Server:
 
     def serves(self, cwd: str, pythonpath: list[str]) -> bool:
         """Would ``python -m`` in ``cwd`` with ``pythonpath`` import the preloaded packages from where
-        the server did? (Found first in one of these folders, a package must be the same folder.)"""
+        the server did? A package found first in one of these folders must be in the same folder, and
+        one the server found on its own ``PYTHONPATH`` must be found there too (not left out)."""
         assert self.origins is not None
+        folders = [str(Path(f).resolve()) for f in (cwd, *pythonpath)]
         for name, origin in self.origins.items():
-            for folder in (cwd, *pythonpath):
+            if origin in self.pythonpath and origin not in folders:
+                return False
+            for folder in folders:
                 if (Path(folder) / name).is_dir() or (Path(folder) / f"{name}.py").is_file():
-                    if str(Path(folder).resolve()) != origin:
+                    if folder != origin:
                         return False
                     break
         return True
