@@ -186,11 +186,13 @@ def start_workers(
     count: int, url: str, runs: Path, logs: Path, *, threads: int, lease: float
 ) -> list[subprocess.Popen[bytes]]:
     """``count`` processes of ``python -m jobchain worker --config fault_harness.py --backend URL``."""
+    import forkserver  # tests/forkserver.py (tests/ is on sys.path under pytest)
+
     procs = []
     for index in range(count):
         with (logs / f"worker-{index}.log").open("wb") as out:
             procs.append(
-                subprocess.Popen(
+                forkserver.popen(
                     [
                         sys.executable,
                         "-m",

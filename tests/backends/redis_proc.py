@@ -246,8 +246,10 @@ def start_worker(
     log: Path,
 ) -> subprocess.Popen[bytes]:
     """``python -m jobchain worker --config CONFIG [--backend URL] ...``, its output into ``log``."""
+    import forkserver  # tests/forkserver.py (tests/ is on sys.path under pytest)
+
     with log.open("wb") as out:
-        return subprocess.Popen(
+        return forkserver.popen(
             [
                 sys.executable,
                 "-m",

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import crash_app  # tests/backends is on sys.path (pytest imports this module rootdir-less)
+import forkserver
 import pytest
 
 from jobchain import App, chain
@@ -142,7 +143,7 @@ class Supervisor:
         ]
         if self.kind == "async":  # the jobs run as coroutines on each process's event loop
             command += ["--async-concurrency", str(ASYNC_CONCURRENCY)]
-        self.slots[slot] = subprocess.Popen(
+        self.slots[slot] = forkserver.popen(
             command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
 pytest.importorskip("redis", reason="jobchain-redis is not installed (pip install -e backends/redis)")
@@ -91,7 +92,7 @@ class Rig:
     def start(self, name: str, *, threads: int, lease: float) -> subprocess.Popen[bytes]:
         self.started += 1
         with (self.logs / f"{name}-{self.started}.log").open("wb") as out:
-            proc = subprocess.Popen(
+            proc = forkserver.popen(
                 [
                     sys.executable,
                     "-m",

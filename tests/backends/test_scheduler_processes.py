@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import forkserver
 import pytest
 
 from jobchain import App
@@ -37,7 +38,7 @@ def _schedulers(url: str, offsets: list[float]) -> list[subprocess.Popen[str]]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCHAIN_")}
         env[CLOCK_OFFSET_ENV] = str(offset)
         procs.append(
-            subprocess.Popen(
+            forkserver.popen(
                 [sys.executable, "-m", "jobchain", "scheduler", "-c", CONFIG, "-b", url, "--poll", "0.2"],
                 cwd=ROOT,
                 env=env,
@@ -117,7 +118,7 @@ def test_schedules_list_pause_resume(redis_server_url: str) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "jobchain", "schedules", *args, "-c", CONFIG, "-b", url]
-        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        return forkserver.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
     app = App(url)
     try:
@@ -150,7 +151,7 @@ def test_a_worker_with_schedules_submits_and_runs_the_slots(redis_server_url: st
     url = redis_server_url.replace("redis://", "redis-lists://", 1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCHAIN_")}
     command = [sys.executable, "-m", "jobchain", "worker", "-c", CONFIG, "-b", url, "--schedules"]
-    proc = subprocess.Popen(
+    proc = forkserver.popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     app = App(url)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import crash_app  # tests/backends is on sys.path (pytest imports these modules rootdir-less)
+import forkserver
 import pytest
 import restart_app
 import test_crash_recovery as crash
@@ -150,7 +151,7 @@ class Supervisor(crash.Supervisor):
             *("--config", crash.CONFIG, "--backend", self.url, "--name", f"crash-{slot}-{len(self._files)}"),
             *("--concurrency", str(crash.THREADS), "--lease", str(crash.LEASE), "--grace", "10"),
         ]
-        self.slots[slot] = subprocess.Popen(
+        self.slots[slot] = forkserver.popen(
             command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,11 +58,14 @@ def base_env(*, installed_plugins: bool = False) -> dict[str, str]:
 def run_jobchain(
     *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60
 ) -> Result:
-    done = subprocess.run(
+    """``python -m jobchain ARGS...`` in a process of its own, forked from a warm interpreter.
+
+    (tests/forkserver.py; ``JOBCHAIN_TEST_FORKSERVER=0`` starts a fresh interpreter each time.)
+    """
+    done = forkserver.run(
         [sys.executable, "-m", "jobchain", *args],
         cwd=cwd,
         env=env or base_env(),
-        capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,

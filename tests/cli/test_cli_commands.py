@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
 Run = Callable[..., Any]
@@ -255,7 +256,7 @@ def test_worker_stops_gracefully_on_sigterm(repo_root: Path, cli_env: dict[str, 
         "--name",
         "w1",
     ]
-    process = subprocess.Popen(
+    process = forkserver.popen(
         [sys.executable, "-m", "jobchain", *command],
         cwd=repo_root,
         env=cli_env,

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import forkserver
 import pytest
 
 Run = Callable[..., Any]
@@ -129,7 +130,7 @@ def test_submit_by_name_without_config_and_a_megabyte_from_stdin(
     url = f"sqlite:///{tmp_path / 'q.db'}"
     env = installed_cli_env
     jc = [sys.executable, "-m", "jobchain"]
-    worker = subprocess.Popen(
+    worker = forkserver.popen(
         [*jc, "worker", "-c", CONFIG, "-b", url, "--queues", "db"],
         cwd=repo_root,
         env=env,
@@ -138,7 +139,7 @@ def test_submit_by_name_without_config_and_a_megabyte_from_stdin(
     )
     try:
         rows = [{"id": 1, "eur": 2.5, "note": "x" * 900_000}]
-        done = subprocess.run(
+        done = forkserver.run(
             [*jc, "submit", "-b", url, "load", "-q", "db", "--args-file", "-", "--wait", "--timeout", "30"],
             cwd=repo_root,
             env=env,

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
 from jobchain import App
@@ -48,7 +49,7 @@ def start_worker(
     env = {**installed_cli_env, "LIMITS_LOG": str(log)}
 
     def start(*args: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
+        process = forkserver.popen(
             [sys.executable, "-m", "jobchain", "worker", "-c", CONFIG, "-b", url, *args],
             cwd=repo_root,
             env=env,

@@ -6,11 +6,11 @@ import os
 import pty
 import re
 import select
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import forkserver
 import pytest
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -23,7 +23,7 @@ def test_live_display_and_rich_report_on_a_terminal(repo_root: Path, cli_env: di
     env.pop("NO_COLOR", None)
     master, slave = pty.openpty()
     command = ["run", "--workers", "4", "--iterations", "60", "--chain-length", "2"]
-    process = subprocess.Popen(
+    process = forkserver.popen(
         [sys.executable, "-m", "jobchain", *command],
         cwd=repo_root,
         env=env,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
 Run = Callable[..., Any]
@@ -103,7 +104,7 @@ def start_worker(repo_root: Path, cli_env: dict[str, str]) -> Iterator[Callable[
     started: list[subprocess.Popen[str]] = []
 
     def start(*args: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
+        process = forkserver.popen(
             [sys.executable, "-m", "jobchain", "worker", *args],
             cwd=repo_root,
             env=cli_env,

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
 Run = Callable[..., Any]
@@ -162,7 +163,7 @@ def test_worker_exits_when_its_permissions_are_revoked(
     )
     url = f"{scheme}://{user}:{PASSWORD}@127.0.0.1:{locked_server.port}/0?prefix={user}"
     name = f"w-{user}"
-    process = subprocess.Popen(
+    process = forkserver.popen(
         [
             sys.executable,
             "-m",
@@ -267,6 +268,7 @@ def test_read_commands_print_undecodable_entries(jobchain: Run, planted: tuple[s
     assert "base64:" in shown.out
     assert "unreadable" in results[("workers", "-b", url)].out
     assert "UnreadableJob" in results[("status", "-b", url, ready_id)].out
+
 
 def test_plain_redis_url_is_the_default_layout(jobchain: Run, redis_server_url: str) -> None:
     """``redis://`` is an alias of ``redis-lists://`` (the default layout), not "install jobchain-redis"."""

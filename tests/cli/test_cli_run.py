@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
 Run = Callable[..., Any]
@@ -168,7 +169,7 @@ def test_quiet_prints_one_summary_line(jobchain: Run) -> None:
 
 def test_ctrl_c_stops_gracefully_and_reports(repo_root: Path, cli_env: dict[str, str]) -> None:
     """SIGINT mid-run: running jobs finish, the partial report is printed, the exit code is 130."""
-    process = subprocess.Popen(
+    process = forkserver.popen(
         [sys.executable, "-m", "jobchain", "run", "--workers", "2", "--iterations", "2000", "--json"],
         cwd=repo_root,
         env=cli_env,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
 Run = Callable[..., Any]
@@ -100,7 +101,7 @@ def worker(repo_root: Path, cli_env: dict[str, str], backend_url: str, jobchain:
     """A `jobchain worker` process serving examples/etl.py; yields its name."""
     name = f"etl-{os.getpid()}"
     command = ["worker", "-c", CONFIG, "-b", backend_url, "-n", name, "-j", "4", "-l", "zone=test"]
-    process = subprocess.Popen(
+    process = forkserver.popen(
         [sys.executable, "-m", "jobchain", *command],
         cwd=repo_root,
         env=cli_env,

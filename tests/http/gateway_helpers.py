@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
 pytest.importorskip("jobchain_http", reason="pip install -e plugins/http[test]")
@@ -69,7 +70,7 @@ class GatewayProcess:
     def __init__(self, log: Path, args: list[str], env: dict[str, str]) -> None:
         self.log = log
         with open(log, "wb") as stderr:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
+            self.proc = forkserver.popen(
                 [sys.executable, "-m", "jobchain", "http", "serve", "--bind", "127.0.0.1:0", *args],
                 cwd=ROOT,
                 env=env,

@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import forkserver
 import httpx
 import pytest
 from gateway_helpers import ROOT, TOKEN, GatewayProcess, process_env, stop_process, wait_for
@@ -70,7 +71,7 @@ def test_killed_streaming_worker_loses_nothing(scheme: str, redis_server_url: st
             for i in range(3):
                 log = open(tmp_path / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed below
                 workers.append(
-                    subprocess.Popen(
+                    forkserver.popen(
                         [*command, "--name", f"kill-{i}"],
                         cwd=ROOT,
                         env=env,

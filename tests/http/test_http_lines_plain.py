@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import httpx
 import pytest
 from gateway_helpers import ROOT, TOKEN, GatewayProcess, process_env, stop_process
@@ -158,7 +159,7 @@ def test_push_streams_from_a_pipe_that_stays_open(gateway: GatewayProcess, tmp_p
         "0.1",
     ]
     with open(tmp_path / "push.log", "wb") as log:
-        pusher = subprocess.Popen(
+        pusher = forkserver.popen(
             argv,
             cwd=ROOT,
             env=process_env(JOBCHAIN_HTTP_TOKEN=TOKEN),
@@ -257,7 +258,7 @@ def test_a_failed_push_says_how_to_run_it_again(gateway: GatewayProcess, tmp_pat
     """The error names the push's id, and re-running with it is the hint."""
     source = tmp_path / "in.txt"
     make_file(source, 10)
-    done = subprocess.run(
+    done = forkserver.run(
         [sys.executable, "-m", "jobchain", "http", "push", gateway.url, "q", str(source), "--id", "job-7"],
         cwd=ROOT,
         env=process_env(JOBCHAIN_HTTP_TOKEN="wrong"),

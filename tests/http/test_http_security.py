@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import httpx
 import pytest
 from gateway_helpers import ROOT, TOKEN, GatewayProcess, process_env
@@ -307,7 +307,7 @@ def _closed_port() -> int:
 
 def test_serve_refuses_a_public_address_without_a_token() -> None:
     """`serve --bind 0.0.0.0:…` without a token exits with an error instead of serving the world."""
-    done = subprocess.run(
+    done = forkserver.run(
         [sys.executable, "-m", "jobchain", "http", "serve", "--bind", "0.0.0.0:0"],
         cwd=ROOT,
         env=process_env(),

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import forkserver
 import pytest
 from gateway_helpers import ROOT, TOKEN, GatewayProcess, process_env, stop_process, wait_for
 from jobchain_http.transfer import split_lines
@@ -45,7 +46,7 @@ def make_file(path: Path, lines: int, seed: int = 7, trailing_newline: bool = Tr
 
 
 def jobchain(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return forkserver.run(
         [sys.executable, "-m", "jobchain", *args],
         cwd=ROOT,
         env=process_env(JOBCHAIN_HTTP_TOKEN=TOKEN),
@@ -116,7 +117,7 @@ def test_killed_puller_resumes_byte_identical(gateway: GatewayProcess, tmp_path:
     argv = [sys.executable, "-m", "jobchain", "http", "pull", gateway.url, "resume", str(target)]
     argv += ["--batch", "2", "--lease", "2"]
     with open(tmp_path / "pull-1.log", "wb") as log:
-        first = subprocess.Popen(
+        first = forkserver.popen(
             argv, cwd=ROOT, env=process_env(JOBCHAIN_HTTP_TOKEN=TOKEN), stdout=log, stderr=log
         )
     try:
@@ -144,7 +145,7 @@ def test_pull_follow_writes_lines_pushed_later_and_stops_on_sigterm(
     target = tmp_path / "out.txt"
     argv = [sys.executable, "-m", "jobchain", "http", "pull", gateway.url, "live", str(target), "--follow"]
     with open(tmp_path / "pull.log", "wb") as log:
-        puller = subprocess.Popen(
+        puller = forkserver.popen(
             argv, cwd=ROOT, env=process_env(JOBCHAIN_HTTP_TOKEN=TOKEN), stdout=log, stderr=log
         )
     try:
