@@ -72,6 +72,7 @@ from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL, effective_priority, order_key
 from jobchain.backend import Backend, name_taken
 from jobchain.capabilities import (
+    AsyncClient,
     Browse,
     Cancel,
     CancelReport,
@@ -138,6 +139,7 @@ __all__ = [
     "MAX_KEPT_ERRORS",
     "UNREADABLE_TASK",
     "Aborted",
+    "AsyncClient",
     "Backend",
     "BackendAuthError",
     "BackendError",
