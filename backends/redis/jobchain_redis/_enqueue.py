@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import redis
 
 from jobchain.model import ChainRecord, Job
 from jobchain_redis.codec import chain_to_json
@@ -32,18 +35,16 @@ class Enqueuer:
         atomic per queue, and a retried batch stores only what is missing.
         """
         store = self.store
-        unique = list({job.id: job for job in reversed(jobs)}.values())[::-1]
+        unique = _unique(jobs)
         inline: Sequence[ChainRecord] = chains
         if self.keys.spread:
             store.note_queues(job.queue for job in unique)
             if chains:
                 pipe = store.client.pipeline(transaction=False)
-                for chain in chains:
-                    pipe.set(self.keys.chain(chain.id), chain_to_json(chain), nx=True)
+                self._chain_records(pipe, chains)
                 pipe.execute()
             inline = ()
-        groups = store.by_tag(unique, lambda job: job.queue) or ([[]] if inline else [])
-        for group in groups:
+        for group in self._groups(unique, inline):
             job_keys = [self.keys.job(job.id, job.queue) for job in group]
             on = job_keys[0] if job_keys else self.keys.queues
 
@@ -58,11 +59,88 @@ class Enqueuer:
 
             store.transact(body, on=on)
 
-    def _store(self, pipe: Pipe, jobs: Sequence[Job], chains: Sequence[ChainRecord]) -> None:
-        now = self.store.now()
+    def _groups(self, jobs: list[Job], inline: Sequence[ChainRecord]) -> list[list[Job]]:
+        """The jobs split by queue tag, one transaction each (one empty group for chains alone)."""
+        return self.store.by_tag(jobs, lambda job: job.queue) or ([[]] if inline else [])
+
+    def _chain_records(self, pipe: Pipe, chains: Sequence[ChainRecord]) -> None:
         for chain in chains:
             pipe.set(self.keys.chain(chain.id), chain_to_json(chain), nx=True)
+
+    def _store(
+        self, pipe: Pipe, jobs: Sequence[Job], chains: Sequence[ChainRecord], now: float | None = None
+    ) -> None:
+        """Queue the writes of a submit on ``pipe`` (a synchronous or a ``redis.asyncio`` pipeline)."""
+        now = self.store.now() if now is None else now
+        self._chain_records(pipe, chains)
         writes = self.layout.writes()
         for job in jobs:
             self.layout.place(pipe, writes, job, now, front=False)
         writes.flush(pipe)
+
+    # --- the asyncio client (jobchain_redis._aio) ----------------------------------------
+
+    async def enqueue_async(
+        self, client: Any, jobs: Sequence[Job], chains: Sequence[ChainRecord], *, fresh: bool, now: float
+    ) -> None:
+        """:meth:`enqueue` on a ``redis.asyncio`` client of one server: the same writes, transactions, checks.
+
+        The commands are queued by the same :meth:`_store`; only the sending
+        differs. A lost EXEC reply runs the body again with the existence
+        check, as :func:`~jobchain_redis.connection.transact` does.
+        """
+        store = self.store
+        unique = _unique(jobs)
+        inline: Sequence[ChainRecord] = chains
+        if self.keys.spread:
+            new = store.unnoted(job.queue for job in unique)
+            if new:
+                await client.sadd(self.keys.queues, *new)
+                store.noted.update(new)
+            if chains:
+                pipe = client.pipeline(transaction=False)
+                self._chain_records(pipe, chains)
+                await pipe.execute()
+            inline = ()
+        for group in self._groups(unique, inline):
+            await self._transact_async(client, group, inline, fresh=fresh, now=now)
+
+    async def _transact_async(
+        self, client: Any, group: list[Job], inline: Sequence[ChainRecord], *, fresh: bool, now: float
+    ) -> None:
+        job_keys = [self.keys.job(job.id, job.queue) for job in group]
+        delay = 0.0005
+        attempt = lost = 0
+        async with client.pipeline(transaction=True) as pipe:
+            while True:
+                attempt += 1
+                try:
+                    new = group
+                    if not (fresh and attempt == 1):  # explicit ids, or after a lost EXEC reply
+                        if job_keys:
+                            await pipe.watch(*job_keys)
+                        reads = client.pipeline(transaction=False)
+                        for key in job_keys:
+                            reads.exists(key)
+                        exists = await reads.execute() if job_keys else []
+                        new = [job for job, known in zip(group, exists, strict=True) if not known]
+                    pipe.multi()
+                    pipe.watching = True  # a lost EXEC is a WatchError (run again), never a blind re-send
+                    self._store(pipe, new, inline, now)
+                    await pipe.execute()
+                    return
+                except redis.WatchError as exc:
+                    cause = exc.__context__
+                    if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
+                        lost += 1
+                        if lost > 1:
+                            raise cause from None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.02)
+                finally:
+                    await pipe.reset()
+
+
+def _unique(jobs: Sequence[Job]) -> list[Job]:
+    """The jobs with each id once (the first job given with it), as a submit stores them."""
+    return list({job.id: job for job in reversed(jobs)}.values())[::-1]
