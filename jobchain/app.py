@@ -844,6 +844,20 @@ class App:
         """:meth:`submit_as` for a coroutine."""
         return await self._submit_async(target, args, kwargs, submit_id)
 
+    async def submit_later_async(
+        self,
+        target: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        submit_id: str | None = None,
+    ) -> Any:
+        """:meth:`submit_later` for a coroutine."""
+        delay = delay_of(countdown, eta, now=self.clock.now())
+        return await self._submit_async(target, tuple(args), kwargs or {}, submit_id, delay)
+
     def _store(self, jobs: Sequence[Job], chains: Sequence[ChainRecord], fresh: bool) -> PendingSubmit | None:
         """Store a submit's jobs and chains (in test mode, then run them), or buffer them.
 

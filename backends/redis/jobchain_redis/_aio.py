@@ -20,7 +20,10 @@ calls in its thread pool (correct, only a thread hop slower).
 
 **Event loops.** A ``redis.asyncio`` connection belongs to the loop that
 opened it, so each loop gets its own client (and pool), made on first use
-and closed by :meth:`AsyncRedis.close` (``await app.close_async()``).
+and closed by :meth:`AsyncRedis.close` (``await app.close_async()``). The
+pool is bounded (:data:`CONNECTIONS`): a thousand coroutines waiting on jobs
+share that many connections and queue for them, rather than opening a
+connection each.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import importlib
 import inspect
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import redis
@@ -44,7 +47,7 @@ from redis.backoff import NoBackoff
 from jobchain_redis._boundary import converted
 from jobchain_redis.safety import is_oom, oom_error
 
-__all__ = ["AsyncRedis", "async_boundary", "async_factory"]
+__all__ = ["CONNECTIONS", "CONNECTION_WAIT", "AsyncRedis", "async_boundary", "async_factory"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,6 +58,11 @@ _CLASSES: dict[str, Any] = {
     "UnixDomainSocketConnection": redis.asyncio.connection.UnixDomainSocketConnection,
 }
 
+
+#: connections of one event loop's client: coroutines beyond that many wait for one (never a connection each)
+CONNECTIONS = 32
+#: seconds a coroutine waits for a free connection before the call fails as unavailable
+CONNECTION_WAIT = 20.0
 
 #: what places a fakeredis client on its fake server (the server itself, or the key it is found by)
 _FAKE_SETTINGS = ("server", "host", "port", "version", "server_type", "decode_responses", "encoding_errors")
@@ -79,7 +87,9 @@ def async_factory(client: Any) -> Callable[[], Any] | None:
     if "server" in kwargs:  # fakeredis: its asyncio client on the same fake server
         fake: Any = importlib.import_module("fakeredis.aioredis")
         same = {k: kwargs[k] for k in _FAKE_SETTINGS if k in kwargs}
-        return lambda: fake.FakeRedis(**same)
+        return lambda: fake.FakeRedis(
+            connection_pool_class=redis.asyncio.BlockingConnectionPool, max_connections=CONNECTIONS, **same
+        )
     if type(pool) is not redis.ConnectionPool:  # a Sentinel's master-following pool, a blocking pool …
         return None
     cls = _CLASSES.get(pool.connection_class.__name__)
@@ -90,10 +100,14 @@ def async_factory(client: Any) -> Callable[[], Any] | None:
 
     def make() -> Any:
         # one quick retry, as the synchronous client: never a blind re-send (see connection.transact)
-        async_pool = redis.asyncio.ConnectionPool(
-            connection_class=cls, retry=AsyncRetry(NoBackoff(), 1), **settings
+        async_pool = redis.asyncio.BlockingConnectionPool(
+            max_connections=CONNECTIONS,
+            timeout=CONNECTION_WAIT,
+            connection_class=cls,
+            retry=AsyncRetry(NoBackoff(), 1),
+            **settings,
         )
-        return redis.asyncio.Redis(connection_pool=async_pool, auto_close_connection_pool=True)
+        return redis.asyncio.Redis.from_pool(async_pool)  # closing the client closes its pool
 
     return make
 
@@ -129,7 +143,7 @@ class AsyncRedis:
             await client.aclose()
 
 
-def async_boundary(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def async_boundary(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """:func:`~jobchain_redis._boundary.boundary` and :func:`~jobchain_redis.safety.refuse_oom`, awaited."""
 
     @functools.wraps(method)
