@@ -9,7 +9,7 @@
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
   :class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`,
   :class:`UniquenessConformance`, :class:`CancelConformance`, :class:`ScheduleConformance`,
-  :class:`RateLimitConformance`, :class:`ConcurrencyConformance`.
+  :class:`RateLimitConformance`, :class:`ConcurrencyConformance`, :class:`AsyncClientConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
   capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns` and
   :class:`AttemptWorkerRuns`, which run today's Worker). The built-in backends run it. Its Pause, Browse,
@@ -38,6 +38,7 @@ from __future__ import annotations
 from jobchain import capabilities as caps
 from jobchain.backend import Backend
 from jobchain.testing.suite._base import ConformanceBase
+from jobchain.testing.suite.asyncclient import AsyncClientConformance
 from jobchain.testing.suite.attempts import AttemptHistory, AttemptWorkerRuns, RedriveHistory
 from jobchain.testing.suite.browse import BrowsedStates, BrowsePaging
 from jobchain.testing.suite.cancel import CancelRunning, CancelWaiting, CancelWorkerRuns, Purge
@@ -66,6 +67,7 @@ from jobchain.testing.suite.workers import WorkerNames, WorkerRegistry, WorkerRu
 
 __all__ = [
     "SUITES",
+    "AsyncClientConformance",
     "AtomicChainAdvance",
     "AttemptHistory",
     "AttemptWorkerRuns",
@@ -214,6 +216,7 @@ SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.ScheduleSlots: ScheduleConformance,
     caps.RateLimits: RateLimitConformance,
     caps.ConcurrencyLimits: ConcurrencyConformance,
+    caps.AsyncClient: AsyncClientConformance,
 }
 
 
@@ -229,14 +232,15 @@ class BackendConformance(
     ScheduleConformance,
     RateLimitConformance,
     ConcurrencyConformance,
+    AsyncClientConformance,
     FailedQueueStats,
     WorkerRuns,
     AttemptWorkerRuns,
 ):
     """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
 
-    The rules of Pause, Browse, Uniqueness, Cancel and ScheduleSlots are included and run only if
-    the backend declares them.
+    The rules of Pause, Browse, Uniqueness, Cancel, ScheduleSlots and AsyncClient are included and
+    run only if the backend declares them.
 
     Subclass it as ``Test<YourBackend>`` and override ``backend``.
     """
