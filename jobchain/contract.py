@@ -39,7 +39,8 @@ crashes.
 shared rules in :mod:`jobchain.uniqueness`); declared for coming features
 and :class:`Cancel` (its report is a :class:`CancelReport`), :class:`RateLimits`
 and :class:`ConcurrencyLimits` (their shared rules in :mod:`jobchain.limits`); declared for
-coming features (provisional): :class:`ScheduleSlots`.
+coming features (provisional): :class:`ScheduleSlots`. :class:`AsyncClient` serves the
+asyncio client's hot calls as coroutines (without it, the App's thread pool runs the sync calls).
 Code that uses a backend asks
 with :func:`supports` or :func:`require`; a missing capability is a
 :class:`NotSupportedError`.
