@@ -262,7 +262,7 @@ class RedisBackend(Backend, RedisLimits, AsyncClient):
     async def _enqueue_async(
         self, jobs: Sequence[Job], chains: Sequence[ChainRecord], *, fresh: bool
     ) -> None:
-        client = self._aio.client()
+        client = await self._aio.client()
         if not self.eviction.checked:  # once per backend: CONFIG GET, off the loop
             await asyncio.to_thread(self.eviction.ensure, self.client)
         self.eviction.ensure(self.client)  # checked: raises the refusal under eviction=refuse, no I/O
@@ -279,11 +279,11 @@ class RedisBackend(Backend, RedisLimits, AsyncClient):
 
     @async_boundary
     async def get_job_async(self, job_id: str) -> JobRecord | None:
-        return await self._records.get_job_async(self._aio.client(), job_id)
+        return await self._records.get_job_async(await self._aio.client(), job_id)
 
     @async_boundary
     async def get_chain_async(self, chain_id: str) -> ChainRecord | None:
-        return await self._records.get_chain_async(self._aio.client(), chain_id)
+        return await self._records.get_chain_async(await self._aio.client(), chain_id)
 
     async def close_async(self) -> None:
         await self._aio.close()
