@@ -34,7 +34,7 @@ import importlib
 import inspect
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import redis
@@ -112,7 +112,7 @@ def async_factory(client: Any) -> Callable[[], Any] | None:
     return make
 
 
-async def _closed_with_the_loop(client: Any) -> AsyncIterator[None]:
+async def _closed_with_the_loop(client: Any) -> AsyncGenerator[None, None]:
     """Held open while ``client`` lives: the loop's ``shutdown_asyncgens`` (``asyncio.run`` calls it
     before closing the loop) finishes it, and so closes the client's connections."""
     try:
