@@ -30,9 +30,10 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
 
 from jobchain.capabilities import AsyncClient
 from jobchain.errors import ConfigurationError
@@ -41,10 +42,11 @@ if TYPE_CHECKING:
     from jobchain.backend import Backend
     from jobchain.model import ChainRecord, Job, JobRecord
 
-__all__ = ["DEFAULT_THREADS", "AsyncBridge", "poll"]
+__all__ = ["DEFAULT_THREADS", "AsyncBridge", "PerLoop", "poll"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 #: threads of the App's pool for backends without a native asyncio client
 DEFAULT_THREADS = 4
@@ -65,6 +67,61 @@ async def poll(check: Callable[[], Awaitable[bool]], timeout: float | None) -> b
         else:
             await asyncio.sleep(pause)
         pause = min(pause * 1.5, 0.05)
+
+
+async def _closed_with_the_loop(item: T, close: Callable[[T], Awaitable[None]]) -> AsyncGenerator[None, None]:
+    """Held open while ``item`` lives: the loop's ``shutdown_asyncgens`` finishes it, closing ``item``."""
+    try:
+        yield
+    finally:
+        await close(item)
+
+
+#: a loop's item, and the started generator that closes it when the loop shuts down
+_Held = tuple[T, AsyncGenerator[None, None]]
+
+
+class PerLoop(Generic[T]):
+    """One ``T`` per event loop (an asyncio client, whose connections belong to the loop that opened them).
+
+    A backend's :class:`~jobchain.capabilities.AsyncClient` keeps its clients in
+    one: :meth:`get` makes the running loop's on first use; :meth:`close` closes
+    it (``close_async``). One never closed is closed when its loop shuts down
+    through ``asyncio.run`` (or any runner that calls ``loop.shutdown_asyncgens()``,
+    as uvicorn does): a started async generator holds it and is finished then,
+    so no connection is left to the garbage collector.
+    """
+
+    def __init__(self, make: Callable[[], T], close: Callable[[T], Awaitable[None]]) -> None:
+        self._make = make
+        self._close = close
+        self._items: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Held[T]]
+        self._items = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    async def get(self) -> T:
+        """The running loop's ``T`` (made now if it has none)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            held = self._items.get(loop)
+        if held is not None:
+            return held[0]
+        item = self._make()
+        keeper = _closed_with_the_loop(item, self._close)
+        await keeper.asend(None)  # started: the loop now finishes it at shutdown
+        with self._lock:
+            held = self._items.setdefault(loop, (item, keeper))
+        if held[1] is not keeper:  # another coroutine of this loop made one meanwhile: use that one
+            await keeper.aclose()
+        return held[0]
+
+    async def close(self) -> None:
+        """Close the running loop's ``T`` (the next :meth:`get` makes a new one)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            held = self._items.pop(loop, None)
+        if held is not None:
+            await held[1].aclose()
 
 
 class AsyncBridge:

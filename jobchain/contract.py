@@ -71,6 +71,7 @@ from __future__ import annotations
 
 from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL, effective_priority, order_key
+from jobchain.aio import PerLoop
 from jobchain.backend import Backend, name_taken
 from jobchain.capabilities import (
     AsyncClient,
@@ -176,6 +177,7 @@ __all__ = [
     "NotSupportedError",
     "Outcome",
     "Pause",
+    "PerLoop",
     "QueueStats",
     "RateLimits",
     "Released",

@@ -28,13 +28,10 @@ connection each.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import inspect
-import threading
-import weakref
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import redis
@@ -44,6 +41,7 @@ import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
+from jobchain.aio import PerLoop
 from jobchain_redis._boundary import converted
 from jobchain_redis.safety import is_oom, oom_error
 
@@ -112,30 +110,16 @@ def async_factory(client: Any) -> Callable[[], Any] | None:
     return make
 
 
-async def _closed_with_the_loop(client: Any) -> AsyncGenerator[None, None]:
-    """Held open while ``client`` lives: the loop's ``shutdown_asyncgens`` (``asyncio.run`` calls it
-    before closing the loop) finishes it, and so closes the client's connections."""
-    try:
-        yield
-    finally:
-        await client.aclose()
-
-
 class AsyncRedis:
     """One asyncio client per event loop, made from the backend's synchronous client.
 
-    A client is closed by :meth:`close` (``await app.close_async()``), or else
-    when its loop shuts down through ``asyncio.run`` (or any runner that calls
-    ``loop.shutdown_asyncgens()``, as uvicorn's does): its connections are
-    never left to the garbage collector.
+    The clients live in a :class:`~jobchain.aio.PerLoop`: closed by :meth:`close`
+    (``await app.close_async()``), or else when their loop shuts down.
     """
 
     def __init__(self, client: Any) -> None:
         self._make = async_factory(client)
-        self._clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
-        ] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        self._clients: PerLoop[Any] = PerLoop(self._make or _none, _aclose)
 
     def serves(self) -> bool:
         """True when an asyncio client can be made for this backend's connection."""
@@ -143,28 +127,19 @@ class AsyncRedis:
 
     async def client(self) -> Any:
         """The running loop's client (made now if it has none)."""
-        assert self._make is not None
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            held = self._clients.get(loop)
-        if held is not None:
-            return held[0]
-        client = self._make()
-        keeper = _closed_with_the_loop(client)
-        await keeper.asend(None)  # started: the loop now finishes it at shutdown
-        with self._lock:
-            held = self._clients.setdefault(loop, (client, keeper))
-        if held[1] is not keeper:  # another coroutine of this loop made one meanwhile: use it
-            await keeper.aclose()
-        return held[0]
+        return await self._clients.get()
 
     async def close(self) -> None:
         """Close the running loop's client and its connections (the next call makes a new one)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            held = self._clients.pop(loop, None)
-        if held is not None:
-            await held[1].aclose()
+        await self._clients.close()
+
+
+def _none() -> Any:
+    raise AssertionError("no asyncio client can be made for this connection (serves() is False)")
+
+
+async def _aclose(client: Any) -> None:
+    await client.aclose()
 
 
 def async_boundary(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
