@@ -45,7 +45,7 @@ BACKENDS = [
     "redis-streams",
 ]
 #: the backends whose hot calls are coroutines (the others go through the App's thread pool)
-NATIVE = set(BACKENDS) - {"sqlite", "http"}
+NATIVE = set(BACKENDS) - {"sqlite"}
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -128,7 +128,7 @@ def worker(app: App) -> Iterator[None]:
 
 
 def test_native_or_pool_as_documented(app: App, kind: str) -> None:
-    """Memory and Redis on one server serve the coroutines themselves; SQLite and http:// use the pool."""
+    """Memory, http:// and Redis on one server serve the coroutines themselves; SQLite uses the pool."""
     assert (app.aio.native() is not None) == (kind in NATIVE)
 
 
