@@ -567,3 +567,41 @@ def test_a_loop_shut_down_by_asyncio_run_closes_its_redis_connections(
     finally:
         sys.unraisablehook = hook
     assert [str(u.exc_value) for u in left] == []
+
+
+@pytest.mark.parametrize("kind", ["fakeredis-lists", "fakeredis-streams", "redis-lists"])
+def test_a_lost_exec_reply_is_checked_not_resent(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EXEC applied, its reply lost: the job is looked for (WATCH, EXISTS), stored once; two losses raise."""
+    import redis
+    from jobchain_redis import _enqueue
+
+    from jobchain.testing.helpers import make_job, reserve
+
+    backend, teardown = _backend(kind, request, tmp_path)
+    request.addfinalizer(teardown)
+    real = _enqueue.multi_exec
+    losses = [1]
+
+    async def lossy(conn: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
+        result = await real(conn, commands)  # applied on the server ...
+        if losses[0] > 0:
+            losses[0] -= 1
+            raise redis.ConnectionError("the reply was lost (injected)")  # ... but the client never hears
+        return result
+
+    monkeypatch.setattr(_enqueue, "multi_exec", lossy)
+    job = make_job(backend.clock)
+
+    async def main() -> None:
+        await backend.enqueue_new_async([job])  # type: ignore[attr-defined]
+        losses[0] = 2
+        with pytest.raises(BackendUnavailableError, match="reply was lost"):
+            await backend.enqueue_new_async([make_job(backend.clock)])  # type: ignore[attr-defined]
+        await backend.close_async()  # type: ignore[attr-defined]
+
+    run(main())
+    assert backend._layout.ready_ids("default").count(job.id) == 1  # type: ignore[attr-defined]  # once
+    taken = reserve(backend, ["default"], limit=10, lease=30.0, worker="w")
+    assert [d.job.id for d in taken if d.job.id == job.id] == [job.id]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import redis
@@ -43,9 +43,18 @@ from redis.backoff import NoBackoff
 
 from jobchain.aio import PerLoop
 from jobchain_redis._boundary import converted
+from jobchain_redis._wire import pack
 from jobchain_redis.safety import is_oom, oom_error
 
-__all__ = ["CONNECTIONS", "CONNECTION_WAIT", "AsyncRedis", "async_boundary", "async_factory"]
+__all__ = [
+    "CONNECTIONS",
+    "CONNECTION_WAIT",
+    "AsyncRedis",
+    "async_boundary",
+    "async_factory",
+    "exchange",
+    "multi_exec",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -140,6 +149,37 @@ def _none() -> Any:
 
 async def _aclose(client: Any) -> None:
     await client.aclose()
+
+
+async def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` on an asyncio connection in one packet; every reply, error replies in place."""
+    await conn.send_packed_command(pack(conn, commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await conn.read_response())
+        except redis.ResponseError as exc:  # read every reply, so the connection stays in step
+            replies.append(exc)
+    return replies
+
+
+async def multi_exec(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any] | None:
+    """MULTI, ``commands``, EXEC in one packet: EXEC's replies, None if a watched key changed.
+
+    Errors are raised as redis-py raises them: a command refused while queued
+    (``OOM`` …) aborts the transaction and is raised; an error reply inside
+    EXEC's is raised too (nothing is retried here).
+    """
+    replies = await exchange(conn, [("MULTI",), *commands, ("EXEC",)])
+    result = replies[-1]
+    if isinstance(result, Exception):  # EXECABORT: raise the refusal that caused it
+        raise next((r for r in replies[:-1] if isinstance(r, Exception)), result)
+    if result is None:
+        return None
+    for reply in result:
+        if isinstance(reply, Exception):
+            raise reply
+    return list(result)
 
 
 def async_boundary(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:

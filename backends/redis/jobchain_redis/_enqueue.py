@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from jobchain.model import ChainRecord, Job
+from jobchain_redis._aio import exchange, multi_exec
 from jobchain_redis.codec import chain_to_json
 from jobchain_redis.connection import Pipe, Transaction
 
@@ -85,9 +86,11 @@ class Enqueuer:
     ) -> None:
         """:meth:`enqueue` on a ``redis.asyncio`` client of one server: the same writes, transactions, checks.
 
-        The commands are queued by the same :meth:`_store`; only the sending
-        differs. A lost EXEC reply runs the body again with the existence
-        check, as :func:`~jobchain_redis.connection.transact` does.
+        The commands are queued by the same :meth:`_store` (recorded, then sent
+        on an asyncio connection as :class:`~jobchain_redis._wire.LeanPipeline`
+        sends them: packed once, replies read straight off the connection). A
+        lost EXEC reply runs the body again with the existence check, as
+        :func:`~jobchain_redis.connection.transact` does.
         """
         store = self.store
         unique = _unique(jobs)
@@ -105,40 +108,54 @@ class Enqueuer:
         for group in self._groups(unique, inline):
             await self._transact_async(client, group, inline, fresh=fresh, now=now)
 
+    def _commands(
+        self, jobs: Sequence[Job], chains: Sequence[ChainRecord], now: float
+    ) -> list[tuple[Any, ...]]:
+        """The commands :meth:`_store` queues, recorded on a pipeline of the sync client that never runs."""
+        recorder = self.store.client.pipeline(transaction=False)
+        self._store(recorder, jobs, chains, now)
+        return [args for args, _ in recorder.command_stack]
+
     async def _transact_async(
         self, client: Any, group: list[Job], inline: Sequence[ChainRecord], *, fresh: bool, now: float
     ) -> None:
+        """One group's transaction on a connection of ``client``'s pool, sent as lean packets.
+
+        Fresh ids: MULTI … EXEC in one packet (one round trip). Explicit ids, or
+        after a connection lost mid-transaction (the EXEC may have been applied):
+        WATCH and the existence reads in one packet, then MULTI … EXEC of what is
+        missing, run again if a watched key changed. A second loss is raised.
+        """
         job_keys = [self.keys.job(job.id, job.queue) for job in group]
+        pool = client.connection_pool
         delay = 0.0005
         attempt = lost = 0
-        async with client.pipeline(transaction=True) as pipe:
-            while True:
-                attempt += 1
-                try:
-                    new = group
-                    if not (fresh and attempt == 1):  # explicit ids, or after a lost EXEC reply
-                        if job_keys:
-                            await pipe.watch(*job_keys)
-                        reads = client.pipeline(transaction=False)
-                        for key in job_keys:
-                            reads.exists(key)
-                        exists = await reads.execute() if job_keys else []
-                        new = [job for job, known in zip(group, exists, strict=True) if not known]
-                    pipe.multi()
-                    pipe.watching = True  # a lost EXEC is a WatchError (run again), never a blind re-send
-                    self._store(pipe, new, inline, now)
-                    await pipe.execute()
+        while True:
+            attempt += 1
+            conn = await pool.get_connection()
+            try:
+                new = group
+                if not (fresh and attempt == 1) and job_keys:
+                    replies = await exchange(conn, [("WATCH", *job_keys), *(("EXISTS", k) for k in job_keys)])
+                    for reply in replies:
+                        if isinstance(reply, Exception):
+                            raise reply
+                    new = [job for job, known in zip(group, replies[1:], strict=True) if not known]
+                if await multi_exec(conn, self._commands(new, inline, now)) is not None:
                     return
-                except redis.WatchError as exc:
-                    cause = exc.__context__
-                    if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
-                        lost += 1
-                        if lost > 1:
-                            raise cause from None
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.02)
-                finally:
-                    await pipe.reset()
+            except (redis.ConnectionError, redis.TimeoutError):
+                await conn.disconnect()
+                lost += 1
+                if lost > 1:
+                    raise
+                continue  # the EXEC may have been applied: look (WATCH, EXISTS) before writing again
+            except BaseException:
+                await conn.disconnect()  # replies may be left unread, a WATCH may be on
+                raise
+            finally:
+                await pool.release(conn)
+            await asyncio.sleep(delay)  # a watched key changed: run again on what Redis now holds
+            delay = min(delay * 2, 0.02)
 
 
 def _unique(jobs: Sequence[Job]) -> list[Job]:
