@@ -242,11 +242,12 @@ def test_waiting_takes_no_thread_per_waiter(app: App, kind: str) -> None:
 
     async def main() -> tuple[int, int]:
         handles = [await add.submit_async(i, i) for i in range(200)]
-        before = threading.active_count()
+        before = sum(1 for t in threading.enumerate() if not t.name.startswith("AnyIO"))
         waits = [asyncio.ensure_future(h.wait_async(0.3)) for h in handles]
         await asyncio.sleep(0.1)
-        during = threading.active_count()
-        pool = sum(1 for t in threading.enumerate() if t.name.startswith("jobchain-aio"))
+        ours = [t for t in threading.enumerate() if not t.name.startswith("AnyIO")]  # not the gateway's
+        during = len(ours)
+        pool = sum(1 for t in ours if t.name.startswith("jobchain-aio"))
         for w in waits:
             with pytest.raises(WaitTimeoutError):
                 await w
@@ -255,7 +256,7 @@ def test_waiting_takes_no_thread_per_waiter(app: App, kind: str) -> None:
 
     grown, pool = run(main())
     assert pool <= app.aio.threads
-    assert grown < 50  # a thread per waiter would be 200 (http://: the in-process gateway has threads too)
+    assert grown < 20  # a thread per waiter would be 200
 
 
 # --- the submit buffer under asyncio ----------------------------------------------------
@@ -386,8 +387,8 @@ async def _max_gap(work: Coroutine[Any, Any, Any]) -> float:
 
 
 def test_a_slow_backend_call_runs_off_the_loop() -> None:
-    """Submits that each block half a second in the backend never stop the loop for that long."""
-    app = App(Slow(0.5), plugins=Plugins(entry_points=False))
+    """Submits that each block a second in the backend (in the App's threads) never stop the loop so long."""
+    app = App(Slow(1.0), plugins=Plugins(entry_points=False))
     _declare(app)
     add = app.tasks["add"]
 
@@ -396,7 +397,7 @@ def test_a_slow_backend_call_runs_off_the_loop() -> None:
         await app.aio.close_loop(app.backend)  # this loop's connections; the App stays open
         return gap
 
-    assert run(main()) < 0.5  # were one call made on the loop, the ticker would wait >= 0.5 s
+    assert run(main()) < 1.0  # were one call made on the loop, the ticker would wait >= 1 s
 
 
 @pytest.mark.parametrize("kind", ["fakeredis-lists", "redis-lists", "redis-streams", "memory"])
@@ -417,9 +418,16 @@ def test_a_thousand_submits_do_no_blocking_io_on_the_loop(app: App, kind: str) -
         loop_threads.add(threading.get_ident())
         handles: list[Any] = []
 
+        requests = asyncio.Semaphore(50)  # as a web server would: many requests in flight, not all at once
+
+        async def one(i: int) -> Any:
+            async with requests:
+                handle = await add.submit_async(i, i)
+                await handle.status_async()
+                return handle
+
         async def submit_all() -> None:
-            handles.extend(await asyncio.gather(*(add.submit_async(i, i) for i in range(1000))))
-            await asyncio.gather(*(h.status_async() for h in handles[:100]))
+            handles.extend(await asyncio.gather(*(one(i) for i in range(1000))))
 
         gap = await _max_gap(submit_all())
         assert len({h.id for h in handles}) == 1000
@@ -434,8 +442,8 @@ def test_a_thousand_submits_do_no_blocking_io_on_the_loop(app: App, kind: str) -
     assert not loop_threads & set(sent_from)
     if kind.startswith("redis"):
         # real I/O: the loop turns while replies are awaited. (In process, memory and fakeredis answer
-        # without suspending, so the first round of 1,000 gathered submits is all CPU: no probe there.)
-        assert gap < 2.0  # a generous bound: the machine is shared
+        # without suspending, so 1,000 submits run in one go: no probe there.)
+        assert gap < 1.0  # a generous bound: the machine is shared
 
 
 # --- the Redis path is the sync path ----------------------------------------------------
