@@ -153,6 +153,21 @@ class Task(TaskBase, Generic[P, R]):
             handle = self.app.submit(target, *args, **kwargs)
         return handle
 
+    @overload
+    async def submit_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle: ...
+
+    @overload
+    async def submit_async(
+        self,
+        *args: Any,
+        job_id: str | None = None,
+        unique_key: str | None = None,
+        unique_for: float | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        **kwargs: Any,
+    ) -> JobHandle: ...
+
     async def submit_async(self, *args: Any, **kwargs: Any) -> JobHandle:
         """:meth:`submit` for a coroutine (same options; see :mod:`jobchain.aio`): never blocks the loop.
 
