@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -335,11 +336,9 @@ class ChainHandle(_Submitted):
         record = await aio.get_chain(self.id)
         if record is None or record.finished:
             return record
-        running = set()
-        for job_id in _pending_members(record):
-            job = await aio.get_job(job_id)
-            if job is not None and job.state is JobState.RUNNING:
-                running.add(job_id)
+        pending = _pending_members(record)
+        jobs = await asyncio.gather(*(aio.get_job(job_id) for job_id in pending))
+        running = {i for i, job in zip(pending, jobs, strict=True) if job and job.state is JobState.RUNNING}
         return _shown(record, running)
 
     async def status_async(self) -> str:
