@@ -292,7 +292,9 @@ class ListTaker:
     def _expire_leases(self, queue: str, now: float) -> None:
         leases = self.keys.leases(queue)
         [expired] = (
-            self.store.pipeline().zrangebyscore(leases, "-inf", now, start=0, num=_PROMOTE_BATCH).execute()
+            self.store.pipeline()
+            .zrangebyscore(leases, "-inf", now, start=0, num=_PROMOTE_BATCH)
+            .execute()
         )
         junk = [j for j in expired if not decodable(j)]
         if junk:
