@@ -16,6 +16,7 @@ from attrs import evolve, field, frozen
 
 from jobchain._eager import EagerRunner
 from jobchain.aging import DEFAULT_AGING_INTERVAL
+from jobchain.aio import DEFAULT_THREADS, AsyncBridge
 from jobchain.backend import Backend
 from jobchain.browsing import Jobs
 from jobchain.buffer import DEFAULT_BUFFER, BufferedSubmits, PendingSubmit, SubmitBuffer
@@ -161,6 +162,36 @@ class Task(TaskBase, Generic[P, R]):
             handle: JobHandle = self.app.submit_later(target, args, kwargs, **timing)
         else:
             handle = self.app.submit(target, *args, **kwargs)
+        return handle
+
+    @overload
+    async def submit_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle: ...
+
+    @overload
+    async def submit_async(
+        self,
+        *args: Any,
+        job_id: str | None = None,
+        unique_key: str | None = None,
+        unique_for: float | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        **kwargs: Any,
+    ) -> JobHandle: ...
+
+    async def submit_async(self, *args: Any, **kwargs: Any) -> JobHandle:
+        """:meth:`submit` for a coroutine (same options; see :mod:`jobchain.aio`): never blocks the loop.
+
+        During an outage the submit is buffered as :meth:`submit`'s is; the
+        handle says ``buffered`` and :meth:`JobHandle.wait_stored_async` waits for it.
+        """
+        names = ("job_id", "unique_key", "unique_for")
+        options = {name: kwargs.pop(name) for name in names if name in kwargs}
+        timing = {name: kwargs.pop(name) for name in ("countdown", "eta") if name in kwargs}
+        target = Signature(task=self).set(**options) if options else self
+        app = self.app
+        delay = delay_of(timing.get("countdown"), timing.get("eta"), now=app.clock.now()) if timing else None
+        handle: JobHandle = await app._submit_async(target, args, kwargs, None, delay)
         return handle
 
     def submit_many(self, calls: Iterable[Sequence[Any]]) -> list[JobHandle]:
@@ -342,6 +373,28 @@ class FailedQueue:
         """Delete entries (all of them when ``job_ids`` is None)."""
         return self._backend.purge_failed(None if job_ids is None else list(job_ids))
 
+    # --- the same, for coroutines (the App's thread pool runs them; see jobchain.aio) ---
+
+    async def list_async(
+        self, *, task: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> FailedPage:
+        """:meth:`list`, awaited."""
+        return await self._app.aio.run(self.list, task=task, queue=queue, limit=limit, offset=offset)
+
+    async def show_async(self, job_id: str) -> FailedEntry | None:
+        """:meth:`show`, awaited."""
+        return await self._app.aio.run(self.show, job_id)
+
+    async def redrive_async(
+        self, job_ids: Sequence[str] = (), *, task: str | None = None, all: bool = False
+    ) -> builtins.list[str]:
+        """:meth:`redrive`, awaited."""
+        return await self._app.aio.run(self.redrive, job_ids, task=task, all=all)
+
+    async def purge_async(self, job_ids: Sequence[str] | None = None) -> int:
+        """:meth:`purge`, awaited."""
+        return await self._app.aio.run(self.purge, job_ids)
+
     def __len__(self) -> int:
         queue = self._backend  # NotSupportedError first
         if isinstance(queue, Stats):
@@ -375,6 +428,12 @@ class App:
     ``require_signatures=False`` lets workers run unsigned jobs too (while
     signing is being rolled out); signed ones are still checked.
 
+    Every client call has an ``*_async`` twin for asyncio code
+    (:meth:`submit_async`, :meth:`JobHandle.wait_async` …): natively on a
+    backend with the :class:`~jobchain.capabilities.AsyncClient` capability,
+    otherwise in a pool of at most ``async_threads`` threads (see
+    :mod:`jobchain.aio`). Close with ``await app.close_async()`` from the loop.
+
     ``eager=True`` is test mode (on the memory backend): each submit runs the
     jobs it stored, and what they lead to (retries without their delay, the
     next steps of chains, jobs they submit), in the calling thread before it
@@ -396,6 +455,7 @@ class App:
         signing_keys: Sequence[str | bytes] | None = None,
         require_signatures: bool = True,
         eager: bool = False,
+        async_threads: int = DEFAULT_THREADS,
     ) -> None:
         if buffer is not None and not isinstance(buffer, SubmitBuffer):
             raise ConfigurationError(f"buffer must be a jobchain.SubmitBuffer or None, got {buffer!r}")
@@ -437,9 +497,13 @@ class App:
         self.schedules: dict[str, Schedule] = {}
         #: queue -> limits on its jobs (:meth:`limit_queue`)
         self.queue_limits: dict[str, Limits] = {}
+        #: how the ``*_async`` methods reach the backend: natively, or in a pool of ``async_threads``
+        self.aio = AsyncBridge(
+            lambda: self.backend, opened=lambda: self._backend is not None, threads=async_threads
+        )
         self.failed = FailedQueue(self)
         #: browse the backend's jobs: ``list`` a page by queue and state, ``counts``, ``get`` one
-        self.jobs = Jobs(lambda: self.backend)
+        self.jobs = Jobs(lambda: self.backend, aio=self.aio)
 
     # --- configuration ---------------------------------------------------------------
 
@@ -727,6 +791,28 @@ class App:
         delay = delay_of(countdown, eta, now=self.clock.now())
         return self._submit(target, tuple(args), kwargs or {}, submit_id, delay)
 
+    def _build(
+        self,
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        submit_id: str | None,
+        delay: float | None,
+    ) -> _Built:
+        """What a submit stores: its jobs and chain record, checked and signed (no backend call)."""
+        resolved = self._resolve(target)
+        now = self.clock.now()
+        if isinstance(resolved, Signature):
+            job = self.builder.job(resolved, args, kwargs, now=now, job_id=submit_id, delay=delay)
+            key, hold = unique_of(resolved, job)
+            fresh = submit_id is None and resolved.job_id is None
+            return _Built(JobHandle, job.id, (job,), (), fresh, None if key is None else (key, hold))
+        self._check_owned(resolved)
+        record, jobs = self.builder.chain(resolved, args, kwargs, now=now, chain_id=submit_id)
+        if delay:
+            jobs = [evolve(job, not_before=now + delay) for job in jobs]
+        return _Built(ChainHandle, record.id, tuple(jobs), (record,), submit_id is None, None)
+
     def _submit(
         self,
         target: Any,
@@ -735,20 +821,68 @@ class App:
         submit_id: str | None,
         delay: float | None = None,
     ) -> JobHandle | ChainHandle:
-        resolved = self._resolve(target)
-        now = self.clock.now()
-        if isinstance(resolved, Signature):
-            job = self.builder.job(resolved, args, kwargs, now=now, job_id=submit_id, delay=delay)
-            key, hold = unique_of(resolved, job)
-            if key is not None:
-                return JobHandle(self, self._store_unique(job, key, hold))
-            fresh = submit_id is None and resolved.job_id is None
-            return JobHandle(self, job.id, self._store([job], (), fresh))
-        self._check_owned(resolved)
-        record, jobs = self.builder.chain(resolved, args, kwargs, now=now, chain_id=submit_id)
-        if delay:
-            jobs = [evolve(job, not_before=now + delay) for job in jobs]
-        return ChainHandle(self, record.id, self._store(jobs, [record], submit_id is None))
+        built = self._build(target, args, kwargs, submit_id, delay)
+        if built.unique is not None:
+            return JobHandle(self, self._store_unique(built.jobs[0], *built.unique))
+        return built.kind(self, built.id, self._store(built.jobs, built.chains, built.fresh))
+
+    async def _submit_async(
+        self,
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        submit_id: str | None,
+        delay: float | None = None,
+    ) -> Any:
+        if self._eager is not None:  # test mode runs the jobs in the submitting thread: the pool's
+            return await self.aio.run(self._submit, target, args, kwargs, submit_id, delay)
+        built = self._build(target, args, kwargs, submit_id, delay)
+        if built.unique is not None:  # only the backend knows the holder: never buffered, as in submit
+            holder = await self.aio.run(self._store_unique, built.jobs[0], *built.unique)
+            return JobHandle(self, holder)
+        return built.kind(self, built.id, await self._store_async(built.jobs, built.chains, built.fresh))
+
+    async def _store_async(
+        self, jobs: Sequence[Job], chains: Sequence[ChainRecord], fresh: bool
+    ) -> PendingSubmit | None:
+        """:meth:`_store_only` for a coroutine: through the submit buffer, natively or in the pool."""
+        await self.aio.open()
+        aio = self.aio
+
+        async def store() -> None:
+            await aio.enqueue(jobs, chains, fresh=fresh)
+
+        buffered = self._buffered
+        if buffered is not None:
+            return await buffered.store_async(jobs, chains, store)
+        await store()
+        return None
+
+    async def submit_async(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`submit` for a coroutine: a :class:`JobHandle` or :class:`ChainHandle`; the loop never waits.
+
+        Buffered during an outage as :meth:`submit` is (see
+        :meth:`JobHandle.wait_stored_async`). Safe from many coroutines at once.
+        """
+        return await self._submit_async(target, args, kwargs, None)
+
+    async def submit_as_async(self, submit_id: str, target: Any, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`submit_as` for a coroutine."""
+        return await self._submit_async(target, args, kwargs, submit_id)
+
+    async def submit_later_async(
+        self,
+        target: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        submit_id: str | None = None,
+    ) -> Any:
+        """:meth:`submit_later` for a coroutine."""
+        delay = delay_of(countdown, eta, now=self.clock.now())
+        return await self._submit_async(target, tuple(args), kwargs or {}, submit_id, delay)
 
     def _store(self, jobs: Sequence[Job], chains: Sequence[ChainRecord], fresh: bool) -> PendingSubmit | None:
         """Store a submit's jobs and chains (in test mode, then run them), or buffer them.
@@ -794,6 +928,22 @@ class App:
 
     def submit_many(self, targets: Iterable[Any]) -> list[Any]:
         """Enqueue many tasks or chains in one backend call; returns their handles in order."""
+        jobs, records, made, fresh = self._build_many(targets)
+        pending = self._store(jobs, records, fresh) if jobs else None
+        return [kind(self, made_id, pending) for kind, made_id in made]
+
+    async def submit_many_async(self, targets: Iterable[Any]) -> list[Any]:
+        """:meth:`submit_many` for a coroutine: one backend call, the loop never blocked."""
+        if self._eager is not None:
+            return await self.aio.run(self.submit_many, list(targets))
+        jobs, records, made, fresh = self._build_many(targets)
+        pending = await self._store_async(jobs, records, fresh) if jobs else None
+        return [kind(self, made_id, pending) for kind, made_id in made]
+
+    def _build_many(
+        self, targets: Iterable[Any]
+    ) -> tuple[list[Job], list[ChainRecord], list[tuple[type[JobHandle] | type[ChainHandle], str]], bool]:
+        """The jobs and records of many submits, the handles to make, and whether every id is fresh."""
         now = self.clock.now()
         jobs: list[Job] = []
         records: list[ChainRecord] = []
@@ -817,8 +967,7 @@ class App:
             records.append(record)
             jobs.extend(first)
             made.append((ChainHandle, record.id))
-        pending = self._store(jobs, records, fresh) if jobs else None
-        return [kind(self, made_id, pending) for kind, made_id in made]
+        return jobs, records, made, fresh
 
     def _check_owned(self, spec: Chain | Group) -> None:
         for item in spec.steps if isinstance(spec, Chain) else (spec,):
@@ -839,6 +988,15 @@ class App:
     def stats(self) -> list[QueueStats]:
         """Counts per queue; :class:`~jobchain.errors.NotSupportedError` without the ``Stats`` capability."""
         return require(self.backend, Stats).stats()
+
+    async def stats_async(self) -> list[QueueStats]:
+        """:meth:`stats`, awaited (the App's thread pool runs it)."""
+        return await self.aio.run(self.stats)
+
+    async def cancel_async(self, job_ids: str | Iterable[str]) -> CancelReport:
+        """:meth:`cancel`, awaited (the App's thread pool runs it)."""
+        ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)
+        return await self.aio.run(self.cancel, ids)
 
     def workers(self) -> list[WorkerInfo]:
         """Live workers; :class:`~jobchain.errors.NotSupportedError` without a ``WorkerRegistry``."""
@@ -906,12 +1064,45 @@ class App:
             if self._buffered is not None:
                 self._buffered.close(timeout)
         finally:
-            with self._backend_lock:
-                if self._backend is not None:
-                    self._backend.close()
+            self._close_backend()
+            self.aio.shutdown()
+
+    def _close_backend(self) -> None:
+        with self._backend_lock:
+            if self._backend is not None:
+                self._backend.close()
+
+    async def close_async(self, timeout: float = 10.0) -> None:
+        """:meth:`close` from a coroutine: also closes the connections the running loop's calls opened.
+
+        The waits run in the App's thread pool; the loop is never blocked.
+        """
+        try:
+            if self._buffered is not None:
+                await self.aio.run(self._buffered.close, timeout)
+        finally:
+            try:
+                await self.aio.close_loop(self._backend)
+            finally:
+                await self.aio.run(self._close_backend)
+                self.aio.shutdown(wait=False)
 
     def __repr__(self) -> str:
         return f"<App backend={self.backend_url!r} tasks={len(self.tasks)}>"
+
+
+@frozen
+class _Built:
+    """One submit made ready to store: the handle's kind and id, the jobs and chain records, how to store."""
+
+    kind: type[JobHandle] | type[ChainHandle]
+    id: str
+    jobs: tuple[Job, ...]
+    chains: tuple[ChainRecord, ...]
+    #: every id was made just now (``enqueue_new``); otherwise some may exist (``enqueue``)
+    fresh: bool
+    #: (key, hold) of a unique job, stored through the Uniqueness capability
+    unique: tuple[str, float | None] | None
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from jobchain.capabilities import Browse, JobPage, require
 from jobchain.model import JobRecord, JobState
 
 if TYPE_CHECKING:
+    from jobchain.aio import AsyncBridge
     from jobchain.backend import Backend
 
 __all__ = [
@@ -166,8 +167,9 @@ class Jobs:
     (:class:`~jobchain.errors.NotSupportedError` otherwise); ``get`` works on any.
     """
 
-    def __init__(self, backend: Callable[[], Backend]) -> None:
+    def __init__(self, backend: Callable[[], Backend], *, aio: AsyncBridge | None = None) -> None:
         self._backend = backend
+        self._aio = aio
 
     def list(
         self,
@@ -196,3 +198,35 @@ class Jobs:
     def get(self, job_id: str) -> JobRecord | None:
         """The record of one job (a running one names its worker where the backend knows it), or None."""
         return self._backend().get_job(job_id)
+
+    # --- the same, for coroutines (see jobchain.aio) -------------------------------------
+
+    def _bridge(self) -> AsyncBridge:
+        if self._aio is None:
+            from jobchain.aio import AsyncBridge
+
+            self._aio = AsyncBridge(self._backend)
+        return self._aio
+
+    async def list_async(
+        self,
+        queue: str,
+        state: JobState | str = JobState.QUEUED,
+        *,
+        task: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> JobPage:
+        """:meth:`list`, awaited (a thread of the App's pool runs it)."""
+        return await self._bridge().run(
+            self.list, queue, state, task=task, limit=limit, cursor=cursor, oldest_first=oldest_first
+        )
+
+    async def counts_async(self, queue: str) -> dict[JobState, int]:
+        """:meth:`counts`, awaited (a thread of the App's pool runs it)."""
+        return await self._bridge().run(self.counts, queue)
+
+    async def get_async(self, job_id: str) -> JobRecord | None:
+        """:meth:`get`, awaited (natively on a backend with the AsyncClient capability)."""
+        return await self._bridge().get_job(job_id)

@@ -30,6 +30,7 @@ stores what the queue holds once the backend answers again. The rules:
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import json
@@ -37,7 +38,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -129,6 +130,9 @@ class PendingSubmit:
         #: why it was not stored, once given up (a SubmitsNotStoredError, or the backend's refusal)
         self.error: BaseException | None = None
         self._done = threading.Event()
+        #: wake-ups of coroutines awaiting :meth:`wait_async` (each hands the news to its own loop)
+        self._wakers: list[Callable[[], None]] = []
+        self._wakers_lock = threading.Lock()
 
     @property
     def state(self) -> str:
@@ -141,6 +145,35 @@ class PendingSubmit:
         """Block until stored or given up (True), or ``timeout`` seconds pass (False)."""
         return self._done.wait(timeout)
 
+    async def wait_async(self, timeout: float | None) -> bool:
+        """:meth:`wait` for a coroutine: the flusher thread wakes it through its loop; no thread waits."""
+        if self._done.is_set():
+            return True
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        with self._wakers_lock:
+            self._wakers.append(wake)
+        try:
+            if self._done.is_set():  # finished between the first look and the waker's registration
+                return True
+            try:
+                await asyncio.wait_for(woken, timeout)
+            except TimeoutError:
+                return self._done.is_set()
+            return True
+        finally:
+            with self._wakers_lock:
+                self._wakers.remove(wake)
+
     def _finish(self, error: BaseException | None = None) -> None:
         if error is None:
             self.stored = True
@@ -148,6 +181,10 @@ class PendingSubmit:
         elif not self.stored:
             self.error = error
         self._done.set()
+        with self._wakers_lock:
+            wakers = list(self._wakers)
+        for wake in wakers:
+            wake()
 
 
 class BufferedSubmits:
@@ -202,6 +239,25 @@ class BufferedSubmits:
                 self.backend.enqueue_new(jobs, chains)
             else:
                 self.backend.enqueue(jobs, chains)
+        except BackendUnavailableError as exc:
+            with self._cond:
+                return self._hold(jobs, chains, exc)
+        return None
+
+    async def store_async(
+        self, jobs: Sequence[Job], chains: Sequence[ChainRecord], store: Callable[[], Awaitable[None]]
+    ) -> PendingSubmit | None:
+        """:meth:`enqueue_new` / :meth:`enqueue` for a coroutine: ``store()`` awaits the backend's write.
+
+        The same rules: behind what is buffered already; held when ``store()``
+        raises :class:`BackendUnavailableError`; the flusher thread stores it
+        later (through the synchronous backend, in order with every other submit).
+        """
+        with self._cond:
+            if self._queue:
+                return self._hold(jobs, chains, None)
+        try:
+            await store()
         except BackendUnavailableError as exc:
             with self._cond:
                 return self._hold(jobs, chains, exc)

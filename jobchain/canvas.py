@@ -137,6 +137,21 @@ class Signature:
             handle = app.submit_later(target, args, kwargs, countdown=countdown, eta=eta)
         return handle
 
+    async def submit_async(
+        self,
+        *args: Any,
+        job_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        **kwargs: Any,
+    ) -> JobHandle:
+        """:meth:`submit` for a coroutine (see :mod:`jobchain.aio`)."""
+        target = self if job_id is None else evolve(self, job_id=job_id)
+        handle: JobHandle = await self.task.app.submit_later_async(
+            target, args, kwargs, countdown=countdown, eta=eta
+        )
+        return handle
+
     def __rshift__(self, other: Stepish) -> Chain:
         return chain(self, other)
 
@@ -171,6 +186,19 @@ class Group:
         ``chain_id``, ``countdown``, ``eta``: see :meth:`Chain.submit`.
         """
         return Chain(steps=(self,), kind="group").submit(
+            *args, chain_id=chain_id, countdown=countdown, eta=eta, **kwargs
+        )
+
+    async def submit_async(
+        self,
+        *args: Any,
+        chain_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        **kwargs: Any,
+    ) -> ChainHandle:
+        """:meth:`submit` for a coroutine (see :mod:`jobchain.aio`)."""
+        return await Chain(steps=(self,), kind="group").submit_async(
             *args, chain_id=chain_id, countdown=countdown, eta=eta, **kwargs
         )
 
@@ -223,6 +251,20 @@ class Chain:
             app.submit(self, *args, **kwargs)
             if chain_id is None
             else app.submit_as(chain_id, self, *args, **kwargs)
+        )
+        return handle
+
+    async def submit_async(
+        self,
+        *args: Any,
+        chain_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        **kwargs: Any,
+    ) -> ChainHandle:
+        """:meth:`submit` for a coroutine (see :mod:`jobchain.aio`): the loop never waits on the backend."""
+        handle: ChainHandle = await self.app.submit_later_async(
+            self, args, kwargs, countdown=countdown, eta=eta, submit_id=chain_id
         )
         return handle
 

@@ -15,7 +15,7 @@ capability method on a backend without asking first, with :func:`supports`
 Implemented today: :class:`FailedQueue`, :class:`WorkerRegistry`,
 :class:`Stats`, :class:`Pause`, :class:`Browse`, :class:`Uniqueness`,
 :class:`Cancel`, :class:`ScheduleSlots`, :class:`RateLimits`,
-:class:`ConcurrencyLimits`.
+:class:`ConcurrencyLimits`, :class:`AsyncClient`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 from attrs import frozen
 
 from jobchain.errors import NotSupportedError
-from jobchain.model import FailedEntry, Job, JobRecord, JobState, QueueStats, WorkerInfo
+from jobchain.model import ChainRecord, FailedEntry, Job, JobRecord, JobState, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
     from jobchain.backend import Backend
 
 __all__ = [
     "ALL",
+    "AsyncClient",
     "Browse",
     "Cancel",
     "CancelReport",
@@ -452,6 +453,53 @@ class ScheduleSlots(Capability):
         """Resume ``name`` (idempotent); the slots it missed follow its missed-slot policy."""
 
 
+class AsyncClient(Capability):
+    """The client's hot calls served on the caller's event loop (``await task.submit_async(...)``).
+
+    Without it, the App runs the synchronous call in a small thread pool of
+    its own (see :mod:`jobchain.aio`), which is correct for every backend:
+    the contract's methods are called from many threads already (a worker's
+    fetcher, settler, monitor and pool threads). A backend declares this to
+    skip the thread hop on the paths an async web handler takes most:
+    storing a submit, and reading a job's or a chain's record while it waits.
+
+    Each coroutine must do exactly what its synchronous twin does (same
+    writes, same errors: :class:`~jobchain.errors.BackendUnavailableError`
+    during an outage, so the submit buffer holds the submit) and never block
+    the event loop. A backend may serve natively only some of its instances
+    (a redis-py asyncio client exists for one server, not yet for every way
+    of connecting): :meth:`serves_async` says so, and the App uses its
+    thread pool when it is False. Clients are bound to the event loop that
+    made them: :meth:`close_async` closes the running loop's.
+    """
+
+    what = "an asyncio client"
+
+    @abc.abstractmethod
+    def serves_async(self) -> bool:
+        """True when this instance serves the coroutines below (False: the App's thread pool does)."""
+
+    @abc.abstractmethod
+    async def enqueue_async(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        """:meth:`Backend.enqueue <jobchain.backend.Backend.enqueue>`, awaited."""
+
+    @abc.abstractmethod
+    async def enqueue_new_async(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        """:meth:`Backend.enqueue_new <jobchain.backend.Backend.enqueue_new>`, awaited."""
+
+    @abc.abstractmethod
+    async def get_job_async(self, job_id: str) -> JobRecord | None:
+        """:meth:`Backend.get_job <jobchain.backend.Backend.get_job>`, awaited."""
+
+    @abc.abstractmethod
+    async def get_chain_async(self, chain_id: str) -> ChainRecord | None:
+        """:meth:`Backend.get_chain <jobchain.backend.Backend.get_chain>`, awaited."""
+
+    @abc.abstractmethod
+    async def close_async(self) -> None:
+        """Close what the running event loop's calls opened (its connections); the backend stays usable."""
+
+
 #: every capability, in the order they are listed
 ALL: tuple[type[Capability], ...] = (
     FailedQueue,
@@ -464,6 +512,7 @@ ALL: tuple[type[Capability], ...] = (
     RateLimits,
     ConcurrencyLimits,
     ScheduleSlots,
+    AsyncClient,
 )
 
 

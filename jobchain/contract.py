@@ -39,7 +39,8 @@ crashes.
 shared rules in :mod:`jobchain.uniqueness`); declared for coming features
 and :class:`Cancel` (its report is a :class:`CancelReport`), :class:`RateLimits`
 and :class:`ConcurrencyLimits` (their shared rules in :mod:`jobchain.limits`); declared for
-coming features (provisional): :class:`ScheduleSlots`.
+coming features (provisional): :class:`ScheduleSlots`. :class:`AsyncClient` serves the
+asyncio client's hot calls as coroutines (without it, the App's thread pool runs the sync calls).
 Code that uses a backend asks
 with :func:`supports` or :func:`require`; a missing capability is a
 :class:`NotSupportedError`.
@@ -70,8 +71,10 @@ from __future__ import annotations
 
 from jobchain import workflow
 from jobchain.aging import DEFAULT_AGING_INTERVAL, effective_priority, order_key
+from jobchain.aio import PerLoop
 from jobchain.backend import Backend, name_taken
 from jobchain.capabilities import (
+    AsyncClient,
     Browse,
     Cancel,
     CancelReport,
@@ -138,6 +141,7 @@ __all__ = [
     "MAX_KEPT_ERRORS",
     "UNREADABLE_TASK",
     "Aborted",
+    "AsyncClient",
     "Backend",
     "BackendAuthError",
     "BackendError",
@@ -173,6 +177,7 @@ __all__ = [
     "NotSupportedError",
     "Outcome",
     "Pause",
+    "PerLoop",
     "QueueStats",
     "RateLimits",
     "Released",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
+from jobchain.aio import poll
 from jobchain.errors import (
     ChainHaltedError,
     JobCancelledError,
@@ -39,6 +41,58 @@ def _poll(check: Any, timeout: float | None) -> bool:
         else:
             time.sleep(pause)
         pause = min(pause * 1.5, 0.05)
+
+
+def _job_result(job_id: str, record: JobRecord | None) -> Any:
+    """A job's result from its record; raises if it failed, was cancelled or has not finished."""
+    if record is None:
+        raise NotReadyError(job_id, "unknown")
+    if record.state is JobState.SUCCEEDED:
+        return record.result
+    if record.state is JobState.FAILED:
+        raise JobFailedError(job_id, record.error)
+    if record.state is JobState.CANCELLED:
+        raise JobCancelledError(job_id)
+    raise NotReadyError(job_id, record.state.value)
+
+
+def _chain_result(chain_id: str, record: ChainRecord | None) -> Any:
+    """A chain's result from its record; raises if it failed, was cancelled or has not finished."""
+    if record is None:
+        raise NotReadyError(chain_id, "unknown")
+    if record.state is ChainState.SUCCEEDED:
+        return record.result
+    if record.state is ChainState.FAILED:
+        failed = record.failed_step()
+        step, member = failed if failed is not None else (0, None)
+        job_id = member.job_id if member else ""
+        raise ChainHaltedError(chain_id, step, job_id, member.error if member else None)
+    if record.state is ChainState.CANCELLED:
+        raise JobCancelledError(chain_id, "chain")
+    raise NotReadyError(chain_id, record.state.value)
+
+
+def _pending_members(record: ChainRecord) -> list[str]:
+    """The job ids of a chain's members not finished in the record (those that may be running)."""
+    return [m.job_id for step in record.steps for m in step.members if m.state is StepState.PENDING]
+
+
+def _shown(record: ChainRecord, running: set[str]) -> ChainRecord:
+    """The record with the members in ``running`` shown ``running`` (and the chain, if it was pending)."""
+    steps = list(record.steps)
+    for index, step in enumerate(steps):
+        if any(m.state is StepState.PENDING and m.job_id in running for m in step.members):
+            members = tuple(
+                evolve(m, state=StepState.RUNNING)
+                if m.state is StepState.PENDING and m.job_id in running
+                else m
+                for m in step.members
+            )
+            steps[index] = evolve(step, members=members)
+    shown = evolve(record, steps=tuple(steps))
+    if shown.state is ChainState.PENDING and any(s.state is not StepState.PENDING for s in shown.steps):
+        shown = evolve(shown, state=ChainState.RUNNING)
+    return shown
 
 
 class _Submitted:
@@ -83,6 +137,21 @@ class _Submitted:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             self.wait_stored(left)
 
+    async def wait_stored_async(self, timeout: float | None = None) -> None:
+        """:meth:`wait_stored` for a coroutine (the flusher wakes it: no thread waits, no polling)."""
+        pending = self._pending
+        if pending is None:
+            return
+        if not await pending.wait_async(timeout):
+            raise WaitTimeoutError(self.id, timeout or 0.0, pending.state)
+        if pending.error is not None and not pending.stored:
+            raise pending.error
+
+    async def _wait_stored_until_async(self, deadline: float | None) -> None:
+        if self._pending is not None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await self.wait_stored_async(left)
+
 
 class JobHandle(_Submitted):
     """A submitted job: ``.id``, ``.status()``, ``.wait(timeout)``, ``.result()``.
@@ -118,16 +187,7 @@ class JobHandle(_Submitted):
         unstored = self._unstored_state()
         if unstored is not None:
             raise NotReadyError(self.id, unstored)
-        record = self.record()
-        if record is None:
-            raise NotReadyError(self.id, "unknown")
-        if record.state is JobState.SUCCEEDED:
-            return record.result
-        if record.state is JobState.FAILED:
-            raise JobFailedError(self.id, record.error)
-        if record.state is JobState.CANCELLED:
-            raise JobCancelledError(self.id)
-        raise NotReadyError(self.id, record.state.value)
+        return _job_result(self.id, self.record())
 
     def cancel(self) -> CancelReport:
         """Cancel the job (see :meth:`jobchain.App.cancel`); a buffered one is stored first."""
@@ -147,6 +207,49 @@ class JobHandle(_Submitted):
         if not _poll(finished, left):
             raise WaitTimeoutError(self.id, timeout or 0.0, self.status())
         return self.result()
+
+    # --- the same, for coroutines (see jobchain.aio) ----------------------------------
+
+    async def record_async(self) -> JobRecord | None:
+        """:meth:`record`, awaited."""
+        if self._unstored_state() is not None:
+            return None
+        return await self.app.aio.get_job(self.id)
+
+    async def status_async(self) -> str:
+        """:meth:`status`, awaited."""
+        unstored = self._unstored_state()
+        if unstored is not None:
+            return unstored
+        record = await self.record_async()
+        return "unknown" if record is None else record.state.value
+
+    async def result_async(self) -> Any:
+        """:meth:`result`, awaited."""
+        unstored = self._unstored_state()
+        if unstored is not None:
+            raise NotReadyError(self.id, unstored)
+        return _job_result(self.id, await self.record_async())
+
+    async def cancel_async(self) -> CancelReport:
+        """:meth:`cancel`, awaited (a buffered job is stored first)."""
+        await self.wait_stored_async()
+        return await self.app.aio.run(self.app.cancel, [self.id])
+
+    async def wait_async(self, timeout: float | None = None) -> Any:
+        """:meth:`wait` for a coroutine: polls with ``await asyncio.sleep``, raises what ``wait`` raises."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        await self._wait_stored_until_async(deadline)
+        seen: list[JobRecord | None] = [None]
+
+        async def finished() -> bool:
+            seen[0] = record = await self.record_async()
+            return record is not None and record.state.finished
+
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not await poll(finished, left):
+            raise WaitTimeoutError(self.id, timeout or 0.0, await self.status_async())
+        return _job_result(self.id, seen[0])
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id}>"
@@ -173,22 +276,12 @@ class ChainHandle(_Submitted):
         record = self.app.backend.get_chain(self.id)
         if record is None or record.finished:
             return record
-        steps = list(record.steps)
-        for index, step in enumerate(steps):
-            members = list(step.members)
-            changed = False
-            for m, member in enumerate(members):
-                if member.state is StepState.PENDING:
-                    job = self.app.backend.get_job(member.job_id)
-                    if job is not None and job.state is JobState.RUNNING:
-                        members[m] = evolve(member, state=StepState.RUNNING)
-                        changed = True
-            if changed:
-                steps[index] = evolve(step, members=tuple(members))
-        shown = evolve(record, steps=tuple(steps))
-        if shown.state is ChainState.PENDING and any(s.state is not StepState.PENDING for s in shown.steps):
-            shown = evolve(shown, state=ChainState.RUNNING)
-        return shown
+        running = set()
+        for job_id in _pending_members(record):
+            job = self.app.backend.get_job(job_id)
+            if job is not None and job.state is JobState.RUNNING:
+                running.add(job_id)
+        return _shown(record, running)
 
     def status(self) -> str:
         """``buffered``, ``pending``, ``running``, ``succeeded``, ``failed``, ``unknown`` or ``not_stored``.
@@ -208,20 +301,7 @@ class ChainHandle(_Submitted):
         unstored = self._unstored_state()
         if unstored is not None:
             raise NotReadyError(self.id, unstored)
-        record = self.app.backend.get_chain(self.id)
-        if record is None:
-            raise NotReadyError(self.id, "unknown")
-        if record.state is ChainState.SUCCEEDED:
-            return record.result
-        if record.state is ChainState.FAILED:
-            failed = record.failed_step()
-            step, member = failed if failed is not None else (0, None)
-            raise ChainHaltedError(
-                self.id, step, member.job_id if member else "", member.error if member else None
-            )
-        if record.state is ChainState.CANCELLED:
-            raise JobCancelledError(self.id, "chain")
-        raise NotReadyError(self.id, record.state.value)
+        return _chain_result(self.id, self.app.backend.get_chain(self.id))
 
     def cancel(self) -> CancelReport:
         """Cancel the chain's unfinished jobs (see :meth:`jobchain.App.cancel`): the chain ends cancelled.
@@ -230,12 +310,7 @@ class ChainHandle(_Submitted):
         """
         self.wait_stored()
         record = self.app.backend.get_chain(self.id)
-        ids = (
-            []
-            if record is None
-            else [m.job_id for step in record.steps for m in step.members if m.state is StepState.PENDING]
-        )
-        return self.app.cancel(ids)
+        return self.app.cancel([] if record is None else _pending_members(record))
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the chain succeeds or fails; return its result or raise ChainHaltedError."""
@@ -250,6 +325,59 @@ class ChainHandle(_Submitted):
         if not _poll(finished, left):
             raise WaitTimeoutError(self.id, timeout or 0.0, self.status())
         return self.result()
+
+    # --- the same, for coroutines (see jobchain.aio) ----------------------------------
+
+    async def record_async(self) -> ChainRecord | None:
+        """:meth:`record`, awaited."""
+        if self._unstored_state() is not None:
+            return None
+        aio = self.app.aio
+        record = await aio.get_chain(self.id)
+        if record is None or record.finished:
+            return record
+        pending = _pending_members(record)
+        jobs = await asyncio.gather(*(aio.get_job(job_id) for job_id in pending))
+        running = {i for i, job in zip(pending, jobs, strict=True) if job and job.state is JobState.RUNNING}
+        return _shown(record, running)
+
+    async def status_async(self) -> str:
+        """:meth:`status`, awaited."""
+        unstored = self._unstored_state()
+        if unstored is not None:
+            return unstored
+        record = await self.app.aio.get_chain(self.id)
+        if record is not None and record.state is ChainState.PENDING:
+            record = await self.record_async()
+        return "unknown" if record is None else record.state.value
+
+    async def result_async(self) -> Any:
+        """:meth:`result`, awaited."""
+        unstored = self._unstored_state()
+        if unstored is not None:
+            raise NotReadyError(self.id, unstored)
+        return _chain_result(self.id, await self.app.aio.get_chain(self.id))
+
+    async def cancel_async(self) -> CancelReport:
+        """:meth:`cancel`, awaited."""
+        await self.wait_stored_async()
+        record = await self.app.aio.get_chain(self.id)
+        return await self.app.aio.run(self.app.cancel, [] if record is None else _pending_members(record))
+
+    async def wait_async(self, timeout: float | None = None) -> Any:
+        """:meth:`wait` for a coroutine: polls with ``await asyncio.sleep``, raises what ``wait`` raises."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        await self._wait_stored_until_async(deadline)
+        seen: list[ChainRecord | None] = [None]
+
+        async def finished() -> bool:
+            seen[0] = record = await self.app.aio.get_chain(self.id)
+            return record is not None and record.finished
+
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not await poll(finished, left):
+            raise WaitTimeoutError(self.id, timeout or 0.0, await self.status_async())
+        return _chain_result(self.id, seen[0])
 
     def render(self) -> str:
         """``A (succeeded) -> B (failed) -> C (not executed)``."""

@@ -26,6 +26,7 @@ from jobchain._memory_schedules import MemorySchedules
 from jobchain.backend import Backend, name_taken
 from jobchain.browsing import BROWSABLE, order_key, page
 from jobchain.capabilities import (
+    AsyncClient,
     Browse,
     Cancel,
     CancelReport,
@@ -80,6 +81,7 @@ class MemoryBackend(
     Uniqueness,
     MemorySchedules,
     MemoryLimits,
+    AsyncClient,
 ):
     """All state in dicts and heaps in this process."""
 
@@ -413,6 +415,26 @@ class MemoryBackend(
     def get_chain(self, chain_id: str) -> ChainRecord | None:
         with self._cond:
             return self._chains.get(chain_id)
+
+    # --- the asyncio client: the same calls, made on the loop (the lock is held for microseconds) ---
+
+    def serves_async(self) -> bool:
+        return True
+
+    async def enqueue_async(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        self.enqueue(jobs, chains)
+
+    async def enqueue_new_async(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        self.enqueue_new(jobs, chains)
+
+    async def get_job_async(self, job_id: str) -> JobRecord | None:
+        return self.get_job(job_id)
+
+    async def get_chain_async(self, chain_id: str) -> ChainRecord | None:
+        return self.get_chain(chain_id)
+
+    async def close_async(self) -> None:
+        """Nothing: no connection to close."""
 
     # --- unique jobs -----------------------------------------------------------------
 

@@ -89,6 +89,7 @@ def test_supports_and_capabilities_read_the_class_statement() -> None:
         "RateLimits",
         "ConcurrencyLimits",
         "ScheduleSlots",
+        "AsyncClient",
     ]
     assert capabilities(MemoryBackend) == expected
     assert capabilities(MemoryBackend()) == expected
@@ -260,6 +261,7 @@ def test_a_spec_knows_its_backends_capabilities() -> None:
         "ScheduleSlots",
         "RateLimits",
         "ConcurrencyLimits",
+        "AsyncClient",
     ]
     assert BackendSpec("c", CoreOnly, "", "x").capabilities == []
     assert BackendSpec("f", lambda url, **kw: MemoryBackend(), "", "x").capabilities is None
@@ -280,6 +282,7 @@ def test_jobchain_backends_lists_capabilities() -> None:
         "ScheduleSlots",
         "RateLimits",
         "ConcurrencyLimits",
+        "AsyncClient",
     ]
     assert memory["capabilities"] == expected
     table = CliRunner().invoke(cli, ["backends"])

@@ -52,7 +52,8 @@ def test_readme_example_halts_then_completes_after_redrive() -> None:
 
 
 @pytest.mark.parametrize(
-    "section", ["Pausing a queue", "Browsing jobs", "Unique jobs", "Cancelling jobs", "Limits"]
+    "section",
+    ["Pausing a queue", "Browsing jobs", "Unique jobs", "Cancelling jobs", "Limits", "asyncio: the client"],
 )
 def test_a_guide_sections_example_runs(section: str) -> None:
     """The first Python example of the guide's section runs as written."""

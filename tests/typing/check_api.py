@@ -82,3 +82,23 @@ async_job: JobHandle = fetch_length.submit("https://example.com")
 runs_on_loop: bool = fetch_length.is_async
 loop_worker: Worker = app.worker(concurrency=8, async_concurrency=500, loop_block_threshold=0.5)
 has_loop: bool = loop_worker.runs_async
+
+# the asyncio client: the same calls, awaited (jobchain.aio)
+async def _the_async_client() -> None:
+    handle: JobHandle = await add.submit_async(1, 2)
+    later: JobHandle = await add.submit_async(1, 2, countdown=5.0, job_id="later-1")
+    chained: ChainHandle = await chain(add.s(1, 2), double).submit_async()
+    grouped: ChainHandle = await group(add.s(1, 2), add.s(3, 4)).submit_async()
+    anything: Any = await app.submit_async(add, 1, 2)
+    many: list[Any] = await app.submit_many_async([add.s(1, 2), chain(add.s(1, 2), double)])
+    result: Any = await handle.wait_async(timeout=5.0)
+    state: str = await chained.status_async()
+    record: JobRecord | None = await later.record_async()
+    await grouped.wait_stored_async(timeout=1.0)
+    page: JobPage = await app.jobs.list_async("default", "ready", limit=10)
+    counted: dict[JobState, int] = await app.jobs.counts_async("default")
+    failed_page = await app.failed.list_async(task="add", limit=10)
+    moved: list[str] = await app.failed.redrive_async(all=True)
+    stats = await app.stats_async()
+    await app.close_async(timeout=5.0)
+    del result, state, record, page, counted, failed_page, moved, stats, anything, many

@@ -22,7 +22,7 @@ from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainErro
 from jobchain.errors import BackendAuthError, BackendError, BackendUnavailableError
 from jobchain_redis.sentinel import FollowingPool
 
-__all__ = ["boundary", "wrong_type"]
+__all__ = ["boundary", "converted", "wrong_type"]
 
 logger = structlog.get_logger("jobchain.redis")
 
@@ -100,12 +100,12 @@ def boundary(method: Callable[P, R]) -> Callable[P, R]:
         try:
             return method(*args, **kwargs)
         except redis.RedisError as exc:
-            raise _converted(args[0], method.__name__, exc) from exc
+            raise converted(args[0], method.__name__, exc) from exc
 
     return wrapper
 
 
-def _converted(backend: object, operation: str, exc: redis.RedisError) -> BackendError:
+def converted(backend: object, operation: str, exc: redis.RedisError) -> BackendError:
     """The jobchain error of a redis-py error raised by ``backend``'s ``operation``."""
     url = getattr(backend, "url", "redis")
     if _auth_refused(exc):  # before ConnectionError: redis-py derives AuthenticationError from it

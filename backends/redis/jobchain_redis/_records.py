@@ -17,7 +17,8 @@ A hash written before histories were kept reads with its ``error`` alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -26,7 +27,7 @@ from jobchain.errors import BackendError
 from jobchain.model import MAX_KEPT_ERRORS, ChainRecord, ErrorInfo, JobRecord, JobState, WorkerInfo
 from jobchain_redis._reading import UNREADABLE, parse_job, placeholder, printable, wrong_type_message
 from jobchain_redis.codec import chain_from_json, decodable, dumps, loads
-from jobchain_redis.connection import Transaction, wrong_type
+from jobchain_redis.connection import Pipe, Transaction, wrong_type
 
 if TYPE_CHECKING:
     from jobchain_redis._store import Store
@@ -75,11 +76,25 @@ class Records:
 
     def get_job(self, job_id: str) -> JobRecord | None:
         client = self.store.client
-        pipe = client.pipeline(transaction=False)
         queues = sorted(client.smembers(self.keys.queues)) if self.keys.spread else [None]
-        for queue in queues:  # spread layout: the key depends on the queue, so look in each
+        pipe = client.pipeline(transaction=False)
+        self.queue_job_reads(pipe, job_id, queues)
+        return self.job_from(job_id, queues, pipe.execute(raise_on_error=False))
+
+    async def get_job_async(self, client: Any, job_id: str) -> JobRecord | None:
+        """:meth:`get_job` on a ``redis.asyncio`` client: the same reads, the same record."""
+        queues = sorted(await client.smembers(self.keys.queues)) if self.keys.spread else [None]
+        pipe = client.pipeline(transaction=False)
+        self.queue_job_reads(pipe, job_id, queues)
+        return self.job_from(job_id, queues, await pipe.execute(raise_on_error=False))
+
+    def queue_job_reads(self, pipe: Pipe, job_id: str, queues: Sequence[str | None]) -> None:
+        """Queue the reads of a job's hash (spread layout: the key depends on the queue, so one per queue)."""
+        for queue in queues:
             pipe.hgetall(self.keys.job(job_id, queue))
-        replies = pipe.execute(raise_on_error=False)
+
+    def job_from(self, job_id: str, queues: Sequence[str | None], replies: Sequence[Any]) -> JobRecord | None:
+        """The job's record from the replies of :meth:`queue_job_reads`."""
         for queue, reply in zip(queues, replies, strict=True):
             key = wrong_type(reply, self.keys.job(job_id, queue))
             if key is not None:
@@ -96,7 +111,13 @@ class Records:
         return record_of(job_id, raw)
 
     def get_chain(self, chain_id: str) -> ChainRecord | None:
-        raw = self.store.client.get(self.keys.chain(chain_id))
+        return self.chain_from(chain_id, self.store.client.get(self.keys.chain(chain_id)))
+
+    async def get_chain_async(self, client: Any, chain_id: str) -> ChainRecord | None:
+        """:meth:`get_chain` on a ``redis.asyncio`` client."""
+        return self.chain_from(chain_id, await client.get(self.keys.chain(chain_id)))
+
+    def chain_from(self, chain_id: str, raw: str | None) -> ChainRecord | None:
         if raw is None:
             return None
         try:

@@ -99,11 +99,13 @@ class Store:
         """Every queue that ever held a job, sorted."""
         return sorted(self.client.smembers(self.keys.queues))
 
+    def unnoted(self, queues: Iterable[str]) -> list[str]:
+        """Spread layout: the queues not yet added to the queue list by this process (none otherwise)."""
+        return sorted(set(queues) - self.noted) if self.keys.spread else []
+
     def note_queues(self, queues: Iterable[str]) -> None:
         """Spread layout: add queues to the queue list before their first job is stored (another slot)."""
-        if not self.keys.spread:
-            return
-        new = sorted(set(queues) - self.noted)
+        new = self.unnoted(queues)
         if new:
             self.client.sadd(self.keys.queues, *new)
             self.noted.update(new)

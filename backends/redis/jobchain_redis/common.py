@@ -28,6 +28,7 @@ layout (``lists``/``streams``)  ``stats``, and the structure the parts call
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Self, TypedDict
 
@@ -36,7 +37,7 @@ import redis.cluster
 
 from jobchain.aging import DEFAULT_AGING_INTERVAL
 from jobchain.backend import Backend
-from jobchain.capabilities import CancelReport, JobPage, ScheduleState
+from jobchain.capabilities import AsyncClient, CancelReport, JobPage, ScheduleState
 from jobchain.clock import Clock
 from jobchain.errors import ConfigurationError
 from jobchain.model import (
@@ -51,6 +52,7 @@ from jobchain.model import (
     SettleResult,
     WorkerInfo,
 )
+from jobchain_redis._aio import AsyncRedis, async_boundary
 from jobchain_redis._browse import Browser
 from jobchain_redis._cancel import Canceller
 from jobchain_redis._enqueue import Enqueuer
@@ -131,7 +133,7 @@ class RedisOptions(TypedDict, total=False):
     spread: bool | None
 
 
-class RedisBackend(Backend, RedisLimits):
+class RedisBackend(Backend, RedisLimits, AsyncClient):
     """A Redis backend: the shared parts around ``layout`` (see the module docstring).
 
     ``band_width`` is in aging intervals (the class's default when None);
@@ -212,6 +214,8 @@ class RedisBackend(Backend, RedisLimits):
         self._uniques = Uniques(store, self._layout)
         self._canceller = Canceller(store, self._layout, self._outbox)
         self._schedules = Schedules(store)
+        #: the asyncio clients (one per event loop) of the AsyncClient capability
+        self._aio = AsyncRedis(client)
 
     # --- opening by URL ----------------------------------------------------------------
 
@@ -242,6 +246,47 @@ class RedisBackend(Backend, RedisLimits):
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
+
+    # --- the asyncio client (see jobchain_redis._aio) ------------------------------------
+
+    def serves_async(self) -> bool:
+        """True on one server (or fakeredis); a Sentinel or Cluster client is served by the App's threads."""
+        return self._aio.serves()
+
+    async def _now_async(self, client: Any) -> float:
+        clock = self.clock
+        if isinstance(clock, ServerClock):
+            return await clock.now_async(client)
+        return self.now()  # an injected clock (tests): no I/O
+
+    async def _enqueue_async(
+        self, jobs: Sequence[Job], chains: Sequence[ChainRecord], *, fresh: bool
+    ) -> None:
+        client = await self._aio.client()
+        if not self.eviction.checked:  # once per backend: CONFIG GET, off the loop
+            await asyncio.to_thread(self.eviction.ensure, self.client)
+        self.eviction.ensure(self.client)  # checked: raises the refusal under eviction=refuse, no I/O
+        now = await self._now_async(client)
+        await self._enqueuer.enqueue_async(client, jobs, chains, fresh=fresh, now=now)
+
+    @async_boundary
+    async def enqueue_async(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        await self._enqueue_async(jobs, chains, fresh=False)
+
+    @async_boundary
+    async def enqueue_new_async(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        await self._enqueue_async(jobs, chains, fresh=True)
+
+    @async_boundary
+    async def get_job_async(self, job_id: str) -> JobRecord | None:
+        return await self._records.get_job_async(await self._aio.client(), job_id)
+
+    @async_boundary
+    async def get_chain_async(self, chain_id: str) -> ChainRecord | None:
+        return await self._records.get_chain_async(await self._aio.client(), chain_id)
+
+    async def close_async(self) -> None:
+        await self._aio.close()
 
     def delete_everything(self) -> int:
         """Delete every key under this backend's prefix (tests, resets); return how many."""

@@ -89,6 +89,18 @@ class ServerClock:
                 self._checked = local
         return time.time() + self._offset
 
+    async def now_async(self, client: Any) -> float:
+        """:meth:`now` for a coroutine: ``TIME`` read through ``client`` (``redis.asyncio``) when due."""
+        local = time.monotonic()
+        if local - self._checked > self._refresh:
+            before = time.time()
+            seconds, micros = await client.time()
+            after = time.time()
+            with self._lock:
+                self._offset = seconds + micros / 1e6 - (before + after) / 2
+                self._checked = local
+        return time.time() + self._offset
+
 
 class Transaction:
     """One attempt of an optimistic transaction: WATCH keys, read, then queue writes after MULTI.

@@ -37,7 +37,7 @@ import structlog
 
 from jobchain.errors import BackendFullError, ConfigurationError
 
-__all__ = ["EVICTION_MODES", "EvictionCheck", "is_oom", "refuse_oom"]
+__all__ = ["EVICTION_MODES", "EvictionCheck", "is_oom", "oom_error", "refuse_oom"]
 
 logger = structlog.get_logger("jobchain.redis")
 
@@ -67,6 +67,11 @@ class EvictionCheck:
         self._done = mode == "ignore"
         self._refusal: ConfigurationError | None = None
         self._lock = threading.Lock()
+
+    @property
+    def checked(self) -> bool:
+        """True once the policy was read (or need not be): :meth:`ensure` then does no I/O."""
+        return self._done
 
     def ensure(self, client: Any) -> None:
         """Check the policy if not done yet; raise the refusal under ``refuse``.
@@ -147,6 +152,16 @@ def is_oom(exc: BaseException) -> bool:
     )
 
 
+def oom_error(url: str) -> BackendFullError:
+    """The error of a write Redis refused for want of memory (nothing of it was stored)."""
+    return BackendFullError(
+        url,
+        f"Redis at {url} is out of memory (maxmemory reached, policy noeviction) and refused "
+        "the write; nothing of it was stored. Let workers drain the queues, purge the failed "
+        "queue (jobchain failed purge) or raise maxmemory, then submit again",
+    )
+
+
 def refuse_oom(method: Callable[P, R]) -> Callable[P, R]:
     """Turn Redis' OOM answer into :class:`BackendFullError` (place it under ``@boundary``)."""
 
@@ -157,12 +172,6 @@ def refuse_oom(method: Callable[P, R]) -> Callable[P, R]:
         except redis.ResponseError as exc:
             if not is_oom(exc):
                 raise
-            url = str(getattr(args[0], "url", "redis"))
-            raise BackendFullError(
-                url,
-                f"Redis at {url} is out of memory (maxmemory reached, policy noeviction) and refused "
-                "the write; nothing of it was stored. Let workers drain the queues, purge the failed "
-                "queue (jobchain failed purge) or raise maxmemory, then submit again",
-            ) from exc
+            raise oom_error(str(getattr(args[0], "url", "redis"))) from exc
 
     return wrapper

@@ -9,7 +9,7 @@
   :class:`FailedQueueConformance`, :class:`WorkerRegistryConformance`,
   :class:`StatsConformance`, :class:`PauseConformance`, :class:`BrowseConformance`,
   :class:`UniquenessConformance`, :class:`CancelConformance`, :class:`ScheduleConformance`,
-  :class:`RateLimitConformance`, :class:`ConcurrencyConformance`.
+  :class:`RateLimitConformance`, :class:`ConcurrencyConformance`, :class:`AsyncClientConformance`.
 * :class:`BackendConformance`: all of them, plus the rules that need several
   capabilities at once (:class:`FailedQueueStats`, and :class:`WorkerRuns`,
   :class:`AttemptWorkerRuns` and :class:`AsyncWorkerRuns`, which run today's Worker,
@@ -40,6 +40,7 @@ from jobchain import capabilities as caps
 from jobchain.backend import Backend
 from jobchain.testing.suite._base import ConformanceBase
 from jobchain.testing.suite.async_workers import AsyncWorkerRuns
+from jobchain.testing.suite.asyncclient import AsyncClientConformance
 from jobchain.testing.suite.attempts import AttemptHistory, AttemptWorkerRuns, RedriveHistory
 from jobchain.testing.suite.browse import BrowsedStates, BrowsePaging
 from jobchain.testing.suite.cancel import CancelRunning, CancelWaiting, CancelWorkerRuns, Purge
@@ -68,6 +69,7 @@ from jobchain.testing.suite.workers import WorkerNames, WorkerRegistry, WorkerRu
 
 __all__ = [
     "SUITES",
+    "AsyncClientConformance",
     "AsyncWorkerRuns",
     "AtomicChainAdvance",
     "AttemptHistory",
@@ -217,6 +219,7 @@ SUITES: dict[type[caps.Capability], type[ConformanceBase]] = {
     caps.ScheduleSlots: ScheduleConformance,
     caps.RateLimits: RateLimitConformance,
     caps.ConcurrencyLimits: ConcurrencyConformance,
+    caps.AsyncClient: AsyncClientConformance,
 }
 
 
@@ -232,6 +235,7 @@ class BackendConformance(
     ScheduleConformance,
     RateLimitConformance,
     ConcurrencyConformance,
+    AsyncClientConformance,
     FailedQueueStats,
     WorkerRuns,
     AttemptWorkerRuns,
@@ -239,8 +243,8 @@ class BackendConformance(
 ):
     """Every rule, for a backend with the failed queue, the worker registry and stats (the built-in ones).
 
-    The rules of Pause, Browse, Uniqueness, Cancel and ScheduleSlots are included and run only if
-    the backend declares them.
+    The rules of Pause, Browse, Uniqueness, Cancel, ScheduleSlots and AsyncClient are included and
+    run only if the backend declares them.
 
     Subclass it as ``Test<YourBackend>`` and override ``backend``.
     """

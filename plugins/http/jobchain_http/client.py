@@ -67,6 +67,8 @@ from jobchain.model import (
 )
 from jobchain.uniqueness import check_batch
 from jobchain_http import schema
+from jobchain_http._async import HttpAsync
+from jobchain_http._requests import chain_path, enqueue_body, job_path
 from jobchain_http.limits import HttpLimits
 from jobchain_http.reader import StreamReader
 from jobchain_http.wire import dumps, read, value
@@ -101,7 +103,17 @@ def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
 
 
 class HttpBackend(
-    Backend, FailedQueue, WorkerRegistry, Stats, Cancel, Pause, Browse, Uniqueness, ScheduleSlots, HttpLimits
+    Backend,
+    FailedQueue,
+    WorkerRegistry,
+    Stats,
+    Cancel,
+    Pause,
+    Browse,
+    Uniqueness,
+    ScheduleSlots,
+    HttpLimits,
+    HttpAsync,
 ):
     """A backend served by a jobchain gateway (``jobchain http serve``)."""
 
@@ -151,6 +163,8 @@ class HttpBackend(
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             )
         self._client = client
+        #: where the asyncio client (jobchain_http._async) sends its requests
+        self._base = base
         self._headers = headers
         self._prefix = parts.path.rstrip("/") if client is not None and not self._owns_client else ""
         self._readers: dict[tuple[tuple[str, ...], float, str], StreamReader] = {}
@@ -202,11 +216,7 @@ class HttpBackend(
         A 4xx answer raises an error that is not an outage (retrying cannot
         help); a 5xx or no answer raises :class:`BackendUnavailableError`.
         """
-        headers = dict(self._headers)
-        if body is not None:
-            content = dumps(body)
-        if content is not None:
-            headers["content-type"] = "application/json"
+        headers, content = self._prepared(body, content)
         try:
             response = self._client.request(
                 method,
@@ -218,6 +228,19 @@ class HttpBackend(
             )
         except httpx.TransportError as exc:
             raise BackendUnavailableError(self.url, f"{type(exc).__name__}: {exc}") from exc
+        return self._answered(response, missing_ok, answer)
+
+    def _prepared(self, body: Any, content: bytes | None) -> tuple[dict[str, str], bytes | None]:
+        """The headers and the encoded body of a request (``body`` as JSON, or ``content`` as it is)."""
+        headers = dict(self._headers)
+        if body is not None:
+            content = dumps(body)
+        if content is not None:
+            headers["content-type"] = "application/json"
+        return headers, content
+
+    def _answered(self, response: httpx.Response, missing_ok: bool, answer: type[Any] | None) -> Any:
+        """The answer's JSON (checked against ``answer``); None for a 404 when ``missing_ok``; or raise."""
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code >= 400:
@@ -276,8 +299,7 @@ class HttpBackend(
     def enqueue(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
         if not jobs and not chains:
             return
-        body = {"jobs": [j.to_wire() for j in jobs], "chains": [c.to_wire() for c in chains]}
-        self.request("POST", "/v1/enqueue", body=body)
+        self.request("POST", "/v1/enqueue", body=enqueue_body(jobs, chains))
 
     def enqueue_unique(
         self, jobs: Sequence[Job], keys: Sequence[str], *, hold: float | None = None
@@ -415,15 +437,11 @@ class HttpBackend(
         return end
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        raw = self.request(
-            "GET", f"/v1/jobs/{quote(job_id, safe='')}", missing_ok=True, answer=schema.JobRecord
-        )
+        raw = self.request("GET", job_path(job_id), missing_ok=True, answer=schema.JobRecord)
         return None if raw is None else value(JobRecord.from_wire, raw, "$")
 
     def get_chain(self, chain_id: str) -> ChainRecord | None:
-        raw = self.request(
-            "GET", f"/v1/chains/{quote(chain_id, safe='')}", missing_ok=True, answer=schema.ChainRecord
-        )
+        raw = self.request("GET", chain_path(chain_id), missing_ok=True, answer=schema.ChainRecord)
         return None if raw is None else value(ChainRecord.from_wire, raw, "$")
 
     # --- failed queue --------------------------------------------------------------------
