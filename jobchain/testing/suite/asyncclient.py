@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, cast
 
 import pytest
 
+from jobchain.aio import AsyncBridge
 from jobchain.app import App
 from jobchain.backend import Backend
 from jobchain.canvas import chain
 from jobchain.capabilities import AsyncClient, supports
 from jobchain.clock import ManualClock
-from jobchain.model import JobState
+from jobchain.model import ChainRecord, Job, JobRecord, JobState
 from jobchain.testing.helpers import MakeJob, completed, reserve_one
 from jobchain.testing.suite._base import ConformanceBase
 from jobchain.testing.suite.chains import declare_tasks
@@ -37,18 +38,60 @@ def _run(backend: _AsyncBackend, body: Callable[[], Coroutine[Any, Any, Any]]) -
     return asyncio.run(main())
 
 
+class _Bridged:
+    """A backend that does not serve coroutines itself, reached as the App reaches it: the App's pool.
+
+    The coroutines run the sync calls on :class:`jobchain.aio.AsyncBridge`'s
+    threads; every other attribute is the backend's own.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._bridge = AsyncBridge(lambda: backend)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def enqueue_new_async(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        await self._bridge.enqueue(jobs, chains, fresh=True)
+
+    async def enqueue_async(self, jobs: Sequence[Job], chains: Sequence[ChainRecord] = ()) -> None:
+        await self._bridge.enqueue(jobs, chains, fresh=False)
+
+    async def get_job_async(self, job_id: str) -> JobRecord | None:
+        return await self._bridge.get_job(job_id)
+
+    async def get_chain_async(self, chain_id: str) -> ChainRecord | None:
+        return await self._bridge.get_chain(chain_id)
+
+    async def close_async(self) -> None:
+        await self._bridge.close_loop(self._backend)
+
+    def shutdown(self) -> None:
+        self._bridge.shutdown()
+
+
 class AsyncClientRules(ConformanceBase):
-    """Base of the asyncio client's rules: skipped unless the backend declares and serves AsyncClient."""
+    """Base of the asyncio client's rules, which every backend runs.
+
+    A backend that declares :class:`~jobchain.capabilities.AsyncClient` and
+    serves coroutines on this connection is tested through its own coroutines;
+    any other (one without the capability, a Redis Cluster or Sentinel client,
+    an http:// backend on a client of its own) through the App's thread pool,
+    which is how an App serves its async calls on it.
+    """
 
     @pytest.fixture
-    def native(self, backend: Backend) -> _AsyncBackend:
-        """The backend under test as an AsyncClient; the rule is skipped for one that does not serve it."""
-        if not supports(backend, AsyncClient):
-            pytest.skip(f"{type(backend).__name__} does not declare AsyncClient")
-        served = cast(_AsyncBackend, backend)
-        if not served.serves_async():
-            pytest.skip(f"{type(backend).__name__} does not serve coroutines on this connection")
-        return served
+    def native(self, backend: Backend) -> Iterator[_AsyncBackend]:
+        """The backend under test as the asyncio client reaches it."""
+        if supports(backend, AsyncClient) and cast(_AsyncBackend, backend).serves_async():
+            yield cast(_AsyncBackend, backend)
+            return
+        bridged = _Bridged(backend)
+        try:
+            yield cast(_AsyncBackend, bridged)
+        finally:
+            bridged.shutdown()
 
 
 class AsyncClientConformance(AsyncClientRules):
