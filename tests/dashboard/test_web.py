@@ -381,3 +381,19 @@ def test_metrics_need_a_login_or_the_bearer_token(client_of: Any, jobs: App) -> 
     }
     assert samples[("jobchain_queue_jobs", (("queue", "default"), ("state", "ready")))] == 1.0
     assert samples[("jobchain_backend_up", ())] == 1.0
+
+
+def test_visitors_without_a_login_cannot_push_out_a_logged_in_session() -> None:
+    """Requests without a cookie each make a visitor's session; a flood of them ends no login."""
+    from jobchain_dashboard.security import ADMIN, Sessions
+
+    sessions = Sessions(capacity=3)
+    logged_in = sessions.new(ADMIN)
+    first_visitor = sessions.new(None)
+    for _ in range(50):
+        sessions.new(None)
+    assert sessions.get(logged_in.id) is logged_in
+    assert sessions.get(first_visitor.id) is None  # visitors go first among themselves
+    assert len(sessions) == 4
+    sessions.drop(logged_in.id)
+    assert sessions.get(logged_in.id) is None

@@ -102,13 +102,17 @@ class Session:
 class Sessions:
     """Sessions by id, in memory, ended after ``idle`` seconds unused or ``lifetime`` seconds in all.
 
-    At most ``capacity`` are kept; the least recently used goes first.
+    Sessions that have not logged in (a visitor's, kept for the login form's
+    CSRF token) and logged-in ones are kept apart, at most ``capacity`` of each,
+    the least recently used going first: anyone can make the first kind by the
+    thousand without a cookie, and doing so must not end anybody's login.
     """
 
     idle: float = 8 * 3600.0
     lifetime: float = 24 * 3600.0
     capacity: int = 10_000
     _by_id: OrderedDict[str, Session] = field(factory=OrderedDict, init=False)
+    _visitors: OrderedDict[str, Session] = field(factory=OrderedDict, init=False)
     _lock: threading.Lock = field(factory=threading.Lock, init=False)
 
     def new(self, role: str | None) -> Session:
@@ -116,10 +120,11 @@ class Sessions:
         session = Session(
             id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32), role=role, created=now, seen=now
         )
+        kept = self._visitors if role is None else self._by_id
         with self._lock:
-            self._by_id[session.id] = session
-            while len(self._by_id) > self.capacity:
-                self._by_id.popitem(last=False)
+            kept[session.id] = session
+            while len(kept) > self.capacity:
+                kept.popitem(last=False)
         return session
 
     def get(self, session_id: str | None) -> Session | None:
@@ -127,22 +132,24 @@ class Sessions:
             return None
         now = time.monotonic()
         with self._lock:
-            session = self._by_id.get(session_id)
+            kept = self._by_id if session_id in self._by_id else self._visitors
+            session = kept.get(session_id)
             if session is None:
                 return None
             if now - session.seen > self.idle or now - session.created > self.lifetime:
-                del self._by_id[session_id]
+                del kept[session_id]
                 return None
             session.seen = now
-            self._by_id.move_to_end(session_id)
+            kept.move_to_end(session_id)
             return session
 
     def drop(self, session_id: str) -> None:
         with self._lock:
             self._by_id.pop(session_id, None)
+            self._visitors.pop(session_id, None)
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._by_id) + len(self._visitors)
 
 
 @define
