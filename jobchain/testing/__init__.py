@@ -42,6 +42,7 @@ from jobchain.testing.helpers import (  # noqa: E402
     reserve_one,
     retried,
     run_worker,
+    wait_until,
 )
 from jobchain.testing.suite import (  # noqa: E402
     BackendConformance,
@@ -78,6 +79,7 @@ __all__ = [
     "reserve_one",
     "retried",
     "run_worker",
+    "wait_until",
 ]
 
 

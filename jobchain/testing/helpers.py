@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from jobchain.capabilities import Stats, require
 from jobchain.ids import new_id
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from jobchain.clock import Clock
     from jobchain.worker import Worker
 
+T = TypeVar("T")
+
 __all__ = [
     "MakeJob",
     "completed",
@@ -43,6 +45,7 @@ __all__ = [
     "reserve_one",
     "retried",
     "run_worker",
+    "wait_until",
 ]
 
 
@@ -195,3 +198,17 @@ def eventually(check: Callable[[], object], timeout: float = 10.0, *, interval: 
             return False
         time.sleep(interval)
     return True
+
+
+def wait_until(
+    check: Callable[[], T], timeout: float = 10.0, what: str = "the condition", *, interval: float = 0.05
+) -> T:
+    """Poll ``check`` until it answers something true and return that; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

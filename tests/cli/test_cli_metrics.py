@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -25,6 +24,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from jobchain.testing import wait_until
 
 pytest.importorskip("prometheus_client", reason="the metrics extra (prometheus_client) is not installed")
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,17 +39,6 @@ needs_sqlite = pytest.mark.skipif(
 )
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Worker:
@@ -83,7 +73,7 @@ class Worker:
             lines = self.grep("metrics at ")
             return lines[0].split("metrics at ", 1)[1].strip() if lines else None
 
-        url: str = _until(found, "the metrics endpoint")
+        url: str = wait_until(found, 20.0, "the metrics endpoint")
         return url
 
     def stop(self) -> int:
@@ -202,19 +192,19 @@ def test_a_worker_exports_what_it_ran(config: ModuleType, url: str, start: Calla
 
     assert [h.wait(20) for h in plain] == list(range(6))
     assert flaky.wait(20) == "done"
-    _until(lambda: _settled(failing), "the failing job")
-    _until(lambda: _settled(done_chain) and _settled(halted_chain), "the chains")
+    wait_until(lambda: _settled(failing), 20.0, "the failing job")
+    wait_until(lambda: _settled(done_chain) and _settled(halted_chain), 20.0, "the chains")
     cancelled = m.stubborn.submit()
-    _until(lambda: cancelled.status() == "running", "the stubborn job to start")
+    wait_until(lambda: cancelled.status() == "running", 20.0, "the stubborn job to start")
     cancelled.cancel()
-    _until(lambda: cancelled.status() == "cancelled", "the stubborn job to be cancelled")
+    wait_until(lambda: cancelled.status() == "cancelled", 20.0, "the stubborn job to be cancelled")
 
     # chain events follow the settlement the handles see: scrape until they are in
     def with_chains() -> Samples | None:
         samples = scrape(endpoint)
         return samples if value(samples, "jobchain_chains_total", outcome="halted") else None
 
-    samples = _until(with_chains, "the chain events")
+    samples = wait_until(with_chains, 20.0, "the chain events")
 
     assert outcomes(samples) == {
         ("ok", "succeeded"): 9,  # 6 alone, 2 in the completed chain, 1 in the halted one
@@ -263,14 +253,14 @@ def test_worker_processes_export_their_totals(
     assert directory.startswith("jobchain-metrics-")
     assert [h.wait(20) for h in first] == list(range(12))
     assert flaky.wait(20) == "done"
-    _until(lambda: _settled(failing), "the failing job")
+    wait_until(lambda: _settled(failing), 20.0, "the failing job")
 
     # a job deaf to its cancel request: its process ends (--abort-grace) and a new one replaces it
     stuck = m.stuck.submit()
-    _until(lambda: stuck.status() == "running", "the stuck job to start")
+    wait_until(lambda: stuck.status() == "running", 20.0, "the stuck job to start")
     stuck.cancel()
-    _until(lambda: stuck.status() == "cancelled", "the stuck job to be recorded cancelled")
-    _until(lambda: len(worker.grep("(pid ")) == 3, "a process to replace the aborted one")
+    wait_until(lambda: stuck.status() == "cancelled", 20.0, "the stuck job to be recorded cancelled")
+    wait_until(lambda: len(worker.grep("(pid ")) == 3, 20.0, "a process to replace the aborted one")
     more = [m.ok.submit(i) for i in range(12, 16)]
     assert [h.wait(20) for h in more] == list(range(12, 16))
 

@@ -21,13 +21,14 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from jobchain.testing import wait_until as eventually
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -45,17 +46,6 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCHAIN_")}
     env.update(PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", **extra)
     return env
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Site:
