@@ -60,6 +60,16 @@ def _text(driver: Any) -> str:
     return str(eventually(read, 10, "the page to load"))
 
 
+@pytest.fixture
+def admin(browser: Any, site: Site) -> Any:
+    """The browser, logged in as admin: a test may run alone, or after one that logged out or in as reader."""
+    browser.get(site.page("/"))
+    if "/login" in browser.current_url or "read-only" in browser.find_element("tag name", "header").text:
+        browser.delete_all_cookies()
+        _login(browser, site, ADMIN_TOKEN)
+    return browser
+
+
 def test_a_visitor_is_sent_to_log_in_and_a_wrong_token_is_refused(browser: Any, site: Site) -> None:
     browser.delete_all_cookies()
     browser.get(site.page("/failed"))
@@ -73,7 +83,7 @@ def test_a_visitor_is_sent_to_log_in_and_a_wrong_token_is_refused(browser: Any, 
     assert "Failed queue" in _text(browser)
 
 
-def test_every_page_loads_with_real_jobs(browser: Any, site: Site, shots: Any) -> None:
+def test_every_page_loads_with_real_jobs(admin: Any, browser: Any, site: Site, shots: Any) -> None:
     import dash_app
 
     site.broken.touch()
@@ -123,7 +133,7 @@ def test_every_page_loads_with_real_jobs(browser: Any, site: Site, shots: Any) -
 
 
 def test_follow_a_failed_chain_to_its_failed_step_and_redrive_it(
-    browser: Any, site: Site, shots: Any
+    admin: Any, browser: Any, site: Site, shots: Any
 ) -> None:
     import dash_app
 
@@ -148,7 +158,7 @@ def test_follow_a_failed_chain_to_its_failed_step_and_redrive_it(
     assert "publish (succeeded)" in " ".join(_by_id(browser, "steps").text.split())
 
 
-def test_cancel_a_waiting_job(browser: Any, site: Site) -> None:
+def test_cancel_a_waiting_job(admin: Any, browser: Any, site: Site) -> None:
     import dash_app
 
     waiting = dash_app.wait_here.submit(7)
@@ -160,7 +170,7 @@ def test_cancel_a_waiting_job(browser: Any, site: Site) -> None:
     assert site.app.jobs.get(waiting.id).state is JobState.CANCELLED  # type: ignore[union-attr]
 
 
-def test_pause_a_queue_then_resume_it(browser: Any, site: Site) -> None:
+def test_pause_a_queue_then_resume_it(admin: Any, browser: Any, site: Site) -> None:
     import dash_app
 
     browser.get(site.page("/queue?name=default"))
@@ -176,7 +186,7 @@ def test_pause_a_queue_then_resume_it(browser: Any, site: Site) -> None:
     assert held.wait(timeout=30) == [["held"], {}]
 
 
-def test_a_count_changes_live_without_reloading(browser: Any, site: Site) -> None:
+def test_a_count_changes_live_without_reloading(admin: Any, browser: Any, site: Site) -> None:
     import dash_app
 
     browser.get(site.page("/"))
@@ -190,7 +200,7 @@ def test_a_count_changes_live_without_reloading(browser: Any, site: Site) -> Non
     assert "on" in _by_id(browser, "live-status").get_attribute("class")  # server-sent events, not polling
 
 
-def test_counts_change_by_polling_when_the_stream_is_blocked(browser: Any, site: Site) -> None:
+def test_counts_change_by_polling_when_the_stream_is_blocked(admin: Any, browser: Any, site: Site) -> None:
     import dash_app
 
     browser.execute_cdp_cmd("Network.enable", {})
@@ -208,7 +218,7 @@ def test_counts_change_by_polling_when_the_stream_is_blocked(browser: Any, site:
         browser.execute_cdp_cmd("Network.disable", {})
 
 
-def test_markup_in_arguments_and_queue_names_stays_text(browser: Any, site: Site) -> None:
+def test_markup_in_arguments_and_queue_names_stays_text(admin: Any, browser: Any, site: Site) -> None:
     import dash_app
 
     handle = dash_app.echo.submit(XSS, note=XSS)
@@ -228,7 +238,7 @@ def test_markup_in_arguments_and_queue_names_stays_text(browser: Any, site: Site
     assert browser.execute_script("return typeof window.__xss;") == "undefined"
 
 
-def test_forged_posts_are_refused_and_change_nothing(browser: Any, site: Site) -> None:
+def test_forged_posts_are_refused_and_change_nothing(admin: Any, browser: Any, site: Site) -> None:
     # from the dashboard's own origin, without the token
     browser.get(site.page("/"))
     browser.execute_script(
@@ -260,7 +270,7 @@ def test_forged_posts_are_refused_and_change_nothing(browser: Any, site: Site) -
     assert "/login" not in browser.current_url
 
 
-def test_an_out_of_range_parameter_is_a_one_line_error(browser: Any, site: Site) -> None:
+def test_an_out_of_range_parameter_is_a_one_line_error(admin: Any, browser: Any, site: Site) -> None:
     browser.get(site.page("/queue?name=default&limit=100000"))
     assert "limit must be between 1 and 200, got 100000" in _text(browser)
     browser.get(site.page("/failed?offset=-5"))
@@ -268,7 +278,7 @@ def test_an_out_of_range_parameter_is_a_one_line_error(browser: Any, site: Site)
     assert "Traceback" not in browser.page_source
 
 
-def test_the_read_only_login_sees_but_cannot_change(browser: Any, site: Site) -> None:
+def test_the_read_only_login_sees_but_cannot_change(admin: Any, browser: Any, site: Site) -> None:
     browser.get(site.page("/"))
     _by_id(browser, "logout").click()
     _login(browser, site, READ_TOKEN)
@@ -279,7 +289,7 @@ def test_the_read_only_login_sees_but_cannot_change(browser: Any, site: Site) ->
     assert not _css(browser, "#bulk-redrive, #bulk-purge")
 
 
-def test_the_pages_fit_a_phone(browser: Any, site: Site, shots: Any) -> None:
+def test_the_pages_fit_a_phone(admin: Any, browser: Any, site: Site, shots: Any) -> None:
     browser.set_window_size(390, 844)
     try:
         for path in ("/", "/failed", "/workers", "/queue?name=default"):
@@ -294,7 +304,7 @@ def test_the_pages_fit_a_phone(browser: Any, site: Site, shots: Any) -> None:
         browser.set_window_size(1280, 900)
 
 
-def test_logging_out_ends_the_session(browser: Any, site: Site) -> None:
+def test_logging_out_ends_the_session(admin: Any, browser: Any, site: Site) -> None:
     browser.get(site.page("/"))
     _by_id(browser, "logout").click()
     eventually(lambda: "/login" in browser.current_url, 10, "the login page")
