@@ -47,7 +47,9 @@ JOBS = 2000
 CHAINS = 200
 PROCESSES = 4
 THREADS = 2
-ASYNC_CONCURRENCY = 8  # coroutine jobs at once per process, with async tasks
+# coroutine jobs at once per process, with async tasks: as many as the threads, so a wave lasts as long
+# (at 8 a wave of 2-20 ms sleeps was over in 0.1 s and a kill 0.2 s in could find nothing running)
+ASYNC_CONCURRENCY = THREADS
 WAVES = 10  # one a second, each some 0.4 s of work for the 8 threads
 KILL_AFTER = 0.2  # seconds after each wave: one worker process is killed while the wave runs
 LEASE = 2.0
